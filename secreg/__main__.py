@@ -1,0 +1,5 @@
+import sys
+
+from secreg.cli.main import main
+
+sys.exit(main())

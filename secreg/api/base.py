@@ -1,0 +1,132 @@
+"""What every handler shares: repository/name parsing from the path, bodies with limits, pagination, responses."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, AsyncIterator, Mapping
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from secreg.errors import ErrorCode, RegistryError
+from secreg.names import validate_name
+
+API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
+IDENTITY_KEY = "secreg.identity"
+STREAM_CHUNK = 1024 * 1024
+
+
+def repository(request: Request) -> str:
+    return validate_name(request.path_params["name"])
+
+
+def respond(
+    status: int = 200,
+    body: bytes = b"",
+    headers: Mapping[str, str] | None = None,
+    media_type: str | None = None,
+) -> Response:
+    all_headers = {API_VERSION[0]: API_VERSION[1], **(headers or {})}
+    return Response(body, status_code=status, headers=all_headers, media_type=media_type)
+
+
+def json_response(document: Any, status: int = 200, headers: Mapping[str, str] | None = None,
+                  media_type: str = "application/json") -> Response:
+    return respond(status, json.dumps(document).encode(), headers, media_type)
+
+
+def content_length(request: Request) -> int | None:
+    value = request.headers.get("content-length")
+    if value is None:
+        return None
+    if not value.isdigit():
+        raise RegistryError(ErrorCode.SIZE_INVALID, "Content-Length is not a non-negative integer")
+    return int(value)
+
+
+async def body_stream(request: Request) -> AsyncIterator[bytes]:
+    """The request body as it arrives; a client that goes away ends the stream with BLOB_UPLOAD_INVALID."""
+    try:
+        async for chunk in request.stream():
+            yield chunk
+    except ClientDisconnect:
+        raise RegistryError(ErrorCode.BLOB_UPLOAD_INVALID, "client disconnected during upload") from None
+
+
+async def read_limited(request: Request, limit: int, what: str) -> bytes:
+    declared = content_length(request)
+    too_large = RegistryError(
+        ErrorCode.SIZE_INVALID, f"{what} is larger than the limit of {limit} bytes", {"limit": limit}, status=413
+    )
+    if declared is not None and declared > limit:
+        raise too_large
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in body_stream(request):
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def pagination(request: Request, default: int, maximum: int) -> tuple[int, str]:
+    n_text = request.query_params.get("n")
+    if n_text is None or n_text == "":
+        n = default
+    elif n_text.isdigit():
+        n = int(n_text)
+    else:
+        raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID, "n must be a non-negative integer", {"n": n_text})
+    return min(n, maximum), request.query_params.get("last", "")
+
+
+def page(items: list[str], n: int, last: str) -> tuple[list[str], bool]:
+    """Items after `last` (lexically), at most n; and whether more remain."""
+    remaining = [item for item in items if item > last] if last else items
+    return remaining[:n], len(remaining) > n
+
+
+def identity(request: Request) -> Any:
+    """What the auth middleware proved about the caller; None when auth is off."""
+    return request.scope.get(IDENTITY_KEY)
+
+
+def may(request: Request, resource_type: str, name: str, action: str) -> bool:
+    who = identity(request)
+    return True if who is None else bool(who.allows(resource_type, name, action))
+
+
+class FileRangeResponse(Response):
+    """Streams [start, start+length) of a local file, reading on the event loop in 1 MiB pieces.
+
+    Reads of a page-cached file are short; a thread hop per chunk costs more than it saves
+    (measured: Starlette's FileResponse with 64 KiB thread reads moved blobs at a fifth of this speed)."""
+
+    def __init__(self, path: str, start: int, length: int, status: int, headers: Mapping[str, str]) -> None:
+        super().__init__(status_code=status, headers={API_VERSION[0]: API_VERSION[1], **headers})
+        self.path = path
+        self.start = start
+        self.length = length
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            if scope["method"] == "HEAD" or self.length == 0:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            offset, remaining = self.start, self.length
+            while remaining > 0:
+                chunk = os.pread(fd, min(STREAM_CHUNK, remaining), offset)
+                if not chunk:
+                    break  # file shrank under us: cannot happen to a committed blob
+                offset += len(chunk)
+                remaining -= len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": remaining > 0})
+            if remaining > 0:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            os.close(fd)

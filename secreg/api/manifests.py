@@ -1,0 +1,86 @@
+"""GET / HEAD / PUT / DELETE /v2/<name>/manifests/<reference>."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from secreg.api import urls
+from secreg.api.base import read_limited, repository, respond
+from secreg.digest import Digest
+from secreg.errors import ErrorCode, RegistryError
+from secreg.names import parse_reference, validate_tag
+from secreg.registry.manifest_format import INDEXES, MANIFEST_TYPES
+from secreg.registry.service import registry_of
+
+
+def _accepted(request: Request) -> set[str] | None:
+    """Media types the client accepts; None when it accepts anything."""
+    values = request.headers.getlist("accept")
+    if not values:
+        return None
+    accepted = {part.split(";", 1)[0].strip() for value in values for part in value.split(",")}
+    accepted.discard("")
+    if not accepted or "*/*" in accepted or "application/*" in accepted:
+        return None
+    return accepted
+
+
+def _negotiate(request: Request, media_type: str) -> None:
+    accepted = _accepted(request)
+    if accepted is None or media_type in accepted or media_type not in MANIFEST_TYPES:
+        return
+    kind = "an image index / manifest list" if media_type in INDEXES else "a manifest"
+    raise RegistryError(
+        ErrorCode.MANIFEST_UNKNOWN,
+        f"{kind} of type {media_type} was found, but the Accept header does not allow it; "
+        "update the client or add the type to Accept",
+        {"mediaType": media_type, "accepted": sorted(accepted)[:20]},
+    )
+
+
+async def get_manifest(request: Request) -> Response:
+    name = repository(request)
+    reference = parse_reference(request.path_params["reference"])
+    manifest = registry_of(request).manifests.get(name, reference)
+    _negotiate(request, manifest.media_type)
+    headers = {
+        "Docker-Content-Digest": str(manifest.digest),
+        "Content-Type": manifest.media_type,
+        "Content-Length": str(len(manifest.content)),
+        "ETag": f'"{manifest.digest}"',
+    }
+    if request.method == "HEAD":
+        return respond(200, headers=headers)
+    return respond(200, manifest.content, headers)
+
+
+async def put_manifest(request: Request) -> Response:
+    name = repository(request)
+    reference = parse_reference(request.path_params["reference"])
+    registry = registry_of(request)
+    registry.require_writable()
+    tags = [validate_tag(t) for t in request.query_params.getlist("tag")]
+    content = await read_limited(request, registry.settings.manifest_max_size, "manifest")
+    result = registry.manifests.put(name, reference, content, request.headers.get("content-type"), tags)
+    headers = {
+        "Location": urls.manifest(name, result.digest),
+        "Docker-Content-Digest": str(result.digest),
+        "Content-Length": "0",
+    }
+    if result.subject is not None:
+        headers["OCI-Subject"] = str(result.subject)
+    return respond(201, headers=headers)
+
+
+async def delete_manifest(request: Request) -> Response:
+    name = repository(request)
+    reference = parse_reference(request.path_params["reference"])
+    registry = registry_of(request)
+    registry.require_delete()
+    registry.require_writable()
+    registry.manifests.delete(name, reference)
+    headers = {"Content-Length": "0"}
+    if isinstance(reference, Digest):
+        headers["Docker-Content-Digest"] = str(reference)
+    return respond(202, headers=headers)

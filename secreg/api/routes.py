@@ -1,0 +1,102 @@
+"""The whole HTTP surface in one table, and the access each route needs (the one authorization point).
+
+GET/HEAD need pull; POST/PUT/PATCH need pull+push; DELETE needs delete; the catalog needs registry:catalog:*;
+`/v2/` needs any valid token; `public` routes need nothing. The auth middleware asks `required_access`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Match, Route
+from starlette.types import Scope
+
+from secreg.api import blobs, listing, manifests, uploads
+from secreg.api.base import json_response
+from secreg.auth.scope import DELETE, PULL, PUSH, Access
+from secreg.names import NAME_PATTERN
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class RouteSpec:
+    path: str
+    endpoint: Endpoint
+    methods: tuple[str, ...]
+    kind: str  # "public" | "authenticated" | "repository" | "catalog"
+
+
+async def api_version(request: Request) -> Response:
+    return json_response({})
+
+
+NAME = "{name:path}"
+REGISTRY_ROUTES: tuple[RouteSpec, ...] = (
+    RouteSpec("/v2/", api_version, ("GET",), "authenticated"),
+    RouteSpec("/v2/_catalog", listing.catalog, ("GET",), "catalog"),
+    RouteSpec(f"/v2/{NAME}/tags/list", listing.list_tags, ("GET",), "repository"),
+    RouteSpec(f"/v2/{NAME}/referrers/{{digest}}", listing.referrers, ("GET",), "repository"),
+    RouteSpec(f"/v2/{NAME}/manifests/{{reference}}", manifests.get_manifest, ("GET",), "repository"),
+    RouteSpec(f"/v2/{NAME}/manifests/{{reference}}", manifests.put_manifest, ("PUT",), "repository"),
+    RouteSpec(f"/v2/{NAME}/manifests/{{reference}}", manifests.delete_manifest, ("DELETE",), "repository"),
+    RouteSpec(f"/v2/{NAME}/blobs/uploads/", uploads.start_upload, ("POST",), "repository"),
+    RouteSpec(f"/v2/{NAME}/blobs/uploads/{{upload_id}}", uploads.upload_status, ("GET",), "repository"),
+    RouteSpec(f"/v2/{NAME}/blobs/uploads/{{upload_id}}", uploads.patch_upload, ("PATCH",), "repository"),
+    RouteSpec(f"/v2/{NAME}/blobs/uploads/{{upload_id}}", uploads.complete_upload, ("PUT",), "repository"),
+    RouteSpec(f"/v2/{NAME}/blobs/uploads/{{upload_id}}", uploads.cancel_upload, ("DELETE",), "repository"),
+    RouteSpec(f"/v2/{NAME}/blobs/{{digest}}", blobs.get_blob, ("GET",), "repository"),
+    RouteSpec(f"/v2/{NAME}/blobs/{{digest}}", blobs.delete_blob, ("DELETE",), "repository"),
+)
+
+
+def actions_for(method: str) -> frozenset[str]:
+    if method in ("GET", "HEAD"):
+        return frozenset({PULL})
+    if method == "DELETE":
+        return frozenset({DELETE})
+    return frozenset({PULL, PUSH})
+
+
+def build_routes(specs: tuple[RouteSpec, ...]) -> list[Route]:
+    return [Route(spec.path, spec.endpoint, methods=list(spec.methods)) for spec in specs]
+
+
+class AccessResolver:
+    """Maps a request to the access it needs, by matching it against the same table the router uses."""
+
+    def __init__(self, routes: list[Route], specs: tuple[RouteSpec, ...]) -> None:
+        self._pairs = list(zip(routes, specs))
+
+    def __call__(self, scope: Scope) -> list[Access] | None:
+        path: str = scope["path"]
+        if not path.startswith("/v2"):
+            return None
+        method = scope["method"]
+        partial: RouteSpec | None = None
+        params: dict[str, str] = {}
+        for route, spec in self._pairs:
+            match, child = route.matches(scope)
+            if match is Match.FULL:
+                return _needed(spec, child.get("path_params", {}), method)
+            if match is Match.PARTIAL and partial is None:
+                partial, params = spec, child.get("path_params", {})
+        if partial is not None:  # wrong method: still authenticate before saying so
+            return _needed(partial, params, method)
+        return []
+
+
+def _needed(spec: RouteSpec, params: dict[str, str], method: str) -> list[Access] | None:
+    if spec.kind == "public":
+        return None
+    if spec.kind == "authenticated":
+        return []
+    if spec.kind == "catalog":
+        return [Access("registry", "catalog", frozenset({"*"}))]
+    name = params.get("name", "")
+    if not NAME_PATTERN.match(name):
+        return []  # the handler answers NAME_INVALID; no scope can be formed from such a name
+    return [Access("repository", name, actions_for(method))]

@@ -1,0 +1,73 @@
+"""`create_app(settings)`: the registry, the token server, or both, as one Starlette application."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from secreg.api.base import json_response
+from secreg.api.routes import REGISTRY_ROUTES, AccessResolver, build_routes
+from secreg.config import Settings
+from secreg.errors import ErrorCode, RegistryError, error_response
+from secreg.registry.service import Registry
+
+Role = Literal["all", "registry", "auth"]
+log = logging.getLogger("secreg")
+
+
+async def _registry_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RegistryError)
+    return error_response(exc, head=request.method == "HEAD")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        error = RegistryError(ErrorCode.UNSUPPORTED, f"method {request.method} is not allowed on this endpoint")
+    elif exc.status_code == 404:
+        error = RegistryError(ErrorCode.UNSUPPORTED, "no such API endpoint", {"path": request.url.path[:300]},
+                              status=404)
+    else:
+        error = RegistryError(ErrorCode.UNKNOWN, str(exc.detail), status=exc.status_code)
+    return error_response(error, head=request.method == "HEAD")
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(RegistryError(ErrorCode.UNKNOWN, "internal error; see the server log"))
+
+
+async def healthz(request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+def create_app(settings: Settings, role: Role = "all") -> Starlette:
+    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
+    registry: Registry | None = None
+    resolver: AccessResolver | None = None
+    if role in ("all", "registry"):
+        registry = Registry.from_settings(settings)
+        registry_routes = build_routes(REGISTRY_ROUTES)
+        resolver = AccessResolver(registry_routes, REGISTRY_ROUTES)
+        routes.extend(registry_routes)
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            RegistryError: _registry_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+    )
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.resolver = resolver
+    from secreg.auth_wiring import wire_auth
+
+    wire_auth(app, settings, role)
+    return app

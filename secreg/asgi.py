@@ -1,0 +1,26 @@
+"""ASGI entry point for Hypercorn workers: rebuilds the settings the `secreg serve` parent resolved.
+
+The parent passes its config file, flag overrides and role in `_SECREG_SERVE` (not `SECREG_*`, which would be
+read as settings), so every spawned worker builds an identical app.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from secreg.app import Role, create_app
+from secreg.cli.serve import SERVE_ENV
+from secreg.config import load_settings
+
+
+def app_from_environment() -> Any:
+    spec = json.loads(os.environ.get(SERVE_ENV) or "{}")
+    settings = load_settings(spec.get("config"), spec.get("overrides"), base_dir=Path(spec.get("base_dir") or "."))
+    role: Role = spec.get("role", "all")
+    return create_app(settings, role)
+
+
+app = app_from_environment()

@@ -1,0 +1,9 @@
+"""Placeholder: `secreg policy` (being written)."""
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("policy", help="(not yet available)")
+    p.set_defaults(func=lambda args: 1)

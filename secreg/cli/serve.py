@@ -1,0 +1,162 @@
+"""`secreg serve`: resolve settings, make sure TLS material and the first user exist, run Hypercorn."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from secreg.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("secreg")
+SERVE_ENV = "_SECREG_SERVE"  # read by secreg.asgi in every worker
+
+
+def encode_serve_args(config_file: str | None, overrides: dict[str, Any], role: str, base_dir: Path) -> str:
+    return json.dumps({"config": config_file, "overrides": overrides, "role": role, "base_dir": str(base_dir)})
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run the registry (and its token server) over HTTPS")
+    p.add_argument("--config", help="YAML config file, laid out like the reference registry's config.yml")
+    p.add_argument("--addr", help="listen address HOST:PORT (default 0.0.0.0:5000)")
+    p.add_argument("--storage", help="storage directory (storage.filesystem.rootdirectory, default ./data)")
+    p.add_argument("--certs", help="certificate directory (default ./certs)")
+    p.add_argument("--auth-dir", help="directory of htpasswd, groups and policy.yaml (default ./auth)")
+    p.add_argument("--workers", type=int, help="worker processes (default 1)")
+    p.add_argument("--role", choices=["all", "registry", "auth"], default="all",
+                   help="all: registry + token server (default); registry or auth: one of them")
+    p.add_argument("--delete-enabled", action="store_true", default=None, help="allow DELETE of blobs and manifests")
+    p.add_argument("--readonly", action="store_true", default=None, help="maintenance mode: refuse all writes")
+    p.add_argument("--no-auth", action="store_true", default=None,
+                   help="turn token authentication off (anyone may push and pull; logged at every start)")
+    p.add_argument("--http2", action="store_true", default=None, help="offer HTTP/2 by ALPN")
+    p.add_argument("--insecure-http", action="store_true", default=None,
+                   help="listen with plain HTTP (only behind a TLS-terminating proxy)")
+    p.add_argument("--public-url", help="the URL clients use, e.g. https://registry.example.com:5000")
+    p.set_defaults(func=run)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+
+    def put(dotted: str, value: Any) -> None:
+        if value is None:
+            return
+        node = tree
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+
+    put("http.addr", args.addr)
+    put("storage.filesystem.rootdirectory", args.storage and str(Path(args.storage).resolve()))
+    put("http.tls.directory", args.certs and str(Path(args.certs).resolve()))
+    put("auth.directory", args.auth_dir and str(Path(args.auth_dir).resolve()))
+    put("http.workers", args.workers)
+    put("storage.delete.enabled", args.delete_enabled)
+    put("storage.maintenance.readonly.enabled", args.readonly)
+    put("auth.enabled", False if args.no_auth else None)
+    put("http.http2", args.http2)
+    put("http.insecure", args.insecure_http)
+    put("http.host", args.public_url)
+    return tree
+
+
+def run(args: argparse.Namespace) -> int:
+    from secreg.cli.main import CliError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = overrides_from_args(args)
+    config_file = str(Path(args.config).resolve()) if args.config else None
+    base_dir = Path.cwd()
+    try:
+        settings = load_settings(config_file, overrides, base_dir=base_dir)
+    except ConfigError as exc:
+        raise CliError(str(exc)) from exc
+    prepare_tls(settings)
+    prepare_auth(settings, args.role)
+    logging.getLogger().setLevel(settings.log_level.upper())
+
+    from hypercorn.config import Config
+    from hypercorn.run import run as hypercorn_run
+
+    os.environ[SERVE_ENV] = encode_serve_args(config_file, overrides, args.role, base_dir)
+    config = hypercorn_config(settings, Config())
+    config.application_path = "secreg.asgi:app"
+    scheme = "http" if settings.insecure else "https"
+    print(f"secreg: serving {scheme}://{settings.bind} (role {args.role}, storage {settings.storage_root}, "
+          f"{settings.workers} worker(s))", file=sys.stderr, flush=True)
+    # One worker runs in this process (workers=0 in Hypercorn's terms): no extra parent process.
+    config.workers = 0 if settings.workers == 1 else settings.workers
+    return hypercorn_run(config)
+
+
+def hypercorn_config(settings: Settings, config: Any) -> Any:
+    config.bind = [settings.bind]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")  # through our handler, not a second one
+    config.loglevel = settings.log_level.upper()
+    config.keep_alive_timeout = 75
+    config.graceful_timeout = 10
+    config.h11_max_incomplete_size = 64 * 1024
+    if not settings.insecure:
+        config.certfile = str(settings.tls.certificate)
+        config.keyfile = str(settings.tls.key)
+        config.alpn_protocols = ["h2", "http/1.1"] if settings.http2 else ["http/1.1"]
+    return config
+
+
+def prepare_tls(settings: Settings) -> None:
+    from secreg.cli.main import CliError
+
+    if settings.insecure:
+        banner = "!" * 78
+        log.warning("%s\nPLAIN HTTP listener on %s: no TLS. Only run this behind a TLS-terminating proxy;\n"
+                    "docker clients refuse plain HTTP unless listed in insecure-registries.\n%s",
+                    banner, settings.bind, banner)
+        return
+    cert, key = settings.tls.certificate, settings.tls.key
+    if cert.exists() and key.exists():
+        return
+    default_paths = cert.parent == settings.tls.directory and key.parent == settings.tls.directory
+    if not (settings.tls.autogenerate and default_paths):
+        missing = ", ".join(str(p) for p in (cert, key) if not p.exists())
+        raise CliError(f"TLS certificate or key missing: {missing}. Create them with "
+                       f"`secreg certs generate --out DIR --host NAME --ip IP` or point http.tls at yours.")
+    from secreg import tls
+
+    files = tls.ensure_dev_certificates(settings.tls.directory)
+    if files is None:
+        return
+    hosts, ips = tls.dev_sans()
+    host_ports = [f"{h}:{settings.port}" for h in [*hosts, *ips] if h != "::1"]
+    print("\n" + "=" * 78, file=sys.stderr)
+    print(f"secreg: generated a development CA and server certificate in {settings.tls.directory}", file=sys.stderr)
+    print("To let a docker client trust this registry (no insecure-registries needed):\n", file=sys.stderr)
+    print(tls.docker_trust_instructions(files.ca_cert, host_ports), file=sys.stderr)
+    print("=" * 78 + "\n", file=sys.stderr, flush=True)
+
+
+def prepare_auth(settings: Settings, role: str) -> None:
+    if not settings.auth.enabled:
+        log.warning("AUTHENTICATION IS OFF (auth.enabled: false): anyone who can reach %s may push, pull "
+                    "and delete.", settings.bind)
+        return
+    if role not in ("all", "auth"):
+        return
+    try:
+        from secreg.auth.bootstrap import bootstrap_auth
+    except ImportError:
+        return
+    password = bootstrap_auth(settings)
+    if password:
+        print("\n" + "=" * 78, file=sys.stderr)
+        print("secreg: created user 'admin' (group admins). Its password, shown only this once:\n", file=sys.stderr)
+        print(f"    {password}\n", file=sys.stderr)
+        print(f"Log in with: docker login <host>:{settings.port} -u admin", file=sys.stderr)
+        print("=" * 78 + "\n", file=sys.stderr, flush=True)

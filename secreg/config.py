@@ -1,0 +1,318 @@
+"""Settings: embedded defaults < YAML file (`--config`) < `SECREG_*` environment < command-line flags.
+
+The YAML keys follow the reference registry's `config.yml` layout. Every source is merged into one
+nested dict, then validated once into the frozen `Settings` value that the rest of secreg reads.
+
+Environment variables name a key path with `_` between levels: `SECREG_STORAGE_DELETE_ENABLED=true`
+sets `storage.delete.enabled`. Key names therefore never contain `_` themselves (as in the reference
+registry: `rootdirectory`, `maxsize`).
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+ENV_PREFIX = "SECREG_"
+
+DEFAULTS: dict[str, Any] = {
+    "version": "0.1",
+    "log": {"level": "info", "accesslog": {"format": "json", "disabled": False}},
+    "http": {
+        "addr": "0.0.0.0:5000",
+        "host": "",  # public base URL (https://registry.example.com:5000); derived from the request when empty
+        "workers": 1,
+        "http2": False,
+        "insecure": False,  # plain HTTP listener, only for use behind a TLS-terminating proxy
+        "tls": {
+            "certificate": "",  # default: <certs>/server.crt
+            "key": "",  # default: <certs>/server.key
+            "directory": "./certs",
+            "autogenerate": True,
+        },
+    },
+    "storage": {
+        "filesystem": {"rootdirectory": "./data"},
+        "delete": {"enabled": False},
+        "maintenance": {
+            "readonly": {"enabled": False},
+            "uploadpurging": {"enabled": True, "age": 604800, "interval": 86400},
+        },
+    },
+    "validation": {"manifests": {"maxsize": 4 * 1024 * 1024}},
+    "auth": {
+        "enabled": True,
+        "directory": "./auth",
+        "htpasswd": "",  # default: <auth dir>/htpasswd
+        "policy": "",  # default: <auth dir>/policy.yaml
+        "token": {
+            "realm": "",  # default: <this server>/auth/token
+            "service": "secreg",
+            "issuer": "secreg",
+            "key": "",  # default: <certs>/token.key
+            "certificate": "",  # default: <certs>/token.crt
+            "expiration": 300,
+            "refreshexpiration": 30 * 24 * 3600,
+        },
+        "ratelimit": {"attempts": 5, "window": 60, "lockout": 60},
+    },
+    "gc": {"schedule": {"enabled": False, "interval": 86400}, "grace": 3600},
+}
+
+
+class ConfigError(ValueError):
+    """A setting is missing, of the wrong type or out of range."""
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    certificate: Path
+    key: Path
+    directory: Path
+    autogenerate: bool
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    realm: str
+    service: str
+    issuer: str
+    key: Path
+    certificate: Path
+    expiration: int
+    refresh_expiration: int
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    attempts: int
+    window: int
+    lockout: int
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    enabled: bool
+    directory: Path
+    htpasswd: Path
+    policy: Path
+    token: TokenSettings
+    ratelimit: RateLimitSettings
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str
+    port: int
+    public_url: str
+    workers: int
+    http2: bool
+    insecure: bool
+    tls: TLSSettings
+    storage_root: Path
+    delete_enabled: bool
+    readonly: bool
+    upload_purge_enabled: bool
+    upload_purge_age: int
+    upload_purge_interval: int
+    manifest_max_size: int
+    auth: AuthSettings
+    log_level: str
+    access_log_format: str
+    access_log_enabled: bool
+    gc_schedule_enabled: bool
+    gc_interval: int
+    gc_grace: int
+    raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def bind(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            deep_merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`SECREG_A_B_C=v` -> {"a": {"b": {"c": v}}}, values parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX:
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("_")
+        if not all(parts):
+            raise ConfigError(f"environment variable {name}: empty key part")
+        node = tree
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"environment variable {name} conflicts with another SECREG_ variable")
+            node = child
+        try:
+            node[parts[-1]] = yaml.safe_load(value) if value != "" else ""
+        except yaml.YAMLError:
+            node[parts[-1]] = value
+    return tree
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
+) -> Settings:
+    """Merge defaults, the YAML file, the environment and explicit overrides, then validate."""
+    tree = copy.deepcopy(DEFAULTS)
+    if config_file:
+        path = Path(config_file)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        deep_merge(tree, loaded)
+    deep_merge(tree, env_overrides(os.environ if environ is None else environ))
+    if overrides:
+        deep_merge(tree, overrides)
+    return validate(tree, base_dir or Path.cwd())
+
+
+def _get(tree: Mapping[str, Any], dotted: str) -> Any:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            raise ConfigError(f"{dotted}: missing")
+        node = node[part]
+    return node
+
+
+def _bool(tree: Mapping[str, Any], dotted: str) -> bool:
+    value = _get(tree, dotted)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return value.lower() in ("true", "yes", "on", "1")
+    raise ConfigError(f"{dotted}: expected true or false, got {value!r}")
+
+
+def _int(tree: Mapping[str, Any], dotted: str, minimum: int = 0) -> int:
+    value = _get(tree, dotted)
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ConfigError(f"{dotted}: expected an integer, got {value!r}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{dotted}: expected an integer, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"{dotted}: must be at least {minimum}, got {number}")
+    return number
+
+
+def _str(tree: Mapping[str, Any], dotted: str) -> str:
+    value = _get(tree, dotted)
+    if value is None:
+        return ""
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ConfigError(f"{dotted}: expected a string, got {value!r}")
+    return str(value)
+
+
+def _path(tree: Mapping[str, Any], dotted: str, base_dir: Path, default: Path) -> Path:
+    text = _str(tree, dotted)
+    path = Path(text).expanduser() if text else default
+    return path if path.is_absolute() else (base_dir / path)
+
+
+def parse_addr(addr: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[V6]:PORT` or `:PORT` -> (host, port)."""
+    host, sep, port_text = addr.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ConfigError(f"http.addr: expected HOST:PORT, got {addr!r}")
+    port = int(port_text)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"http.addr: port out of range in {addr!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f"http.addr: bad IPv6 address in {addr!r}") from None
+    return (host or "0.0.0.0"), port
+
+
+def validate(tree: Mapping[str, Any], base_dir: Path) -> Settings:
+    host, port = parse_addr(_str(tree, "http.addr"))
+    certs_dir = _path(tree, "http.tls.directory", base_dir, Path("certs"))
+    auth_dir = _path(tree, "auth.directory", base_dir, Path("auth"))
+    public_url = _str(tree, "http.host").rstrip("/")
+    if public_url and not public_url.startswith(("https://", "http://")):
+        raise ConfigError(f"http.host: expected a URL such as https://registry.example.com:5000, got {public_url!r}")
+    access_format = _str(tree, "log.accesslog.format")
+    if access_format not in ("json", "text"):
+        raise ConfigError(f"log.accesslog.format: expected json or text, got {access_format!r}")
+    level = _str(tree, "log.level").lower()
+    if level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"log.level: expected debug, info, warning or error, got {level!r}")
+    return Settings(
+        host=host,
+        port=port,
+        public_url=public_url,
+        workers=_int(tree, "http.workers", 1),
+        http2=_bool(tree, "http.http2"),
+        insecure=_bool(tree, "http.insecure"),
+        tls=TLSSettings(
+            certificate=_path(tree, "http.tls.certificate", base_dir, certs_dir / "server.crt"),
+            key=_path(tree, "http.tls.key", base_dir, certs_dir / "server.key"),
+            directory=certs_dir,
+            autogenerate=_bool(tree, "http.tls.autogenerate"),
+        ),
+        storage_root=_path(tree, "storage.filesystem.rootdirectory", base_dir, Path("data")),
+        delete_enabled=_bool(tree, "storage.delete.enabled"),
+        readonly=_bool(tree, "storage.maintenance.readonly.enabled"),
+        upload_purge_enabled=_bool(tree, "storage.maintenance.uploadpurging.enabled"),
+        upload_purge_age=_int(tree, "storage.maintenance.uploadpurging.age", 1),
+        upload_purge_interval=_int(tree, "storage.maintenance.uploadpurging.interval", 1),
+        manifest_max_size=_int(tree, "validation.manifests.maxsize", 1024),
+        auth=AuthSettings(
+            enabled=_bool(tree, "auth.enabled"),
+            directory=auth_dir,
+            htpasswd=_path(tree, "auth.htpasswd", base_dir, auth_dir / "htpasswd"),
+            policy=_path(tree, "auth.policy", base_dir, auth_dir / "policy.yaml"),
+            token=TokenSettings(
+                realm=_str(tree, "auth.token.realm"),
+                service=_str(tree, "auth.token.service") or "secreg",
+                issuer=_str(tree, "auth.token.issuer") or "secreg",
+                key=_path(tree, "auth.token.key", base_dir, certs_dir / "token.key"),
+                certificate=_path(tree, "auth.token.certificate", base_dir, certs_dir / "token.crt"),
+                expiration=_int(tree, "auth.token.expiration", 1),
+                refresh_expiration=_int(tree, "auth.token.refreshexpiration", 1),
+            ),
+            ratelimit=RateLimitSettings(
+                attempts=_int(tree, "auth.ratelimit.attempts", 1),
+                window=_int(tree, "auth.ratelimit.window", 1),
+                lockout=_int(tree, "auth.ratelimit.lockout", 1),
+            ),
+        ),
+        log_level=level,
+        access_log_format=access_format,
+        access_log_enabled=not _bool(tree, "log.accesslog.disabled"),
+        gc_schedule_enabled=_bool(tree, "gc.schedule.enabled"),
+        gc_interval=_int(tree, "gc.schedule.interval", 1),
+        gc_grace=_int(tree, "gc.grace", 0),
+        raw=copy.deepcopy(dict(tree)),
+    )

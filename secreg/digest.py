@@ -1,0 +1,69 @@
+"""Content digests: the `algorithm:hex` value type and a verifier fed as bytes arrive."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+from secreg.errors import ErrorCode, RegistryError
+
+# Algorithms we store and verify, with their hex length. Anything else is "unsupported", not "invalid".
+ALGORITHMS: dict[str, int] = {"sha256": 64, "sha512": 128}
+_DIGEST = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
+
+
+@dataclass(frozen=True, order=True)
+class Digest:
+    algorithm: str
+    hex: str
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hex}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Digest":
+        """Parse and validate; raises DIGEST_INVALID for anything a path must never be built from."""
+        match = _DIGEST.match(text)
+        if not match:
+            raise RegistryError(ErrorCode.DIGEST_INVALID, f"invalid digest {text[:200]!r}")
+        algorithm, encoded = match.groups()
+        length = ALGORITHMS.get(algorithm)
+        if length is None:
+            raise RegistryError(ErrorCode.DIGEST_INVALID, f"unsupported digest algorithm {algorithm!r}")
+        if len(encoded) != length or not all(c in "0123456789abcdef" for c in encoded):
+            raise RegistryError(
+                ErrorCode.DIGEST_INVALID, f"{algorithm} digest must be {length} lowercase hex characters"
+            )
+        return cls(algorithm, encoded)
+
+    @classmethod
+    def of(cls, data: bytes, algorithm: str = "sha256") -> "Digest":
+        return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
+
+
+def is_digest(text: str) -> bool:
+    return ":" in text
+
+
+class Hasher:
+    """Running hash of an upload in one algorithm (the one the client will name at commit)."""
+
+    def __init__(self, algorithm: str = "sha256") -> None:
+        self.algorithm = algorithm
+        self._hash = hashlib.new(algorithm)
+        self.size = 0
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        self._hash.update(data)
+        self.size += len(data)
+
+    def digest(self) -> Digest:
+        return Digest(self.algorithm, self._hash.hexdigest())
+
+    def copy(self) -> "Hasher":
+        other = Hasher.__new__(Hasher)
+        other.algorithm = self.algorithm
+        other._hash = self._hash.copy()
+        other.size = self.size
+        return other

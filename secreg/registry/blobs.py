@@ -1,0 +1,87 @@
+"""Blobs as a repository sees them: content-addressed bytes reachable only through the repository's links."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+from secreg.digest import Digest
+from secreg.errors import ErrorCode, RegistryError
+from secreg.storage import layout
+from secreg.storage.driver import PathNotFound, StorageDriver
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    digest: Digest
+    size: int
+    path: str  # driver path of the data
+
+
+def blob_unknown(digest: Digest | str) -> RegistryError:
+    return RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)})
+
+
+class BlobStore:
+    def __init__(self, driver: StorageDriver) -> None:
+        self.driver = driver
+
+    def stat(self, name: str, digest: Digest) -> BlobInfo:
+        """The blob as seen from repository `name`; BLOB_UNKNOWN unless linked there and present."""
+        if not self.driver.exists(layout.layer_link(name, digest)):
+            raise blob_unknown(digest)
+        return self.stat_global(digest)
+
+    def stat_global(self, digest: Digest) -> BlobInfo:
+        path = layout.blob_data(digest)
+        try:
+            info = self.driver.stat(path)
+        except PathNotFound:
+            raise blob_unknown(digest) from None
+        return BlobInfo(digest, info.size, path)
+
+    def exists_global(self, digest: Digest) -> bool:
+        return self.driver.exists(layout.blob_data(digest))
+
+    def is_linked(self, name: str, digest: Digest) -> bool:
+        return self.driver.exists(layout.layer_link(name, digest)) and self.exists_global(digest)
+
+    def link(self, name: str, digest: Digest) -> None:
+        self.driver.write_bytes(layout.layer_link(name, digest), layout.link_content(digest))
+
+    def unlink(self, name: str, digest: Digest) -> None:
+        """Remove the repository's link; the bytes stay until garbage collection finds them unreferenced."""
+        try:
+            self.driver.delete(layout.layer_link(name, digest).rsplit("/", 1)[0])
+        except PathNotFound:
+            raise blob_unknown(digest) from None
+
+    def commit(self, source_path: str, digest: Digest) -> None:
+        """Move verified, fsynced upload data into place. Concurrent commits of one digest carry equal bytes,
+        so whichever rename lands last is as good as the first."""
+        self.driver.move(source_path, layout.blob_data(digest))
+
+    def repositories_linking(self, digest: Digest) -> Iterator[str]:
+        """Repositories that hold a link to `digest` (for a mount without `from`)."""
+        for name in list_repositories(self.driver):
+            if self.driver.exists(layout.layer_link(name, digest)):
+                yield name
+
+
+def list_repositories(driver: StorageDriver) -> list[str]:
+    """Every repository (a directory holding `_manifests` or `_layers`), in lexical order."""
+    found: list[str] = []
+
+    def visit(prefix: str, path: str) -> None:
+        try:
+            children = driver.list(path)
+        except PathNotFound:
+            return
+        if "_manifests" in children or "_layers" in children:
+            found.append(prefix)
+        for child in children:
+            if not child.startswith("_") and not child.startswith("."):
+                visit(f"{prefix}/{child}" if prefix else child, f"{path}/{child}")
+
+    visit("", layout.REPOSITORIES)
+    return sorted(n for n in found if n)

@@ -1,0 +1,242 @@
+"""Manifests, tags and referrers of a repository."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from secreg.digest import Digest
+from secreg.errors import ErrorCode, RegistryError
+from secreg.registry.blobs import BlobStore
+from secreg.registry.manifest_format import (
+    ParsedManifest,
+    parse_manifest,
+    referrer_descriptor,
+)
+from secreg.storage import layout
+from secreg.storage.driver import PathNotFound, StorageDriver
+
+_CACHE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoredManifest:
+    digest: Digest
+    media_type: str
+    content: bytes
+
+
+@dataclass(frozen=True)
+class PutResult:
+    digest: Digest
+    subject: Digest | None
+
+
+def manifest_unknown(reference: object) -> RegistryError:
+    return RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"reference": str(reference)[:200]})
+
+
+def name_unknown(name: str) -> RegistryError:
+    return RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": name})
+
+
+class _ContentCache:
+    """Manifest bytes by digest: immutable, so a hit needs only the repository's revision link checked."""
+
+    def __init__(self, limit: int) -> None:
+        self._items: OrderedDict[Digest, bytes] = OrderedDict()
+        self._bytes = 0
+        self._limit = limit
+        self._lock = threading.Lock()
+
+    def get(self, digest: Digest) -> bytes | None:
+        with self._lock:
+            content = self._items.get(digest)
+            if content is not None:
+                self._items.move_to_end(digest)
+            return content
+
+    def put(self, digest: Digest, content: bytes) -> None:
+        if len(content) > self._limit // 4:
+            return
+        with self._lock:
+            if digest in self._items:
+                return
+            self._items[digest] = content
+            self._bytes += len(content)
+            while self._bytes > self._limit:
+                _, old = self._items.popitem(last=False)
+                self._bytes -= len(old)
+
+
+class ManifestStore:
+    def __init__(self, driver: StorageDriver, blobs: BlobStore) -> None:
+        self.driver = driver
+        self.blobs = blobs
+        self._cache = _ContentCache(_CACHE_BYTES)
+
+    # --- reading -----------------------------------------------------------------------------------
+
+    def resolve(self, name: str, reference: str | Digest) -> Digest:
+        if isinstance(reference, Digest):
+            if not self.driver.exists(layout.revision_link(name, reference)):
+                raise manifest_unknown(reference)
+            return reference
+        try:
+            return layout.link_target(self.driver.read_bytes(layout.tag_current_link(name, reference)))
+        except PathNotFound:
+            raise manifest_unknown(reference) from None
+
+    def get(self, name: str, reference: str | Digest) -> StoredManifest:
+        digest = self.resolve(name, reference)
+        if not isinstance(reference, Digest) and not self.driver.exists(layout.revision_link(name, digest)):
+            raise manifest_unknown(reference)
+        content = self._cache.get(digest)
+        if content is None:
+            try:
+                content = self.driver.read_bytes(layout.blob_data(digest))
+            except PathNotFound:
+                raise manifest_unknown(reference) from None
+            self._cache.put(digest, content)
+        return StoredManifest(digest, self._media_type(name, digest, content), content)
+
+    def _media_type(self, name: str, digest: Digest, content: bytes) -> str:
+        try:
+            return self.driver.read_bytes(layout.revision_media_type(name, digest)).decode().strip()
+        except PathNotFound:
+            # Written by the reference registry, which keeps no media type: read it from the document.
+            try:
+                declared = json.loads(content).get("mediaType")
+            except (ValueError, AttributeError):
+                declared = None
+            return declared if isinstance(declared, str) else "application/vnd.oci.image.manifest.v1+json"
+
+    def exists(self, name: str, digest: Digest) -> bool:
+        return self.driver.exists(layout.revision_link(name, digest))
+
+    # --- writing -----------------------------------------------------------------------------------
+
+    def put(
+        self, name: str, reference: str | Digest, content: bytes, content_type: str | None, tags: list[str]
+    ) -> PutResult:
+        parsed = parse_manifest(content, content_type)
+        algorithm = reference.algorithm if isinstance(reference, Digest) else "sha256"
+        digest = Digest.of(content, algorithm)
+        if isinstance(reference, Digest) and digest != reference:
+            raise RegistryError(
+                ErrorCode.DIGEST_INVALID,
+                "manifest digest does not match the reference",
+                {"expected": str(reference), "actual": str(digest)},
+            )
+        self._check_references(name, parsed)
+        blob_path = layout.blob_data(digest)
+        if not self.driver.exists(blob_path):
+            self.driver.write_bytes(blob_path, content)
+        # Media type before the link: a reader who finds the link always finds its type.
+        self.driver.write_bytes(layout.revision_media_type(name, digest), parsed.media_type.encode())
+        self.driver.write_bytes(layout.revision_link(name, digest), layout.link_content(digest))
+        if parsed.subject is not None:
+            entry = referrer_descriptor(parsed, digest, len(content))
+            self.driver.write_bytes(
+                layout.referrer_entry(name, parsed.subject.digest, digest), json.dumps(entry).encode()
+            )
+        all_tags = ([reference] if isinstance(reference, str) else []) + tags
+        for tag in all_tags:
+            self.driver.write_bytes(layout.tag_index_link(name, tag, digest), layout.link_content(digest))
+            self.driver.write_bytes(layout.tag_current_link(name, tag), layout.link_content(digest))
+        self._cache.put(digest, content)
+        return PutResult(digest, parsed.subject.digest if parsed.subject else None)
+
+    def _check_references(self, name: str, parsed: ParsedManifest) -> None:
+        missing: list[str] = []
+        for blob in parsed.blobs:
+            if not blob.is_foreign and not self.blobs.is_linked(name, blob.digest):
+                missing.append(str(blob.digest))
+        for child in parsed.children:
+            # An index lists manifests; an artifact index may also list plain blobs of the repository.
+            if not self.exists(name, child.digest) and not self.blobs.is_linked(name, child.digest):
+                missing.append(str(child.digest))
+        if missing:
+            raise RegistryError(
+                ErrorCode.MANIFEST_BLOB_UNKNOWN,
+                f"manifest references {len(missing)} unknown blob(s) or manifest(s); push them first",
+                {"digests": missing[:20]},
+            )
+
+    # --- deleting ----------------------------------------------------------------------------------
+
+    def delete(self, name: str, reference: str | Digest) -> None:
+        if isinstance(reference, str):
+            if not self.driver.exists(layout.tag_current_link(name, reference)):
+                raise manifest_unknown(reference)
+            self.driver.delete(layout.tag_dir(name, reference))
+            return
+        if not self.exists(name, reference):
+            raise manifest_unknown(reference)
+        self._drop_referrer_entry(name, reference)
+        for tag in self.tags(name, missing_ok=True):
+            try:
+                current = layout.link_target(self.driver.read_bytes(layout.tag_current_link(name, tag)))
+            except (PathNotFound, RegistryError):
+                continue
+            if current == reference:
+                try:
+                    self.driver.delete(layout.tag_dir(name, tag))
+                except PathNotFound:
+                    pass
+        try:
+            self.driver.delete(layout.revision_dir(name, reference))
+        except PathNotFound:
+            raise manifest_unknown(reference) from None
+
+    def _drop_referrer_entry(self, name: str, digest: Digest) -> None:
+        try:
+            parsed = parse_manifest(self.driver.read_bytes(layout.blob_data(digest)), None)
+        except (PathNotFound, RegistryError):
+            return
+        if parsed.subject is not None:
+            try:
+                self.driver.delete(layout.referrer_entry(name, parsed.subject.digest, digest))
+            except PathNotFound:
+                pass
+
+    # --- tags and referrers ------------------------------------------------------------------------
+
+    def repository_exists(self, name: str) -> bool:
+        return self.driver.exists(layout.repository(name))
+
+    def tags(self, name: str, missing_ok: bool = False) -> list[str]:
+        try:
+            names = self.driver.list(layout.tags_dir(name))
+        except PathNotFound:
+            if missing_ok or self.repository_exists(name):
+                return []
+            raise name_unknown(name) from None
+        return sorted(t for t in names if self.driver.exists(layout.tag_current_link(name, t)))
+
+    def referrers(self, name: str, subject: Digest, artifact_type: str | None) -> list[dict[str, Any]]:
+        base = layout.referrers_dir(name, subject)
+        found: list[dict[str, Any]] = []
+        try:
+            algorithms = self.driver.list(base)
+        except PathNotFound:
+            return found
+        for algorithm in sorted(algorithms):
+            try:
+                hexes = self.driver.list(f"{base}/{algorithm}")
+            except PathNotFound:
+                continue
+            for hex_ in sorted(hexes):
+                try:
+                    digest = Digest.parse(f"{algorithm}:{hex_}")
+                    entry = json.loads(self.driver.read_bytes(f"{base}/{algorithm}/{hex_}"))
+                except (PathNotFound, RegistryError, ValueError):
+                    continue
+                if not self.exists(name, digest):
+                    continue
+                if artifact_type is None or entry.get("artifactType") == artifact_type:
+                    found.append(entry)
+        return found

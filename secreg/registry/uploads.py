@@ -1,0 +1,253 @@
+"""Blob upload sessions. State lives in storage (`_uploads/<id>/data`), so any worker can continue an upload;
+the running hash is an in-process cache that is only trusted when it covers exactly the bytes on disk,
+otherwise the data is hashed again at commit.
+
+Bytes are received on the event loop and batched; hashing and writing run in a worker thread, one batch at a
+time (order matters for the hash), while the next batch is being received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import AsyncIterator, Awaitable
+
+from secreg.digest import Digest, Hasher
+from secreg.errors import ErrorCode, RegistryError
+from secreg.registry.blobs import BlobStore
+from secreg.storage import layout
+from secreg.storage.driver import AppendWriter, PathNotFound, StorageDriver
+
+UPLOAD_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+BATCH_BYTES = 1024 * 1024
+_HASHER_CACHE_SIZE = 4096
+
+
+def upload_unknown(upload_id: str) -> RegistryError:
+    return RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, detail={"uuid": upload_id[:64]})
+
+
+@dataclass(frozen=True)
+class ChunkRange:
+    """`Content-Range: start-end` of a PATCH, inclusive."""
+
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+def range_error(current_size: int, message: str) -> RegistryError:
+    return RegistryError(
+        ErrorCode.RANGE_INVALID, message, headers={"Range": f"0-{max(current_size - 1, 0)}"}
+    )
+
+
+class UploadStore:
+    def __init__(self, driver: StorageDriver, blobs: BlobStore) -> None:
+        self.driver = driver
+        self.blobs = blobs
+        self._hashers: OrderedDict[tuple[str, str], Hasher] = OrderedDict()
+
+    # --- session lifecycle -------------------------------------------------------------------------
+
+    def start(self, name: str) -> str:
+        upload_id = str(uuid.uuid4())
+        started = datetime.now(timezone.utc).isoformat().encode()
+        self.driver.write_bytes(layout.upload_started_at(name, upload_id), started)
+        self.driver.open_append(layout.upload_data(name, upload_id)).close()
+        return upload_id
+
+    def _check(self, name: str, upload_id: str) -> str:
+        if not UPLOAD_ID.match(upload_id):
+            raise upload_unknown(upload_id)
+        data = layout.upload_data(name, upload_id)
+        if not self.driver.exists(data):
+            raise upload_unknown(upload_id)
+        return data
+
+    def size(self, name: str, upload_id: str) -> int:
+        data = self._check(name, upload_id)
+        try:
+            return self.driver.stat(data).size
+        except PathNotFound:
+            raise upload_unknown(upload_id) from None
+
+    def cancel(self, name: str, upload_id: str) -> None:
+        self._check(name, upload_id)
+        self._hashers.pop((name, upload_id), None)
+        try:
+            self.driver.delete(layout.upload_dir(name, upload_id))
+        except PathNotFound:
+            raise upload_unknown(upload_id) from None
+
+    def started_at(self, name: str, upload_id: str) -> float:
+        try:
+            text = self.driver.read_bytes(layout.upload_started_at(name, upload_id)).decode()
+            return datetime.fromisoformat(text.strip()).timestamp()
+        except (PathNotFound, ValueError):
+            return time.time()
+
+    # --- receiving bytes ---------------------------------------------------------------------------
+
+    async def append(
+        self,
+        name: str,
+        upload_id: str,
+        body: AsyncIterator[bytes],
+        chunk_range: ChunkRange | None = None,
+        content_length: int | None = None,
+    ) -> int:
+        """Append a request body to the session; returns the new size."""
+        data_path = self._check(name, upload_id)
+        writer = self.driver.open_append(data_path)
+        try:
+            if not writer.try_lock():
+                raise range_error(writer.size, "another request is writing to this upload")
+            start = writer.size
+            if chunk_range is not None:
+                if chunk_range.start != start:
+                    raise range_error(start, f"chunk starts at {chunk_range.start}, upload is at {start}")
+                if chunk_range.end < chunk_range.start:
+                    raise range_error(start, "chunk range ends before it starts")
+                if content_length is not None and content_length != chunk_range.length:
+                    raise range_error(start, "Content-Range and Content-Length disagree")
+            expected = chunk_range.length if chunk_range is not None else content_length
+            hasher = self._take_hasher(name, upload_id, start)
+            received = await self._receive(body, writer, hasher)
+            if expected is not None and received != expected:
+                writer.truncate(start)
+                raise RegistryError(
+                    ErrorCode.SIZE_INVALID, f"received {received} bytes, expected {expected}; chunk discarded"
+                )
+            if hasher is not None:
+                self._remember_hasher(name, upload_id, hasher)
+            return writer.size
+        finally:
+            writer.close()
+
+    async def _receive(self, body: AsyncIterator[bytes], writer: AppendWriter, hasher: Hasher | None) -> int:
+        loop = asyncio.get_running_loop()
+        pending: Awaitable[None] | None = None
+        batch: list[bytes] = []
+        batch_size = 0
+        received = 0
+
+        def flush(pieces: list[bytes]) -> None:
+            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            if hasher is not None:
+                hasher.update(data)
+            writer.write(data)
+
+        try:
+            async for chunk in body:
+                if not chunk:
+                    continue
+                batch.append(chunk)
+                batch_size += len(chunk)
+                received += len(chunk)
+                if batch_size >= BATCH_BYTES:
+                    if pending is not None:
+                        await pending
+                    pending = loop.run_in_executor(None, flush, batch)
+                    batch, batch_size = [], 0
+        finally:
+            # Whatever arrived is written, even when the client went away: the session can be resumed.
+            if pending is not None:
+                await pending
+            if batch:
+                await loop.run_in_executor(None, flush, batch)
+        return received
+
+    def _take_hasher(self, name: str, upload_id: str, size: int) -> Hasher | None:
+        hasher = self._hashers.pop((name, upload_id), None)
+        if hasher is None:
+            return Hasher("sha256") if size == 0 else None
+        return hasher if hasher.size == size else None
+
+    def _remember_hasher(self, name: str, upload_id: str, hasher: Hasher) -> None:
+        self._hashers[(name, upload_id)] = hasher
+        while len(self._hashers) > _HASHER_CACHE_SIZE:
+            self._hashers.popitem(last=False)
+
+    # --- completing --------------------------------------------------------------------------------
+
+    async def complete(
+        self,
+        name: str,
+        upload_id: str,
+        digest: Digest,
+        body: AsyncIterator[bytes] | None = None,
+        chunk_range: ChunkRange | None = None,
+        content_length: int | None = None,
+    ) -> int:
+        """Append the final chunk (if any), verify the digest, commit and link. Returns the blob size.
+        On a digest mismatch the session is discarded and nothing is stored."""
+        if body is not None:
+            await self.append(name, upload_id, body, chunk_range, content_length)
+        data_path = self._check(name, upload_id)
+        writer = self.driver.open_append(data_path)
+        try:
+            if not writer.try_lock():
+                raise range_error(writer.size, "another request is writing to this upload")
+            size = writer.size
+            cached = self._hashers.pop((name, upload_id), None)
+            loop = asyncio.get_running_loop()
+            if cached is not None and cached.size == size and cached.algorithm == digest.algorithm:
+                actual = cached.digest()
+            else:
+                actual = await loop.run_in_executor(None, self._hash_file, data_path, digest.algorithm)
+            if actual != digest:
+                self.cancel(name, upload_id)
+                raise RegistryError(
+                    ErrorCode.DIGEST_INVALID, detail={"expected": str(digest), "actual": str(actual)}
+                )
+            await loop.run_in_executor(None, writer.sync)
+        finally:
+            writer.close()
+        self.blobs.commit(data_path, digest)
+        self.blobs.link(name, digest)
+        self._discard(name, upload_id)
+        return size
+
+    def _hash_file(self, path: str, algorithm: str) -> Digest:
+        hasher = hashlib.new(algorithm)
+        with self.driver.open_read(path) as handle:
+            while chunk := handle.read(BATCH_BYTES):
+                hasher.update(chunk)
+        return Digest(algorithm, hasher.hexdigest())
+
+    def _discard(self, name: str, upload_id: str) -> None:
+        try:
+            self.driver.delete(layout.upload_dir(name, upload_id))
+        except PathNotFound:
+            pass
+
+    async def monolithic(
+        self, name: str, digest: Digest, body: AsyncIterator[bytes], content_length: int | None
+    ) -> int:
+        """`POST ?digest=` with the whole blob in the body."""
+        upload_id = self.start(name)
+        hasher = Hasher(digest.algorithm)
+        self._remember_hasher(name, upload_id, hasher)
+        try:
+            await self.append(name, upload_id, body, None, content_length)
+            return await self.complete(name, upload_id, digest)
+        except BaseException:
+            self._hashers.pop((name, upload_id), None)
+            self._discard(name, upload_id)
+            raise
+
+    def list_sessions(self, name: str) -> list[str]:
+        try:
+            return [u for u in self.driver.list(layout.uploads_dir(name)) if UPLOAD_ID.match(u)]
+        except PathNotFound:
+            return []

@@ -1,0 +1,90 @@
+"""The storage-driver interface: moves bytes at paths, knows nothing of manifests or repositories.
+
+Paths are `/`-separated strings relative to the driver's root, always built by `secreg.storage.layout`
+from validated names and digests. A driver for an object store implements the same protocol.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import BinaryIO, Iterator, Protocol
+
+
+class StorageError(Exception):
+    """Base of the driver's errors."""
+
+
+class PathNotFound(StorageError):
+    def __init__(self, path: str) -> None:
+        super().__init__(f"path not found: {path}")
+        self.path = path
+
+
+class InvalidPath(StorageError):
+    """A path that would leave the storage root; never reached with layout-built paths."""
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    path: str
+    size: int
+    mtime: float
+    is_dir: bool
+
+
+class AppendWriter(Protocol):
+    """An open upload file: appends at the end, fsyncs on `commit`."""
+
+    size: int
+
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+    def sync(self) -> None: ...
+    def truncate(self, size: int) -> None: ...
+    def try_lock(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+class StorageDriver(Protocol):
+    """Path-based byte storage. Every mutation of a single file is atomic: readers see old or new, never half."""
+
+    def stat(self, path: str) -> FileInfo:
+        """Raises PathNotFound."""
+        ...
+
+    def exists(self, path: str) -> bool: ...
+
+    def read_bytes(self, path: str) -> bytes:
+        """Whole small file (links, manifests). Raises PathNotFound."""
+        ...
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Atomically create or replace a small file (temp, fsync, rename)."""
+        ...
+
+    def open_read(self, path: str) -> BinaryIO:
+        """Open for streaming reads; the caller seeks and closes. Raises PathNotFound."""
+        ...
+
+    def open_append(self, path: str) -> AppendWriter:
+        """Open (creating) for appending: upload data only."""
+        ...
+
+    def list(self, path: str) -> list[str]:
+        """Names of the direct children of a directory; PathNotFound if it does not exist."""
+        ...
+
+    def walk_files(self, path: str) -> Iterator[FileInfo]:
+        """Every file below `path`, recursively (empty if `path` is missing)."""
+        ...
+
+    def move(self, source: str, destination: str) -> None:
+        """Atomic rename; replaces `destination`."""
+        ...
+
+    def delete(self, path: str) -> None:
+        """Delete a file or a whole directory tree; PathNotFound if missing."""
+        ...
+
+    def local_path(self, path: str) -> str | None:
+        """The OS path when the driver is local (lets the hot read path use the file directly), else None."""
+        ...

@@ -1,0 +1,168 @@
+"""Filesystem driver: every small write is temp file + fsync + os.replace, so a crash leaves old or new."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from secreg.storage.driver import FileInfo, InvalidPath, PathNotFound
+
+_TEMP_SUFFIX = ".tmp-secreg"
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileAppendWriter:
+    """Unbuffered appends to one upload file; `size` follows what is on disk."""
+
+    def __init__(self, os_path: str) -> None:
+        self._fd = os.open(os_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        self.size = os.fstat(self._fd).st_size
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+            self.size += written
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self._fd, size)
+        self.size = size
+
+    def try_lock(self) -> bool:
+        """Exclusive advisory lock: two requests must never append to one upload at once."""
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class FilesystemDriver:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._root_text = str(self.root)
+
+    def _full(self, path: str) -> str:
+        # Paths come from layout.py with validated parts; this is a second fence, not the first.
+        if path.startswith("/") or "\\" in path or "\x00" in path or ".." in path.split("/"):
+            raise InvalidPath(path)
+        return f"{self._root_text}/{path}"
+
+    def local_path(self, path: str) -> str | None:
+        return self._full(path)
+
+    def stat(self, path: str) -> FileInfo:
+        try:
+            st = os.stat(self._full(path))
+        except FileNotFoundError:
+            raise PathNotFound(path) from None
+        except NotADirectoryError:
+            raise PathNotFound(path) from None
+        return FileInfo(path, st.st_size, st.st_mtime, os.path.isdir(self._full(path)))
+
+    def exists(self, path: str) -> bool:
+        return os.path.exists(self._full(path))
+
+    def read_bytes(self, path: str) -> bytes:
+        try:
+            with open(self._full(path), "rb") as handle:
+                return handle.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise PathNotFound(path) from None
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        full = self._full(path)
+        directory = os.path.dirname(full)
+        os.makedirs(directory, exist_ok=True)
+        temp = f"{full}.{uuid.uuid4().hex}{_TEMP_SUFFIX}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(temp)
+            raise
+        os.close(fd)
+        os.replace(temp, full)
+        _fsync_dir(directory)
+
+    def open_read(self, path: str) -> BinaryIO:
+        try:
+            return open(self._full(path), "rb", buffering=0)  # type: ignore[return-value]
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            raise PathNotFound(path) from None
+
+    def open_append(self, path: str) -> FileAppendWriter:
+        full = self._full(path)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        return FileAppendWriter(full)
+
+    def list(self, path: str) -> list[str]:
+        try:
+            return [name for name in os.listdir(self._full(path)) if not name.endswith(_TEMP_SUFFIX)]
+        except (FileNotFoundError, NotADirectoryError):
+            raise PathNotFound(path) from None
+
+    def walk_files(self, path: str) -> Iterator[FileInfo]:
+        start = self._full(path)
+        prefix = len(self._root_text) + 1
+        for directory, _dirs, files in os.walk(start):
+            for name in files:
+                full = os.path.join(directory, name)
+                try:
+                    st = os.stat(full)
+                except FileNotFoundError:
+                    continue
+                yield FileInfo(full[prefix:], st.st_size, st.st_mtime, False)
+
+    def move(self, source: str, destination: str) -> None:
+        src, dst = self._full(source), self._full(destination)
+        directory = os.path.dirname(dst)
+        os.makedirs(directory, exist_ok=True)
+        try:
+            os.replace(src, dst)
+        except FileNotFoundError:
+            raise PathNotFound(source) from None
+        _fsync_dir(directory)
+
+    def delete(self, path: str) -> None:
+        full = self._full(path)
+        try:
+            if os.path.isdir(full) and not os.path.islink(full):
+                # Rename first so readers never see a half-deleted tree, then remove at leisure.
+                doomed = f"{full}.{uuid.uuid4().hex}.deleting{_TEMP_SUFFIX}"
+                os.rename(full, doomed)
+                shutil.rmtree(doomed, ignore_errors=True)
+            else:
+                os.unlink(full)
+        except FileNotFoundError:
+            raise PathNotFound(path) from None
+        except OSError as exc:
+            if exc.errno == errno.ENOTDIR:
+                raise PathNotFound(path) from None
+            raise

@@ -1,0 +1,232 @@
+"""Blob and upload endpoints against a real server over TLS (spec: push, pull, content management)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import httpx
+
+from tests.oci import error_code, push_blob, sha256, sha512
+from tests.server import RunningServer
+
+
+def test_api_version(client: httpx.Client) -> None:
+    r = client.get("/v2/")
+    assert r.status_code == 200
+    assert r.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+
+
+def test_monolithic_post_then_get_head(client: httpx.Client) -> None:
+    data = os.urandom(100_000)
+    digest = push_blob(client, "mono/repo", data)
+    r = client.get(f"/v2/mono/repo/blobs/{digest}")
+    assert r.status_code == 200 and r.content == data
+    assert r.headers["Docker-Content-Digest"] == digest
+    assert r.headers["Content-Length"] == str(len(data))
+    h = client.head(f"/v2/mono/repo/blobs/{digest}")
+    assert h.status_code == 200 and h.content == b"" and h.headers["Content-Length"] == str(len(data))
+
+
+def test_post_put_two_step(client: httpx.Client) -> None:
+    data = b"two step upload"
+    r = client.post("/v2/steps/blobs/uploads/")
+    assert r.status_code == 202
+    assert r.headers["Range"] == "0-0" and r.headers["Docker-Upload-UUID"]
+    location = r.headers["Location"]
+    assert location.startswith("/v2/steps/blobs/uploads/")
+    r = client.put(location, params={"digest": sha256(data)}, content=data,
+                   headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+    assert r.headers["Location"] == f"/v2/steps/blobs/{sha256(data)}"
+    assert r.headers["Docker-Content-Digest"] == sha256(data)
+    assert client.get(f"/v2/steps/blobs/{sha256(data)}").content == data
+
+
+def test_chunked_upload_with_status_and_ranges(client: httpx.Client) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    parts = [data[: 1024 * 1024], data[1024 * 1024 : 3 * 1024 * 1024], data[3 * 1024 * 1024 :]]
+    location = client.post("/v2/chunky/blobs/uploads/").headers["Location"]
+    offset = 0
+    for part in parts[:-1]:
+        end = offset + len(part) - 1
+        r = client.patch(location, content=part, headers={
+            "Content-Type": "application/octet-stream", "Content-Range": f"{offset}-{end}",
+            "Content-Length": str(len(part))})
+        assert r.status_code == 202, r.text
+        assert r.headers["Range"] == f"0-{end}"
+        location = r.headers["Location"]
+        offset = end + 1
+    status = client.get(location)
+    assert status.status_code == 204 and status.headers["Range"] == f"0-{offset - 1}"
+    # Out of order / overlapping chunk: 416 with the current range, data untouched.
+    bad = client.patch(location, content=b"zz", headers={"Content-Range": "5-6", "Content-Length": "2"})
+    assert bad.status_code == 416 and bad.headers["Range"] == f"0-{offset - 1}"
+    last = parts[-1]
+    r = client.put(location, params={"digest": sha256(data)}, content=last, headers={
+        "Content-Range": f"{offset}-{offset + len(last) - 1}", "Content-Length": str(len(last))})
+    assert r.status_code == 201, r.text
+    got = client.get(f"/v2/chunky/blobs/{sha256(data)}")
+    assert got.content == data
+
+
+def test_streamed_patch_without_content_range(client: httpx.Client) -> None:
+    data = os.urandom(2 * 1024 * 1024)
+
+    def body() -> object:
+        for i in range(0, len(data), 100_000):
+            yield data[i : i + 100_000]
+
+    location = client.post("/v2/streamed/blobs/uploads/").headers["Location"]
+    r = client.patch(location, content=body())  # chunked transfer encoding, no length
+    assert r.status_code == 202 and r.headers["Range"] == f"0-{len(data) - 1}"
+    r = client.put(r.headers["Location"], params={"digest": sha256(data)})
+    assert r.status_code == 201
+    assert client.get(f"/v2/streamed/blobs/{sha256(data)}").content == data
+
+
+def test_sha512_blob(client: httpx.Client) -> None:
+    data = os.urandom(5000)
+    digest = sha512(data)
+    r = client.post("/v2/sha512/blobs/uploads/", params={"digest": digest}, content=data)
+    assert r.status_code == 201, r.text
+    assert client.get(f"/v2/sha512/blobs/{digest}").content == data
+    location = client.post("/v2/sha512/blobs/uploads/").headers["Location"]
+    client.patch(location, content=data[:100])
+    r = client.put(location, params={"digest": digest}, content=data[100:])
+    assert r.status_code == 201
+
+
+def test_digest_mismatch_stores_nothing(client: httpx.Client, open_server: RunningServer) -> None:
+    data = b"the real bytes"
+    wrong = sha256(b"other bytes")
+    r = client.post("/v2/mismatch/blobs/uploads/", params={"digest": wrong}, content=data)
+    assert r.status_code == 400 and error_code(r) == "DIGEST_INVALID"
+    assert client.head(f"/v2/mismatch/blobs/{wrong}").status_code == 404
+    assert client.head(f"/v2/mismatch/blobs/{sha256(data)}").status_code == 404
+    hex_ = wrong.split(":")[1]
+    assert not (open_server.storage / "docker/registry/v2/blobs/sha256" / hex_[:2] / hex_).exists()
+    # The two-step form: the session is discarded.
+    location = client.post("/v2/mismatch/blobs/uploads/").headers["Location"]
+    r = client.put(location, params={"digest": wrong}, content=data)
+    assert r.status_code == 400 and error_code(r) == "DIGEST_INVALID"
+    assert client.get(location).status_code == 404
+
+
+def test_bad_digests(client: httpx.Client) -> None:
+    for bad in ("sha256:abc", "md5:" + "0" * 32, "sha256:" + "G" * 64, "nocolon", "sha256:" + "A" * 64):
+        r = client.get(f"/v2/repo/blobs/{bad}")
+        assert r.status_code == 400 and error_code(r) == "DIGEST_INVALID", bad
+    r = client.post("/v2/repo/blobs/uploads/", params={"digest": "sha256:short"}, content=b"x")
+    assert r.status_code == 400 and error_code(r) == "DIGEST_INVALID"
+    location = client.post("/v2/repo/blobs/uploads/").headers["Location"]
+    r = client.put(location)  # no digest
+    assert r.status_code == 400 and error_code(r) == "DIGEST_INVALID"
+
+
+def test_unknown_blob_and_upload(client: httpx.Client) -> None:
+    missing = sha256(b"never pushed")
+    r = client.get(f"/v2/repo/blobs/{missing}")
+    assert r.status_code == 404 and error_code(r) == "BLOB_UNKNOWN"
+    r = client.head(f"/v2/repo/blobs/{missing}")
+    assert r.status_code == 404 and r.content == b""
+    for method in ("GET", "PATCH", "PUT", "DELETE"):
+        r = client.request(method, "/v2/repo/blobs/uploads/00000000-0000-4000-8000-000000000000",
+                           params={"digest": missing} if method == "PUT" else None)
+        assert r.status_code == 404 and error_code(r) == "BLOB_UPLOAD_UNKNOWN", method
+    r = client.get("/v2/repo/blobs/uploads/../../../etc")
+    assert r.status_code in (400, 404)
+
+
+def test_blob_isolated_per_repository(client: httpx.Client) -> None:
+    data = b"only in repository A"
+    digest = push_blob(client, "iso/a", data)
+    assert client.get(f"/v2/iso/a/blobs/{digest}").status_code == 200
+    r = client.get(f"/v2/iso/b/blobs/{digest}")
+    assert r.status_code == 404 and error_code(r) == "BLOB_UNKNOWN"
+
+
+def test_cross_repository_mount(client: httpx.Client) -> None:
+    data = b"mount me"
+    digest = push_blob(client, "mount/src", data)
+    r = client.post("/v2/mount/dst/blobs/uploads/", params={"mount": digest, "from": "mount/src"})
+    assert r.status_code == 201 and r.headers["Location"] == f"/v2/mount/dst/blobs/{digest}"
+    assert client.get(f"/v2/mount/dst/blobs/{digest}").content == data
+    # Not present in `from`: an ordinary upload session instead.
+    other = sha256(b"not there")
+    r = client.post("/v2/mount/dst2/blobs/uploads/", params={"mount": other, "from": "mount/src"})
+    assert r.status_code == 202 and "Location" in r.headers
+    # Without `from`: found in some repository the caller may pull.
+    r = client.post("/v2/mount/dst3/blobs/uploads/", params={"mount": digest})
+    assert r.status_code == 201
+    assert client.get(f"/v2/mount/dst3/blobs/{digest}").content == data
+
+
+def test_range_requests(client: httpx.Client) -> None:
+    data = bytes(range(256)) * 10
+    digest = push_blob(client, "ranges", data)
+    r = client.get(f"/v2/ranges/blobs/{digest}", headers={"Range": "bytes=10-19"})
+    assert r.status_code == 206 and r.content == data[10:20]
+    assert r.headers["Content-Range"] == f"bytes 10-19/{len(data)}"
+    r = client.get(f"/v2/ranges/blobs/{digest}", headers={"Range": "bytes=2550-"})
+    assert r.status_code == 206 and r.content == data[2550:]
+    r = client.get(f"/v2/ranges/blobs/{digest}", headers={"Range": "bytes=-5"})
+    assert r.status_code == 206 and r.content == data[-5:]
+    r = client.get(f"/v2/ranges/blobs/{digest}", headers={"Range": "bytes=5000-6000"})
+    assert r.status_code == 416 and r.headers["Content-Range"] == f"bytes */{len(data)}"
+
+
+def test_cancel_upload(client: httpx.Client) -> None:
+    location = client.post("/v2/cancel/blobs/uploads/").headers["Location"]
+    client.patch(location, content=b"partial")
+    assert client.delete(location).status_code == 204
+    r = client.get(location)
+    assert r.status_code == 404 and error_code(r) == "BLOB_UPLOAD_UNKNOWN"
+
+
+def test_size_mismatch_discards_chunk(client: httpx.Client) -> None:
+    location = client.post("/v2/sizes/blobs/uploads/").headers["Location"]
+    r = client.patch(location, content=b"abc", headers={"Content-Range": "0-9"})
+    assert r.status_code == 416
+    assert client.get(location).headers["Range"] == "0-0"
+
+
+def test_delete_blob(client: httpx.Client) -> None:
+    digest = push_blob(client, "deleting", b"delete me")
+    r = client.delete(f"/v2/deleting/blobs/{digest}")
+    assert r.status_code == 202
+    r = client.get(f"/v2/deleting/blobs/{digest}")
+    assert r.status_code == 404 and error_code(r) == "BLOB_UNKNOWN"
+    r = client.delete(f"/v2/deleting/blobs/{digest}")
+    assert r.status_code == 404 and error_code(r) == "BLOB_UNKNOWN"
+
+
+def test_same_blob_pushed_concurrently(client: httpx.Client, open_server: RunningServer) -> None:
+    import concurrent.futures
+
+    data = os.urandom(1024 * 1024)
+
+    def push(i: int) -> int:
+        with open_server.client() as c:
+            return c.post(f"/v2/race/r{i}/blobs/uploads/", params={"digest": sha256(data)}, content=data).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        assert set(pool.map(push, range(6))) == {201}
+    for i in range(6):
+        got = client.get(f"/v2/race/r{i}/blobs/{sha256(data)}")
+        assert hashlib.sha256(got.content).hexdigest() == sha256(data).split(":")[1]
+
+
+def test_invalid_names(client: httpx.Client) -> None:
+    for bad in ("UPPER/case", "a..b", "-lead", "a/_uploads", "a//b", "x" * 300):
+        r = client.get(f"/v2/{bad}/tags/list")
+        assert r.status_code == 400 and error_code(r) == "NAME_INVALID", bad
+    r = client.post("/v2/Bad/blobs/uploads/")
+    assert r.status_code == 400 and error_code(r) == "NAME_INVALID"
+
+
+def test_wrong_method_and_unknown_path(client: httpx.Client) -> None:
+    r = client.post("/v2/repo/tags/list")
+    assert r.status_code == 405 and error_code(r) == "UNSUPPORTED"
+    r = client.get("/v2/repo/nothing/here")
+    assert r.status_code == 404 and r.json()["errors"]

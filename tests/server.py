@@ -1,0 +1,116 @@
+"""Start a real `secreg serve` (real Hypercorn, real TLS with a generated CA) on a free loopback port."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RunningServer:
+    url: str
+    port: int
+    workdir: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    admin_password: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def host_port(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def ca(self) -> Path:
+        return self.workdir / "certs" / "ca.crt"
+
+    @property
+    def storage(self) -> Path:
+        return self.workdir / "data"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca))
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.url, verify=self.ssl_context(), timeout=60, **kwargs)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@contextmanager
+def run_secreg(
+    workdir: Path,
+    config: dict[str, Any] | None = None,
+    args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 30,
+) -> Iterator[RunningServer]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    config_path = workdir / "config.yml"
+    config_path.write_text(yaml.safe_dump(config or {}))
+    log_path = workdir / "server.log"
+    command = [sys.executable, "-m", "secreg", "serve", "--config", str(config_path),
+               "--addr", f"127.0.0.1:{port}", *(args or [])]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SECREG_")}
+    environment.update(env or {})
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(command, cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT,
+                                   env=environment, start_new_session=True)
+    server = RunningServer(f"https://127.0.0.1:{port}", port, workdir, process, log_path)
+    try:
+        _wait_ready(server, timeout)
+        match = re.search(r"shown only this once:\s+(\S+)", server.log())
+        server.admin_password = match.group(1) if match else None
+        yield server
+    finally:
+        _stop(process)
+
+
+def _wait_ready(server: RunningServer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"secreg exited with {server.process.returncode}:\n{server.log()}")
+        if server.ca.exists():
+            try:
+                with server.client() as client:
+                    client.get("/healthz")
+                return
+            except (httpx.TransportError, ssl.SSLError):
+                pass
+        time.sleep(0.1)
+    raise RuntimeError(f"secreg did not become ready in {timeout}s:\n{server.log()}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+    except ProcessLookupError:
+        pass
