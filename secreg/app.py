@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Literal
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import AsyncIterator, Callable, Literal
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -15,6 +17,7 @@ from secreg.api.base import json_response
 from secreg.api.routes import REGISTRY_ROUTES, AccessResolver, build_routes
 from secreg.config import Settings
 from secreg.errors import ErrorCode, RegistryError, error_response
+from secreg.registry.maintenance import purge_uploads_forever
 from secreg.registry.service import Registry
 
 Role = Literal["all", "registry", "auth"]
@@ -47,6 +50,22 @@ async def healthz(request: Request) -> Response:
     return json_response({"status": "ok"})
 
 
+def _lifespan(registry: Registry | None) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        tasks: list[asyncio.Task[None]] = []
+        if registry is not None and registry.settings.upload_purge_enabled and not registry.settings.readonly:
+            tasks.append(asyncio.create_task(purge_uploads_forever(registry)))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    return lifespan
+
+
 def create_app(settings: Settings, role: Role = "all") -> Starlette:
     routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
     registry: Registry | None = None
@@ -58,6 +77,7 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
         routes.extend(registry_routes)
     app = Starlette(
         routes=routes,
+        lifespan=_lifespan(registry),
         exception_handlers={
             RegistryError: _registry_error,
             HTTPException: _http_error,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -73,3 +74,46 @@ def push_image(client: httpx.Client, name: str, tag: str, seed: str = "x", layer
 
 def error_code(response: httpx.Response) -> str:
     return str(response.json()["errors"][0]["code"])
+
+
+def write_oci_layout(directory: Path, tag: str, layers: int = 3, layer_size: int = 256 * 1024,
+                     seed: int = 0) -> str:
+    """An OCI image layout on disk (what `skopeo copy oci:DIR:TAG` reads); returns the manifest digest."""
+    import gzip
+    import io
+    import random
+    import tarfile
+
+    rng = random.Random(seed)
+    blobs = directory / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+
+    def store(data: bytes) -> str:
+        digest = sha256(data)
+        (blobs / digest.split(":")[1]).write_bytes(data)
+        return digest
+
+    layer_descriptors = []
+    diff_ids = []
+    for i in range(layers):
+        raw = io.BytesIO()
+        with tarfile.open(fileobj=raw, mode="w") as tar:
+            payload = rng.randbytes(layer_size)
+            info = tarfile.TarInfo(f"layer{i}.bin")
+            info.size = len(payload)
+            tar.addfile(info, io.BytesIO(payload))
+        diff_ids.append(sha256(raw.getvalue()))
+        compressed = gzip.compress(raw.getvalue(), mtime=0)
+        layer_descriptors.append({"mediaType": OCI_LAYER, "digest": store(compressed), "size": len(compressed)})
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": diff_ids}, "config": {}}).encode()
+    manifest = manifest_bytes({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                               "config": {"mediaType": OCI_CONFIG, "digest": store(config), "size": len(config)},
+                               "layers": layer_descriptors})
+    manifest_digest = store(manifest)
+    (directory / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    index = {"schemaVersion": 2, "manifests": [{"mediaType": OCI_MANIFEST, "digest": manifest_digest,
+                                                "size": len(manifest),
+                                                "annotations": {"org.opencontainers.image.ref.name": tag}}]}
+    (directory / "index.json").write_text(json.dumps(index))
+    return manifest_digest

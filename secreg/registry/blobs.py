@@ -68,8 +68,10 @@ class BlobStore:
                 yield name
 
 
-def list_repositories(driver: StorageDriver) -> list[str]:
-    """Every repository (a directory holding `_manifests` or `_layers`), in lexical order."""
+def list_repositories(driver: StorageDriver, include_upload_only: bool = False) -> list[str]:
+    """Every repository (a directory holding `_manifests` or `_layers`), in lexical order; with
+    `include_upload_only`, also those that so far hold only upload sessions."""
+    markers = {"_manifests", "_layers", "_uploads"} if include_upload_only else {"_manifests", "_layers"}
     found: list[str] = []
 
     def visit(prefix: str, path: str) -> None:
@@ -77,7 +79,7 @@ def list_repositories(driver: StorageDriver) -> list[str]:
             children = driver.list(path)
         except PathNotFound:
             return
-        if "_manifests" in children or "_layers" in children:
+        if markers.intersection(children):
             found.append(prefix)
         for child in children:
             if not child.startswith("_") and not child.startswith("."):

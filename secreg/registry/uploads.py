@@ -94,7 +94,11 @@ class UploadStore:
             text = self.driver.read_bytes(layout.upload_started_at(name, upload_id)).decode()
             return datetime.fromisoformat(text.strip()).timestamp()
         except (PathNotFound, ValueError):
-            return time.time()
+            # No readable start time: judge by the data file's age instead.
+            try:
+                return self.driver.stat(layout.upload_data(name, upload_id)).mtime
+            except PathNotFound:
+                return 0.0
 
     # --- receiving bytes ---------------------------------------------------------------------------
 
@@ -245,6 +249,20 @@ class UploadStore:
             self._hashers.pop((name, upload_id), None)
             self._discard(name, upload_id)
             raise
+
+    def purge_stale(self, max_age: float, now: float | None = None) -> list[tuple[str, str]]:
+        """Delete upload sessions started more than `max_age` seconds ago; returns what was removed."""
+        from secreg.registry.blobs import list_repositories
+
+        cutoff = (time.time() if now is None else now) - max_age
+        removed: list[tuple[str, str]] = []
+        for name in list_repositories(self.driver, include_upload_only=True):
+            for upload_id in self.list_sessions(name):
+                if self.started_at(name, upload_id) < cutoff:
+                    self._hashers.pop((name, upload_id), None)
+                    self._discard(name, upload_id)
+                    removed.append((name, upload_id))
+        return removed
 
     def list_sessions(self, name: str) -> list[str]:
         try:

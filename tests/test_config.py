@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from secreg.config import ConfigError, env_overrides, load_settings, parse_addr
+
+
+def test_defaults(tmp_path: Path) -> None:
+    s = load_settings(environ={}, base_dir=tmp_path)
+    assert (s.host, s.port) == ("0.0.0.0", 5000)
+    assert s.storage_root == tmp_path / "data"
+    assert s.tls.certificate == tmp_path / "certs" / "server.crt"
+    assert s.auth.enabled and not s.delete_enabled and not s.http2 and not s.insecure
+    assert s.manifest_max_size == 4 * 1024 * 1024
+    assert s.auth.token.expiration == 300
+
+
+def test_file_then_env_then_overrides(tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text("http:\n  addr: 127.0.0.1:6000\nstorage:\n  delete:\n    enabled: true\n"
+                      "  filesystem:\n    rootdirectory: /var/lib/secreg\n")
+    s = load_settings(config, environ={}, base_dir=tmp_path)
+    assert s.port == 6000 and s.delete_enabled and s.storage_root == Path("/var/lib/secreg")
+    s = load_settings(config, environ={"SECREG_STORAGE_DELETE_ENABLED": "false", "SECREG_HTTP_WORKERS": "3"},
+                      base_dir=tmp_path)
+    assert not s.delete_enabled and s.workers == 3
+    s = load_settings(config, {"http": {"addr": "[::1]:7000"}}, environ={"SECREG_HTTP_ADDR": ":1"},
+                      base_dir=tmp_path)
+    assert (s.host, s.port) == ("::1", 7000) and s.bind == "[::1]:7000"
+
+
+def test_env_tree() -> None:
+    assert env_overrides({"SECREG_A_B": "1", "OTHER": "x", "SECREG_A_C": "yes"}) == {"a": {"b": 1, "c": True}}
+
+
+@pytest.mark.parametrize(("tree", "message"), [
+    ({"http": {"addr": "nope"}}, "http.addr"),
+    ({"http": {"addr": "1.2.3.4:99999"}}, "port out of range"),
+    ({"http": {"workers": 0}}, "http.workers"),
+    ({"storage": {"delete": {"enabled": "maybe"}}}, "storage.delete.enabled"),
+    ({"validation": {"manifests": {"maxsize": "big"}}}, "maxsize"),
+    ({"http": {"host": "registry.example.com"}}, "http.host"),
+    ({"log": {"level": "loud"}}, "log.level"),
+])
+def test_invalid_values_are_named(tree: dict[str, object], message: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(None, tree, environ={}, base_dir=tmp_path)
+
+
+def test_bad_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "missing.yml", environ={})
+    bad = tmp_path / "bad.yml"
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_settings(bad, environ={})
+
+
+def test_parse_addr() -> None:
+    assert parse_addr(":5000") == ("0.0.0.0", 5000)
+    assert parse_addr("[::]:5000") == ("::", 5000)

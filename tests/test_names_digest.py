@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import pytest
+
+from secreg.digest import Digest, Hasher
+from secreg.errors import RegistryError
+from secreg.names import parse_reference, validate_name, validate_tag
+from secreg.storage import layout
+
+
+@pytest.mark.parametrize("name", ["a", "library/ubuntu", "a.b/c_d/e__f/g-h/i--j", "0", "a" * 255])
+def test_valid_names(name: str) -> None:
+    assert validate_name(name) == name
+
+
+@pytest.mark.parametrize("name", ["", "A", "a/", "/a", "a//b", "a/../b", "..", "a/_layers", "_x", "a.-b", "a" * 256,
+                                  "a/b\x00", "a b", "a:b"])
+def test_invalid_names(name: str) -> None:
+    with pytest.raises(RegistryError) as info:
+        validate_name(name)
+    assert info.value.code.name == "NAME_INVALID"
+
+
+def test_tags_and_references() -> None:
+    assert validate_tag("v1.0_rc-1") == "v1.0_rc-1"
+    for bad in ("", ".x", "-x", "a" * 129, "a/b"):
+        with pytest.raises(RegistryError):
+            validate_tag(bad)
+    digest = "sha256:" + "a" * 64
+    assert parse_reference(digest) == Digest("sha256", "a" * 64)
+    assert parse_reference("latest") == "latest"
+
+
+def test_digest_parse_and_hasher() -> None:
+    d = Digest.of(b"abc")
+    assert Digest.parse(str(d)) == d
+    assert Digest.of(b"abc", "sha512").hex.startswith("ddaf35a1")
+    h = Hasher()
+    h.update(b"a")
+    h.update(memoryview(b"bc"))
+    assert h.digest() == d and h.size == 3
+    for bad in ("sha256:" + "a" * 63, "sha384:" + "a" * 96, "SHA256:" + "a" * 64, "sha256:" + "A" * 64, "x"):
+        with pytest.raises(RegistryError):
+            Digest.parse(bad)
+
+
+def test_layout_is_reference_registry_tree() -> None:
+    d = Digest("sha256", "ab" + "0" * 62)
+    assert layout.blob_data(d) == f"docker/registry/v2/blobs/sha256/ab/{d.hex}/data"
+    assert layout.layer_link("lib/x", d) == f"docker/registry/v2/repositories/lib/x/_layers/sha256/{d.hex}/link"
+    assert layout.tag_current_link("lib/x", "v1") == \
+        "docker/registry/v2/repositories/lib/x/_manifests/tags/v1/current/link"

@@ -1,0 +1,149 @@
+"""`secreg serve` as users run it: TLS by default, dev certificates once, config sources, workers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.oci import sha256
+from tests.server import free_port, run_secreg
+
+OPEN = {"auth": {"enabled": False}}
+
+
+def _handshake(port: int, ca: Path, *, max_version: ssl.TLSVersion | None = None,
+               alpn: list[str] | None = None) -> ssl.SSLSocket:
+    context = ssl.create_default_context(cafile=str(ca))
+    if max_version is not None:
+        # Let the client offer old versions, so a refusal comes from the server, not from our own OpenSSL.
+        context.set_ciphers("DEFAULT:@SECLEVEL=0")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            context.minimum_version = ssl.TLSVersion.TLSv1
+            context.maximum_version = max_version
+    if alpn:
+        context.set_alpn_protocols(alpn)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    return context.wrap_socket(raw, server_hostname="localhost")
+
+
+def test_dev_certificates_generated_once_and_tls_floor(tmp_path: Path) -> None:
+    with run_secreg(tmp_path, OPEN) as server:
+        log = server.log()
+        assert "/etc/docker/certs.d/127.0.0.1:" in log and "ca.crt" in log
+        assert oct((tmp_path / "certs" / "server.key").stat().st_mode & 0o777) == "0o600"
+        with _handshake(server.port, server.ca) as tls:
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+            assert tls.selected_alpn_protocol() is None
+        with _handshake(server.port, server.ca, alpn=["h2", "http/1.1"]) as tls:
+            assert tls.selected_alpn_protocol() == "http/1.1"  # HTTP/2 is off by default
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            old = ssl.TLSVersion.TLSv1_1
+        with pytest.raises(ssl.SSLError, match="(?i)version|protocol"):
+            _handshake(server.port, server.ca, max_version=old).close()
+    with run_secreg(tmp_path, OPEN) as server:
+        assert "generated a development CA" not in server.log()
+
+
+def test_http2_is_an_option(tmp_path: Path) -> None:
+    with run_secreg(tmp_path, OPEN, args=["--http2"]) as server:
+        with _handshake(server.port, server.ca, alpn=["h2", "http/1.1"]) as tls:
+            assert tls.selected_alpn_protocol() == "h2"
+
+
+def test_environment_settings(tmp_path: Path) -> None:
+    env = {"SECREG_STORAGE_DELETE_ENABLED": "true", "SECREG_VALIDATION_MANIFESTS_MAXSIZE": "2048"}
+    with run_secreg(tmp_path, OPEN, env=env) as server, server.client() as client:
+        digest = sha256(b"x")
+        client.post("/v2/env/blobs/uploads/", params={"digest": digest}, content=b"x")
+        assert client.delete(f"/v2/env/blobs/{digest}").status_code == 202
+        r = client.put("/v2/env/manifests/t", content=b"{" + b" " * 3000 + b"}",
+                       headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+        assert r.status_code == 413
+
+
+def test_deletes_disabled_by_default(tmp_path: Path) -> None:
+    with run_secreg(tmp_path, OPEN) as server, server.client() as client:
+        digest = sha256(b"y")
+        client.post("/v2/nodel/blobs/uploads/", params={"digest": digest}, content=b"y")
+        for path in (f"/v2/nodel/blobs/{digest}", f"/v2/nodel/manifests/{digest}", "/v2/nodel/manifests/t"):
+            r = client.delete(path)
+            assert r.status_code == 405 and r.json()["errors"][0]["code"] == "UNSUPPORTED"
+
+
+def test_readonly_maintenance_mode(tmp_path: Path) -> None:
+    with run_secreg(tmp_path, OPEN, args=["--readonly"]) as server, server.client() as client:
+        r = client.post("/v2/ro/blobs/uploads/")
+        assert r.status_code == 405 and "read-only" in r.json()["errors"][0]["message"]
+        assert client.get("/v2/").status_code == 200
+
+
+def test_plain_http_only_when_asked_and_loud(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECREG_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "secreg", "serve", "--no-auth", "--insecure-http", "--addr", f"127.0.0.1:{port}"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    try:
+        for _ in range(100):
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=2)
+                break
+            except httpx.TransportError:
+                import time
+                time.sleep(0.1)
+        assert r.status_code == 200
+        assert not (tmp_path / "certs").exists()
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=15)[0].decode()
+    assert "PLAIN HTTP" in output
+
+
+def test_custom_certificate_missing_is_a_clear_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECREG_")}
+    env["SECREG_HTTP_TLS_CERTIFICATE"] = str(tmp_path / "mine.crt")
+    result = subprocess.run([sys.executable, "-m", "secreg", "serve", "--no-auth", "--addr", "127.0.0.1:1"],
+                            cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2
+    assert "mine.crt" in result.stderr and "secreg certs generate" in result.stderr
+
+
+def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECREG_")}
+    env["SECREG_HTTP_ADDR"] = "nonsense"
+    result = subprocess.run([sys.executable, "-m", "secreg", "serve"], cwd=tmp_path, capture_output=True,
+                            text=True, env=env, timeout=60)
+    assert result.returncode == 2 and "http.addr" in result.stderr
+
+
+def test_two_workers_continue_each_others_uploads(tmp_path: Path) -> None:
+    data = os.urandom(512 * 1024)
+    with run_secreg(tmp_path, {**OPEN, "http": {"workers": 2}}) as server:
+        pids = set()
+        for attempt in range(8):
+            # A new connection per request: chunks land on whichever worker accepts them.
+            with server.client() as c:
+                location = c.post(f"/v2/workers/r{attempt}/blobs/uploads/").headers["Location"]
+            for i in range(0, len(data), 128 * 1024):
+                with server.client() as c:
+                    r = c.patch(location, content=data[i : i + 128 * 1024],
+                                headers={"Content-Range": f"{i}-{i + 128 * 1024 - 1}"})
+                    assert r.status_code == 202, r.text
+                    location = r.headers["Location"]
+            with server.client() as c:
+                r = c.put(location, params={"digest": sha256(data)})
+                assert r.status_code == 201, r.text
+                assert c.get(f"/v2/workers/r{attempt}/blobs/{sha256(data)}").content == data
+        children = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True)
+        pids = set(children.stdout.split())
+        assert len(pids) >= 2
