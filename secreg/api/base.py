@@ -10,11 +10,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from secreg.auth.middleware import IDENTITY_KEY
 from secreg.errors import ErrorCode, RegistryError
 from secreg.names import validate_name
 
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
-IDENTITY_KEY = "secreg.identity"
 STREAM_CHUNK = 1024 * 1024
 
 

@@ -1,0 +1,151 @@
+"""The registry's one authorization point, as pure ASGI middleware (request bodies stream through untouched).
+
+For every HTTP request `resolve(scope)` (from the registry's route table) says what the route needs:
+None for a public route, `[]` for "any valid token" (`GET /v2/`), or the accesses required. A request
+without a bearer token, with one that fails verification, or with one that lacks an access is answered
+401 UNAUTHORIZED with a challenge naming exactly the scope the route needs, as the reference registry
+does (registry/auth/token/accesscontroller.go): `error="invalid_token"` for a bad token,
+`error="insufficient_scope"` for a good one that grants too little, so the client fetches a new token.
+On success the request's `Identity` is stored in `scope[IDENTITY_KEY]`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from secreg.auth.scope import Access, format_challenge_scope
+from secreg.auth.server import TOKEN_PATH
+from secreg.auth.tokens import InvalidToken, TokenVerifier
+from secreg.errors import ErrorCode, error_body
+
+__all__ = ["IDENTITY_KEY", "AuthMiddleware", "Identity", "Resolver"]
+
+IDENTITY_KEY = "secreg.identity"
+
+Resolver = Callable[[Scope], list[Access] | None]
+
+# A Host header goes into the realm URL inside a quoted challenge: accept host names and IP literals only.
+_HOST = re.compile(r"^[A-Za-z0-9.\-]+(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the token was issued to ("" = anonymous) and what it grants."""
+
+    subject: str
+    access: tuple[Access, ...]
+
+    def allows(self, type: str, name: str, action: str) -> bool:
+        return any(a.type == type and a.name == name and action in a.actions for a in self.access)
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class AuthMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        verifier: TokenVerifier,
+        resolve: Resolver,
+        realm: str,
+        service: str,
+    ) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.resolve = resolve
+        self.realm = realm
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        needed = self.resolve(scope)
+        if needed is None:
+            await self.app(scope, receive, send)
+            return
+        token = _bearer_token(scope)
+        if token is None:
+            await self._challenge(scope, send, needed, None)
+            return
+        try:
+            claims = self.verifier.verify(token)
+        except InvalidToken:
+            await self._challenge(scope, send, needed, "invalid_token")
+            return
+        identity = Identity(claims.subject, claims.access)
+        for access in needed:
+            for action in access.actions:
+                if not identity.allows(access.type, access.name, action):
+                    await self._challenge(scope, send, needed, "insufficient_scope")
+                    return
+        scope[IDENTITY_KEY] = identity
+        await self.app(scope, receive, send)
+
+    def challenge(self, scope: Scope, needed: list[Access], error: str | None) -> str:
+        """The `WWW-Authenticate` value for a request needing `needed`."""
+        value = (
+            f"Bearer realm={_quote(self.realm or _realm_from_request(scope))},service={_quote(self.service)}"
+        )
+        if needed:
+            value += f",scope={_quote(format_challenge_scope(needed))}"
+        if error:
+            value += f",error={_quote(error)}"
+        return value
+
+    async def _challenge(self, scope: Scope, send: Send, needed: list[Access], error: str | None) -> None:
+        # The body lists every (type, name, action) the route needs, shaped as the reference registry's.
+        detail = [
+            {
+                "Type": a.base_type,
+                "Class": a.type[len(a.base_type) + 1 : -1],
+                "Name": a.name,
+                "Action": action,
+            }
+            for a in needed
+            for action in sorted(a.actions)
+        ]
+        body = error_body(ErrorCode.UNAUTHORIZED, detail=detail or None)
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"docker-distribution-api-version", b"registry/2.0"),
+            (b"www-authenticate", self.challenge(scope, needed, error).encode("latin-1")),
+        ]
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+def _bearer_token(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            token = token.strip()
+            return token if scheme.lower() == "bearer" and token else None
+    return None
+
+
+def _realm_from_request(scope: Scope) -> str:
+    scheme = "http" if scope.get("scheme") == "http" else "https"
+    host = ""
+    for name, value in scope["headers"]:
+        if name == b"host":
+            host = value.decode("latin-1")
+            break
+    if not _HOST.match(host):
+        server = scope.get("server")
+        if not server:
+            host = "localhost"
+        else:
+            addr, port = server[0], server[1]
+            addr = f"[{addr}]" if ":" in addr else addr
+            default = 80 if scheme == "http" else 443
+            host = addr if port in (None, default) else f"{addr}:{port}"
+    return f"{scheme}://{host}{TOKEN_PATH}"

@@ -1,0 +1,316 @@
+"""The token server: `GET /auth/token` (token.md, HTTP Basic or anonymous) and `POST /auth/token`
+(oauth.md: grant_type=password | refresh_token).
+
+`docker login` sends `GET ?service=&account=USER&client_id=docker&offline_token=true` with Basic
+credentials and no scope, keeps the `refresh_token`, and later POSTs `grant_type=refresh_token` with the
+scope each operation needs. Requested scopes are cut down to what the policy allows (never an error);
+bad credentials answer 401, repeated failures 429 with `Retry-After`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from secreg.auth.groups import GroupStore, groups_file
+from secreg.auth.policy import PolicyStore
+from secreg.auth.ratelimit import RateLimiter
+from secreg.auth.scope import Access, ScopeError, parse_scopes
+from secreg.auth.tokens import InvalidToken, TokenIssuer
+from secreg.auth.users import UserStore
+from secreg.config import Settings
+from secreg.errors import ErrorCode, error_body
+
+__all__ = ["TOKEN_PATH", "TokenService", "token_routes"]
+
+audit = logging.getLogger("secreg.audit")
+
+TOKEN_PATH = "/auth/token"
+MAX_FORM_BYTES = 64 * 1024
+MAX_SCOPES = 64
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class _Refused(Exception):
+    """Ends a token request with an error answer (caught in `handle`)."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        status: int | None = None,
+        oauth_error: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status or code.status
+        self.oauth_error = oauth_error
+        self.headers = dict(headers or {})
+
+    def response(self, oauth: bool) -> Response:
+        body: dict[str, Any] = json.loads(error_body(self.code, self.message))
+        if oauth and self.oauth_error:
+            # RFC 6749 section 5.2 fields for OAuth clients, next to the registry's errors list for docker.
+            body = {"error": self.oauth_error, "error_description": self.message, **body}
+        return Response(
+            json.dumps(body),
+            status_code=self.status,
+            headers={**_NO_STORE, **self.headers},
+            media_type="application/json",
+        )
+
+
+def _bad_request(message: str, oauth_error: str = "invalid_request") -> _Refused:
+    # The OCI table has no "bad request" code of its own; UNSUPPORTED with status 400 says it best.
+    return _Refused(ErrorCode.UNSUPPORTED, message, status=400, oauth_error=oauth_error)
+
+
+@dataclass(frozen=True)
+class _Login:
+    subject: str  # "" = anonymous
+    password: bool  # authenticated with a password (may receive a refresh token)
+
+
+class TokenService:
+    """Everything the token endpoint needs; build it with `from_settings`, mount it with `token_routes`."""
+
+    def __init__(
+        self,
+        *,
+        issuer: TokenIssuer,
+        users: UserStore,
+        groups: GroupStore,
+        policy: PolicyStore,
+        limiter: RateLimiter,
+        realm_name: str = "secreg",
+    ) -> None:
+        self.issuer = issuer
+        self.users = users
+        self.groups = groups
+        self.policy = policy
+        self.limiter = limiter
+        self.service = issuer.service
+        self._basic_challenge = {"WWW-Authenticate": f'Basic realm="{realm_name}"'}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> TokenService:
+        auth = settings.auth
+        return cls(
+            issuer=TokenIssuer.from_settings(auth.token),
+            users=UserStore(auth.htpasswd),
+            groups=GroupStore(groups_file(auth)),
+            policy=PolicyStore(auth.policy),
+            limiter=RateLimiter.from_settings(auth.ratelimit),
+            realm_name=auth.token.service,
+        )
+
+    async def handle(self, request: Request) -> Response:
+        oauth = request.method == "POST"
+        try:
+            if oauth:
+                return await self._post(request)
+            return await self._get(request)
+        except _Refused as refused:
+            return refused.response(oauth)
+
+    # --- GET (token.md) -------------------------------------------------------------------------------
+
+    async def _get(self, request: Request) -> Response:
+        params = request.query_params
+        self._check_service(params.get("service"))
+        requested = self._scopes(params.getlist("scope"))
+        client = _client(request)
+        header = request.headers.get("authorization")
+        if header:
+            user, password = self._basic(header)
+            account = params.get("account")
+            if account and account != user:
+                audit.warning(
+                    "login refused: account=%r differs from user=%r client=%s", account, user, client
+                )
+                raise self._unauthorized("account does not match the credentials")
+            login = await self._password_login(user, password, client, "basic")
+        else:
+            login = _Login("", False)
+        granted = self._grant(login.subject, requested, client)
+        issued = self.issuer.issue(login.subject, granted)
+        body: dict[str, Any] = {
+            "token": issued.token,
+            "access_token": issued.token,
+            "expires_in": issued.expires_in,
+            "issued_at": issued.issued_at_text,
+        }
+        if login.password and params.get("offline_token", "").lower() in ("true", "1"):
+            refresh = self._refresh_token(login.subject, params.get("client_id", ""))
+            if refresh:
+                body["refresh_token"] = refresh
+        return _json(body)
+
+    # --- POST (oauth.md) ------------------------------------------------------------------------------
+
+    async def _post(self, request: Request) -> Response:
+        form = await _read_form(request)
+        self._check_service(form.get("service"))
+        if not form.get("client_id"):
+            raise _bad_request("client_id is required")
+        requested = self._scopes([form["scope"]] if form.get("scope") else [])
+        client = _client(request)
+        grant_type = form.get("grant_type", "")
+        refresh_token: str | None = None
+        if grant_type == "password":
+            user, password = form.get("username"), form.get("password")
+            if not user or password is None:
+                raise _bad_request("username and password are required for grant_type=password")
+            login = await self._password_login(user, password, client, "password grant")
+            if form.get("access_type") == "offline":
+                refresh_token = self._refresh_token(login.subject, form["client_id"])
+        elif grant_type == "refresh_token":
+            refresh_token = form.get("refresh_token")
+            if not refresh_token:
+                raise _bad_request("refresh_token is required for grant_type=refresh_token")
+            login = self._refresh_login(refresh_token, client)
+        else:
+            raise _bad_request(f"unsupported grant_type {grant_type!r}", "unsupported_grant_type")
+        granted = self._grant(login.subject, requested, client)
+        issued = self.issuer.issue(login.subject, granted)
+        body: dict[str, Any] = {
+            "access_token": issued.token,
+            "scope": " ".join(a.format() for a in granted),
+            "expires_in": issued.expires_in,
+            "issued_at": issued.issued_at_text,
+        }
+        if refresh_token:
+            body["refresh_token"] = refresh_token
+        return _json(body)
+
+    # --- steps ----------------------------------------------------------------------------------------
+
+    def _check_service(self, service: str | None) -> None:
+        if service is not None and service != self.service:
+            raise _bad_request(f"unknown service {service!r}; this token server serves {self.service!r}")
+
+    def _scopes(self, values: list[str]) -> list[Access]:
+        try:
+            requested = parse_scopes(values)
+        except ScopeError as exc:
+            raise _bad_request(str(exc), "invalid_scope") from None
+        if len(requested) > MAX_SCOPES:
+            raise _bad_request(f"too many scopes (at most {MAX_SCOPES})", "invalid_scope")
+        return requested
+
+    def _unauthorized(self, message: str) -> _Refused:
+        return _Refused(
+            ErrorCode.UNAUTHORIZED, message, oauth_error="invalid_grant", headers=self._basic_challenge
+        )
+
+    def _basic(self, header: str) -> tuple[str, str]:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic":
+            raise self._unauthorized("use HTTP Basic credentials (or none) to request a token")
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise self._unauthorized("malformed Basic credentials") from None
+        user, sep, password = decoded.partition(":")
+        if not sep or not user:
+            raise self._unauthorized("malformed Basic credentials")
+        return user, password
+
+    async def _password_login(self, user: str, password: str, client: str, via: str) -> _Login:
+        keys = (f"user:{user}", f"addr:{client}")
+        wait = self.limiter.retry_after(*keys)
+        if wait:
+            audit.warning("login throttled: user=%r client=%s retry_after=%d", user, client, wait)
+            raise _Refused(
+                ErrorCode.TOOMANYREQUESTS,
+                "too many failed logins; try again later",
+                oauth_error="slow_down",
+                headers={"Retry-After": str(wait)},
+            )
+        if not await self.users.verify_async(user, password):
+            self.limiter.failure(*keys)
+            audit.warning("login failed: user=%r client=%s via=%s", user, client, via)
+            raise self._unauthorized("incorrect username or password")
+        self.limiter.success(keys[0])
+        audit.info("login ok: user=%s client=%s via=%s", user, client, via)
+        return _Login(user, True)
+
+    def _refresh_login(self, token: str, client: str) -> _Login:
+        # Not rate limited: a refresh token cannot be guessed, and a client still holding one revoked by
+        # `secreg user passwd` would otherwise lock its own address out of logging in again.
+        try:
+            grant = self.issuer.check_refresh(token)
+        except InvalidToken as exc:
+            audit.warning("refresh refused: client=%s reason=%s", client, exc)
+            raise self._unauthorized("invalid refresh token") from None
+        if self.users.fingerprint(grant.subject) != grant.fingerprint:
+            audit.warning("refresh refused: user=%s client=%s reason=revoked", grant.subject, client)
+            raise self._unauthorized("refresh token revoked; log in again")
+        return _Login(grant.subject, False)
+
+    def _refresh_token(self, subject: str, client_id: str) -> str | None:
+        fingerprint = self.users.fingerprint(subject)
+        return None if fingerprint is None else self.issuer.issue_refresh(subject, fingerprint, client_id)
+
+    def _grant(self, subject: str, requested: list[Access], client: str) -> list[Access]:
+        groups = self.groups.groups_of(subject) if subject else frozenset()
+        granted = self.policy.current.granted(subject, groups, requested)
+        got = {(a.type, a.name): a.actions for a in granted}
+        denied = [
+            Access(a.type, a.name, a.actions - got.get((a.type, a.name), frozenset()))
+            for a in requested
+            if a.actions - got.get((a.type, a.name), frozenset())
+        ]
+        if denied:
+            audit.info(
+                "scope denied: user=%s client=%s denied=%s",
+                subject or "<anonymous>",
+                client,
+                " ".join(a.format() for a in denied),
+            )
+        return granted
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _json(body: Mapping[str, Any]) -> Response:
+    return Response(json.dumps(body), headers=_NO_STORE, media_type="application/json")
+
+
+async def _read_form(request: Request) -> dict[str, str]:
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        raise _bad_request("expected an application/x-www-form-urlencoded body")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise _bad_request("request body too large")
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+    except (UnicodeDecodeError, ValueError):
+        raise _bad_request("malformed form body") from None
+    form: dict[str, str] = {}
+    for key, value in pairs:
+        form.setdefault(key, value)
+    return form
+
+
+def token_routes(service: TokenService, path: str = TOKEN_PATH) -> list[Route]:
+    """The token endpoint as Starlette routes (GET, HEAD and POST on `path`)."""
+    return [Route(path, service.handle, methods=["GET", "POST"], name="auth_token")]

@@ -1,0 +1,311 @@
+"""Users: an Apache htpasswd file of bcrypt (`$2y$`) hashes, interchangeable with `htpasswd -B`.
+
+The file is the only state. The registry re-reads it when it changes (checked at most once a second),
+so `secreg user add` or `htpasswd -B auth/htpasswd bob` take effect without a restart. Every write is
+made under an `flock` on a sidecar lock file, to a temporary file that is fsynced and then renamed over
+the original, mode 0600: a reader sees the old file or the new one, never half of one.
+
+Only bcrypt entries can log in (as in the reference registry); other htpasswd formats (`$apr1$` MD5,
+`{SHA}`, plain text) are logged and refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+import anyio.to_thread
+from passlib.apache import HtpasswdFile
+from passlib.context import CryptContext
+
+__all__ = [
+    "BCRYPT_ROUNDS",
+    "MAX_PASSWORD_BYTES",
+    "MIN_PASSWORD_LENGTH",
+    "UserStore",
+    "WatchedFile",
+    "atomic_write",
+    "locked",
+    "read_locked_edit",
+    "validate_password",
+    "validate_user_name",
+]
+
+log = logging.getLogger("secreg.auth")
+
+BCRYPT_ROUNDS = 12
+MAX_PASSWORD_BYTES = 72  # bcrypt reads no further; Apache's htpasswd silently truncates there
+MIN_PASSWORD_LENGTH = 8
+
+_USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# Words the policy file gives a meaning of their own.
+RESERVED_NAMES = frozenset({"anonymous"})
+
+# Salt and checksum of a bcrypt hash of a password nobody knows. Verifying against it with the file's
+# usual cost takes as long as a real check, so a wrong user name answers no faster than a wrong password.
+_DUMMY_TAIL = "OtvhXcg4svBiCSRY17Uk3enDG/8Hehbn64p.3h6X9swJKQ/SHjLNG"
+_BCRYPT_COST = re.compile(r"^\$2[abxy]?\$(\d\d)\$")
+
+T = TypeVar("T")
+
+
+def validate_user_name(name: str) -> str:
+    """Return `name` if it is a valid account name, else raise ValueError saying why."""
+    if not _USER_NAME.match(name):
+        raise ValueError(
+            f"invalid user name {name!r}: use 1-64 characters a-z, 0-9, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    if name in RESERVED_NAMES:
+        raise ValueError(f"invalid user name {name!r}: reserved by the access policy")
+    return name
+
+
+def validate_password(password: str) -> None:
+    """Raise ValueError unless `password` can be stored: 8 characters at least, 72 UTF-8 bytes at most."""
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"password too short: use at least {MIN_PASSWORD_LENGTH} characters")
+    if len(password.encode("utf-8", "surrogatepass")) > MAX_PASSWORD_BYTES:
+        raise ValueError(f"password too long: bcrypt uses at most {MAX_PASSWORD_BYTES} bytes")
+    if any(c in password for c in "\x00\r\n"):
+        raise ValueError("password must not contain NUL or line breaks")
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace `path` with `data`: temporary file in the same directory, fsync, rename, fsync directory."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive `flock` on `<path>.lock` (a sidecar: the data file itself is replaced on write)."""
+    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def read_locked_edit(path: Path, edit: Callable[[bytes], tuple[bytes, T]]) -> T:
+    """Read-modify-write `path` under its lock; `edit(old) -> (new, result)`. A missing file reads as b""."""
+    if not path.parent.is_dir():
+        new, result = edit(b"")
+        if new:  # an edit that writes something needs the directory; one that changes nothing does not
+            raise FileNotFoundError(f"directory {path.parent} does not exist")
+        return result
+    with locked(path):
+        try:
+            old = path.read_bytes()
+        except FileNotFoundError:
+            old = b""
+        new, result = edit(old)
+        if new != old:
+            atomic_write(path, new)
+    return result
+
+
+@dataclass
+class WatchedFile(Generic[T]):
+    """A file parsed into a value, parsed again when its (inode, size, mtime) changes.
+
+    `parse(None)` is called for a missing file. The first load raises on a parse error; later ones log
+    the error and keep the last good value. The file is stat'ed at most once per `interval` seconds.
+    """
+
+    path: Path
+    parse: Callable[[bytes | None], T]
+    interval: float = 1.0
+    clock: Callable[[], float] = time.monotonic
+    _value: T = field(init=False)
+    _signature: object = field(init=False, default=None)
+    _checked: float = field(init=False, default=float("-inf"))
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._value = self._load(initial=True)
+
+    def get(self) -> T:
+        now = self.clock()
+        if now - self._checked >= self.interval and self._lock.acquire(blocking=False):
+            try:
+                self._checked = now
+                self._value = self._load(initial=False)
+            finally:
+                self._lock.release()
+        return self._value
+
+    def invalidate(self) -> None:
+        """Check the file on the next `get` (after this process wrote it)."""
+        self._checked = float("-inf")
+
+    def _load(self, *, initial: bool) -> T:
+        try:
+            with open(self.path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                signature: object = (st.st_ino, st.st_size, st.st_mtime_ns)
+                if signature == self._signature and not initial:
+                    return self._value
+                data: bytes | None = fh.read()
+        except FileNotFoundError:
+            signature, data = None, None
+            if signature == self._signature and not initial:
+                return self._value
+        except OSError as exc:  # unreadable (permissions, a directory...): like a parse error
+            if initial:
+                raise ValueError(f"{self.path}: cannot read: {exc.strerror}") from None
+            log.error("%s: cannot read: %s; keeping the previous version", self.path, exc.strerror)
+            return self._value
+        try:
+            value = self.parse(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            if initial:
+                raise
+            log.error("%s: %s; keeping the previous version", self.path, exc)
+            self._signature = signature
+            return self._value
+        if not initial:
+            log.info("%s: reloaded", self.path)
+        self._signature = signature
+        return value
+
+
+@dataclass(frozen=True)
+class _Htpasswd:
+    hashes: Mapping[str, str]
+    cost: int  # the most common bcrypt cost in the file: the dummy check runs at this cost
+
+
+def _parse_htpasswd(path: Path) -> Callable[[bytes | None], _Htpasswd]:
+    def parse(data: bytes | None) -> _Htpasswd:
+        if not data:
+            return _Htpasswd({}, BCRYPT_ROUNDS)
+        records = HtpasswdFile.from_string(data)
+        hashes = {str(user): records.get_hash(user).decode("ascii", "replace") for user in records.users()}
+        costs = Counter(int(m.group(1)) for h in hashes.values() if (m := _BCRYPT_COST.match(h)))
+        others = sorted(user for user, h in hashes.items() if not _BCRYPT_COST.match(h))
+        if others:
+            log.warning("%s: not bcrypt, cannot log in (use htpasswd -B): %s", path, ", ".join(others))
+        cost = costs.most_common(1)[0][0] if costs else BCRYPT_ROUNDS
+        return _Htpasswd(hashes, cost)
+
+    return parse
+
+
+class UserStore:
+    """Accounts and their bcrypt hashes in one htpasswd file."""
+
+    def __init__(self, path: Path, *, rounds: int = BCRYPT_ROUNDS, check_interval: float = 1.0) -> None:
+        self.path = Path(path)
+        self._context = CryptContext(
+            schemes=["bcrypt"], default="bcrypt", bcrypt__ident="2y", bcrypt__rounds=rounds
+        )
+        self._file = WatchedFile(self.path, _parse_htpasswd(self.path), check_interval)
+
+    def users(self) -> list[str]:
+        return sorted(self._file.get().hashes)
+
+    def __contains__(self, user: object) -> bool:
+        return user in self._file.get().hashes
+
+    def fingerprint(self, user: str) -> str | None:
+        """A short digest of the user's current hash: changes when the password does (refresh tokens)."""
+        stored = self._file.get().hashes.get(user)
+        return None if stored is None else hashlib.sha256(stored.encode()).hexdigest()[:16]
+
+    def verify(self, user: str, password: str) -> bool:
+        """Check a password. Slow on purpose (bcrypt): call `verify_async` from the event loop."""
+        snapshot = self._file.get()
+        stored = snapshot.hashes.get(user)
+        try:
+            secret = password.encode("utf-8")[:MAX_PASSWORD_BYTES]
+        except UnicodeEncodeError:
+            secret = b""
+            stored = None
+        if stored is None or not _BCRYPT_COST.match(stored):
+            self._context.verify(b"not the password", f"$2y${snapshot.cost:02d}${_DUMMY_TAIL}")
+            return False
+        try:
+            return bool(self._context.verify(secret, stored))
+        except ValueError:  # a malformed hash, or NUL in the password
+            return False
+
+    async def verify_async(self, user: str, password: str) -> bool:
+        """`verify` on a worker thread: bcrypt must never block the event loop."""
+        return await anyio.to_thread.run_sync(self.verify, user, password)
+
+    def add(self, user: str, password: str, *, only_if_empty: bool = False) -> bool:
+        """Create `user`; False (and no change) if it exists, or with `only_if_empty` if any user exists."""
+        validate_user_name(user)
+        validate_password(password)
+        new_hash = self._context.hash(password)  # outside the lock: bcrypt takes a while
+
+        def edit(old: bytes) -> tuple[bytes, bool]:
+            records = HtpasswdFile.from_string(old)
+            if records.get_hash(user) is not None or (only_if_empty and records.users()):
+                return old, False
+            records.set_hash(user, new_hash)
+            return records.to_string(), True
+
+        return self._write(edit)
+
+    def set_password(self, user: str, password: str) -> bool:
+        """Change an existing user's password; False if there is no such user."""
+        validate_password(password)
+        new_hash = self._context.hash(password)
+
+        def edit(old: bytes) -> tuple[bytes, bool]:
+            records = HtpasswdFile.from_string(old)
+            if records.get_hash(user) is None:
+                return old, False
+            records.set_hash(user, new_hash)
+            return records.to_string(), True
+
+        return self._write(edit)
+
+    def delete(self, user: str) -> bool:
+        """Remove the user; False if there was no such user."""
+
+        def edit(old: bytes) -> tuple[bytes, bool]:
+            records = HtpasswdFile.from_string(old)
+            removed = records.delete(user)
+            return records.to_string(), removed
+
+        return self._write(edit)
+
+    def _write(self, edit: Callable[[bytes], tuple[bytes, bool]]) -> bool:
+        changed = read_locked_edit(self.path, edit)
+        self._file.invalidate()
+        return changed
