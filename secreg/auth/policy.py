@@ -57,7 +57,8 @@ DEFAULT_POLICY = """\
 #   repository: a glob; "*" matches within one path component, "**" across "/"; ${user} is the
 #               name of the account asking
 #   actions:    any of pull, push, delete, or "*" for all three
-#   catalog:    true lets the account list every repository (GET /v2/_catalog)
+#   catalog:    true lets the account list repositories (GET /v2/_catalog); the list shows only
+#               the repositories that account may pull
 # Check a decision with:  secreg policy check USER REPOSITORY ACTION
 rules:
   # Administrators may do everything, including listing the catalog.
@@ -65,10 +66,12 @@ rules:
     repository: "**"
     actions: ["*"]
     catalog: true
-  # Every logged-in user may pull and push the repositories under their own name.
+  # Every logged-in user may pull and push the repositories under their own name, and list
+  # (in the catalog) the repositories they may pull.
   - account: "*"
     repository: "${user}/**"
     actions: [pull, push]
+    catalog: true
   # Nothing for anonymous clients. To publish repositories for everybody to pull:
   # - account: anonymous
   #   repository: "public/**"

@@ -30,6 +30,7 @@ from secreg.auth.tokens import InvalidToken, TokenIssuer
 from secreg.auth.users import UserStore
 from secreg.config import Settings
 from secreg.errors import ErrorCode, error_body
+from secreg.names import NAME_PATTERN
 
 __all__ = ["TOKEN_PATH", "TokenService", "token_routes"]
 
@@ -209,6 +210,9 @@ class TokenService:
             raise _bad_request(str(exc), "invalid_scope") from None
         if len(requested) > MAX_SCOPES:
             raise _bad_request(f"too many scopes (at most {MAX_SCOPES})", "invalid_scope")
+        for access in requested:
+            if access.base_type == "repository" and not NAME_PATTERN.match(access.name):
+                raise _bad_request(f"invalid repository name in scope: {access.name[:200]!r}", "invalid_scope")
         return requested
 
     def _unauthorized(self, message: str) -> _Refused:

@@ -196,7 +196,7 @@ def policy_dir(tmp_path: Path) -> Path:
 
 def test_policy_check(policy_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["policy", "check", "alice", "alice/app", "push"]) == 0
-    assert "alice may push alice/app? allow: rule 2 (line 16)" in capsys.readouterr().out
+    assert "alice may push alice/app? allow: rule 2 (line 18)" in capsys.readouterr().out
     assert run(["policy", "check", "alice", "bob/app", "pull"]) == 1
     assert "deny: no rule grants it" in capsys.readouterr().out
     assert run(["policy", "check", "admin", "bob/app", "delete"]) == 0
@@ -205,15 +205,15 @@ def test_policy_check(policy_dir: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert run(["policy", "check", "anonymous", "alice/app", "pull"]) == 1
     assert run(["policy", "check", "admin", "_catalog"]) == 0
     assert "list the catalog? allow" in capsys.readouterr().out
-    assert run(["policy", "check", "alice", "_catalog", "--auth-dir", str(policy_dir)]) == 1
+    assert run(["policy", "check", "alice", "_catalog", "--auth-dir", str(policy_dir)]) == 0
 
 
 def test_policy_show(policy_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["policy", "show"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].endswith("2 rule(s); anything not granted is denied")
-    assert out[1] == "rule 1 (line 11): account group:admins; repository **; actions *; catalog"
-    assert out[2] == "rule 2 (line 16): account *; repository ${user}/**; actions pull,push"
+    assert out[1] == "rule 1 (line 12): account group:admins; repository **; actions *; catalog"
+    assert out[2] == "rule 2 (line 18): account *; repository ${user}/**; actions pull,push; catalog"
 
 
 def test_policy_errors_name_the_line(policy_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -103,6 +103,7 @@ def test_granted_downscopes_and_drops_empty() -> None:
     )
     assert p.granted("alice", [], requested) == [
         Access.repository("alice/app", "pull", "push"),
+        Access("registry", "catalog", frozenset({"*"})),
         Access("repository(plugin)", "alice/x", frozenset({"pull"})),
     ]
     assert p.granted("admin", ["admins"], requested) == [
@@ -118,7 +119,9 @@ def test_default_policy() -> None:
     p = Policy.parse(DEFAULT_POLICY)
     assert allowed(p, "admin", "anyone/anything", "delete", ("admins",))
     assert p.decide("admin", ["admins"], "registry", "catalog", "*").allowed
-    assert not p.decide("alice", [], "registry", "catalog", "*").allowed
+    # Every logged-in user may list the catalog; the registry filters it to what they may pull.
+    assert p.decide("alice", [], "registry", "catalog", "*").allowed
+    assert not p.decide("", [], "registry", "catalog", "*").allowed
     assert allowed(p, "alice", "alice/app", "push")
     assert not allowed(p, "alice", "bob/app", "pull")
     assert not allowed(p, "", "alice/app", "pull")
