@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator, Mapping
 
 from starlette.requests import ClientDisconnect, Request
@@ -53,6 +54,39 @@ async def body_stream(request: Request) -> AsyncIterator[bytes]:
             yield chunk
     except ClientDisconnect:
         raise RegistryError(ErrorCode.BLOB_UPLOAD_INVALID, "client disconnected during upload") from None
+
+
+DRAIN_LIMIT = 4 * 1024 * 1024
+
+
+@asynccontextmanager
+async def settle_body_on_error(request: Request) -> AsyncIterator[None]:
+    """Read what is left of the request body before an error answers the request early.
+
+    Hypercorn closes an HTTP/1.1 connection whose request body was not read to the end, without saying so in
+    the response, so a client that reuses it (a chunk refused with 416, then the GET that recovers the offset)
+    finds it closed. Up to DRAIN_LIMIT bytes are read and dropped to keep the connection usable, as Go's server
+    does (up to 256 KiB); past that the error response says `Connection: close`. HTTP/2 ends just the stream
+    (and forbids that header)."""
+    try:
+        yield
+    except RegistryError as error:
+        if request.scope.get("http_version", "1.1").startswith("1"):
+            if not await _drain(request, DRAIN_LIMIT):
+                error.headers.setdefault("Connection", "close")
+        raise
+
+
+async def _drain(request: Request, limit: int) -> bool:
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                return False
+    except (RuntimeError, ClientDisconnect):  # RuntimeError: Starlette says the body was read to the end
+        pass
+    return True
 
 
 async def read_limited(request: Request, limit: int, what: str) -> bytes:

@@ -6,12 +6,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from secreg.api import urls
-from secreg.api.base import read_limited, repository, respond
-from secreg.digest import Digest
+from secreg.api.base import read_limited, repository, respond, settle_body_on_error
+from secreg.digest import Digest, is_digest
 from secreg.errors import ErrorCode, RegistryError
-from secreg.names import parse_reference, validate_tag
+from secreg.names import TAG_PATTERN, parse_reference, validate_tag
 from secreg.registry.manifest_format import INDEXES, MANIFEST_TYPES
+from secreg.registry.manifests import manifest_unknown
 from secreg.registry.service import registry_of
+
+
+def _existing_reference(request: Request) -> str | Digest:
+    """The reference of a GET, HEAD or DELETE. Text that is neither a tag nor a digest names nothing that
+    exists: 404 MANIFEST_UNKNOWN, as the reference registry's router answers and the conformance suite
+    requires (`.INVALID_MANIFEST_NAME`). A malformed digest stays 400 DIGEST_INVALID."""
+    text: str = request.path_params["reference"]
+    if not is_digest(text) and not TAG_PATTERN.match(text):
+        raise manifest_unknown(text)
+    return parse_reference(text)
 
 
 def _accepted(request: Request) -> set[str] | None:
@@ -41,7 +52,7 @@ def _negotiate(request: Request, media_type: str) -> None:
 
 async def get_manifest(request: Request) -> Response:
     name = repository(request)
-    reference = parse_reference(request.path_params["reference"])
+    reference = _existing_reference(request)
     manifest = registry_of(request).manifests.get(name, reference)
     _negotiate(request, manifest.media_type)
     headers = {
@@ -56,11 +67,16 @@ async def get_manifest(request: Request) -> Response:
 
 
 async def put_manifest(request: Request) -> Response:
+    async with settle_body_on_error(request):
+        return await _put_manifest(request)
+
+
+async def _put_manifest(request: Request) -> Response:
     name = repository(request)
     reference = parse_reference(request.path_params["reference"])
     registry = registry_of(request)
     registry.require_writable()
-    tags = [validate_tag(t) for t in request.query_params.getlist("tag")]
+    tags = list(dict.fromkeys(validate_tag(t) for t in request.query_params.getlist("tag")))
     content = await read_limited(request, registry.settings.manifest_max_size, "manifest")
     result = registry.manifests.put(name, reference, content, request.headers.get("content-type"), tags)
     headers = {
@@ -70,12 +86,16 @@ async def put_manifest(request: Request) -> Response:
     }
     if result.subject is not None:
         headers["OCI-Subject"] = str(result.subject)
+    if tags:
+        # `?tag=` parameters (distribution-spec 1.1+dev): name every tag now pointing at the manifest.
+        applied = dict.fromkeys(([reference] if isinstance(reference, str) else []) + tags)
+        headers["OCI-Tag"] = ", ".join(applied)
     return respond(201, headers=headers)
 
 
 async def delete_manifest(request: Request) -> Response:
     name = repository(request)
-    reference = parse_reference(request.path_params["reference"])
+    reference = _existing_reference(request)
     registry = registry_of(request)
     registry.require_delete()
     registry.require_writable()

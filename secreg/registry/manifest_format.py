@@ -70,7 +70,9 @@ def _descriptor(value: Any, where: str) -> Descriptor:
         digest = Digest.parse(digest_text)
     except RegistryError as exc:
         raise invalid(f"{where}: {exc.message}") from None
-    if "data" in value:
+    # `"data": null` is an absent field: Go clients serialise a nil []byte without omitempty so (the older
+    # conformance suite's descriptors do), and the image spec gives null no other meaning.
+    if value.get("data") is not None:
         _check_embedded_data(value["data"], digest, size, where)
     urls = value.get("urls")
     if urls is not None and (not isinstance(urls, list) or not all(isinstance(u, str) for u in urls)):

@@ -225,8 +225,9 @@ def test_catalog_pagination(client: httpx.Client) -> None:
 def test_bad_references(client: httpx.Client) -> None:
     r = client.get("/v2/man/basic/manifests/bad:tag:x")
     assert r.status_code == 400 and error_code(r) == "DIGEST_INVALID"
+    # Neither a tag nor a digest names nothing that exists: 404, as the OCI conformance suite requires.
     r = client.get("/v2/man/basic/manifests/-notatag")
-    assert r.status_code == 400
+    assert r.status_code == 404 and error_code(r) == "MANIFEST_UNKNOWN"
     r = client.put("/v2/man/basic/manifests/v1", params={"tag": "bad tag"}, content=b"{}",
                    headers={"Content-Type": OCI_MANIFEST})
     assert r.status_code == 400
