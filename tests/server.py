@@ -19,10 +19,15 @@ import httpx
 import yaml
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass
@@ -34,10 +39,12 @@ class RunningServer:
     log_path: Path
     admin_password: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    host: str = "127.0.0.1"
 
     @property
     def host_port(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        """127.0.0.1:PORT, or [::1]:PORT for a server started with host="::1"."""
+        return _host_port(self.host, self.port)
 
     @property
     def ca(self) -> Path:
@@ -64,20 +71,22 @@ def run_secreg(
     args: list[str] | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 30,
+    host: str = "127.0.0.1",
 ) -> Iterator[RunningServer]:
+    """`host` is the loopback address to listen on: "::1" for registries dockerd must verify TLS for."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = free_port(host)
     config_path = workdir / "config.yml"
     config_path.write_text(yaml.safe_dump(config or {}))
     log_path = workdir / "server.log"
     command = [sys.executable, "-m", "secreg", "serve", "--config", str(config_path),
-               "--addr", f"127.0.0.1:{port}", *(args or [])]
+               "--addr", _host_port(host, port), *(args or [])]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SECREG_")}
     environment.update(env or {})
     with open(log_path, "wb") as log_file:
         process = subprocess.Popen(command, cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT,
                                    env=environment, start_new_session=True)
-    server = RunningServer(f"https://127.0.0.1:{port}", port, workdir, process, log_path)
+    server = RunningServer(f"https://{_host_port(host, port)}", port, workdir, process, log_path, host=host)
     try:
         _wait_ready(server, timeout)
         match = re.search(r"shown only this once:\s+(\S+)", server.log())
