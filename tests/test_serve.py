@@ -147,3 +147,19 @@ def test_two_workers_continue_each_others_uploads(tmp_path: Path) -> None:
         children = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True)
         pids = set(children.stdout.split())
         assert len(pids) >= 2
+
+
+def test_registry_role_without_policy_is_a_one_line_error(tmp_path: Path) -> None:
+    from secreg import tls
+
+    tls.generate_certificates(tmp_path / "certs", ["localhost"], ["127.0.0.1"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECREG_")}
+    result = subprocess.run([sys.executable, "-m", "secreg", "serve", "--role", "registry", "--addr", "127.0.0.1:1"],
+                            cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2
+    assert "policy.yaml is missing" in result.stderr and "Traceback" not in result.stderr
+    (tmp_path / "auth").mkdir()
+    (tmp_path / "auth" / "policy.yaml").write_text("rules:\n  - account: [\n")
+    result = subprocess.run([sys.executable, "-m", "secreg", "serve", "--role", "registry", "--addr", "127.0.0.1:1"],
+                            cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2 and "policy.yaml" in result.stderr and "Traceback" not in result.stderr

@@ -86,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
     from hypercorn.run import run as hypercorn_run
 
     os.environ[SERVE_ENV] = encode_serve_args(config_file, overrides, args.role, base_dir)
+    from secreg.observability import multiproc
+
+    multiproc.prepare(settings.workers)  # before any worker imports prometheus_client
     config = hypercorn_config(settings, Config())
     config.application_path = "secreg.asgi:app"
     scheme = "http" if settings.insecure else "https"
@@ -130,7 +133,10 @@ def prepare_tls(settings: Settings) -> None:
                        f"`secreg certs generate --out DIR --host NAME --ip IP` or point http.tls at yours.")
     from secreg import tls
 
-    files = tls.ensure_dev_certificates(settings.tls.directory)
+    try:
+        files = tls.ensure_dev_certificates(settings.tls.directory)
+    except (tls.CertificateExistsError, ValueError) as exc:
+        raise CliError(f"cannot create development certificates: {exc}") from exc
     if files is None:
         return
     hosts, ips = tls.dev_sans()
@@ -143,17 +149,31 @@ def prepare_tls(settings: Settings) -> None:
 
 
 def prepare_auth(settings: Settings, role: str) -> None:
+    """Create the first user and the default policy (token server roles), then check that every auth file
+    the chosen role reads is present and valid, so a mistake is one line here, not a worker traceback."""
+    from secreg.cli.main import CliError
+
     if not settings.auth.enabled:
         log.warning("AUTHENTICATION IS OFF (auth.enabled: false): anyone who can reach %s may push, pull "
                     "and delete.", settings.bind)
         return
-    if role not in ("all", "auth"):
-        return
+    from secreg.auth.bootstrap import bootstrap_auth
+    from secreg.auth.policy import PolicyError, PolicyStore
+
+    password = bootstrap_auth(settings) if role in ("all", "auth") else None
+    token = settings.auth.token
+    needed = [token.certificate] + ([token.key] if role in ("all", "auth") else [])
+    missing = [str(p) for p in needed if not p.exists()]
+    if missing:
+        raise CliError(f"token signing material missing: {', '.join(missing)}; create it with "
+                       f"`secreg certs generate` (token.key and token.crt) or set auth.token.key/certificate")
+    if not settings.auth.policy.exists():  # only with --role registry: the other roles just wrote it
+        raise CliError(f"access policy {settings.auth.policy} is missing: start the auth service first (it "
+                       "writes the default policy) or copy auth/policy.example.yaml there")
     try:
-        from secreg.auth.bootstrap import bootstrap_auth
-    except ImportError:
-        return
-    password = bootstrap_auth(settings)
+        PolicyStore(settings.auth.policy).current
+    except PolicyError as exc:
+        raise CliError(str(exc)) from exc
     if password:
         print("\n" + "=" * 78, file=sys.stderr)
         print("secreg: created user 'admin' (group admins). Its password, shown only this once:\n", file=sys.stderr)
