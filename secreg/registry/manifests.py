@@ -132,9 +132,9 @@ class ManifestStore:
                 {"expected": str(reference), "actual": str(digest)},
             )
         self._check_references(name, parsed)
-        blob_path = layout.blob_data(digest)
-        if not self.driver.exists(blob_path):
-            self.driver.write_bytes(blob_path, content)
+        # Always (re)written, though the bytes may exist: a fresh mtime tells a concurrent garbage
+        # collection that this manifest is being pushed now.
+        self.driver.write_bytes(layout.blob_data(digest), content)
         # Media type before the link: a reader who finds the link always finds its type.
         self.driver.write_bytes(layout.revision_media_type(name, digest), parsed.media_type.encode())
         self.driver.write_bytes(layout.revision_link(name, digest), layout.link_content(digest))

@@ -2,8 +2,8 @@
 the running hash is an in-process cache that is only trusted when it covers exactly the bytes on disk,
 otherwise the data is hashed again at commit.
 
-Bytes are received on the event loop and batched; hashing and writing run in a worker thread, one batch at a
-time (order matters for the hash), while the next batch is being received.
+Bytes are received on the event loop and batched; hashing and writing run in one thread per upload, batch after
+batch (order matters for the hash), while the next batches are being received.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import hashlib
 import re
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import AsyncIterator, Awaitable
+from typing import AsyncIterator
 
 from secreg.digest import Digest, Hasher
 from secreg.errors import ErrorCode, RegistryError
@@ -26,6 +27,10 @@ from secreg.storage.driver import AppendWriter, PathNotFound, StorageDriver
 
 UPLOAD_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 BATCH_BYTES = 1024 * 1024
+# Batches queued for the upload's writer thread while the next one is received: a writer that stalls for a
+# moment (page-cache pressure, a busy CPU) no longer stops the socket at once. Memory per upload stays below
+# (PIPELINE_DEPTH + 1) * BATCH_BYTES.
+PIPELINE_DEPTH = 4
 _HASHER_CACHE_SIZE = 4096
 
 
@@ -98,7 +103,7 @@ class UploadStore:
             try:
                 return self.driver.stat(layout.upload_data(name, upload_id)).mtime
             except PathNotFound:
-                return 0.0
+                return time.time()  # neither file yet: a session being created this instant
 
     # --- receiving bytes ---------------------------------------------------------------------------
 
@@ -140,35 +145,58 @@ class UploadStore:
 
     async def _receive(self, body: AsyncIterator[bytes], writer: AppendWriter, hasher: Hasher | None) -> int:
         loop = asyncio.get_running_loop()
-        pending: Awaitable[None] | None = None
+        executor: ThreadPoolExecutor | None = None  # one thread per upload keeps the batches in order
+        pending: deque[asyncio.Future[None]] = deque()
+        failed = False
         batch: list[bytes] = []
         batch_size = 0
         received = 0
 
         def flush(pieces: list[bytes]) -> None:
-            data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-            if hasher is not None:
-                hasher.update(data)
-            writer.write(data)
+            nonlocal failed
+            if failed:
+                return  # never write past a failed write: the hash and the file would disagree
+            try:
+                data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+                if hasher is not None:
+                    hasher.update(data)
+                writer.write(data)
+            except BaseException:
+                failed = True
+                raise
+
+        def submit(pieces: list[bytes]) -> None:
+            nonlocal executor
+            if executor is None:
+                executor = ThreadPoolExecutor(1, thread_name_prefix="secreg-upload")
+            pending.append(loop.run_in_executor(executor, flush, pieces))
 
         try:
-            async for chunk in body:
-                if not chunk:
-                    continue
-                batch.append(chunk)
-                batch_size += len(chunk)
-                received += len(chunk)
-                if batch_size >= BATCH_BYTES:
-                    if pending is not None:
-                        await pending
-                    pending = loop.run_in_executor(None, flush, batch)
-                    batch, batch_size = [], 0
+            try:
+                async for chunk in body:
+                    if not chunk:
+                        continue
+                    batch.append(chunk)
+                    batch_size += len(chunk)
+                    received += len(chunk)
+                    if batch_size >= BATCH_BYTES:
+                        while len(pending) >= PIPELINE_DEPTH:
+                            await pending.popleft()
+                        submit(batch)
+                        batch, batch_size = [], 0
+            finally:
+                # Whatever arrived is written, even when the client went away: the session can be resumed.
+                if batch:
+                    submit(batch)
+                outcomes = await asyncio.gather(*pending, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
         finally:
-            # Whatever arrived is written, even when the client went away: the session can be resumed.
-            if pending is not None:
-                await pending
-            if batch:
-                await loop.run_in_executor(None, flush, batch)
+            if executor is not None:
+                # Normally instant (every batch is done); after a cancellation it waits for the batch that is
+                # being written, so nothing touches the file once the caller closes it.
+                executor.shutdown(wait=True)
         return received
 
     def _take_hasher(self, name: str, upload_id: str, size: int) -> Hasher | None:

@@ -3,6 +3,8 @@
 
     <root>/docker/registry/v2/
       blobs/<alg>/<hex[:2]>/<hex>/data                       the bytes, shared by all repositories
+      _gc/lock                                               secreg: held while a garbage collection runs
+      _gc/<run>/...                                          secreg: what a running collection quarantined
       repositories/<name>/
         _layers/<alg>/<hex>/link                             "<alg>:<hex>": this repository may read the blob
         _manifests/revisions/<alg>/<hex>/link                a manifest of this repository
@@ -24,6 +26,8 @@ from secreg.digest import Digest
 V2 = "docker/registry/v2"
 BLOBS = f"{V2}/blobs"
 REPOSITORIES = f"{V2}/repositories"
+GC_DIR = f"{V2}/_gc"
+GC_LOCK = f"{GC_DIR}/lock"
 
 
 def blob_dir(digest: Digest) -> str:
