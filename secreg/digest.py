@@ -22,7 +22,7 @@ class Digest:
         return f"{self.algorithm}:{self.hex}"
 
     @classmethod
-    def parse(cls, text: str) -> "Digest":
+    def parse(cls, text: str) -> Digest:
         """Parse and validate; raises DIGEST_INVALID for anything a path must never be built from."""
         match = _DIGEST.match(text)
         if not match:
@@ -38,7 +38,7 @@ class Digest:
         return cls(algorithm, encoded)
 
     @classmethod
-    def of(cls, data: bytes, algorithm: str = "sha256") -> "Digest":
+    def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
         return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
 
 
@@ -61,7 +61,7 @@ class Hasher:
     def digest(self) -> Digest:
         return Digest(self.algorithm, self._hash.hexdigest())
 
-    def copy(self) -> "Hasher":
+    def copy(self) -> Hasher:
         other = Hasher.__new__(Hasher)
         other.algorithm = self.algorithm
         other._hash = self._hash.copy()

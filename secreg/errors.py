@@ -7,9 +7,10 @@ into the spec's body `{"errors": [{"code", "message", "detail"}]}` with the code
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 
 from starlette.responses import Response
 

@@ -6,8 +6,8 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from tests.server import run_secreg
 
@@ -35,7 +35,7 @@ class PeakSampler:
             self.peak = max(self.peak, rss_bytes(self.pid))
             time.sleep(0.02)
 
-    def __enter__(self) -> "PeakSampler":
+    def __enter__(self) -> PeakSampler:
         self._thread.start()
         return self
 

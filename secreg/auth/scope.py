@@ -28,7 +28,7 @@ class Access:
     actions: frozenset[str]
 
     @classmethod
-    def repository(cls, name: str, *actions: str) -> "Access":
+    def repository(cls, name: str, *actions: str) -> Access:
         return cls("repository", name, frozenset(actions))
 
     def format(self) -> str:

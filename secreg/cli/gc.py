@@ -15,7 +15,8 @@ def register(sub: Any) -> None:
                        description="Remove blobs no repository links and no manifest references, links to "
                        "missing blobs and stale upload sessions. Safe while the registry serves pushes.")
     p.add_argument("--config", metavar="FILE", help="YAML config file (the one `secreg serve` uses)")
-    p.add_argument("--storage", metavar="DIR", help="storage directory (storage.filesystem.rootdirectory, default ./data)")
+    p.add_argument("--storage", metavar="DIR",
+                   help="storage directory (storage.filesystem.rootdirectory, default ./data)")
     p.add_argument("--dry-run", action="store_true", help="report what would be removed, remove nothing")
     p.add_argument("--delete-untagged", action="store_true",
                    help="also remove manifests no tag reaches (directly or through an index), except "

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from secreg.digest import Digest
 from secreg.errors import ErrorCode, RegistryError

@@ -19,7 +19,10 @@ IMAGE_MANIFESTS = frozenset({DOCKER_MANIFEST, OCI_MANIFEST})
 INDEXES = frozenset({DOCKER_MANIFEST_LIST, OCI_INDEX})
 MANIFEST_TYPES = IMAGE_MANIFESTS | INDEXES
 SCHEMA1_TYPES = frozenset(
-    {"application/vnd.docker.distribution.manifest.v1+json", "application/vnd.docker.distribution.manifest.v1+prettyjws"}
+    {
+        "application/vnd.docker.distribution.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+    }
 )
 NON_DISTRIBUTABLE_PREFIXES = (
     "application/vnd.oci.image.layer.nondistributable.",

@@ -24,7 +24,7 @@ class Registry:
     manifests: ManifestStore
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Registry":
+    def from_settings(cls, settings: Settings) -> Registry:
         driver = FilesystemDriver(settings.storage_root)
         blobs = BlobStore(driver)
         return cls(settings, driver, blobs, UploadStore(driver, blobs), ManifestStore(driver, blobs))

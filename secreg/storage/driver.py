@@ -6,8 +6,9 @@ from validated names and digests. A driver for an object store implements the sa
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator, Protocol
+from typing import BinaryIO, Protocol
 
 
 class StorageError(Exception):

@@ -7,8 +7,21 @@ import json
 
 import httpx
 
-from tests.oci import (DOCKER_LIST, DOCKER_MANIFEST, EMPTY_JSON, OCI_INDEX, OCI_MANIFEST, descriptor,
-                       error_code, image_manifest, manifest_bytes, push_blob, push_image, put_manifest, sha256)
+from tests.oci import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    EMPTY_JSON,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    descriptor,
+    error_code,
+    image_manifest,
+    manifest_bytes,
+    push_blob,
+    push_image,
+    put_manifest,
+    sha256,
+)
 
 
 def test_push_pull_by_tag_and_digest_bytes_identical(client: httpx.Client) -> None:
@@ -98,7 +111,8 @@ def test_invalid_manifests(client: httpx.Client) -> None:
     cases = [
         (b"not json", OCI_MANIFEST),
         (b"[]", OCI_MANIFEST),
-        (json.dumps({"schemaVersion": 1, "name": "x"}).encode(), "application/vnd.docker.distribution.manifest.v1+json"),
+        (json.dumps({"schemaVersion": 1, "name": "x"}).encode(),
+         "application/vnd.docker.distribution.manifest.v1+json"),
         (json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}).encode(), OCI_MANIFEST),
         (json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {"digest": "bad"}}).encode(),
          OCI_MANIFEST),
@@ -170,7 +184,7 @@ def test_embedded_data_must_match(client: httpx.Client) -> None:
 
 def test_delete_by_tag_and_by_digest(client: httpx.Client) -> None:
     digest, _ = push_image(client, "man/del", "one")
-    client.put(f"/v2/man/del/manifests/two", content=client.get(f"/v2/man/del/manifests/{digest}").content,
+    client.put("/v2/man/del/manifests/two", content=client.get(f"/v2/man/del/manifests/{digest}").content,
                headers={"Content-Type": OCI_MANIFEST})
     assert client.delete("/v2/man/del/manifests/one").status_code == 202
     assert client.get("/v2/man/del/manifests/one").status_code == 404
