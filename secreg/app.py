@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import AsyncIterator, Callable, Literal
+from typing import Literal
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -13,10 +14,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from secreg.api.base import json_response
-from secreg.api.routes import REGISTRY_ROUTES, AccessResolver, build_routes
+from secreg.api.health import healthz, readyz
+from secreg.api.metrics import metrics_endpoint
+from secreg.api.routes import REGISTRY_ROUTES, AccessResolver, action_of, build_routes
 from secreg.config import Settings
 from secreg.errors import ErrorCode, RegistryError, error_response
+from secreg.observability.accesslog import AccessLog
+from secreg.observability.metrics import Metrics, get_metrics
+from secreg.observability.middleware import ObserveMiddleware
+from secreg.registry.descriptions import Descriptions
 from secreg.registry.maintenance import purge_uploads_forever
 from secreg.registry.service import Registry
 
@@ -46,11 +52,8 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(RegistryError(ErrorCode.UNKNOWN, "internal error; see the server log"))
 
 
-async def healthz(request: Request) -> Response:
-    return json_response({"status": "ok"})
-
-
-def _lifespan(registry: Registry | None) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+def _lifespan(registry: Registry | None, metrics: Metrics | None) -> Callable[[Starlette],
+                                                                         AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tasks: list[asyncio.Task[None]] = []
@@ -62,12 +65,20 @@ def _lifespan(registry: Registry | None) -> Callable[[Starlette], AbstractAsyncC
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if metrics is not None:
+                metrics.process_exiting()
 
     return lifespan
 
 
 def create_app(settings: Settings, role: Role = "all") -> Starlette:
-    routes: list[BaseRoute] = [Route("/healthz", healthz, methods=["GET"])]
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    metrics = get_metrics() if settings.metrics_enabled else None
+    if metrics is not None:
+        routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
     registry: Registry | None = None
     resolver: AccessResolver | None = None
     if role in ("all", "registry"):
@@ -77,7 +88,7 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
         routes.extend(registry_routes)
     app = Starlette(
         routes=routes,
-        lifespan=_lifespan(registry),
+        lifespan=_lifespan(registry, metrics),
         exception_handlers={
             RegistryError: _registry_error,
             HTTPException: _http_error,
@@ -87,7 +98,18 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
     app.state.settings = settings
     app.state.registry = registry
     app.state.resolver = resolver
+    app.state.metrics = metrics
+    if registry is not None:
+        app.state.descriptions = Descriptions(registry.driver, registry.manifests, registry.blobs)
     from secreg.auth_wiring import wire_auth
 
     wire_auth(app, settings, role)
+    # Outermost of ours (added last): sees every answer, the auth middleware's 401s included.
+    app.add_middleware(
+        ObserveMiddleware,
+        router=app.router,
+        action_of=action_of,
+        metrics=metrics,
+        access_log=AccessLog(settings.access_log_format, settings.access_log_enabled),
+    )
     return app

@@ -14,12 +14,14 @@ from typing import Any
 from secreg.app import Role, create_app
 from secreg.cli.serve import SERVE_ENV
 from secreg.config import load_settings
+from secreg.observability.logconfig import configure_server_logging
 
 
 def app_from_environment() -> Any:
     spec = json.loads(os.environ.get(SERVE_ENV) or "{}")
     settings = load_settings(spec.get("config"), spec.get("overrides"), base_dir=Path(spec.get("base_dir") or "."))
     role: Role = spec.get("role", "all")
+    configure_server_logging(settings)  # each worker process sets up its own handlers
     return create_app(settings, role)
 
 

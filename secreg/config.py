@@ -13,9 +13,10 @@ from __future__ import annotations
 import copy
 import ipaddress
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -23,7 +24,15 @@ ENV_PREFIX = "SECREG_"
 
 DEFAULTS: dict[str, Any] = {
     "version": "0.1",
-    "log": {"level": "info", "accesslog": {"format": "json", "disabled": False}},
+    "log": {
+        "level": "info",
+        "accesslog": {"format": "json", "disabled": False},  # one line per request on stdout
+        "audit": {"file": ""},  # security events are also appended here (0600) when set
+    },
+    "metrics": {
+        "enabled": True,  # GET /metrics (Prometheus text format)
+        "token": "",  # bearer secret for /metrics; when empty, only loopback clients may scrape
+    },
     "http": {
         "addr": "0.0.0.0:5000",
         "host": "",  # public base URL (https://registry.example.com:5000); derived from the request when empty
@@ -126,6 +135,9 @@ class Settings:
     log_level: str
     access_log_format: str
     access_log_enabled: bool
+    audit_file: Path | None
+    metrics_enabled: bool
+    metrics_token: str = field(repr=False)
     gc_schedule_enabled: bool
     gc_interval: int
     gc_grace: int
@@ -311,6 +323,9 @@ def validate(tree: Mapping[str, Any], base_dir: Path) -> Settings:
         log_level=level,
         access_log_format=access_format,
         access_log_enabled=not _bool(tree, "log.accesslog.disabled"),
+        audit_file=_path(tree, "log.audit.file", base_dir, Path()) if _str(tree, "log.audit.file") else None,
+        metrics_enabled=_bool(tree, "metrics.enabled"),
+        metrics_token=_str(tree, "metrics.token"),
         gc_schedule_enabled=_bool(tree, "gc.schedule.enabled"),
         gc_interval=_int(tree, "gc.schedule.interval", 1),
         gc_grace=_int(tree, "gc.grace", 0),

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Mapping
+from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -16,7 +17,10 @@ from secreg.errors import ErrorCode, RegistryError
 from secreg.names import validate_name
 
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
-STREAM_CHUNK = 1024 * 1024
+# Blob GETs read and send 256 KiB at a time: each piece is read, encrypted, copied out of the TLS layer and sent
+# while it is still in the CPU cache (measured against the Go registry on 2 cores: 1 MiB pieces 0.84x, 256 KiB
+# 1.1-1.2x; 64 KiB pays too much per-piece interpreter time).
+STREAM_CHUNK = 256 * 1024
 
 
 def repository(request: Request) -> str:
@@ -134,7 +138,7 @@ def may(request: Request, resource_type: str, name: str, action: str) -> bool:
 
 
 class FileRangeResponse(Response):
-    """Streams [start, start+length) of a local file, reading on the event loop in 1 MiB pieces.
+    """Streams [start, start+length) of a local file, reading on the event loop in STREAM_CHUNK pieces.
 
     Reads of a page-cached file are short; a thread hop per chunk costs more than it saves
     (measured: Starlette's FileResponse with 64 KiB thread reads moved blobs at a fifth of this speed)."""

@@ -1,22 +1,25 @@
 """The whole HTTP surface in one table, and the access each route needs (the one authorization point).
 
 GET/HEAD need pull; POST/PUT/PATCH need pull+push; DELETE needs delete; the catalog needs registry:catalog:*;
-`/v2/` needs any valid token; `public` routes need nothing. The auth middleware asks `required_access`.
+`docker search` (`/v1/search`) needs registry:catalog:search, or HTTP Basic credentials the route checks
+itself (`accepts_basic`); `/v2/` needs any valid token; `public` routes need nothing. The auth middleware
+asks the `AccessResolver`; the observer labels requests with `action_of`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
-from secreg.api import blobs, listing, manifests, uploads
+from secreg.api import blobs, listing, manifests, search, uploads
 from secreg.api.base import json_response
 from secreg.auth.scope import DELETE, PULL, PUSH, Access
+from secreg.auth.server import TOKEN_PATH
 from secreg.names import NAME_PATTERN
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -27,7 +30,7 @@ class RouteSpec:
     path: str
     endpoint: Endpoint
     methods: tuple[str, ...]
-    kind: str  # "public" | "authenticated" | "repository" | "catalog"
+    kind: str  # "public" | "authenticated" | "repository" | "catalog" | "search"
 
 
 async def api_version(request: Request) -> Response:
@@ -50,7 +53,12 @@ REGISTRY_ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec(f"/v2/{NAME}/blobs/uploads/{{upload_id}}", uploads.cancel_upload, ("DELETE",), "repository"),
     RouteSpec(f"/v2/{NAME}/blobs/{{digest}}", blobs.get_blob, ("GET",), "repository"),
     RouteSpec(f"/v2/{NAME}/blobs/{{digest}}", blobs.delete_blob, ("DELETE",), "repository"),
+    RouteSpec("/v1/_ping", search.ping, ("GET",), "public"),
+    RouteSpec("/v1/search", search.search, ("GET",), "search"),
 )
+SEARCH = Access("registry", "catalog", frozenset({"search"}))
+_KIND_OF = {spec.path: spec.kind for spec in REGISTRY_ROUTES}
+_OTHER_ACTIONS = {"catalog": "catalog", "search": "search"}
 
 
 def actions_for(method: str) -> frozenset[str]:
@@ -59,6 +67,18 @@ def actions_for(method: str) -> frozenset[str]:
     if method == "DELETE":
         return frozenset({DELETE})
     return frozenset({PULL, PUSH})
+
+
+def action_of(route: str, method: str) -> str:
+    """What a request does, for the access log: pull / push / delete on a repository route, catalog,
+    search, token (the token endpoint), or "-"."""
+    kind = _KIND_OF.get(route)
+    if kind == "repository":
+        actions = actions_for(method)
+        return DELETE if DELETE in actions else PUSH if PUSH in actions else PULL
+    if kind is not None:
+        return _OTHER_ACTIONS.get(kind, "-")
+    return "token" if route == TOKEN_PATH else "-"
 
 
 def build_routes(specs: tuple[RouteSpec, ...]) -> list[Route]:
@@ -73,7 +93,7 @@ class AccessResolver:
 
     def __call__(self, scope: Scope) -> list[Access] | None:
         path: str = scope["path"]
-        if not path.startswith("/v2"):
+        if not path.startswith(("/v2", "/v1/")):
             return None
         method = scope["method"]
         partial: RouteSpec | None = None
@@ -86,7 +106,13 @@ class AccessResolver:
                 partial, params = spec, child.get("path_params", {})
         if partial is not None:  # wrong method: still authenticate before saying so
             return _needed(partial, params, method)
-        return []
+        return [] if path.startswith("/v2") else None
+
+    @staticmethod
+    def accepts_basic(scope: Scope) -> bool:
+        """Routes that check HTTP Basic credentials themselves: the Docker engine's search sends a
+        password unless `docker login` stored an identity token."""
+        return bool(scope["path"] == "/v1/search")
 
 
 def _needed(spec: RouteSpec, params: dict[str, str], method: str) -> list[Access] | None:
@@ -96,6 +122,8 @@ def _needed(spec: RouteSpec, params: dict[str, str], method: str) -> list[Access
         return []
     if spec.kind == "catalog":
         return [Access("registry", "catalog", frozenset({"*"}))]
+    if spec.kind == "search":
+        return [SEARCH]
     name = params.get("name", "")
     if not NAME_PATTERN.match(name):
         return []  # the handler answers NAME_INVALID; no scope can be formed from such a name

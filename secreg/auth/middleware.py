@@ -6,7 +6,11 @@ without a bearer token, with one that fails verification, or with one that lacks
 401 UNAUTHORIZED with a challenge naming exactly the scope the route needs, as the reference registry
 does (registry/auth/token/accesscontroller.go): `error="invalid_token"` for a bad token,
 `error="insufficient_scope"` for a good one that grants too little, so the client fetches a new token.
-On success the request's `Identity` is stored in `scope[IDENTITY_KEY]`.
+On success the request's `Identity` is stored in `scope[IDENTITY_KEY]`. Refused tokens are counted
+(`secreg_auth_failures_total`) and audited (`access.denied`).
+
+A route for which `accepts_basic(scope)` is true (`/v1/search`: the Docker engine sends a password there)
+gets requests without a bearer token passed through: it authenticates them itself.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from secreg.auth.scope import Access, format_challenge_scope
 from secreg.auth.server import TOKEN_PATH
 from secreg.auth.tokens import InvalidToken, TokenVerifier
 from secreg.errors import ErrorCode, error_body
+from secreg.observability import REQUEST_ID_KEY, audit
+from secreg.observability.metrics import auth_failure
 
 __all__ = ["IDENTITY_KEY", "AuthMiddleware", "Identity", "Resolver"]
 
@@ -56,12 +62,14 @@ class AuthMiddleware:
         resolve: Resolver,
         realm: str,
         service: str,
+        accepts_basic: Callable[[Scope], bool] | None = None,
     ) -> None:
         self.app = app
         self.verifier = verifier
         self.resolve = resolve
         self.realm = realm
         self.service = service
+        self.accepts_basic = accepts_basic
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,21 +81,34 @@ class AuthMiddleware:
             return
         token = _bearer_token(scope)
         if token is None:
+            if self.accepts_basic is not None and self.accepts_basic(scope):
+                await self.app(scope, receive, send)
+                return
             await self._challenge(scope, send, needed, None)
             return
         try:
             claims = self.verifier.verify(token)
-        except InvalidToken:
+        except InvalidToken as exc:
+            self._denied(scope, needed, "invalid_token", "", str(exc))
             await self._challenge(scope, send, needed, "invalid_token")
             return
         identity = Identity(claims.subject, claims.access)
         for access in needed:
             for action in access.actions:
                 if not identity.allows(access.type, access.name, action):
+                    self._denied(scope, needed, "insufficient_scope", identity.subject, None)
                     await self._challenge(scope, send, needed, "insufficient_scope")
                     return
         scope[IDENTITY_KEY] = identity
         await self.app(scope, receive, send)
+
+    @staticmethod
+    def _denied(scope: Scope, needed: list[Access], error: str, subject: str, reason: str | None) -> None:
+        auth_failure(error)
+        client = scope.get("client")
+        audit.event("access.denied", error=error, user=subject or "-", client=client[0] if client else "-",
+                    method=scope["method"], path=scope["path"][:300], needed=format_challenge_scope(needed),
+                    reason=reason[:200] if reason else None, request_id=scope.get(REQUEST_ID_KEY))
 
     def challenge(self, scope: Scope, needed: list[Access], error: str | None) -> str:
         """The `WWW-Authenticate` value for a request needing `needed`."""

@@ -4,7 +4,8 @@
       - account: group:admins        # a user, group:NAME (or @NAME), "*" (any logged-in user), anonymous
         repository: "**"             # glob: "*" stays within one path component, "**" crosses "/"
         actions: ["*"]               # pull, push, delete, or "*" for all three
-        catalog: true                # may also list the catalog (GET /v2/_catalog)
+        catalog: true                # may also list the catalog (GET /v2/_catalog) and search it
+                                     # (`docker search`, scope registry:catalog:search)
       - account: "*"
         repository: "${user}/**"     # ${user} is the name of the account asking
         actions: [pull, push]
@@ -28,6 +29,7 @@ import yaml
 
 from secreg.auth.scope import DELETE, PULL, PUSH, Access
 from secreg.auth.users import WatchedFile
+from secreg.observability import audit
 
 __all__ = [
     "ACTIONS",
@@ -43,6 +45,9 @@ ACTIONS = (PULL, PUSH, DELETE)
 ANONYMOUS = "anonymous"
 ANY_USER = "*"
 CATALOG = Access("registry", "catalog", frozenset({"*"}))
+# What `catalog: true` grants on registry:catalog: listing (`*`) and `docker search` (`search`). Both show
+# only the repositories the account may pull.
+CATALOG_ACTIONS = frozenset({"*", "search"})
 
 _KEYS = ("account", "repository", "actions", "catalog")
 _ACCOUNT = re.compile(
@@ -57,8 +62,8 @@ DEFAULT_POLICY = """\
 #   repository: a glob; "*" matches within one path component, "**" across "/"; ${user} is the
 #               name of the account asking
 #   actions:    any of pull, push, delete, or "*" for all three
-#   catalog:    true lets the account list repositories (GET /v2/_catalog); the list shows only
-#               the repositories that account may pull
+#   catalog:    true lets the account list repositories (GET /v2/_catalog) and search them
+#               (docker search); both show only the repositories that account may pull
 # Check a decision with:  secreg policy check USER REPOSITORY ACTION
 rules:
   # Administrators may do everything, including listing the catalog.
@@ -201,7 +206,7 @@ class Policy:
                 continue
             if base_type == "repository" and action in rule.actions and rule.covers(subject, name):
                 return Decision(True, rule)
-            if (access_type, name, action) == ("registry", "catalog", "*") and rule.catalog:
+            if rule.catalog and access_type == "registry" and name == "catalog" and action in CATALOG_ACTIONS:
                 return Decision(True, rule)
         return Decision(False, None)
 
@@ -307,9 +312,15 @@ class PolicyStore:
             raise PolicyError(f"{self.path}: missing (run `secreg serve` once to write the default policy)")
         try:
             text = data.decode("utf-8")
+            policy = Policy.parse(text, str(self.path))
         except UnicodeDecodeError:
+            audit.event("policy.invalid", path=str(self.path), error="not UTF-8 text")
             raise PolicyError(f"{self.path}: not UTF-8 text") from None
-        return Policy.parse(text, str(self.path))
+        except PolicyError as exc:
+            audit.event("policy.invalid", path=str(self.path), error=str(exc)[:500])
+            raise
+        audit.event("policy.loaded", path=str(self.path), rules=len(policy.rules))
+        return policy
 
     @property
     def current(self) -> Policy:

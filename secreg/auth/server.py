@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,12 +28,12 @@ from secreg.auth.scope import Access, ScopeError, parse_scopes
 from secreg.auth.tokens import InvalidToken, TokenIssuer
 from secreg.auth.users import UserStore
 from secreg.config import Settings
-from secreg.errors import ErrorCode, error_body
+from secreg.errors import ErrorCode, RegistryError, error_body
 from secreg.names import NAME_PATTERN
+from secreg.observability import USER_KEY, audit
+from secreg.observability.metrics import auth_failure
 
 __all__ = ["TOKEN_PATH", "TokenService", "token_routes"]
-
-audit = logging.getLogger("secreg.audit")
 
 TOKEN_PATH = "/auth/token"
 MAX_FORM_BYTES = 64 * 1024
@@ -139,11 +138,12 @@ class TokenService:
             user, password = self._basic(header)
             account = params.get("account")
             if account and account != user:
-                audit.warning(
-                    "login refused: account=%r differs from user=%r client=%s", account, user, client
-                )
+                audit.event("login.failed", user=user, client=client, via="basic",
+                            reason=f"account {account[:64]!r} differs from the user")
+                auth_failure("bad_credentials")
                 raise self._unauthorized("account does not match the credentials")
             login = await self._password_login(user, password, client, "basic")
+            request.scope[USER_KEY] = login.subject
         else:
             login = _Login("", False)
         granted = self._grant(login.subject, requested, client)
@@ -176,6 +176,7 @@ class TokenService:
             if not user or password is None:
                 raise _bad_request("username and password are required for grant_type=password")
             login = await self._password_login(user, password, client, "password grant")
+            request.scope[USER_KEY] = login.subject
             if form.get("access_type") == "offline":
                 refresh_token = self._refresh_token(login.subject, form["client_id"])
         elif grant_type == "refresh_token":
@@ -183,6 +184,7 @@ class TokenService:
             if not refresh_token:
                 raise _bad_request("refresh_token is required for grant_type=refresh_token")
             login = self._refresh_login(refresh_token, client)
+            request.scope[USER_KEY] = login.subject
         else:
             raise _bad_request(f"unsupported grant_type {grant_type!r}", "unsupported_grant_type")
         granted = self._grant(login.subject, requested, client)
@@ -237,7 +239,8 @@ class TokenService:
         keys = (f"user:{user}", f"addr:{client}")
         wait = self.limiter.retry_after(*keys)
         if wait:
-            audit.warning("login throttled: user=%r client=%s retry_after=%d", user, client, wait)
+            audit.event("login.throttled", user=user, client=client, via=via, retry_after=wait)
+            auth_failure("throttled")
             raise _Refused(
                 ErrorCode.TOOMANYREQUESTS,
                 "too many failed logins; try again later",
@@ -246,11 +249,23 @@ class TokenService:
             )
         if not await self.users.verify_async(user, password):
             self.limiter.failure(*keys)
-            audit.warning("login failed: user=%r client=%s via=%s", user, client, via)
+            audit.event("login.failed", user=user, client=client, via=via, reason="incorrect password or user")
+            auth_failure("bad_credentials")
             raise self._unauthorized("incorrect username or password")
         self.limiter.success(keys[0])
-        audit.info("login ok: user=%s client=%s via=%s", user, client, via)
+        audit.event("login.ok", user=user, client=client, via=via)
         return _Login(user, True)
+
+    async def basic_login(self, header: str, client: str, via: str) -> str:
+        """Check an `Authorization: Basic` value as the token endpoint does (same rate limiter, same audit
+        events) for another endpoint that accepts passwords; the user name, or RegistryError (401 with a
+        Basic challenge, 429 with Retry-After)."""
+        try:
+            user, password = self._basic(header)
+            return (await self._password_login(user, password, client, via)).subject
+        except _Refused as refused:
+            raise RegistryError(refused.code, refused.message, status=refused.status,
+                                headers=refused.headers) from None
 
     def _refresh_login(self, token: str, client: str) -> _Login:
         # Not rate limited: a refresh token cannot be guessed, and a client still holding one revoked by
@@ -258,10 +273,12 @@ class TokenService:
         try:
             grant = self.issuer.check_refresh(token)
         except InvalidToken as exc:
-            audit.warning("refresh refused: client=%s reason=%s", client, exc)
+            audit.event("refresh.refused", client=client, reason=str(exc)[:200])
+            auth_failure("invalid_refresh_token")
             raise self._unauthorized("invalid refresh token") from None
         if self.users.fingerprint(grant.subject) != grant.fingerprint:
-            audit.warning("refresh refused: user=%s client=%s reason=revoked", grant.subject, client)
+            audit.event("refresh.refused", user=grant.subject, client=client, reason="revoked")
+            auth_failure("invalid_refresh_token")
             raise self._unauthorized("refresh token revoked; log in again")
         return _Login(grant.subject, False)
 
@@ -279,12 +296,8 @@ class TokenService:
             if a.actions - got.get((a.type, a.name), frozenset())
         ]
         if denied:
-            audit.info(
-                "scope denied: user=%s client=%s denied=%s",
-                subject or "<anonymous>",
-                client,
-                " ".join(a.format() for a in denied),
-            )
+            audit.event("scope.denied", user=subject or "-", client=client,
+                        denied=" ".join(a.format() for a in denied))
         return granted
 
 

@@ -171,7 +171,7 @@ def prepare_auth(settings: Settings, role: str) -> None:
         raise CliError(f"access policy {settings.auth.policy} is missing: start the auth service first (it "
                        "writes the default policy) or copy auth/policy.example.yaml there")
     try:
-        PolicyStore(settings.auth.policy).current
+        _ = PolicyStore(settings.auth.policy).current  # parsed now, so a bad file is reported here
     except PolicyError as exc:
         raise CliError(str(exc)) from exc
     if password:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import secrets
 import sys
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from secreg.auth.groups import GroupStore, groups_file, validate_group_name
 from secreg.auth.users import UserStore, validate_password, validate_user_name
 from secreg.cli.main import CliError
 from secreg.config import ConfigError, load_settings
+from secreg.observability import audit
+from secreg.observability.logconfig import configure_audit_file
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,7 @@ class AuthFiles:
     htpasswd: Path
     groups: Path
     policy: Path
+    audit_file: Path | None = None
 
 
 def add_location_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +45,7 @@ def auth_files(args: argparse.Namespace) -> AuthFiles:
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     auth = settings.auth
-    return AuthFiles(auth.htpasswd, groups_file(auth), auth.policy)
+    return AuthFiles(auth.htpasswd, groups_file(auth), auth.policy, settings.audit_file)
 
 
 def register(sub: Any) -> None:
@@ -88,6 +92,14 @@ def _password_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--generate", action="store_true", help="generate a password and print it once")
 
 
+def _operator() -> str:
+    """Who ran the command, for the audit log."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
+
+
 def _name(name: str) -> str:
     try:
         return validate_user_name(name)
@@ -118,6 +130,7 @@ def _read_password(args: argparse.Namespace) -> tuple[str, bool]:
 
 def _stores(args: argparse.Namespace, *, create: bool = False) -> tuple[UserStore, GroupStore]:
     files = auth_files(args)
+    configure_audit_file(files.audit_file)
     if create:
         files.htpasswd.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         files.groups.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -139,6 +152,7 @@ def _add(args: argparse.Namespace) -> int:
         raise CliError(f"user {name!r} already exists")
     for group in args.group:
         groups.add(name, group)
+    audit.event("user.add", user=name, groups=sorted(args.group), by=_operator())
     print(f"created user {name}" + (f" (groups: {', '.join(args.group)})" if args.group else ""))
     if generated:
         print(f"password (shown only this once): {password}")
@@ -153,6 +167,7 @@ def _passwd(args: argparse.Namespace) -> int:
     password, generated = _read_password(args)
     if not users.set_password(name, password):
         raise CliError(f"no user {name!r}")
+    audit.event("user.passwd", user=name, by=_operator())
     print(f"changed the password of {name}; its refresh tokens (docker logins) no longer work")
     if generated:
         print(f"password (shown only this once): {password}")
@@ -164,6 +179,7 @@ def _delete(args: argparse.Namespace) -> int:
     if not users.delete(args.name):
         raise CliError(f"no user {args.name!r}")
     left = groups.remove_user(args.name)
+    audit.event("user.delete", user=args.name, groups=sorted(left), by=_operator())
     print(f"deleted user {args.name}" + (f" (removed from {', '.join(sorted(left))})" if left else ""))
     return 0
 
@@ -196,8 +212,13 @@ def _groups(args: argparse.Namespace) -> int:
         raise CliError(f"no user {name!r} (create it with `secreg user add {name}`)")
     for group in args.add:
         groups.add(name, group)
+    removed = []
     for group in args.remove:
-        if not groups.remove(name, group):
+        if groups.remove(name, group):
+            removed.append(group)
+        else:
             print(f"{name} was not in group {group}", file=sys.stderr)
+    if args.add or removed:
+        audit.event("user.groups", user=name, added=sorted(args.add), removed=removed, by=_operator())
     print(f"{name}: {', '.join(sorted(groups.groups_of(name))) or '-'}")
     return 0

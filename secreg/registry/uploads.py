@@ -14,10 +14,10 @@ import re
 import time
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import AsyncIterator
+from datetime import UTC, datetime
 
 from secreg.digest import Digest, Hasher
 from secreg.errors import ErrorCode, RegistryError
@@ -66,7 +66,7 @@ class UploadStore:
 
     def start(self, name: str) -> str:
         upload_id = str(uuid.uuid4())
-        started = datetime.now(timezone.utc).isoformat().encode()
+        started = datetime.now(UTC).isoformat().encode()
         self.driver.write_bytes(layout.upload_started_at(name, upload_id), started)
         self.driver.open_append(layout.upload_data(name, upload_id)).close()
         return upload_id
@@ -245,10 +245,14 @@ class UploadStore:
             await loop.run_in_executor(None, writer.sync)
         finally:
             writer.close()
+        # Renames, link writes and directory fsyncs: off the event loop, so other transfers keep moving.
+        await loop.run_in_executor(None, self._commit, name, upload_id, data_path, digest)
+        return size
+
+    def _commit(self, name: str, upload_id: str, data_path: str, digest: Digest) -> None:
         self.blobs.commit(data_path, digest)
         self.blobs.link(name, digest)
         self._discard(name, upload_id)
-        return size
 
     def _hash_file(self, path: str, algorithm: str) -> Digest:
         hasher = hashlib.new(algorithm)
@@ -267,7 +271,7 @@ class UploadStore:
         self, name: str, digest: Digest, body: AsyncIterator[bytes], content_length: int | None
     ) -> int:
         """`POST ?digest=` with the whole blob in the body."""
-        upload_id = self.start(name)
+        upload_id = await asyncio.get_running_loop().run_in_executor(None, self.start, name)
         hasher = Hasher(digest.algorithm)
         self._remember_hasher(name, upload_id, hasher)
         try:

@@ -139,9 +139,10 @@ def test_requested_scopes_are_downscoped(
         ("repository", "alice/app", frozenset({"push"})),
         ("registry", "catalog", frozenset({"*"})),
     }
-    denied = [r.getMessage() for r in caplog.records if "scope denied" in r.getMessage()]
-    assert denied and "repository:bob/secret:pull" in denied[0]
-    assert any("login ok: user=alice" in r.getMessage() for r in caplog.records)
+    denied = [r.audit for r in caplog.records if getattr(r, "audit", {}).get("event") == "scope.denied"]
+    assert denied and "repository:bob/secret:pull" in denied[0]["denied"]
+    assert any(getattr(r, "audit", {}) == {"event": "login.ok", "user": "alice", "client": "127.0.0.1",
+                                           "via": "basic"} for r in caplog.records)
 
 
 def test_admin_gets_everything_including_catalog(server: Server, verifier: TokenVerifier) -> None:
@@ -189,7 +190,7 @@ def test_wrong_password_is_401(server: Server, user: str, caplog: pytest.LogCapt
     assert response.json() == {
         "errors": [{"code": "UNAUTHORIZED", "message": "incorrect username or password"}]
     }
-    assert any(f"login failed: user='{user}'" in r.getMessage() for r in caplog.records)
+    assert any(f"login.failed user={user} " in r.getMessage() for r in caplog.records)
     assert "wrong-password" not in caplog.text
 
 

@@ -1,0 +1,83 @@
+"""Security events as structured records on logger `secreg.audit`.
+
+`event("login.failed", user="bob", client="::1")` logs one record whose message reads
+`login.failed user=bob client=::1` (for humans and caplog) and whose `audit` attribute holds the fields;
+`AuditFormatter` writes that as one JSON line: `{"time": ..., "event": "login.failed", "user": "bob", ...}`.
+
+Events: login.ok, login.failed, login.throttled, refresh.refused, scope.denied (token server downscoped a
+request), access.denied (registry refused a token: invalid_token / insufficient_scope), manifest.push,
+manifest.delete, blob.delete, user.add, user.passwd, user.delete, user.groups (CLI), policy.loaded,
+policy.invalid. Passwords and tokens are never fields.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LOGGER", "AuditFormatter", "event", "open_audit_file"]
+
+LOGGER = "secreg.audit"
+_log = logging.getLogger(LOGGER)
+# A process that configured no handler (a CLI command, a test) drops events instead of printing warnings
+# through logging's last-resort handler; servers add theirs (logconfig.py), records still propagate.
+_log.addHandler(logging.NullHandler())
+_PLAIN = re.compile(r"^[A-Za-z0-9._:/@\[\]+-]+$")
+_WARNING_EVENTS = frozenset({"login.failed", "login.throttled", "refresh.refused", "access.denied",
+                             "policy.invalid"})
+
+
+def _shown(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if _PLAIN.match(text) else json.dumps(text)
+
+
+def event(name: str, **fields: Any) -> None:
+    """Record one security event; None-valued fields are left out."""
+    present = {k: v for k, v in fields.items() if v is not None}
+    level = logging.WARNING if name in _WARNING_EVENTS else logging.INFO
+    if not _log.isEnabledFor(level):
+        return
+    summary = " ".join([name, *(f"{k}={_shown(v)}" for k, v in present.items())])
+    _log.log(level, "%s", summary, extra={"audit": {"event": name, **present}})
+
+
+_second: tuple[int, str] = (0, "")
+
+
+def utc_now_text() -> str:
+    """`2025-01-02T03:04:05.678Z`; the part up to the second is reused within a second (hot path)."""
+    global _second
+    now = time.time()
+    whole = int(now)
+    if _second[0] != whole:
+        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{_second[1]}.{int((now - whole) * 1000):03d}Z"
+
+
+class AuditFormatter(logging.Formatter):
+    """One JSON object per line: time, level, event and the event's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "audit", None)
+        line: dict[str, Any] = {"time": utc_now_text(), "level": record.levelname.lower()}
+        if isinstance(fields, dict):
+            line.update(fields)
+        else:  # a plain message logged on this logger by other code
+            line["event"] = "message"
+            line["message"] = record.getMessage()
+        return json.dumps(line, default=str)
+
+
+def open_audit_file(path: Path) -> logging.Handler:
+    """An append-only handler on `path`, created 0600 (an existing file keeps its mode)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setFormatter(AuditFormatter())
+    return handler
