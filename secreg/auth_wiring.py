@@ -59,6 +59,7 @@ def wire_auth(app: Starlette, settings: Settings, role: str) -> None:
             realm=realm,
             service=token.service,
             accepts_basic=app.state.resolver.accepts_basic,
+            hints=app.state.resolver.challenge_hints,
         )
     app.state.token_check = token_check(service, verifier)
 

@@ -206,3 +206,12 @@ def test_auth_off_is_explicit_and_logged(tmp_path: Path) -> None:
         assert "AUTHENTICATION IS OFF" in s.log()
         with s.client() as c:
             assert c.get("/v2/").status_code == 200
+
+
+def test_mount_challenge_names_the_source(server: RunningServer) -> None:
+    with server.client() as c:
+        r = c.post("/v2/alice/b/blobs/uploads/", params={"mount": sha256(b"m"), "from": "team/src"})
+        assert r.status_code == 401
+        assert 'scope="repository:alice/b:pull,push repository:team/src:pull"' in r.headers["WWW-Authenticate"]
+        r = c.post("/v2/alice/b/blobs/uploads/", params={"mount": sha256(b"m"), "from": "../bad"})
+        assert 'scope="repository:alice/b:pull,push"' in r.headers["WWW-Authenticate"]

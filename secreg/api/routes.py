@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -89,7 +90,7 @@ class AccessResolver:
     """Maps a request to the access it needs, by matching it against the same table the router uses."""
 
     def __init__(self, routes: list[Route], specs: tuple[RouteSpec, ...]) -> None:
-        self._pairs = list(zip(routes, specs))
+        self._pairs = list(zip(routes, specs, strict=True))
 
     def __call__(self, scope: Scope) -> list[Access] | None:
         path: str = scope["path"]
@@ -107,6 +108,20 @@ class AccessResolver:
         if partial is not None:  # wrong method: still authenticate before saying so
             return _needed(partial, params, method)
         return [] if path.startswith("/v2") else None
+
+    @staticmethod
+    def challenge_hints(scope: Scope) -> list[Access]:
+        """Scopes a challenge names besides the required ones. A cross-repository mount (`POST
+        .../blobs/uploads/?mount=D&from=R`) needs pull on R, as the reference registry asks; a token without it
+        still may upload (the mount quietly becomes an ordinary upload session)."""
+        query: bytes = scope.get("query_string", b"")
+        if scope["method"] != "POST" or b"from=" not in query or not scope["path"].endswith("/blobs/uploads/"):
+            return []
+        params = parse_qs(query.decode("latin-1"))
+        source = params.get("from", [""])[0]
+        if params.get("mount") and NAME_PATTERN.match(source):
+            return [Access("repository", source, frozenset({PULL}))]
+        return []
 
     @staticmethod
     def accepts_basic(scope: Scope) -> bool:

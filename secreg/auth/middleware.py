@@ -63,6 +63,7 @@ class AuthMiddleware:
         realm: str,
         service: str,
         accepts_basic: Callable[[Scope], bool] | None = None,
+        hints: Callable[[Scope], list[Access]] | None = None,
     ) -> None:
         self.app = app
         self.verifier = verifier
@@ -70,6 +71,7 @@ class AuthMiddleware:
         self.realm = realm
         self.service = service
         self.accepts_basic = accepts_basic
+        self.hints = hints
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -115,8 +117,10 @@ class AuthMiddleware:
         value = (
             f"Bearer realm={_quote(self.realm or _realm_from_request(scope))},service={_quote(self.service)}"
         )
-        if needed:
-            value += f",scope={_quote(format_challenge_scope(needed))}"
+        # Hints are scopes the client should also ask for, though the route works without them.
+        asked = needed + [h for h in (self.hints(scope) if self.hints else []) if h not in needed]
+        if asked:
+            value += f",scope={_quote(format_challenge_scope(asked))}"
         if error:
             value += f",error={_quote(error)}"
         return value

@@ -130,10 +130,6 @@ def test_cached_auth_is_reused(go: GoClient) -> None:
     assert go.challenges == challenges
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the challenge for POST ?mount=&from= names only the target repository, so the token the Go client "
-    "fetches lacks pull on `from` and secreg falls back to an upload (202); needs the route table to add "
-    "repository:<from>:pull, as the reference registry's appendAccessRecords does"))
 def test_blob_mount_with_auth(go: GoClient) -> None:
     dig = _push_blob(go, REPO2, b"mount me with auth")
     r = go.request("POST", f"/v2/{REPO1}/blobs/uploads/", params={"mount": dig, "from": REPO2})
