@@ -23,7 +23,7 @@ from secreg.observability.accesslog import AccessLog
 from secreg.observability.metrics import Metrics, get_metrics
 from secreg.observability.middleware import ObserveMiddleware
 from secreg.registry.descriptions import Descriptions
-from secreg.registry.maintenance import purge_uploads_forever
+from secreg.registry.maintenance import collect_garbage_forever, purge_uploads_forever
 from secreg.registry.service import Registry
 
 Role = Literal["all", "registry", "auth"]
@@ -59,6 +59,8 @@ def _lifespan(registry: Registry | None, metrics: Metrics | None) -> Callable[[S
         tasks: list[asyncio.Task[None]] = []
         if registry is not None and registry.settings.upload_purge_enabled and not registry.settings.readonly:
             tasks.append(asyncio.create_task(purge_uploads_forever(registry)))
+        if registry is not None and registry.settings.gc_schedule_enabled and not registry.settings.readonly:
+            tasks.append(asyncio.create_task(collect_garbage_forever(registry)))
         try:
             yield
         finally:

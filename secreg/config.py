@@ -71,7 +71,7 @@ DEFAULTS: dict[str, Any] = {
         },
         "ratelimit": {"attempts": 5, "window": 60, "lockout": 60},
     },
-    "gc": {"schedule": {"enabled": False, "interval": 86400}, "grace": 3600},
+    "gc": {"schedule": {"enabled": False, "interval": 86400, "delay": 300}, "grace": 3600},
 }
 
 
@@ -140,6 +140,7 @@ class Settings:
     metrics_token: str = field(repr=False)
     gc_schedule_enabled: bool
     gc_interval: int
+    gc_delay: int
     gc_grace: int
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
@@ -328,6 +329,7 @@ def validate(tree: Mapping[str, Any], base_dir: Path) -> Settings:
         metrics_token=_str(tree, "metrics.token"),
         gc_schedule_enabled=_bool(tree, "gc.schedule.enabled"),
         gc_interval=_int(tree, "gc.schedule.interval", 1),
+        gc_delay=_int(tree, "gc.schedule.delay", 0),
         gc_grace=_int(tree, "gc.grace", 0),
         raw=copy.deepcopy(dict(tree)),
     )

@@ -279,3 +279,31 @@ def test_deleted_manifests_and_blobs_are_freed(tmp_path: Path) -> None:
         verify_pull(client, server.storage, Image("apps/keep", "v1", keep, keep_body, OCI_MANIFEST,
                                                   tuple(keep_blobs)))
         assert run_gc(server.storage, "--grace", "0", "--delete-untagged")["blobs_removed"] == []
+
+
+def test_scheduled_gc_runs_inside_the_server(tmp_path: Path) -> None:
+    """gc.schedule: the server collects by itself and counts it in /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    config = {"auth": {"enabled": False}, "storage": {"delete": {"enabled": True}},
+              "gc": {"grace": 0, "schedule": {"enabled": True, "interval": 1, "delay": 0}}}
+    with run_secreg(tmp_path, config) as server, server.client() as client:
+        orphan = push_blob(client, "sched/app", b"orphan bytes")
+        assert client.delete(f"/v2/sched/app/blobs/{orphan}").status_code == 202
+        hex_ = orphan.split(":")[1]
+        data = server.storage / "docker/registry/v2/blobs/sha256" / hex_[:2] / hex_ / "data"
+
+        def completed_runs() -> float:
+            for family in text_string_to_metric_families(client.get("/metrics").text):
+                if family.name == "secreg_gc_runs":
+                    return sum(s.value for s in family.samples if s.labels.get("result") == "ok")
+            return 0.0
+
+        deadline = time.monotonic() + 60
+        while data.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not data.exists(), server.log()[-3000:]
+        before = completed_runs()  # the run that quarantined the blob counts when it ends
+        while completed_runs() <= before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert completed_runs() > before

@@ -1,4 +1,4 @@
-"""Background upkeep run inside the server: purging abandoned upload sessions."""
+"""Background upkeep run inside the server: purging abandoned upload sessions, scheduled garbage collection."""
 
 from __future__ import annotations
 
@@ -23,3 +23,28 @@ async def purge_uploads_forever(registry: Registry) -> None:
         except Exception:  # keep the loop alive: a storage hiccup must not end upkeep for good
             log.exception("upload purge failed")
         await asyncio.sleep(settings.upload_purge_interval)
+
+
+async def collect_garbage_forever(registry: Registry) -> None:
+    """`gc.schedule`: the same collection `secreg gc` runs, safe while pushes go on. Several workers or
+    replicas may schedule it; the storage lock lets one run at a time and the others skip that round."""
+    from secreg.observability.metrics import record_gc, record_gc_failure
+    from secreg.registry.gc import GcBusy, collect_garbage
+
+    settings = registry.settings
+    await asyncio.sleep(settings.gc_delay + random.uniform(0, 5))
+    while True:
+        try:
+            report = await asyncio.to_thread(
+                collect_garbage, registry.driver, grace=settings.gc_grace, delete_untagged=False, dry_run=False,
+                upload_purge_age=settings.upload_purge_age,
+            )
+            record_gc(report)
+            log.info("scheduled gc: removed %d blob(s), freed %d bytes",
+                     len(report.blobs_removed), report.bytes_freed)
+        except GcBusy:
+            log.info("scheduled gc: another collection is running; skipped")
+        except Exception:
+            record_gc_failure()
+            log.exception("scheduled gc failed")
+        await asyncio.sleep(settings.gc_interval)
