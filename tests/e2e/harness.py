@@ -25,6 +25,7 @@ Things that are not obvious and shaped this code:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import copy
 import http.client
 import json
@@ -293,7 +294,9 @@ class DockerEngine:
         self.daemon_json = self.workdir / "daemon.json"
         self.hosts_file = self.workdir / "hosts"
         self.log_path = self.workdir / "dockerd.log"
-        self.namespace = f"secreg-e2e-{self.short_dir.name.removeprefix('secreg-dk-')}"
+        # containerd namespaces allow [A-Za-z0-9] runs joined by . _ -, so a mkdtemp suffix ("_0pb7") won't do.
+        suffix = hashlib.sha256(self.short_dir.name.encode()).hexdigest()[:12]
+        self.namespace = f"secreg-e2e-{suffix}"
         self.env = self._client_env()
         self.startup_seconds = 0.0
         self.process: subprocess.Popen[bytes] | None = None
