@@ -25,8 +25,8 @@ Things that are not obvious and shaped this code:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import copy
+import hashlib
 import http.client
 import json
 import os
