@@ -14,12 +14,10 @@ import datetime
 import hashlib
 import ipaddress
 import json
-import os
 import re
 import secrets
 import shlex
 import socket
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from secreg.files import atomic_write
 
 __all__ = [
     "CertificateExistsError",
@@ -377,45 +377,11 @@ def _write_key(path: Path, key: SigningKey) -> None:
         serialization.PrivateFormat.TraditionalOpenSSL,
         serialization.NoEncryption(),
     )
-    _write_atomic(path, pem, 0o600)
+    atomic_write(path, pem, 0o600)
 
 
 def _write_cert(path: Path, cert: x509.Certificate) -> None:
-    _write_atomic(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one, never a part.
-
-    mkstemp creates the temporary file 0600, so a private key is never readable by others, not even
-    between creation and chmod; certificates are widened to `mode` only after that.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Without this the rename itself may be lost on a crash, leaving the old file (or none).
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems cannot fsync a directory; the data itself is already on disk
-    finally:
-        os.close(fd)
+    atomic_write(path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
 def load_private_key(path: Path) -> SigningKey:
@@ -523,7 +489,7 @@ def install_docker_ca(ca_cert: Path, host_port: str, root: Path = Path("/etc/doc
     directory = Path(root) / host_port
     directory.mkdir(mode=0o755, parents=True, exist_ok=True)
     target = directory / "ca.crt"
-    _write_atomic(target, Path(ca_cert).read_bytes(), 0o644)
+    atomic_write(target, Path(ca_cert).read_bytes(), 0o644)
     return target
 
 

@@ -7,8 +7,9 @@ import secrets
 
 from secreg.auth.groups import GroupStore, groups_file
 from secreg.auth.policy import DEFAULT_POLICY
-from secreg.auth.users import UserStore, atomic_write, locked
+from secreg.auth.users import UserStore, locked
 from secreg.config import Settings
+from secreg.files import atomic_write
 
 __all__ = ["ADMIN_GROUP", "ADMIN_USER", "bootstrap_auth"]
 

@@ -17,7 +17,6 @@ import hashlib
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -30,13 +29,14 @@ import anyio.to_thread
 from passlib.apache import HtpasswdFile
 from passlib.context import CryptContext
 
+from secreg.files import atomic_write
+
 __all__ = [
     "BCRYPT_ROUNDS",
     "MAX_PASSWORD_BYTES",
     "MIN_PASSWORD_LENGTH",
     "UserStore",
     "WatchedFile",
-    "atomic_write",
     "locked",
     "read_locked_edit",
     "validate_password",
@@ -81,31 +81,6 @@ def validate_password(password: str) -> None:
         raise ValueError(f"password too long: bcrypt uses at most {MAX_PASSWORD_BYTES} bytes")
     if any(c in password for c in "\x00\r\n"):
         raise ValueError("password must not contain NUL or line breaks")
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace `path` with `data`: temporary file in the same directory, fsync, rename, fsync directory."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 @contextlib.contextmanager

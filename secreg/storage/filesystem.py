@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from secreg.files import atomic_write, fsync_dir
 from secreg.storage.driver import FileInfo, InvalidPath, PathNotFound
 
 _TEMP_SUFFIX = ".tmp-secreg"
@@ -33,14 +34,6 @@ def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
 
 
 _sync_file_range = _load_sync_file_range()
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FileAppendWriter:
@@ -125,26 +118,12 @@ class FilesystemDriver:
 
     def write_bytes(self, path: str, data: bytes) -> None:
         full = self._full(path)
-        directory = os.path.dirname(full)
-        os.makedirs(directory, exist_ok=True)
-        temp = f"{full}.{uuid.uuid4().hex}{_TEMP_SUFFIX}"
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            os.unlink(temp)
-            raise
-        os.close(fd)
-        os.replace(temp, full)
-        _fsync_dir(directory)
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        atomic_write(full, data, 0o644, _TEMP_SUFFIX)
 
     def open_read(self, path: str) -> BinaryIO:
         try:
-            return open(self._full(path), "rb", buffering=0)  # type: ignore[return-value]
+            return open(self._full(path), "rb", buffering=0)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise PathNotFound(path) from None
 
@@ -179,7 +158,7 @@ class FilesystemDriver:
             os.replace(src, dst)
         except FileNotFoundError:
             raise PathNotFound(source) from None
-        _fsync_dir(directory)
+        fsync_dir(directory)
 
     def delete(self, path: str) -> None:
         full = self._full(path)
