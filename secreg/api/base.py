@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -79,6 +80,17 @@ async def settle_body_on_error(request: Request) -> AsyncIterator[None]:
             if not await _drain(request, DRAIN_LIMIT):
                 error.headers.setdefault("Connection", "close")
         raise
+
+
+def settles_body(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+    """The endpoint, reading what is left of the request body when it answers with an error."""
+
+    @functools.wraps(endpoint)
+    async def settled(request: Request) -> Response:
+        async with settle_body_on_error(request):
+            return await endpoint(request)
+
+    return settled
 
 
 async def _drain(request: Request, limit: int) -> bool:

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from secreg.api import urls
-from secreg.api.base import read_limited, repository, respond, settle_body_on_error
+from secreg.api.base import read_limited, repository, respond
 from secreg.digest import Digest, is_digest
 from secreg.errors import ErrorCode, RegistryError
 from secreg.names import TAG_PATTERN, parse_reference, validate_tag
@@ -67,11 +67,6 @@ async def get_manifest(request: Request) -> Response:
 
 
 async def put_manifest(request: Request) -> Response:
-    async with settle_body_on_error(request):
-        return await _put_manifest(request)
-
-
-async def _put_manifest(request: Request) -> Response:
     name = repository(request)
     reference = parse_reference(request.path_params["reference"])
     registry = registry_of(request)

@@ -18,7 +18,7 @@ from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from secreg.api import blobs, listing, manifests, search, uploads
-from secreg.api.base import json_response
+from secreg.api.base import json_response, settles_body
 from secreg.auth.scope import DELETE, PULL, PUSH, Access
 from secreg.auth.server import TOKEN_PATH
 from secreg.names import NAME_PATTERN
@@ -82,8 +82,15 @@ def action_of(route: str, method: str) -> str:
     return "token" if route == TOKEN_PATH else "-"
 
 
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
 def build_routes(specs: tuple[RouteSpec, ...]) -> list[Route]:
-    return [Route(spec.path, spec.endpoint, methods=list(spec.methods)) for spec in specs]
+    return [
+        Route(spec.path, settles_body(spec.endpoint) if _BODY_METHODS & set(spec.methods) else spec.endpoint,
+              methods=list(spec.methods))
+        for spec in specs
+    ]
 
 
 class AccessResolver:

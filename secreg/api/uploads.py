@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from secreg.api import urls
-from secreg.api.base import body_stream, content_length, may, repository, respond, settle_body_on_error
+from secreg.api.base import body_stream, content_length, may, repository, respond
 from secreg.digest import Digest
 from secreg.errors import ErrorCode, RegistryError
 from secreg.names import validate_name
@@ -59,11 +59,6 @@ def _digest_param(request: Request) -> Digest:
 
 
 async def start_upload(request: Request) -> Response:
-    async with settle_body_on_error(request):
-        return await _start_upload(request)
-
-
-async def _start_upload(request: Request) -> Response:
     name = repository(request)
     registry = registry_of(request)
     registry.require_writable()
@@ -111,11 +106,6 @@ async def upload_status(request: Request) -> Response:
 
 
 async def patch_upload(request: Request) -> Response:
-    async with settle_body_on_error(request):
-        return await _patch_upload(request)
-
-
-async def _patch_upload(request: Request) -> Response:
     name = repository(request)
     upload_id = request.path_params["upload_id"]
     registry = registry_of(request)
@@ -126,11 +116,6 @@ async def _patch_upload(request: Request) -> Response:
 
 
 async def complete_upload(request: Request) -> Response:
-    async with settle_body_on_error(request):
-        return await _complete_upload(request)
-
-
-async def _complete_upload(request: Request) -> Response:
     name = repository(request)
     upload_id = request.path_params["upload_id"]
     registry = registry_of(request)
