@@ -1,0 +1,319 @@
+"""`python -m bench`: flags, the phases (which servers each group of workloads needs), the report."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import datetime
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from bench import workloads as wl
+from bench.client import BenchError, Client, MiB, have, random_base
+from bench.results import SCHEMA, Target, Workload, machine, markdown_notes, markdown_table, versions, write_json
+from bench.servers import RssSampler, Server, go_token_auth, make_certificates, start_go, start_secreg
+from secreg.tls import CertificateFiles
+from tests.e2e.harness import GO_REGISTRY_BIN
+
+DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest.json"
+DOCKER_NAME = "registry.bench.test"  # resolves to the registries' address inside the private dockerd only
+
+ORDER = [
+    "blob_pull", "blob_push", "blob_push_chunked",
+    "manifest_get", "v2_get",
+    "h2_blob_pull", "h2_blob_push",
+    "docker_push_pull",
+    "rss_blob_workloads", "rss_1gib_push",
+]
+EXTRA = ["manifest_get_open", "v2_get_open"]  # without auth; only with --only
+BLOB_PHASE = {"blob_pull", "blob_push", "blob_push_chunked", "rss_blob_workloads", "rss_1gib_push", *EXTRA}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--reps", type=int, default=None, help="repetitions per workload and registry (default 5)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes, one repetition, 1 s load runs (the smoke test uses this)")
+    p.add_argument("--only", default="", help=f"comma-separated workloads: {','.join(ORDER + EXTRA)}")
+    p.add_argument("--duration", type=float, default=None, help="seconds per wrk run (default 15)")
+    p.add_argument("--connections", type=int, default=None, help="wrk connections (default 32)")
+    p.add_argument("--blob-mib", type=int, default=None, help="blob size for (1)-(3), (5b) (default 256)")
+    p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON file (default {DEFAULT_OUTPUT})")
+    p.add_argument("--workdir", type=Path, help="where servers keep their files (default: a new temp dir)")
+    p.add_argument("--keep", action="store_true", help="keep the work directory (server logs) afterwards")
+    args = p.parse_args(argv)
+    selected = [n.strip() for n in args.only.split(",") if n.strip()] or list(ORDER)
+    unknown = [n for n in selected if n not in ORDER + EXTRA]
+    if unknown:
+        p.error(f"unknown workload(s): {', '.join(unknown)}; choose from {', '.join(ORDER + EXTRA)}")
+    args.selected = selected
+    return args
+
+
+def settings_from(args: argparse.Namespace, workdir: Path) -> wl.Settings:
+    quick = args.quick
+    blob = (args.blob_mib or (8 if quick else 256)) * MiB
+    return wl.Settings(
+        reps=args.reps or (1 if quick else 5),
+        quick=quick,
+        blob_size=blob,
+        chunk_size=min(blob, (2 if quick else 16) * MiB),
+        big_size=(32 if quick else 1024) * MiB,
+        duration=args.duration or (1 if quick else 15),
+        connections=args.connections or (4 if quick else 32),
+        docker_layers=5,
+        docker_layer_size=(256 * 1024) if quick else 20 * MiB,
+        workdir=workdir,
+    )
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def summary_line(w: Workload) -> str:
+    data = w.to_json()
+    if w.status != "ok":
+        return f"{w.name}: {w.status}"
+    ratio = data["ratio_median"]
+    return (f"{w.name}: secreg {data['secreg']['median']:.4g} {w.unit}, Go {data['go']['median']:.4g} {w.unit}, "
+            f"ratio {ratio:.2f} ({w.elapsed:.0f} s)" if ratio is not None else f"{w.name}: no ratio")
+
+
+# --- auth -------------------------------------------------------------------------------------------------
+
+
+class AuthUnavailable(Exception):
+    """secreg does not issue tokens (auth not wired in, or no admin password printed)."""
+
+
+def fetch_token(server: Server, scope: str) -> str:
+    credentials = base64.b64encode(f"admin:{server.admin_password}".encode()).decode()
+    query = urllib.parse.urlencode({"service": "secreg", "scope": scope})
+    with Client(server) as client:
+        r = client.request("GET", f"/auth/token?{query}", headers={"Authorization": f"Basic {credentials}"})
+    if r.status != 200:
+        raise AuthUnavailable(f"GET /auth/token answered {r.status}")
+    document = json.loads(r.body)
+    token = document.get("token") or document.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise AuthUnavailable("the token endpoint returned no token")
+    return token
+
+
+def check_auth(secreg: Server) -> None:
+    if secreg.admin_password is None:
+        raise AuthUnavailable("secreg printed no admin password")
+    with Client(secreg) as client:
+        status = client.request("GET", "/v2/").status
+    if status != 401:
+        raise AuthUnavailable(f"GET /v2/ without a token answered {status}, not 401")
+    fetch_token(secreg, f"repository:{wl.REPO}:pull")
+
+
+# --- phases -----------------------------------------------------------------------------------------------
+
+
+def blob_phase(
+    cfg: wl.Settings, files: CertificateFiles, base: bytes, selected: set[str], out: dict[str, Workload]
+) -> None:
+    with (
+        start_secreg(cfg.workdir / "blobs-secreg", files) as secreg,
+        start_go(cfg.workdir / "blobs-go", files) as go,
+        RssSampler([secreg, go]) as rss,
+    ):
+        servers = [secreg, go]
+        steps: list[tuple[str, Callable[[], Workload]]] = [
+            ("blob_pull", lambda: wl.blob_pull(cfg, servers, base, rss)),
+            ("blob_push", lambda: wl.blob_push(cfg, servers, base, rss)),
+            ("blob_push_chunked", lambda: wl.blob_push_chunked(cfg, servers, base, rss)),
+            ("rss_1gib_push", lambda: wl.rss_big_push(cfg, servers, base, rss)),
+        ]
+        for name, step in steps:
+            if name in selected:
+                run_step(name, step, out)
+        if "rss_blob_workloads" in selected:
+            out["rss_blob_workloads"] = wl.rss_blob_workloads(
+                [out[n] for n in ("blob_pull", "blob_push", "blob_push_chunked") if n in out])
+        if selected & {"manifest_get_open", "v2_get_open"}:
+            wl.put_test_manifest(servers, base, None)
+            open_steps = [
+                ("manifest_get_open", lambda: wl.small_requests(
+                    cfg, servers, "manifest_get_open", "manifest GET by tag, no auth",
+                    f"/v2/{wl.REPO}/manifests/latest", lambda: None, None)),
+                ("v2_get_open", lambda: wl.small_requests(
+                    cfg, servers, "v2_get_open", "GET /v2/, no auth", "/v2/", lambda: None, None)),
+            ]
+            for name, step in open_steps:
+                if name in selected:
+                    run_step(name, step, out)
+
+
+def auth_phase(
+    cfg: wl.Settings, files: CertificateFiles, base: bytes, selected: set[str], out: dict[str, Workload]
+) -> None:
+    wanted = [n for n in ("manifest_get", "v2_get") if n in selected]
+    titles = {
+        "manifest_get": f"(4) manifest GET by tag, {cfg.connections} conns, bearer token",
+        "v2_get": f"(5) GET /v2/, {cfg.connections} conns, bearer token",
+    }
+    with start_secreg(cfg.workdir / "auth-secreg", files, auth=True) as secreg:
+        try:
+            check_auth(secreg)
+        except (AuthUnavailable, BenchError, OSError) as exc:
+            for name in wanted:
+                out[name] = Workload(name, titles[name], "req/s", True, status=f"skipped: auth not available ({exc})")
+                log(summary_line(out[name]))
+            return
+        with start_go(cfg.workdir / "auth-go", files, extra=go_token_auth(secreg)) as go:
+            servers = [secreg, go]
+            push_token = fetch_token(secreg, f"repository:{wl.REPO}:pull,push")
+            wl.put_test_manifest(servers, base, push_token)
+            tokens: dict[str, str] = {}
+
+            def pull_token() -> str:
+                # Tokens live 5 minutes by default: renew well before that.
+                if not tokens or time.monotonic() - float(tokens["at"]) > 120:
+                    tokens["token"] = fetch_token(secreg, f"repository:{wl.REPO}:pull")
+                    tokens["at"] = str(time.monotonic())
+                return tokens["token"]
+
+            paths = {"manifest_get": f"/v2/{wl.REPO}/manifests/latest", "v2_get": "/v2/"}
+            targets = {"manifest_get": Target(">=", 1.5), "v2_get": Target(">=", 1.5)}
+            for name in wanted:
+                run_step(name, lambda n=name: wl.small_requests(  # type: ignore[misc]
+                    cfg, servers, n, titles[n], paths[n], pull_token, targets[n]), out)
+
+
+def h2_phase(
+    cfg: wl.Settings, files: CertificateFiles, base: bytes, selected: set[str], out: dict[str, Workload]
+) -> None:
+    with (
+        start_secreg(cfg.workdir / "h2-secreg", files, http2=True) as secreg,
+        start_go(cfg.workdir / "h2-go", files) as go,
+    ):
+        start = time.monotonic()
+        for w in wl.h2_blobs(cfg, [secreg, go], base, selected):
+            out[w.name] = w
+            log(summary_line(w))
+        log(f"HTTP/2 phase took {time.monotonic() - start:.0f} s")
+
+
+def docker_phase(cfg: wl.Settings, files: CertificateFiles, out: dict[str, Workload]) -> None:
+    from tests.e2e.harness import ipv6_loopback_available, start_docker_engine, trust_ca
+
+    title = f"(6) docker push + pull, {cfg.docker_layers} layers"
+    missing = [tool for tool in ("docker", "dockerd") if not have(tool)]
+    if missing or os.geteuid() != 0:
+        reason = f"{', '.join(missing)} not installed" if missing else "dockerd needs root"
+        out["docker_push_pull"] = Workload("docker_push_pull", title, "s", False, status=f"skipped: {reason}")
+        return
+    host = "::1" if ipv6_loopback_available() else "127.0.0.1"
+    with contextlib.ExitStack() as stack:
+        try:
+            engine = stack.enter_context(start_docker_engine(cfg.workdir / "docker", hosts={DOCKER_NAME: host}))
+        except Exception as exc:  # the engine is optional: report why it is missing, run the rest
+            out["docker_push_pull"] = Workload("docker_push_pull", title, "s", False,
+                                               status=f"skipped: docker engine did not start ({str(exc)[:300]})")
+            return
+        secreg = stack.enter_context(start_secreg(cfg.workdir / "docker-secreg", files, host=host))
+        go = stack.enter_context(start_go(cfg.workdir / "docker-go", files, host=host))
+        for server in (secreg, go):
+            stack.enter_context(trust_ca(files.ca_cert, f"{DOCKER_NAME}:{server.port}"))
+        run_step("docker_push_pull", lambda: wl.docker_push_pull(cfg, engine, [secreg, go], DOCKER_NAME), out)
+
+
+def guarded(names: set[str], phase: Callable[[], None], out: dict[str, Workload]) -> None:
+    """A phase that cannot even start its servers marks its workloads as errors; the others still run."""
+    try:
+        phase()
+    except Exception as exc:  # report it in the table and the JSON, keep going
+        log(f"phase failed: {type(exc).__name__}: {exc}")
+        for name in sorted(names - set(out)):
+            out[name] = Workload(name, name, "", True, status=f"error: {type(exc).__name__}: {exc}"[:2000])
+
+
+def run_step(name: str, step: Callable[[], Workload], out: dict[str, Workload]) -> None:
+    log(f"{name} ...")
+    w = step()
+    out[name] = w
+    log(summary_line(w))
+
+
+@contextlib.contextmanager
+def work_directory(requested: Path | None, keep: bool) -> Iterator[Path]:
+    if requested is not None:
+        requested.mkdir(parents=True, exist_ok=True)
+        yield requested.resolve()
+        return
+    path = Path(tempfile.mkdtemp(prefix="secreg-bench-"))
+    try:
+        yield path
+    finally:
+        if keep:
+            log(f"work directory kept: {path}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    selected = set(args.selected)
+    if not have("docker-registry") and not os.access(GO_REGISTRY_BIN, os.X_OK):
+        print("bench: docker-registry (the Go reference registry, Debian package docker-registry) is not "
+              "installed", file=sys.stderr)
+        return 2
+    started = time.time()
+    out: dict[str, Workload] = {}
+    with work_directory(args.workdir, args.keep) as workdir:
+        cfg = settings_from(args, workdir)
+        certs = make_certificates(workdir / "certs", [DOCKER_NAME])
+        base = random_base(min(cfg.blob_size, 16 * MiB))
+        names = ", ".join(n for n in ORDER + EXTRA if n in selected)
+        log(f"reps {cfg.reps}, blob {cfg.blob_size // MiB} MiB, workloads: {names}")
+        phases: list[tuple[set[str], Callable[[], None]]] = [
+            (BLOB_PHASE, lambda: blob_phase(cfg, certs, base, selected, out)),
+            ({"manifest_get", "v2_get"}, lambda: auth_phase(cfg, certs, base, selected, out)),
+            ({"h2_blob_pull", "h2_blob_push"}, lambda: h2_phase(cfg, certs, base, selected, out)),
+            ({"docker_push_pull"}, lambda: docker_phase(cfg, certs, out)),
+        ]
+        for wanted, phase in phases:
+            if selected & wanted:
+                guarded(selected & wanted, phase, out)
+    ordered = [out[n] for n in ORDER + EXTRA if n in out]
+    table = markdown_table(ordered)
+    notes = markdown_notes(ordered)
+    document = {
+        "schema": SCHEMA,
+        "started_at": datetime.datetime.fromtimestamp(started, datetime.UTC).isoformat(),
+        "duration_seconds": round(time.time() - started, 1),
+        "command": ["python", "-m", "bench", *(argv if argv is not None else sys.argv[1:])],
+        "settings": {
+            "reps": cfg.reps, "quick": cfg.quick, "blob_bytes": cfg.blob_size, "chunk_bytes": cfg.chunk_size,
+            "big_push_bytes": cfg.big_size, "wrk_seconds": cfg.duration, "wrk_connections": cfg.connections,
+            "docker_layers": cfg.docker_layers, "docker_layer_bytes": cfg.docker_layer_size,
+            "order": "pairs back to back; secreg first in even repetitions, Go first in odd ones",
+            "ratio": "secreg/Go per pair, then median (and min, max) of those ratios",
+            "secreg": "python -m secreg serve, default workers and settings, fresh storage, auth off except (4), (5)",
+            "go": "docker-registry serve via tests/e2e/harness.start_go_registry (its default log settings)",
+        },
+        "machine": machine(),
+        "versions": versions(),
+        "workloads": {w.name: w.to_json() for w in ordered},
+        "table": table,
+        "notes": notes,
+    }
+    write_json(args.output, document)
+    print(table)
+    print()
+    print(notes)
+    log(f"wrote {args.output} ({document['duration_seconds']:.0f} s)")
+    return 1 if any(w.status.startswith("error") for w in ordered) else 0

@@ -1,0 +1,238 @@
+"""Both registries over TLS with one certificate, and a sampler of their resident memory.
+
+secreg runs as a user starts it (`python -m secreg serve`, default workers and settings, fresh storage);
+the Go registry through the end-to-end harness (`start_go_registry`, its default config: info log level and
+access log on, as the reference registry ships), with `auth.token` added for the authenticated workloads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from secreg.tls import CertificateFiles, generate_certificates
+from tests.e2e.harness import free_port, https_get, start_go_registry
+
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+_TICKS = os.sysconf("SC_CLK_TCK")
+_PASSWORD = re.compile(r"shown only this once:\s+(\S+)")
+
+
+@dataclass
+class Server:
+    name: str  # "secreg" or "go"
+    host: str  # 127.0.0.1 or ::1
+    port: int
+    pid: int
+    ca: Path
+    log_path: Path
+    admin_password: str | None = None
+
+    @property
+    def host_port(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host_port}"
+
+    def path_of(self, location: str) -> str:
+        """A Location header (absolute, as Go sends it, or a path, as secreg does) as path?query."""
+        parts = urllib.parse.urlsplit(location)
+        return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def make_certificates(directory: Path, extra_hosts: list[str] | None = None) -> CertificateFiles:
+    """One CA, server certificate and token key pair for both registries."""
+    return generate_certificates(directory, ["localhost", *(extra_hosts or [])], ["127.0.0.1", "::1"])
+
+
+@contextlib.contextmanager
+def start_secreg(
+    workdir: Path,
+    certs: CertificateFiles,
+    *,
+    host: str = "127.0.0.1",
+    auth: bool = False,
+    http2: bool = False,
+    timeout: float = 60.0,
+) -> Iterator[Server]:
+    """`python -m secreg serve` with fresh storage, the shared certificate and otherwise default settings."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port(host)
+    config: dict[str, Any] = {
+        "storage": {"filesystem": {"rootdirectory": str(workdir / "data")}},
+        "http": {"tls": {
+            "directory": str(certs.directory),
+            "certificate": str(certs.server_cert),
+            "key": str(certs.server_key),
+        }},
+        "auth": {"enabled": auth, "directory": str(workdir / "auth")},
+    }
+    config_path = workdir / "config.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    argv = [sys.executable, "-m", "secreg", "serve", "--config", str(config_path), "--addr", addr]
+    if http2:
+        argv.append("--http2")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SECREG_")}
+    log_path = workdir / "secreg.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(argv, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, env=environment, start_new_session=True)
+    server = Server("secreg", host, port, process.pid, certs.ca_cert, log_path)
+    try:
+        _wait_ready(server, process, timeout)
+        match = _PASSWORD.search(log_path.read_text(errors="replace"))
+        server.admin_password = match.group(1) if match else None
+        yield server
+    finally:
+        stop(process)
+
+
+def _wait_ready(server: Server, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"secreg exited with {process.returncode}:\n{server.log_path.read_text()[-4000:]}")
+        try:
+            if https_get(f"{server.url}/v2/", server.ca, timeout=2).status < 500:
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"secreg did not answer in {timeout}s:\n{server.log_path.read_text()[-4000:]}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group we created (Hypercorn workers included), SIGKILL if it lingers."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+    except ProcessLookupError:
+        pass
+
+
+def go_token_auth(secreg: Server) -> dict[str, Any]:
+    """Go's `auth.token` trusting the tokens secreg issues (same service, issuer and CA)."""
+    return {"auth": {"token": {
+        "realm": f"{secreg.url}/auth/token",
+        "service": "secreg",
+        "issuer": "secreg",
+        "rootcertbundle": str(secreg.ca),
+    }}}
+
+
+@contextlib.contextmanager
+def start_go(
+    workdir: Path, certs: CertificateFiles, *, host: str = "127.0.0.1", extra: dict[str, Any] | None = None
+) -> Iterator[Server]:
+    port = free_port(host)
+    with start_go_registry(workdir, port, certs.server_cert, certs.server_key, extra or {}, host=host,
+                           ca_cert=certs.ca_cert) as registry:
+        yield Server("go", host, port, registry.process.pid, certs.ca_cert, registry.log_path)
+
+
+# --- resident memory ------------------------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            text = Path(f"/proc/{pid}/task/{task}/children").read_text()
+            found.extend(int(p) for p in text.split())
+    except OSError:
+        pass
+    return found
+
+
+def process_tree(pid: int) -> list[int]:
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(_children(current))
+    return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children (threads included), from /proc."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / _TICKS
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+def rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
+class RssSampler:
+    """Samples the summed RSS of each server's process tree every 10 ms in a thread.
+
+    `window()` returns the peak per server since the previous call (or the start) and starts a new window."""
+
+    def __init__(self, servers: list[Server], interval: float = 0.01) -> None:
+        self.servers = servers
+        self.interval = interval
+        self._peaks = {s.name: 0 for s in servers}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        trees = {s.name: process_tree(s.pid) for s in self.servers}
+        refreshed = time.monotonic()
+        while not self._stop.is_set():
+            if time.monotonic() - refreshed > 0.5:  # workers may come and go
+                trees = {s.name: process_tree(s.pid) for s in self.servers}
+                refreshed = time.monotonic()
+            with self._lock:
+                for name, pids in trees.items():
+                    self._peaks[name] = max(self._peaks[name], rss_bytes(pids))
+            self._stop.wait(self.interval)
+
+    def window(self) -> dict[str, int]:
+        with self._lock:
+            peaks = dict(self._peaks)
+            current = {s.name: rss_bytes(process_tree(s.pid)) for s in self.servers}
+            self._peaks = current
+        return {name: max(peaks[name], current[name]) for name in peaks}
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
