@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 from starlette.requests import Request
@@ -72,7 +73,7 @@ async def start_upload(request: Request) -> Response:
         digest = Digest.parse(params["digest"])
         await registry.uploads.monolithic(name, digest, body_stream(request), content_length(request))
         return _created(name, digest)
-    upload_id = registry.uploads.start(name)
+    upload_id = await asyncio.to_thread(registry.uploads.start, name)  # fsyncs: off the event loop
     headers = _session_headers(name, upload_id, 0)
     if MIN_CHUNK:
         headers["OCI-Chunk-Min-Length"] = str(MIN_CHUNK)
