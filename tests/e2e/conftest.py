@@ -16,6 +16,7 @@ import pytest
 
 from .harness import (
     GO_REGISTRY_BIN,
+    STRICT_NAME,
     DockerBinaries,
     DockerEngine,
     ci_mode,
@@ -98,3 +99,18 @@ def timings() -> Iterator[dict[str, float]]:
     yield recorded
     if recorded:
         print("\n[e2e timing] " + ", ".join(f"{k} {v:.2f} s" for k, v in recorded.items()))
+
+
+@pytest.fixture(scope="module")
+def verifying_engine(
+    tmp_path_factory: pytest.TempPathFactory, docker_binaries: DockerBinaries, ipv6_loopback: str
+) -> Iterator[DockerEngine]:
+    """A private dockerd that resolves STRICT_NAME to ::1, so it verifies TLS for a registry served there
+    (dockerd never verifies TLS for 127.0.0.0/8). One per test module."""
+    with start_docker_engine(
+        tmp_path_factory.mktemp("verifying-engine"),
+        hosts={STRICT_NAME: ipv6_loopback},
+        docker_bin=docker_binaries.docker,
+        dockerd_bin=docker_binaries.dockerd,
+    ) as started:
+        yield started

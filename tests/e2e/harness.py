@@ -76,6 +76,8 @@ __all__ = [
 
 MiB = 1024 * 1024
 CERTS_D = Path("/etc/docker/certs.d")
+# A name only the test dockerd resolves (to ::1): registries there get their TLS verified.
+STRICT_NAME = "registry.e2e.test"
 GO_REGISTRY_BIN = "/usr/bin/docker-registry"
 # Short on purpose: AF_UNIX paths are limited to 107 bytes and containerd nests sockets under exec-root.
 _SHORT_ROOT = Path("/tmp")

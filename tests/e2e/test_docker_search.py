@@ -23,27 +23,18 @@ import pytest
 from secreg.cli.main import main as secreg_main
 from tests.server import RunningServer, run_secreg
 
-from .harness import DockerBinaries, DockerEngine, start_docker_engine, trust_ca
+from .harness import STRICT_NAME, DockerEngine, trust_ca
 
 pytestmark = pytest.mark.e2e
 
-STRICT_NAME = "registry.e2e.test"
 DESCRIPTION = "org.opencontainers.image.description"
 PASSWORDS = {"alice": "alice-search-password", "bob": "bob-search-password"}
 SEARCH_FORMAT = "{{.Name}}|{{.Description}}|{{.StarCount}}|{{.IsOfficial}}"
 
 
 @pytest.fixture(scope="module")
-def engine(
-    tmp_path_factory: pytest.TempPathFactory, docker_binaries: DockerBinaries, ipv6_loopback: str
-) -> Iterator[DockerEngine]:
-    with start_docker_engine(
-        tmp_path_factory.mktemp("search-engine"),
-        hosts={STRICT_NAME: ipv6_loopback},
-        docker_bin=docker_binaries.docker,
-        dockerd_bin=docker_binaries.dockerd,
-    ) as started:
-        yield started
+def engine(verifying_engine: DockerEngine) -> DockerEngine:
+    return verifying_engine
 
 
 @pytest.fixture(scope="module")

@@ -32,21 +32,19 @@ from tests.server import RunningServer, run_secreg
 
 from .harness import (
     CERTS_D,
-    DockerBinaries,
+    STRICT_NAME,
     DockerEngine,
     MiB,
     build_image,
     image_exists,
     image_id,
     push_digest,
-    start_docker_engine,
     trust_ca,
 )
 
 pytestmark = pytest.mark.e2e
 
 # Resolved to ::1 by our dockerd only (a private /etc/hosts); .test is reserved (RFC 2606).
-STRICT_NAME = "registry.e2e.test"
 MANIFEST_TYPES = (
     "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
 )
@@ -105,16 +103,8 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def engine(
-    tmp_path_factory: pytest.TempPathFactory, docker_binaries: DockerBinaries, ipv6_loopback: str
-) -> Iterator[DockerEngine]:
-    with start_docker_engine(
-        tmp_path_factory.mktemp("secreg-docker-engine"),
-        hosts={STRICT_NAME: ipv6_loopback},
-        docker_bin=docker_binaries.docker,
-        dockerd_bin=docker_binaries.dockerd,
-    ) as started:
-        yield started
+def engine(verifying_engine: DockerEngine) -> DockerEngine:
+    return verifying_engine
 
 
 @contextmanager
