@@ -7,7 +7,8 @@ import re
 from starlette.requests import Request
 from starlette.responses import Response
 
-from secreg.api.base import FileRangeResponse, repository, respond
+from secreg.api.base import repository, respond
+from secreg.api.fileresponse import FileRangeResponse
 from secreg.digest import Digest
 from secreg.errors import ErrorCode, RegistryError
 from secreg.registry.service import registry_of

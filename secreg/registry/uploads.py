@@ -154,24 +154,27 @@ class UploadStore:
         batch_size = 0
         received = 0
 
-        def flush(pieces: list[bytes]) -> None:
+        observe = hasher.update if hasher is not None else None
+
+        def write(pieces: list[bytes] | None) -> None:
+            """One batch, in the upload's thread; None: the body is over, put the staged tail in the file."""
             nonlocal failed
             if failed:
                 return  # never write past a failed write: the hash and the file would disagree
             try:
-                data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-                if hasher is not None:
-                    hasher.update(data)
-                writer.write(data)
+                if pieces is None:
+                    writer.flush()
+                else:
+                    writer.write_pieces(pieces, observe)
             except BaseException:
                 failed = True
                 raise
 
-        def submit(pieces: list[bytes]) -> None:
+        def submit(pieces: list[bytes] | None) -> None:
             nonlocal executor
             if executor is None:
                 executor = ThreadPoolExecutor(1, thread_name_prefix="secreg-upload")
-            pending.append(loop.run_in_executor(executor, flush, pieces))
+            pending.append(loop.run_in_executor(executor, write, pieces))
 
         try:
             try:
@@ -190,6 +193,8 @@ class UploadStore:
                 # Whatever arrived is written, even when the client went away: the session can be resumed.
                 if batch:
                     submit(batch)
+                if executor is not None:
+                    submit(None)
                 outcomes = await asyncio.gather(*pending, return_exceptions=True)
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):

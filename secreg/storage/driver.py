@@ -6,7 +6,7 @@ from validated names and digests. A driver for an object store implements the sa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
@@ -34,11 +34,18 @@ class FileInfo:
 
 
 class AppendWriter(Protocol):
-    """An open upload file: appends at the end, fsyncs on `commit`."""
+    """An open upload file. `size` counts every byte appended; all of them are in the file after `flush`,
+    `sync` (which also makes them durable) or `close`."""
 
     size: int
 
-    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+    def write(self, data: bytes | bytearray | memoryview, observe: Callable[[memoryview], object] | None = None
+              ) -> None: ...
+    def write_pieces(self, pieces: Sequence[bytes | bytearray | memoryview],
+                     observe: Callable[[memoryview], object] | None = None) -> None:
+        """Append the pieces in order; `observe` sees every appended byte once, in order, before it is written."""
+        ...
+    def flush(self) -> None: ...
     def sync(self) -> None: ...
     def truncate(self, size: int) -> None: ...
     def try_lock(self) -> bool: ...

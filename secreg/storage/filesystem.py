@@ -2,84 +2,19 @@
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import fcntl
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from secreg.files import atomic_write, fsync_dir
+from secreg.storage.appendfile import FileAppendWriter
 from secreg.storage.driver import FileInfo, InvalidPath, PathNotFound
 
 _TEMP_SUFFIX = ".tmp-secreg"
-# Upload data is handed to the disk every WRITEBACK_BYTES instead of all at once by the fsync at commit: the
-# disk then writes while the rest of the body is still arriving, and the fsync only waits for the tail
-# (a 256 MiB push took receive time + fsync time before; now about the larger of the two).
-WRITEBACK_BYTES = 8 * 1024 * 1024
-_SYNC_FILE_RANGE_WRITE = 2  # start write-out of dirty pages in the range, do not wait for it
-
-
-def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None  # not Linux/glibc: the fsync at commit does all the work, as before
-    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    function.restype = ctypes.c_int
-    return function
-
-
-_sync_file_range = _load_sync_file_range()
-
-
-class FileAppendWriter:
-    """Unbuffered appends to one upload file; `size` follows what is on disk."""
-
-    def __init__(self, os_path: str) -> None:
-        self._fd = os.open(os_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self.size = os.fstat(self._fd).st_size
-        self._written_back = self.size  # bytes below this offset were handed to the disk already
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-            self.size += written
-        if self.size - self._written_back >= WRITEBACK_BYTES:
-            self._start_writeback()
-
-    def _start_writeback(self) -> None:
-        """Ask the kernel to start writing what we appended since last time; returns without waiting."""
-        start, length = self._written_back, self.size - self._written_back
-        self._written_back = self.size
-        if _sync_file_range is not None and length > 0:
-            _sync_file_range(self._fd, start, length, _SYNC_FILE_RANGE_WRITE)  # a hint: errors change nothing
-
-    def sync(self) -> None:
-        os.fsync(self._fd)
-
-    def truncate(self, size: int) -> None:
-        os.ftruncate(self._fd, size)
-        self.size = size
-        self._written_back = min(self._written_back, size)
-
-    def try_lock(self) -> bool:
-        """Exclusive advisory lock: two requests must never append to one upload at once."""
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
 
 
 class FilesystemDriver:

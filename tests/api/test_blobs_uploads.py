@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
 
 import httpx
+import pytest
 
+from secreg.api.fileresponse import _PageCacheProbe
+from secreg.digest import Digest
+from secreg.storage import layout
 from tests.oci import error_code, push_blob, sha256, sha512
 from tests.server import RunningServer
 
@@ -230,3 +235,42 @@ def test_wrong_method_and_unknown_path(client: httpx.Client) -> None:
     assert r.status_code == 405 and error_code(r) == "UNSUPPORTED"
     r = client.get("/v2/repo/nothing/here")
     assert r.status_code == 404 and r.json()["errors"]
+
+
+def _evict_from_page_cache(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def test_blob_not_in_the_page_cache_is_served_whole(client: httpx.Client, open_server: RunningServer) -> None:
+    """Pieces that must come from the disk are read in a thread: same bytes, ranges included."""
+    data = os.urandom(3 * 1024 * 1024 + 12345)
+    digest = push_blob(client, "cold/blob", data)
+    blob_file = open_server.storage / layout.blob_data(Digest.parse(digest))
+    _evict_from_page_cache(blob_file)
+    r = client.get(f"/v2/cold/blob/blobs/{digest}")
+    assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == digest.split(":")[1]
+    _evict_from_page_cache(blob_file)
+    r = client.get(f"/v2/cold/blob/blobs/{digest}", headers={"Range": "bytes=1000000-2999999"})
+    assert r.status_code == 206 and r.content == data[1000000:3000000]
+
+
+def test_page_cache_probe(tmp_path: Path) -> None:
+    path = tmp_path / "file"
+    path.write_bytes(os.urandom(1024 * 1024))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        probe = _PageCacheProbe()
+        os.pread(fd, 1024 * 1024, 0)
+        assert probe.cached(fd, 1024 * 1024 - 1)
+        _evict_from_page_cache(path)
+        if probe.cached(fd, 512 * 1024):
+            pytest.skip("this filesystem keeps the file cached or cannot tell (tmpfs, no RWF_NOWAIT)")
+        os.pread(fd, 4096, 512 * 1024)
+        assert probe.cached(fd, 512 * 1024)
+    finally:
+        os.close(fd)
