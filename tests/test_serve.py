@@ -163,3 +163,13 @@ def test_registry_role_without_policy_is_a_one_line_error(tmp_path: Path) -> Non
     result = subprocess.run([sys.executable, "-m", "secreg", "serve", "--role", "registry", "--addr", "127.0.0.1:1"],
                             cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 2 and "policy.yaml" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_hypercorn_read_size_is_raised() -> None:
+    """The tuning reaches into a Hypercorn module constant: this fails when an upgrade moves it."""
+    import hypercorn.asyncio.tcp_server as tcp_server
+
+    from secreg import hypercorn_tuning
+
+    assert hypercorn_tuning.apply()
+    assert tcp_server.MAX_RECV == hypercorn_tuning.READ_BYTES
