@@ -12,10 +12,8 @@ from starlette.requests import Request
 from secreg.auth.groups import GroupStore, groups_file
 from secreg.auth.middleware import AuthMiddleware, Identity
 from secreg.auth.policy import PolicyStore
-from secreg.auth.ratelimit import RateLimiter
 from secreg.auth.server import TOKEN_PATH, TokenService, token_routes
-from secreg.auth.tokens import TokenIssuer, TokenVerifier
-from secreg.auth.users import UserStore
+from secreg.auth.tokens import TokenVerifier
 from secreg.config import Settings
 from secreg.errors import ErrorCode, RegistryError
 from secreg.observability import audit
@@ -33,14 +31,7 @@ def wire_auth(app: Starlette, settings: Settings, role: str) -> None:
     groups = GroupStore(groups_file(auth))
     service: TokenService | None = None
     if role in ("all", "auth"):
-        service = TokenService(
-            issuer=TokenIssuer.from_settings(auth.token),
-            users=UserStore(auth.htpasswd),
-            groups=groups,
-            policy=policy,
-            limiter=RateLimiter.from_settings(auth.ratelimit),
-            realm_name=auth.token.service,
-        )
+        service = TokenService.from_settings(settings, groups=groups, policy=policy)
         app.router.routes[0:0] = token_routes(service)
     verifier: TokenVerifier | None = None
     if role in ("all", "registry"):

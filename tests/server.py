@@ -124,3 +124,15 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
         process.wait(timeout=5)
     except ProcessLookupError:
         pass
+
+
+def worker_environment(parent: int) -> dict[str, str]:
+    """The environment a worker of a multi-worker `secreg serve` started with (the parent's /proc shows its own
+    at exec, workers get what it set up before spawning them)."""
+    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    for child in children:
+        pairs = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
+        environment = dict(p.decode(errors="replace").split("=", 1) for p in pairs if b"=" in p)
+        if "PROMETHEUS_MULTIPROC_DIR" in environment:
+            return environment
+    raise AssertionError(f"no worker of {parent} has PROMETHEUS_MULTIPROC_DIR ({children})")

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.oci import error_code, push_blob, push_image, sha256
-from tests.server import RunningServer, run_secreg
+from tests.server import RunningServer, run_secreg, worker_environment
 
 
 def add_user(server: RunningServer, name: str, password: str, *groups: str) -> None:
@@ -215,3 +215,21 @@ def test_mount_challenge_names_the_source(server: RunningServer) -> None:
         assert 'scope="repository:alice/b:pull,push repository:team/src:pull"' in r.headers["WWW-Authenticate"]
         r = c.post("/v2/alice/b/blobs/uploads/", params={"mount": sha256(b"m"), "from": "../bad"})
         assert 'scope="repository:alice/b:pull,push"' in r.headers["WWW-Authenticate"]
+
+
+def test_login_rate_limit_counts_across_workers(tmp_path: Path) -> None:
+    """With two workers, failures answered by either count once: the lockout comes after `attempts` failures,
+    not after up to twice as many."""
+    config = {"http": {"workers": 2}, "auth": {"ratelimit": {"attempts": 4, "window": 60, "lockout": 60}}}
+    with run_secreg(tmp_path, config) as running:
+        shared = Path(worker_environment(running.process.pid)["_SECREG_SHARED_DIR"])
+        for attempt in range(4):
+            with running.client() as client:  # a new connection each: the kernel spreads them over the workers
+                r = client.get("/auth/token", params={"service": "secreg"}, auth=("admin", f"wrong-{attempt}"))
+            assert r.status_code == 401, (attempt, r.text)
+        for _ in range(6):  # whichever worker answers, the account is locked, even for the right password
+            with running.client() as client:
+                r = client.get("/auth/token", params={"service": "secreg"}, auth=("admin", running.admin_password))
+            assert r.status_code == 429 and int(r.headers["retry-after"]) > 0, r.text
+        assert (shared / "ratelimit.sqlite").exists()
+    assert not shared.exists()  # removed when secreg serve exits

@@ -21,7 +21,7 @@ from secreg.auth_wiring import token_check
 from secreg.config import load_settings
 from secreg.observability.metrics import Metrics
 from tests.oci import error_code, push_image, sha256
-from tests.server import RunningServer, run_secreg
+from tests.server import RunningServer, run_secreg, worker_environment
 from tests.test_auth_registry import add_user
 
 OPEN = {"auth": {"enabled": False}}
@@ -225,17 +225,6 @@ def test_record_gc_counts_runs_and_freed_bytes() -> None:
     assert (registry.get_sample_value("secreg_gc_last_run_timestamp_seconds") or 0) > time.time() - 60
 
 
-def _worker_environment(parent: int) -> dict[str, str]:
-    """The environment a worker of `secreg serve` started with (the parent's /proc shows its own at exec)."""
-    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    for child in children:
-        pairs = Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
-        environment = dict(p.decode(errors="replace").split("=", 1) for p in pairs if b"=" in p)
-        if "PROMETHEUS_MULTIPROC_DIR" in environment:
-            return environment
-    raise AssertionError(f"no worker of {parent} has PROMETHEUS_MULTIPROC_DIR ({children})")
-
-
 def _ping_counts(directory: Path) -> dict[str, float]:
     """GET /v1/_ping requests each worker counted, from its own file in the shared directory."""
     counts: dict[str, float] = {}
@@ -249,7 +238,7 @@ def _ping_counts(directory: Path) -> dict[str, float]:
 
 def test_workers_share_their_metrics(tmp_path: Path) -> None:
     with run_secreg(tmp_path, {**OPEN, "http": {"workers": 2}}) as running:
-        shared = Path(_worker_environment(running.process.pid)["PROMETHEUS_MULTIPROC_DIR"])
+        shared = Path(worker_environment(running.process.pid)["PROMETHEUS_MULTIPROC_DIR"])
         sent = 0
         while sent < 300 and len(_ping_counts(shared)) < 2:  # until both workers have answered some
             for _ in range(10):  # a new connection each: the kernel spreads them over the workers

@@ -1,21 +1,51 @@
 """Failed-login throttling: after `attempts` failures within `window` seconds a key is locked out for
 `lockout` seconds. The token server keys it by account (`user:NAME`) and by client address
 (`addr:IP`), so neither guessing one account's password from many addresses nor trying many accounts
-from one address gets far. State is in memory, per process.
+from one address gets far.
+
+With one worker process the state is in memory (`RateLimiter`). With several, every worker must count the same
+failures (connections are spread over them, so a per-process count would multiply the limit by the number of
+workers): `secreg serve` then creates a directory the workers share (`secreg.workers`) and the same rules run
+on one SQLite file in it (`SharedRateLimiter`). `limiter_from_settings` picks the right one.
 """
 
 from __future__ import annotations
 
+import fcntl
 import math
+import sqlite3
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
+from secreg import workers
 from secreg.config import RateLimitSettings
 
-__all__ = ["RateLimiter"]
+__all__ = ["LoginLimiter", "RateLimiter", "SharedRateLimiter", "limiter_from_settings"]
+SHARED_FILE = "ratelimit.sqlite"
+
+
+class LoginLimiter(Protocol):
+    def retry_after(self, *keys: str) -> int: ...
+    def failure(self, *keys: str) -> int: ...
+    def success(self, *keys: str) -> None: ...
+
+
+def limiter_from_settings(settings: RateLimitSettings) -> LoginLimiter:
+    """In memory with one worker; on the workers' shared SQLite file when `secreg serve` runs several."""
+    shared = workers.shared_directory()
+    if shared is None:
+        return RateLimiter.from_settings(settings)
+    return SharedRateLimiter(shared / SHARED_FILE, settings.attempts, settings.window, settings.lockout)
+
+
+def _check_limits(attempts: int, window: float, lockout: float) -> None:
+    if attempts < 1 or window <= 0 or lockout <= 0:
+        raise ValueError("attempts, window and lockout must be positive")
 
 
 @dataclass
@@ -36,8 +66,7 @@ class RateLimiter:
         clock: Callable[[], float] = time.monotonic,
         max_keys: int = 100_000,
     ) -> None:
-        if attempts < 1 or window <= 0 or lockout <= 0:
-            raise ValueError("attempts, window and lockout must be positive")
+        _check_limits(attempts, window, lockout)
         self.attempts = attempts
         self.window = window
         self.lockout = lockout
@@ -94,3 +123,84 @@ class RateLimiter:
         if excess > 0:
             for key in list(self._entries)[:excess]:
                 del self._entries[key]
+
+
+class SharedRateLimiter:
+    """`RateLimiter`'s rules on one SQLite file that every worker process opens (WAL, no fsync: the state only
+    has to outlive a request, not a crash). Each failure is one short write transaction; the file keeps at
+    most `max_rows` recent failures."""
+
+    def __init__(
+        self,
+        path: Path,
+        attempts: int,
+        window: float,
+        lockout: float,
+        *,
+        clock: Callable[[], float] = time.time,  # one clock for every process
+        max_rows: int = 100_000,
+    ) -> None:
+        _check_limits(attempts, window, lockout)
+        self.path = path
+        self.attempts = attempts
+        self.window = window
+        self.lockout = lockout
+        self._clock = clock
+        self._max_rows = max_rows
+        self._local = threading.local()  # sqlite3 connections stay in their thread
+        self._db()  # create the tables now: a bad path fails at start-up, not at the first login
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            # Workers start together, and switching a new file to WAL while another process does the same
+            # fails at once ("database is locked", no busy wait): set the file up under an exclusive lock.
+            with open(self.path.with_name(self.path.name + ".lock"), "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=OFF")
+                db.execute("CREATE TABLE IF NOT EXISTS failures (key TEXT NOT NULL, at REAL NOT NULL)")
+                db.execute("CREATE INDEX IF NOT EXISTS failures_by_key ON failures (key)")
+                db.execute("CREATE TABLE IF NOT EXISTS lockouts (key TEXT PRIMARY KEY, until REAL NOT NULL)")
+            self._local.db = db
+        return db
+
+    def retry_after(self, *keys: str) -> int:
+        if not keys:
+            return 0
+        marks = ",".join("?" * len(keys))
+        row = self._db().execute(f"SELECT max(until) FROM lockouts WHERE key IN ({marks})", keys).fetchone()
+        wait = (row[0] or 0.0) - self._clock()
+        return math.ceil(wait) if wait > 0 else 0
+
+    def failure(self, *keys: str) -> int:
+        now = self._clock()
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("DELETE FROM failures WHERE at <= ?", (now - self.window,))
+            db.execute("DELETE FROM lockouts WHERE until <= ?", (now,))
+            for key in keys:
+                db.execute("INSERT INTO failures (key, at) VALUES (?, ?)", (key, now))
+                (count,) = db.execute("SELECT count(*) FROM failures WHERE key = ?", (key,)).fetchone()
+                if count >= self.attempts:
+                    db.execute("INSERT OR REPLACE INTO lockouts (key, until) VALUES (?, ?)", (key, now + self.lockout))
+                    db.execute("DELETE FROM failures WHERE key = ?", (key,))
+            # An attack from very many addresses: keep the newest rows rather than grow forever.
+            db.execute("DELETE FROM failures WHERE rowid <= (SELECT max(rowid) FROM failures) - ?", (self._max_rows,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return self.retry_after(*keys)
+
+    def success(self, *keys: str) -> None:
+        now = self._clock()
+        db = self._db()
+        for key in keys:
+            db.execute(
+                "DELETE FROM failures WHERE key = ? AND NOT EXISTS "
+                "(SELECT 1 FROM lockouts WHERE key = ? AND until > ?)",
+                (key, key, now),
+            )

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from secreg.auth.groups import GroupStore, groups_file
 from secreg.auth.policy import PolicyStore
-from secreg.auth.ratelimit import RateLimiter
+from secreg.auth.ratelimit import LoginLimiter, limiter_from_settings
 from secreg.auth.scope import Access, ScopeError, parse_scopes
 from secreg.auth.tokens import InvalidToken, TokenIssuer
 from secreg.auth.users import UserStore
@@ -94,7 +94,7 @@ class TokenService:
         users: UserStore,
         groups: GroupStore,
         policy: PolicyStore,
-        limiter: RateLimiter,
+        limiter: LoginLimiter,
         realm_name: str = "secreg",
     ) -> None:
         self.issuer = issuer
@@ -106,14 +106,17 @@ class TokenService:
         self._basic_challenge = {"WWW-Authenticate": f'Basic realm="{realm_name}"'}
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TokenService:
+    def from_settings(
+        cls, settings: Settings, *, groups: GroupStore | None = None, policy: PolicyStore | None = None
+    ) -> TokenService:
+        """`groups` and `policy`: stores the registry's token verifier already reads, to share them."""
         auth = settings.auth
         return cls(
             issuer=TokenIssuer.from_settings(auth.token),
             users=UserStore(auth.htpasswd),
-            groups=GroupStore(groups_file(auth)),
-            policy=PolicyStore(auth.policy),
-            limiter=RateLimiter.from_settings(auth.ratelimit),
+            groups=groups or GroupStore(groups_file(auth)),
+            policy=policy or PolicyStore(auth.policy),
+            limiter=limiter_from_settings(auth.ratelimit),
             realm_name=auth.token.service,
         )
 

@@ -86,9 +86,11 @@ def run(args: argparse.Namespace) -> int:
     from hypercorn.run import run as hypercorn_run
 
     os.environ[SERVE_ENV] = encode_serve_args(config_file, overrides, args.role, base_dir)
+    from secreg import workers
     from secreg.observability import multiproc
 
     multiproc.prepare(settings.workers)  # before any worker imports prometheus_client
+    workers.prepare(settings.workers)  # login rate limits count across workers
     config = hypercorn_config(settings, Config())
     config.application_path = "secreg.asgi:app"
     scheme = "http" if settings.insecure else "https"

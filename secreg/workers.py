@@ -1,0 +1,29 @@
+"""State the Hypercorn worker processes of one `secreg serve` share: a private directory, created by the
+serving parent before the workers start and named to them in the environment (they are spawned, not forked).
+With one worker there is none and everything stays in memory."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+ENV = "_SECREG_SHARED_DIR"
+
+
+def prepare(workers: int) -> Path | None:
+    """For `workers` > 1: a new 0700 directory, removed when `secreg serve` exits."""
+    if workers <= 1:
+        os.environ.pop(ENV, None)
+        return None
+    directory = Path(tempfile.mkdtemp(prefix="secreg-workers-"))
+    os.environ[ENV] = str(directory)
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return directory
+
+
+def shared_directory() -> Path | None:
+    value = os.environ.get(ENV)
+    return Path(value) if value else None
