@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from secreg.api.base import settle_before_error
 from secreg.api.health import healthz, readyz
 from secreg.api.metrics import metrics_endpoint
 from secreg.api.routes import REGISTRY_ROUTES, AccessResolver, action_of, build_routes
@@ -44,6 +45,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
                               status=404)
     else:
         error = RegistryError(ErrorCode.UNKNOWN, str(exc.detail), status=exc.status_code)
+    await settle_before_error(request, error)  # the router answers without reading the body
     return error_response(error, head=request.method == "HEAD")
 
 

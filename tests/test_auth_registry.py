@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 import sys
@@ -233,3 +234,21 @@ def test_login_rate_limit_counts_across_workers(tmp_path: Path) -> None:
             assert r.status_code == 429 and int(r.headers["retry-after"]) > 0, r.text
         assert (shared / "ratelimit.sqlite").exists()
     assert not shared.exists()  # removed when secreg serve exits
+
+
+def test_refused_upload_bodies_leave_the_connection_usable(tmp_path: Path) -> None:
+    """A chunk refused before any handler runs (401 from the auth layer) is read and dropped, so the client can
+    send its next request on the same connection; one too big to read says `Connection: close`."""
+    with (
+        run_secreg(tmp_path, {}) as running,
+        authed(running, admin_token(running, "repository:drain/one:pull,push")) as client,
+    ):
+        chunk = os.urandom(2 * 1024 * 1024)
+        location = client.post("/v2/drain/one/blobs/uploads/").headers["Location"]
+        for _ in range(10):
+            r = client.patch(location, content=chunk, headers={"Authorization": "Bearer not-a-token"})
+            assert r.status_code == 401 and "connection" not in r.headers
+            assert client.get(location).status_code == 204
+        r = client.patch(location, content=os.urandom(6 * 1024 * 1024), headers={"Authorization": "Bearer x"})
+        assert r.status_code == 401 and r.headers["Connection"] == "close"
+        assert client.get(location).status_code == 204

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from secreg.auth.middleware import IDENTITY_KEY
 from secreg.errors import ErrorCode, RegistryError
 from secreg.names import validate_name
+from secreg.requestbody import DRAIN_LIMIT, keeps_connection
 
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
 
@@ -55,25 +56,21 @@ async def body_stream(request: Request) -> AsyncIterator[bytes]:
         raise RegistryError(ErrorCode.BLOB_UPLOAD_INVALID, "client disconnected during upload") from None
 
 
-DRAIN_LIMIT = 4 * 1024 * 1024
-
-
 @asynccontextmanager
 async def settle_body_on_error(request: Request) -> AsyncIterator[None]:
-    """Read what is left of the request body before an error answers the request early.
-
-    Hypercorn closes an HTTP/1.1 connection whose request body was not read to the end, without saying so in
-    the response, so a client that reuses it (a chunk refused with 416, then the GET that recovers the offset)
-    finds it closed. Up to DRAIN_LIMIT bytes are read and dropped to keep the connection usable, as Go's server
-    does (up to 256 KiB); past that the error response says `Connection: close`. HTTP/2 ends just the stream
-    (and forbids that header)."""
+    """Read what is left of the request body before an error answers the request early (see
+    `secreg.requestbody`)."""
     try:
         yield
     except RegistryError as error:
-        if request.scope.get("http_version", "1.1").startswith("1"):
-            if not await _drain(request, DRAIN_LIMIT):
-                error.headers.setdefault("Connection", "close")
+        await settle_before_error(request, error)
         raise
+
+
+async def settle_before_error(request: Request, error: RegistryError) -> None:
+    """Drain the rest of the body (up to DRAIN_LIMIT), or mark `error` to close the connection."""
+    if keeps_connection(request.scope) and not await _drain(request, DRAIN_LIMIT):
+        error.headers.setdefault("Connection", "close")
 
 
 def settles_body(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:

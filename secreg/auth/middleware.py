@@ -27,6 +27,7 @@ from secreg.auth.tokens import InvalidToken, TokenVerifier
 from secreg.errors import ErrorCode, error_body
 from secreg.observability import REQUEST_ID_KEY, audit
 from secreg.observability.metrics import auth_failure
+from secreg.requestbody import drain_unread
 
 __all__ = ["IDENTITY_KEY", "AuthMiddleware", "Identity", "Resolver"]
 
@@ -86,20 +87,20 @@ class AuthMiddleware:
             if self.accepts_basic is not None and self.accepts_basic(scope):
                 await self.app(scope, receive, send)
                 return
-            await self._challenge(scope, send, needed, None)
+            await self._challenge(scope, receive, send, needed, None)
             return
         try:
             claims = self.verifier.verify(token)
         except InvalidToken as exc:
             self._denied(scope, needed, "invalid_token", "", str(exc))
-            await self._challenge(scope, send, needed, "invalid_token")
+            await self._challenge(scope, receive, send, needed, "invalid_token")
             return
         identity = Identity(claims.subject, claims.access)
         for access in needed:
             for action in access.actions:
                 if not identity.allows(access.type, access.name, action):
                     self._denied(scope, needed, "insufficient_scope", identity.subject, None)
-                    await self._challenge(scope, send, needed, "insufficient_scope")
+                    await self._challenge(scope, receive, send, needed, "insufficient_scope")
                     return
         scope[IDENTITY_KEY] = identity
         await self.app(scope, receive, send)
@@ -125,7 +126,9 @@ class AuthMiddleware:
             value += f",error={_quote(error)}"
         return value
 
-    async def _challenge(self, scope: Scope, send: Send, needed: list[Access], error: str | None) -> None:
+    async def _challenge(
+        self, scope: Scope, receive: Receive, send: Send, needed: list[Access], error: str | None
+    ) -> None:
         # The body lists every (type, name, action) the route needs, shaped as the reference registry's.
         detail = [
             {
@@ -144,6 +147,8 @@ class AuthMiddleware:
             (b"docker-distribution-api-version", b"registry/2.0"),
             (b"www-authenticate", self.challenge(scope, needed, error).encode("latin-1")),
         ]
+        if not await drain_unread(scope, receive):  # a refused upload chunk: keep the connection if we can
+            headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": 401, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 

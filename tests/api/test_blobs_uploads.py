@@ -274,3 +274,18 @@ def test_page_cache_probe(tmp_path: Path) -> None:
         assert probe.cached(fd, 512 * 1024)
     finally:
         os.close(fd)
+
+
+def test_bodies_sent_to_unknown_routes_leave_the_connection_usable(client: httpx.Client) -> None:
+    """404 and 405 answered by the router itself also read the body first (up to the drain limit)."""
+    chunk = os.urandom(2 * 1024 * 1024)
+    for _ in range(5):
+        r = client.put("/v2/no/such/endpoint", content=chunk)
+        assert r.status_code == 404 and error_code(r) == "UNSUPPORTED" and "connection" not in r.headers
+        assert client.get("/v2/").status_code == 200
+        r = client.put("/v2/", content=chunk)
+        assert r.status_code == 405 and error_code(r) == "UNSUPPORTED"
+        assert client.get("/v2/").status_code == 200
+    r = client.put("/v2/no/such/endpoint", content=os.urandom(6 * 1024 * 1024))
+    assert r.status_code == 404 and r.headers["Connection"] == "close"
+    assert client.get("/v2/").status_code == 200
