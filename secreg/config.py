@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
         },
     },
     "storage": {
-        "filesystem": {"rootdirectory": "./data"},
+        "filesystem": {"rootdirectory": "./data", "directio": True},
         "delete": {"enabled": False},
         "maintenance": {
             "readonly": {"enabled": False},
@@ -125,6 +125,7 @@ class Settings:
     insecure: bool
     tls: TLSSettings
     storage_root: Path
+    storage_direct_io: bool
     delete_enabled: bool
     readonly: bool
     upload_purge_enabled: bool
@@ -295,6 +296,7 @@ def validate(tree: Mapping[str, Any], base_dir: Path) -> Settings:
             autogenerate=_bool(tree, "http.tls.autogenerate"),
         ),
         storage_root=_path(tree, "storage.filesystem.rootdirectory", base_dir, Path("data")),
+        storage_direct_io=_bool(tree, "storage.filesystem.directio"),
         delete_enabled=_bool(tree, "storage.delete.enabled"),
         readonly=_bool(tree, "storage.maintenance.readonly.enabled"),
         upload_purge_enabled=_bool(tree, "storage.maintenance.uploadpurging.enabled"),

@@ -10,7 +10,8 @@ from secreg.config import ConfigError, env_overrides, load_settings, parse_addr
 def test_defaults(tmp_path: Path) -> None:
     s = load_settings(environ={}, base_dir=tmp_path)
     assert (s.host, s.port) == ("0.0.0.0", 5000)
-    assert s.storage_root == tmp_path / "data"
+    assert s.storage_root == tmp_path / "data" and s.storage_direct_io
+    assert not load_settings(environ={"SECREG_STORAGE_FILESYSTEM_DIRECTIO": "false"}).storage_direct_io
     assert s.tls.certificate == tmp_path / "certs" / "server.crt"
     assert s.auth.enabled and not s.delete_enabled and not s.http2 and not s.insecure
     assert s.manifest_max_size == 4 * 1024 * 1024

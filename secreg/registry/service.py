@@ -25,7 +25,7 @@ class Registry:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Registry:
-        driver = FilesystemDriver(settings.storage_root)
+        driver = FilesystemDriver(settings.storage_root, direct_io=settings.storage_direct_io)
         blobs = BlobStore(driver)
         return cls(settings, driver, blobs, UploadStore(driver, blobs), ManifestStore(driver, blobs))
 

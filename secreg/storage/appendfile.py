@@ -83,8 +83,10 @@ class FileAppendWriter:
     """Appends to one file. `size` counts every byte appended; they are all in the file after `flush`,
     `sync` or `close` (a write may keep the last partial block staged)."""
 
-    def __init__(self, os_path: str) -> None:
+    def __init__(self, os_path: str, *, direct: bool = True) -> None:
+        """`direct=False`: always through the page cache (the `storage.filesystem.directio: false` setting)."""
         self._path = os_path
+        self._direct_wanted = direct
         self._fd = os.open(os_path, os.O_RDWR | os.O_CREAT, 0o600)
         self._direct_fd = -1
         self._staging: mmap.mmap | None = None
@@ -134,7 +136,7 @@ class FileAppendWriter:
         if self._staged:
             self._view[:self._staged] = os.pread(self._fd, self._staged, self._base)
         self._staged_on_disk = True
-        if DirectIO.enabled and self._direct_fd < 0:
+        if self._direct_wanted and DirectIO.enabled and self._direct_fd < 0:
             try:
                 self._direct_fd = os.open(self._path, os.O_WRONLY | _O_DIRECT)
             except OSError as error:

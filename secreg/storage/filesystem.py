@@ -18,8 +18,10 @@ _TEMP_SUFFIX = ".tmp-secreg"
 
 
 class FilesystemDriver:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, direct_io: bool = True) -> None:
+        """`direct_io`: write upload data with O_DIRECT where the filesystem allows it (see appendfile.py)."""
         self.root = Path(root).resolve()
+        self.direct_io = direct_io
         self.root.mkdir(parents=True, exist_ok=True)
         self._root_text = str(self.root)
 
@@ -65,7 +67,7 @@ class FilesystemDriver:
     def open_append(self, path: str) -> FileAppendWriter:
         full = self._full(path)
         os.makedirs(os.path.dirname(full), exist_ok=True)
-        return FileAppendWriter(full)
+        return FileAppendWriter(full, direct=self.direct_io)
 
     def list(self, path: str) -> list[str]:
         try:

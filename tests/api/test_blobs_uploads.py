@@ -13,7 +13,7 @@ from secreg.api.fileresponse import _PageCacheProbe
 from secreg.digest import Digest
 from secreg.storage import layout
 from tests.oci import error_code, push_blob, sha256, sha512
-from tests.server import RunningServer
+from tests.server import RunningServer, run_secreg
 
 
 def test_api_version(client: httpx.Client) -> None:
@@ -289,3 +289,15 @@ def test_bodies_sent_to_unknown_routes_leave_the_connection_usable(client: httpx
     r = client.put("/v2/no/such/endpoint", content=os.urandom(6 * 1024 * 1024))
     assert r.status_code == 404 and r.headers["Connection"] == "close"
     assert client.get("/v2/").status_code == 200
+
+
+def test_uploads_through_the_page_cache_when_direct_io_is_off(tmp_path: Path) -> None:
+    config = {"auth": {"enabled": False}, "storage": {"filesystem": {"directio": False}}}
+    with run_secreg(tmp_path, config) as server, server.client() as client:
+        data = os.urandom(5 * 1024 * 1024 + 7)
+        location = client.post("/v2/buffered/blobs/uploads/").headers["Location"]
+        half = len(data) // 2
+        location = client.patch(location, content=data[:half]).headers["Location"]
+        r = client.put(location, params={"digest": sha256(data)}, content=data[half:])
+        assert r.status_code == 201, r.text
+        assert client.get(f"/v2/buffered/blobs/{sha256(data)}").content == data

@@ -99,6 +99,18 @@ def test_direct_io_is_used_where_the_filesystem_allows_it(tmp_path: Path) -> Non
         writer.close()
 
 
+def test_direct_io_can_be_turned_off(tmp_path: Path) -> None:
+    """`storage.filesystem.directio: false`: the same writer, through the page cache only."""
+    data = os.urandom(STAGING_BYTES + ALIGNMENT + 1)
+    writer = FileAppendWriter(str(tmp_path / "data"), direct=False)
+    try:
+        writer.write(data)
+        assert writer._direct_fd < 0
+    finally:
+        writer.close()
+    assert (tmp_path / "data").read_bytes() == data
+
+
 def test_a_filesystem_refusing_o_direct_falls_back_to_the_page_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
