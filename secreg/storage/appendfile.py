@@ -67,7 +67,10 @@ class _StagingPool:
             if len(self._idle) < _POOL_LIMIT:
                 self._idle.append(buffer)
                 return
-        buffer.close()
+        try:
+            buffer.close()
+        except BufferError:
+            pass  # a view of it still lives (in an exception's traceback): it is freed with that view
 
 
 _staging_pool = _StagingPool()

@@ -135,3 +135,17 @@ def test_a_filesystem_refusing_o_direct_falls_back_to_the_page_cache(
         writer.close()
     assert DirectIO.enabled is False
     assert (tmp_path / "data").read_bytes() == data
+
+
+def test_many_writers_at_once_and_a_full_pool(tmp_path: Path) -> None:
+    """More concurrent uploads than idle staging buffers kept: each gets its own, extras are closed after."""
+    writers = [FileAppendWriter(str(tmp_path / f"data{i}")) for i in range(8)]
+    payloads = [os.urandom(ALIGNMENT * 3 + i) for i in range(8)]
+    try:
+        for writer, payload in zip(writers, payloads, strict=True):
+            writer.write(payload)
+    finally:
+        for writer in writers:
+            writer.close()
+    for i, payload in enumerate(payloads):
+        assert (tmp_path / f"data{i}").read_bytes() == payload
