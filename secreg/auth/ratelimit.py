@@ -162,6 +162,7 @@ class SharedRateLimiter:
                 db.execute("PRAGMA synchronous=OFF")
                 db.execute("CREATE TABLE IF NOT EXISTS failures (key TEXT NOT NULL, at REAL NOT NULL)")
                 db.execute("CREATE INDEX IF NOT EXISTS failures_by_key ON failures (key)")
+                db.execute("CREATE INDEX IF NOT EXISTS failures_by_time ON failures (at)")
                 db.execute("CREATE TABLE IF NOT EXISTS lockouts (key TEXT PRIMARY KEY, until REAL NOT NULL)")
             self._local.db = db
         return db
