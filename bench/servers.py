@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ import yaml
 
 from secreg.tls import CertificateFiles, generate_certificates
 from tests.e2e.harness import free_port, https_get, start_go_registry
+from tests.server import stop_process_group
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -100,7 +100,7 @@ def start_secreg(
         server.admin_password = match.group(1) if match else None
         yield server
     finally:
-        stop(process)
+        stop_process_group(process)
 
 
 def _wait_ready(server: Server, process: subprocess.Popen[bytes], timeout: float) -> None:
@@ -115,20 +115,6 @@ def _wait_ready(server: Server, process: subprocess.Popen[bytes], timeout: float
             pass
         time.sleep(0.05)
     raise RuntimeError(f"secreg did not answer in {timeout}s:\n{server.log_path.read_text()[-4000:]}")
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the process group we created (Hypercorn workers included), SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-    except ProcessLookupError:
-        pass
 
 
 def go_token_auth(secreg: Server) -> dict[str, Any]:

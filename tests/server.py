@@ -94,7 +94,7 @@ def run_secreg(
         server.admin_password = match.group(1) if match else None
         yield server
     finally:
-        _stop(process)
+        stop_process_group(process)
 
 
 def _wait_ready(server: RunningServer, timeout: float) -> None:
@@ -113,15 +113,17 @@ def _wait_ready(server: RunningServer, timeout: float) -> None:
     raise RuntimeError(f"secreg did not become ready in {timeout}s:\n{server.log()}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group a server was started in (Hypercorn workers included), SIGKILL if it
+    lingers past Hypercorn's graceful timeout."""
     if process.poll() is not None:
         return
     try:
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=15)
+        process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
+        process.wait(timeout=10)
     except ProcessLookupError:
         pass
 
