@@ -1,6 +1,6 @@
-"""State the Hypercorn worker processes of one `secreg serve` share: a private directory, created by the
-serving parent before the workers start and named to them in the environment (they are spawned, not forked).
-With one worker there is none and everything stays in memory."""
+"""State the Hypercorn worker processes of one `secreg serve` share (login rate limits, metrics): a private
+directory, created by the serving parent before the workers start and named to them in the environment (they
+are spawned, not forked). With one worker there is none and everything stays in memory."""
 
 from __future__ import annotations
 

@@ -89,8 +89,8 @@ def run(args: argparse.Namespace) -> int:
     from secreg import workers
     from secreg.observability import multiproc
 
-    multiproc.prepare(settings.workers)  # before any worker imports prometheus_client
-    workers.prepare(settings.workers)  # login rate limits count across workers
+    # Before any worker starts: login rate limits and metrics are counted across workers.
+    multiproc.prepare(settings.workers, workers.prepare(settings.workers))
     config = hypercorn_config(settings, Config())
     config.application_path = "secreg.asgi:app"
     scheme = "http" if settings.insecure else "https"
