@@ -11,6 +11,7 @@ registry: `rootdirectory`, `maxsize`).
 from __future__ import annotations
 
 import copy
+import difflib
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -21,6 +22,9 @@ from typing import Any
 import yaml
 
 ENV_PREFIX = "SECREG_"
+# Named like settings but read by compose.yaml and the Dockerfile, not by secreg (an exported .env must not
+# stop `secreg serve`).
+COMPOSE_VARIABLES = frozenset({"PUBLIC_HOST", "AUTH_PORT", "UID"})
 
 DEFAULTS: dict[str, Any] = {
     "version": "0.1",
@@ -159,6 +163,35 @@ def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, A
     return base
 
 
+def _known_paths(node: Mapping[str, Any], prefix: str = "") -> list[str]:
+    paths: list[str] = []
+    for key, value in node.items():
+        paths.append(prefix + key)
+        if isinstance(value, Mapping):
+            paths.extend(_known_paths(value, f"{prefix}{key}."))
+    return paths
+
+
+def check_keys(tree: Mapping[str, Any], source: str, known: Mapping[str, Any] = DEFAULTS, prefix: str = "") -> None:
+    """Refuse a key secreg does not know (a typo, or a section of another registry's config) with its path and
+    the nearest known key, instead of silently running on the default."""
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if not isinstance(key, str) or key not in known:
+            siblings = [f"{prefix}{k}" for k in known]
+            close = difflib.get_close_matches(dotted, _known_paths(DEFAULTS), n=1, cutoff=0.75)
+            close = close or difflib.get_close_matches(dotted, siblings, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}?" if close else f"known here: {', '.join(siblings)}"
+            raise ConfigError(f"{source}: unknown key {dotted} ({hint})")
+        expected = known[key]
+        if isinstance(expected, Mapping):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: {dotted} must be a mapping of {', '.join(expected)}, got {value!r}")
+            check_keys(value, source, expected, f"{dotted}.")
+        elif isinstance(value, Mapping):
+            raise ConfigError(f"{source}: {dotted} is a single value, not a mapping")
+
+
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """`SECREG_A_B_C=v` -> {"a": {"b": {"c": v}}}, values parsed as YAML scalars."""
     tree: dict[str, Any] = {}
@@ -168,6 +201,8 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         parts = name[len(ENV_PREFIX):].lower().split("_")
         if not all(parts):
             raise ConfigError(f"environment variable {name}: empty key part")
+        if name[len(ENV_PREFIX):] in COMPOSE_VARIABLES:
+            continue
         node = tree
         for part in parts[:-1]:
             child = node.setdefault(part, {})
@@ -199,9 +234,13 @@ def load_settings(
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        check_keys(loaded, f"config file {path}")
         deep_merge(tree, loaded)
-    deep_merge(tree, env_overrides(os.environ if environ is None else environ))
+    from_env = env_overrides(os.environ if environ is None else environ)
+    check_keys(from_env, "environment (SECREG_* variables)")
+    deep_merge(tree, from_env)
     if overrides:
+        check_keys(overrides, "settings")
         deep_merge(tree, overrides)
     return validate(tree, base_dir or Path.cwd())
 

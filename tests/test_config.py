@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from secreg.config import ConfigError, env_overrides, load_settings, parse_addr
 
@@ -62,3 +63,27 @@ def test_bad_file(tmp_path: Path) -> None:
 def test_parse_addr() -> None:
     assert parse_addr(":5000") == ("0.0.0.0", 5000)
     assert parse_addr("[::]:5000") == ("::", 5000)
+
+
+@pytest.mark.parametrize(("tree", "message"), [
+    ({"http": {"adr": "127.0.0.1:6000"}}, r"unknown key http\.adr \(did you mean http\.addr\?\)"),
+    ({"proxy": {"remoteurl": "https://registry-1.docker.io"}}, r"unknown key proxy \(known here: version, log"),
+    ({"storage": {"filesystem": {"rootdir": "/x"}}}, r"did you mean storage\.filesystem\.rootdirectory\?"),
+    ({"auth": {"token": {"expiry": 5}}}, r"did you mean auth\.token\.expiration\?"),
+    ({"http": "0.0.0.0:5000"}, r"http must be a mapping of addr, host"),
+    ({"http": {"addr": {"host": "x"}}}, r"http\.addr is a single value"),
+])
+def test_unknown_keys_are_refused_with_the_nearest_known_key(tree: dict[str, object], message: str,
+                                                             tmp_path: Path) -> None:
+    config = tmp_path / "config.yml"
+    config.write_text(yaml.safe_dump(tree))
+    with pytest.raises(ConfigError, match=rf"config file {config}: .*{message}"):
+        load_settings(config, environ={}, base_dir=tmp_path)
+
+
+def test_unknown_environment_keys_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"environment.*unknown key http\.adr \(did you mean http\.addr\?\)"):
+        load_settings(environ={"SECREG_HTTP_ADR": ":6000"}, base_dir=tmp_path)
+    # compose.yaml's own variables share the prefix and are not settings
+    assert load_settings(environ={"SECREG_PUBLIC_HOST": "r.example.com", "SECREG_AUTH_PORT": "5001"},
+                         base_dir=tmp_path).port == 5000

@@ -173,3 +173,29 @@ def test_hypercorn_read_size_is_raised() -> None:
 
     assert hypercorn_tuning.apply()
     assert tcp_server.MAX_RECV == hypercorn_tuning.READ_BYTES
+
+
+def test_version() -> None:
+    result = subprocess.run([sys.executable, "-m", "secreg", "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("secreg 0.")
+
+
+def test_port_in_use_is_one_line(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECREG_")}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        addr = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = subprocess.run([sys.executable, "-m", "secreg", "serve", "--no-auth", "--addr", addr],
+                                cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert f"secreg: error: cannot listen on {addr}: Address already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_auth_role_names_what_clients_log_in_to_and_policy_is_announced_once(tmp_path: Path) -> None:
+    with run_secreg(tmp_path, {}, args=["--role", "auth"]) as server:
+        log = server.log()
+    assert f"docker login <host>:{server.port}" not in log
+    assert "docker login <registry-host>:<registry-port> -u admin" in log
+    assert log.count('"policy.loaded"') + log.count("policy.loaded path=") == 1, log

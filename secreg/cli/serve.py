@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -98,7 +99,13 @@ def run(args: argparse.Namespace) -> int:
           f"{settings.workers} worker(s))", file=sys.stderr, flush=True)
     # One worker runs in this process (workers=0 in Hypercorn's terms): no extra parent process.
     config.workers = 0 if settings.workers == 1 else settings.workers
-    return hypercorn_run(config)
+    try:
+        return hypercorn_run(config)
+    except OSError as exc:
+        # Hypercorn binds before serving; its traceback would bury the one fact that matters.
+        if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise CliError(f"cannot listen on {settings.bind}: {exc.strerror}") from None
+        raise
 
 
 def hypercorn_config(settings: Settings, config: Any) -> Any:
@@ -160,7 +167,7 @@ def prepare_auth(settings: Settings, role: str) -> None:
                     "and delete.", settings.bind)
         return
     from secreg.auth.bootstrap import bootstrap_auth
-    from secreg.auth.policy import PolicyError, PolicyStore
+    from secreg.auth.policy import Policy, PolicyError
 
     password = bootstrap_auth(settings) if role in ("all", "auth") else None
     token = settings.auth.token
@@ -173,12 +180,18 @@ def prepare_auth(settings: Settings, role: str) -> None:
         raise CliError(f"access policy {settings.auth.policy} is missing: start the auth service first (it "
                        "writes the default policy) or copy auth/policy.example.yaml there")
     try:
-        _ = PolicyStore(settings.auth.policy).current  # parsed now, so a bad file is reported here
-    except PolicyError as exc:
-        raise CliError(str(exc)) from exc
+        # Parsed now, so a bad file is one line here; the worker's store announces the load (once).
+        Policy.parse(settings.auth.policy.read_text(encoding="utf-8"), str(settings.auth.policy))
+    except (PolicyError, OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"{settings.auth.policy}: {exc}" if not isinstance(exc, PolicyError) else str(exc)) from exc
     if password:
         print("\n" + "=" * 78, file=sys.stderr)
         print("secreg: created user 'admin' (group admins). Its password, shown only this once:\n", file=sys.stderr)
         print(f"    {password}\n", file=sys.stderr)
-        print(f"Log in with: docker login <host>:{settings.port} -u admin", file=sys.stderr)
+        if role == "auth":
+            print("Log in to the registry this token server serves, not to this port "
+                  f"({settings.port}, token requests only): docker login <registry-host>:<registry-port> -u admin",
+                  file=sys.stderr)
+        else:
+            print(f"Log in with: docker login <host>:{settings.port} -u admin", file=sys.stderr)
         print("=" * 78 + "\n", file=sys.stderr, flush=True)
