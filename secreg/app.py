@@ -25,7 +25,7 @@ from secreg.observability.metrics import Metrics, get_metrics
 from secreg.observability.middleware import ObserveMiddleware
 from secreg.registry.descriptions import Descriptions
 from secreg.registry.maintenance import collect_garbage_forever, purge_uploads_forever
-from secreg.registry.service import Registry
+from secreg.registry.local import Registry
 
 Role = Literal["all", "registry", "auth"]
 log = logging.getLogger("secreg")

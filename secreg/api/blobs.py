@@ -11,7 +11,7 @@ from secreg.api.base import repository, respond
 from secreg.api.fileresponse import FileRangeResponse
 from secreg.digest import Digest
 from secreg.errors import ErrorCode, RegistryError
-from secreg.registry.service import registry_of
+from secreg.registry.local import registry_of
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 

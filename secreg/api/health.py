@@ -18,7 +18,7 @@ from starlette.responses import Response
 
 from secreg.api.base import json_response
 from secreg.registry.health import probe_storage
-from secreg.registry.service import Registry
+from secreg.registry.local import Registry
 
 log = logging.getLogger("secreg.health")
 

@@ -13,7 +13,7 @@ from secreg.api.base import identity, json_response, page, pagination, repositor
 from secreg.digest import Digest
 from secreg.registry.blobs import list_repositories
 from secreg.registry.manifest_format import OCI_INDEX
-from secreg.registry.service import registry_of
+from secreg.registry.local import registry_of
 
 DEFAULT_PAGE = 1000
 MAX_PAGE = 10000

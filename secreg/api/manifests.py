@@ -14,7 +14,7 @@ from secreg.errors import ErrorCode, RegistryError
 from secreg.names import TAG_PATTERN, parse_reference, validate_tag
 from secreg.registry.manifest_format import INDEXES, MANIFEST_TYPES
 from secreg.registry.manifests import manifest_unknown
-from secreg.registry.service import registry_of
+from secreg.registry.local import registry_of
 
 
 def _existing_reference(request: Request) -> str | Digest:

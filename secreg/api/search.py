@@ -32,7 +32,7 @@ from secreg.auth.middleware import IDENTITY_KEY
 from secreg.errors import ErrorCode, RegistryError
 from secreg.registry.blobs import list_repositories
 from secreg.registry.descriptions import Descriptions
-from secreg.registry.service import registry_of
+from secreg.registry.local import registry_of
 
 DEFAULT_N = 25
 MAX_N = 100

@@ -13,7 +13,7 @@ from secreg.api.base import body_stream, content_length, may, repository, respon
 from secreg.digest import Digest
 from secreg.errors import ErrorCode, RegistryError
 from secreg.names import validate_name
-from secreg.registry.service import registry_of
+from secreg.registry.local import registry_of
 from secreg.registry.uploads import ChunkRange, range_error
 
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 
-from secreg.registry.service import Registry
+from secreg.registry.local import Registry
 
 log = logging.getLogger("secreg.maintenance")
 
