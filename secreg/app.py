@@ -15,17 +15,19 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from secreg.api.base import settle_before_error
+from secreg.api.errors import error_response, oci_error
 from secreg.api.health import healthz, readyz
 from secreg.api.metrics import metrics_endpoint
 from secreg.api.routes import REGISTRY_ROUTES, AccessResolver, action_of, build_routes
 from secreg.config import Settings
-from secreg.errors import ErrorCode, RegistryError, error_response
+from secreg.errors import ErrorCode, RegistryError
 from secreg.observability.accesslog import AccessLog
 from secreg.observability.metrics import Metrics, get_metrics
 from secreg.observability.middleware import ObserveMiddleware
-from secreg.registry.descriptions import Descriptions
+from secreg.registry.errors import ModelError
+from secreg.registry.local import LocalRegistry
 from secreg.registry.maintenance import collect_garbage_forever, purge_uploads_forever
-from secreg.registry.local import Registry
+from secreg.registry.model import RegistryModel
 
 Role = Literal["all", "registry", "auth"]
 log = logging.getLogger("secreg")
@@ -34,6 +36,11 @@ log = logging.getLogger("secreg")
 async def _registry_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RegistryError)
     return error_response(exc, head=request.method == "HEAD")
+
+
+async def _model_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ModelError)
+    return error_response(oci_error(exc), head=request.method == "HEAD")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -54,7 +61,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(RegistryError(ErrorCode.UNKNOWN, "internal error; see the server log"))
 
 
-def _lifespan(registry: Registry | None, metrics: Metrics | None) -> Callable[[Starlette],
+def _lifespan(registry: LocalRegistry | None, metrics: Metrics | None) -> Callable[[Starlette],
                                                                          AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -83,10 +90,10 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
     metrics = get_metrics() if settings.metrics_enabled else None
     if metrics is not None:
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
-    registry: Registry | None = None
+    registry: LocalRegistry | None = None
     resolver: AccessResolver | None = None
     if role in ("all", "registry"):
-        registry = Registry.from_settings(settings)
+        registry = LocalRegistry.from_settings(settings)
         registry_routes = build_routes(REGISTRY_ROUTES)
         resolver = AccessResolver(registry_routes, REGISTRY_ROUTES)
         routes.extend(registry_routes)
@@ -95,16 +102,16 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
         lifespan=_lifespan(registry, metrics),
         exception_handlers={
             RegistryError: _registry_error,
+            ModelError: _model_error,
             HTTPException: _http_error,
             Exception: _unexpected,
         },
     )
     app.state.settings = settings
-    app.state.registry = registry
+    model: RegistryModel | None = registry  # what the handlers see: the interface, not the stores
+    app.state.registry = model
     app.state.resolver = resolver
     app.state.metrics = metrics
-    if registry is not None:
-        app.state.descriptions = Descriptions(registry.driver, registry.manifests, registry.blobs)
     from secreg.auth_wiring import wire_auth
 
     wire_auth(app, settings, role)

@@ -1,7 +1,9 @@
-"""The one table of OCI error codes and the one function that renders them.
+"""The one table of OCI error codes and the one function that renders their bodies.
 
-Lower layers raise `RegistryError` subclasses that carry an `ErrorCode`; `error_response` turns any of them
-into the spec's body `{"errors": [{"code", "message", "detail"}]}` with the code's HTTP status.
+`RegistryError` carries an `ErrorCode` (the HTTP layer, the auth middleware and the token server raise it;
+so do the grammar checks of `secreg.names` and `secreg.digest`). `error_body` writes the spec's
+`{"errors": [{"code", "message", "detail"}]}` for all of them; `secreg.api.errors` wraps it in a response
+and maps the registry model's errors (`secreg.registry.errors`) onto these codes. No HTTP framework here.
 """
 
 from __future__ import annotations
@@ -11,8 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
-
-from starlette.responses import Response
 
 
 @dataclass(frozen=True)
@@ -76,13 +76,3 @@ def error_body(code: ErrorCode, message: str | None = None, detail: Any = None) 
     if detail is not None:
         entry["detail"] = detail
     return json.dumps({"errors": [entry]}).encode()
-
-
-def error_response(error: RegistryError, *, head: bool = False) -> Response:
-    body = error_body(error.code, error.message, error.detail)
-    headers = {"Docker-Distribution-API-Version": "registry/2.0", **error.headers}
-    if head:
-        # A HEAD answer carries no body, but says how long the GET body would have been.
-        headers["Content-Length"] = str(len(body))
-        return Response(status_code=error.status, headers=headers, media_type="application/json")
-    return Response(body, status_code=error.status, headers=headers, media_type="application/json")

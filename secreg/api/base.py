@@ -11,12 +11,20 @@ from typing import Any
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from secreg.api.errors import oci_error
+from secreg.api.headers import API_VERSION
 from secreg.auth.middleware import IDENTITY_KEY
 from secreg.errors import ErrorCode, RegistryError
 from secreg.names import validate_name
+from secreg.registry.errors import ModelError
+from secreg.registry.model import RegistryModel
 from secreg.requestbody import DRAIN_LIMIT, keeps_connection
 
-API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
+
+def model_of(request: Request) -> RegistryModel:
+    """The registry model the app serves (`app.state.registry`)."""
+    model: RegistryModel = request.app.state.registry
+    return model
 
 
 def repository(request: Request) -> str:
@@ -65,6 +73,10 @@ async def settle_body_on_error(request: Request) -> AsyncIterator[None]:
     except RegistryError as error:
         await settle_before_error(request, error)
         raise
+    except ModelError as error:
+        oci = oci_error(error)
+        await settle_before_error(request, oci)
+        raise oci from error
 
 
 async def settle_before_error(request: Request, error: RegistryError) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
-from secreg.api.base import repository, respond
-from secreg.api.fileresponse import FileRangeResponse
+from secreg.api.base import model_of, repository, respond
+from secreg.api.fileresponse import STREAM_CHUNK, FileRangeResponse
+from secreg.api.headers import API_VERSION
 from secreg.digest import Digest
 from secreg.errors import ErrorCode, RegistryError
-from secreg.registry.local import registry_of
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -50,11 +50,7 @@ def _unsatisfiable(size: int) -> RegistryError:
 async def get_blob(request: Request) -> Response:
     name = repository(request)
     digest = Digest.parse(request.path_params["digest"])
-    registry = registry_of(request)
-    info = registry.blobs.stat(name, digest)
-    local = registry.driver.local_path(info.path)
-    if local is None:
-        raise RegistryError(ErrorCode.UNSUPPORTED, "this storage driver cannot serve blobs directly")
+    blob = await model_of(request).open_blob(name, digest)
     headers = {
         "Docker-Content-Digest": str(digest),
         "Content-Type": "application/octet-stream",
@@ -62,22 +58,22 @@ async def get_blob(request: Request) -> Response:
         "ETag": f'"{digest}"',
         "Cache-Control": "max-age=31536000",
     }
-    requested = byte_range(request.headers.get("range"), info.size)
-    if requested is None:
-        headers["Content-Length"] = str(info.size)
-        return FileRangeResponse(local, 0, info.size, 200, headers)
-    start, length = requested
+    requested = byte_range(request.headers.get("range"), blob.size)
+    status = 200 if requested is None else 206
+    start, length = (0, blob.size) if requested is None else requested
     headers["Content-Length"] = str(length)
-    headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{info.size}"
-    return FileRangeResponse(local, start, length, 206, headers)
+    if requested is not None:
+        headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{blob.size}"
+    if blob.local_path is not None:
+        return FileRangeResponse(blob.local_path, start, length, status, headers)
+    if request.method == "HEAD":
+        return respond(status, headers=headers)
+    return StreamingResponse(blob.chunks(start, length, STREAM_CHUNK), status_code=status,
+                             headers={API_VERSION[0]: API_VERSION[1], **headers})
 
 
 async def delete_blob(request: Request) -> Response:
     name = repository(request)
     digest = Digest.parse(request.path_params["digest"])
-    registry = registry_of(request)
-    registry.require_delete()
-    registry.require_writable()
-    registry.blobs.stat(name, digest)
-    registry.blobs.unlink(name, digest)
+    await model_of(request).unlink_blob(name, digest)
     return respond(202, headers={"Docker-Content-Digest": str(digest), "Content-Length": "0"})

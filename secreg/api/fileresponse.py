@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from secreg.api.base import API_VERSION
+from secreg.api.headers import API_VERSION
 
 # Blob GETs read and send 256 KiB at a time: each piece is read, encrypted, copied out of the TLS layer and sent
 # while it is still in the CPU cache (measured against the Go registry on 2 cores: 1 MiB pieces 0.84x, 256 KiB

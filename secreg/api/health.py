@@ -12,13 +12,11 @@ import logging
 from collections.abc import Callable
 
 import anyio
-import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
 from secreg.api.base import json_response
-from secreg.registry.health import probe_storage
-from secreg.registry.local import Registry
+from secreg.registry.model import RegistryModel
 
 log = logging.getLogger("secreg.health")
 
@@ -35,9 +33,9 @@ async def healthz(request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     checks: dict[str, str] = {}
-    registry: Registry | None = request.app.state.registry
-    if registry is not None:
-        checks["storage"] = await _storage(registry)
+    model: RegistryModel | None = request.app.state.registry
+    if model is not None:
+        checks["storage"] = await _storage(model)
     token_check: TokenCheck | None = getattr(request.app.state, "token_check", None)
     if token_check is not None:
         checks["token_key"] = token_check() or "ok"
@@ -46,10 +44,10 @@ async def readyz(request: Request) -> Response:
     return json_response(body, status=200 if ready else 503, headers=_NO_STORE)
 
 
-async def _storage(registry: Registry) -> str:
+async def _storage(model: RegistryModel) -> str:
     try:
         with anyio.fail_after(PROBE_TIMEOUT):
-            await anyio.to_thread.run_sync(probe_storage, registry.driver, abandon_on_cancel=True)
+            await model.check_ready()
     except TimeoutError:
         log.warning("readyz: the storage probe took longer than %.0f s", PROBE_TIMEOUT)
         return f"failed: no answer within {PROBE_TIMEOUT:.0f} s"

@@ -9,11 +9,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from secreg.api import urls
-from secreg.api.base import identity, json_response, page, pagination, repository
+from secreg.api.base import identity, json_response, model_of, page, pagination, repository
 from secreg.digest import Digest
-from secreg.registry.blobs import list_repositories
 from secreg.registry.manifest_format import OCI_INDEX
-from secreg.registry.local import registry_of
 
 DEFAULT_PAGE = 1000
 MAX_PAGE = 10000
@@ -25,7 +23,7 @@ CatalogFilter = Callable[[Any, list[str]], list[str]]
 async def list_tags(request: Request) -> Response:
     name = repository(request)
     n, last = pagination(request, MAX_PAGE, MAX_PAGE)
-    tags, more = page(registry_of(request).manifests.tags(name), n, last)
+    tags, more = page(await model_of(request).list_tags(name), n, last)
     headers = {}
     if more and tags:
         headers["Link"] = urls.next_link(urls.tags_page(name, n, tags[-1]))
@@ -34,7 +32,7 @@ async def list_tags(request: Request) -> Response:
 
 async def catalog(request: Request) -> Response:
     n, last = pagination(request, DEFAULT_PAGE, MAX_PAGE)
-    names = list_repositories(registry_of(request).driver)
+    names = await model_of(request).catalog()
     visible: CatalogFilter | None = getattr(request.app.state, "catalog_filter", None)
     if visible is not None:
         names = visible(identity(request), names)
@@ -49,7 +47,7 @@ async def referrers(request: Request) -> Response:
     name = repository(request)
     subject = Digest.parse(request.path_params["digest"])
     artifact_type = request.query_params.get("artifactType") or None
-    found = registry_of(request).manifests.referrers(name, subject, artifact_type)
+    found = await model_of(request).referrers(name, subject, artifact_type)
     headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
     index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": found}
     return json_response(index, headers=headers, media_type=OCI_INDEX)

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from secreg.api import urls
-from secreg.api.base import read_limited, repository, respond
+from secreg.api.base import model_of, read_limited, repository, respond
+from secreg.api.errors import oci_error
 from secreg.digest import Digest, is_digest
 from secreg.errors import ErrorCode, RegistryError
 from secreg.names import TAG_PATTERN, parse_reference, validate_tag
+from secreg.registry.errors import ManifestUnknown
 from secreg.registry.manifest_format import INDEXES, MANIFEST_TYPES
-from secreg.registry.manifests import manifest_unknown
-from secreg.registry.local import registry_of
 
 
 def _existing_reference(request: Request) -> str | Digest:
@@ -23,7 +21,7 @@ def _existing_reference(request: Request) -> str | Digest:
     requires (`.INVALID_MANIFEST_NAME`). A malformed digest stays 400 DIGEST_INVALID."""
     text: str = request.path_params["reference"]
     if not is_digest(text) and not TAG_PATTERN.match(text):
-        raise manifest_unknown(text)
+        raise oci_error(ManifestUnknown(text))
     return parse_reference(text)
 
 
@@ -55,7 +53,7 @@ def _negotiate(request: Request, media_type: str) -> None:
 async def get_manifest(request: Request) -> Response:
     name = repository(request)
     reference = _existing_reference(request)
-    manifest = registry_of(request).manifests.get(name, reference)
+    manifest = await model_of(request).get_manifest(name, reference)
     _negotiate(request, manifest.media_type)
     headers = {
         "Docker-Content-Digest": str(manifest.digest),
@@ -71,14 +69,10 @@ async def get_manifest(request: Request) -> Response:
 async def put_manifest(request: Request) -> Response:
     name = repository(request)
     reference = parse_reference(request.path_params["reference"])
-    registry = registry_of(request)
-    registry.require_writable()
     tags = list(dict.fromkeys(validate_tag(t) for t in request.query_params.getlist("tag")))
-    content = await read_limited(request, registry.settings.manifest_max_size, "manifest")
-    # Several small fsynced writes: in a thread, so other requests keep moving meanwhile.
-    result = await asyncio.to_thread(
-        registry.manifests.put, name, reference, content, request.headers.get("content-type"), tags
-    )
+    content = await read_limited(request, request.app.state.settings.manifest_max_size, "manifest")
+    result = await model_of(request).put_manifest(name, reference, content, request.headers.get("content-type"),
+                                                  tags)
     headers = {
         "Location": urls.manifest(name, result.digest),
         "Docker-Content-Digest": str(result.digest),
@@ -96,10 +90,7 @@ async def put_manifest(request: Request) -> Response:
 async def delete_manifest(request: Request) -> Response:
     name = repository(request)
     reference = _existing_reference(request)
-    registry = registry_of(request)
-    registry.require_delete()
-    registry.require_writable()
-    await asyncio.to_thread(registry.manifests.delete, name, reference)
+    await model_of(request).delete_manifest(name, reference)
     headers = {"Content-Length": "0"}
     if isinstance(reference, Digest):
         headers["Docker-Content-Digest"] = str(reference)

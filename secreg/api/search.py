@@ -22,17 +22,13 @@ from __future__ import annotations
 import math
 from typing import Any, Protocol
 
-import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 
-from secreg.api.base import identity, json_response
+from secreg.api.base import identity, json_response, model_of
 from secreg.api.listing import CatalogFilter
 from secreg.auth.middleware import IDENTITY_KEY
 from secreg.errors import ErrorCode, RegistryError
-from secreg.registry.blobs import list_repositories
-from secreg.registry.descriptions import Descriptions
-from secreg.registry.local import registry_of
 
 DEFAULT_N = 25
 MAX_N = 100
@@ -71,22 +67,18 @@ async def search(request: Request) -> Response:
         who = await gate.authenticate(request)
         request.scope[IDENTITY_KEY] = who
     visible: CatalogFilter | None = getattr(request.app.state, "catalog_filter", None)
-    driver = registry_of(request).driver
-    descriptions: Descriptions = request.app.state.descriptions
+    model = model_of(request)
     needle = query.lower()
-
-    def find() -> tuple[int, list[dict[str, Any]]]:
-        names = [name for name in list_repositories(driver) if needle in name.lower()]
-        if visible is not None:
-            names = visible(who, names)
-        shown = names[(page - 1) * n : page * n]
-        return len(names), [
-            {"name": name, "description": descriptions.of(name), "star_count": 0, "is_official": False,
-             "is_automated": False}
-            for name in shown
-        ]
-
-    total, results = await anyio.to_thread.run_sync(find)
+    names = [name for name in await model.catalog() if needle in name.lower()]
+    if visible is not None:
+        names = visible(who, names)
+    shown = names[(page - 1) * n : page * n]
+    total = len(names)
+    results: list[dict[str, Any]] = [
+        {"name": name, "description": await model.description(name), "star_count": 0, "is_official": False,
+         "is_automated": False}
+        for name in shown
+    ]
     return json_response({
         "query": query,
         "num_results": total,

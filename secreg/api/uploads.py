@@ -2,34 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from secreg.api import urls
-from secreg.api.base import body_stream, content_length, may, repository, respond
+from secreg.api.base import body_stream, content_length, may, model_of, repository, respond
+from secreg.api.errors import oci_error
+from secreg.api.headers import upload_range
 from secreg.digest import Digest
 from secreg.errors import ErrorCode, RegistryError
 from secreg.names import validate_name
-from secreg.registry.local import registry_of
-from secreg.registry.uploads import ChunkRange, range_error
+from secreg.registry.errors import RangeMismatch
+from secreg.registry.model import ChunkRange, UploadState
 
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
 MIN_CHUNK = 0
 
 
-def _range_header(size: int) -> str:
-    # The Docker convention: an empty session reports 0-0, otherwise 0-<last byte>.
-    return f"0-{max(size - 1, 0)}"
-
-
-def _session_headers(name: str, upload_id: str, size: int) -> dict[str, str]:
+def _session_headers(state: UploadState) -> dict[str, str]:
     return {
-        "Location": urls.upload(name, upload_id),
-        "Docker-Upload-UUID": upload_id,
-        "Range": _range_header(size),
+        "Location": urls.upload(state.name, state.upload_id),
+        "Docker-Upload-UUID": state.upload_id,
+        "Range": upload_range(state.size),
         "Content-Length": "0",
     }
 
@@ -48,7 +44,7 @@ def _chunk_range(request: Request, current: int | None = None) -> ChunkRange | N
         return None
     match = _CONTENT_RANGE.match(header.strip())
     if not match:
-        raise range_error(current or 0, f"malformed Content-Range {header[:100]!r}; expected start-end")
+        raise oci_error(RangeMismatch(current or 0, f"malformed Content-Range {header[:100]!r}; expected start-end"))
     return ChunkRange(int(match.group(1)), int(match.group(2)))
 
 
@@ -61,29 +57,27 @@ def _digest_param(request: Request) -> Digest:
 
 async def start_upload(request: Request) -> Response:
     name = repository(request)
-    registry = registry_of(request)
-    registry.require_writable()
+    model = model_of(request)
     params = request.query_params
     mount = params.get("mount")
     if mount:
         digest = Digest.parse(mount)
-        if _try_mount(request, name, digest, params.get("from")):
+        if await _try_mount(request, name, digest, params.get("from")):
             return _created(name, digest)
     elif params.get("digest"):
         digest = Digest.parse(params["digest"])
-        await registry.uploads.monolithic(name, digest, body_stream(request), content_length(request))
+        await model.put_blob(name, digest, body_stream(request), content_length(request))
         return _created(name, digest)
-    upload_id = await asyncio.to_thread(registry.uploads.start, name)  # fsyncs: off the event loop
-    headers = _session_headers(name, upload_id, 0)
+    headers = _session_headers(await model.start_upload(name))
     if MIN_CHUNK:
         headers["OCI-Chunk-Min-Length"] = str(MIN_CHUNK)
     return respond(202, headers=headers)
 
 
-def _try_mount(request: Request, name: str, digest: Digest, source: str | None) -> bool:
+async def _try_mount(request: Request, name: str, digest: Digest, source: str | None) -> bool:
     """Link an existing blob into `name`. The caller must be able to pull a repository that already links it;
     otherwise the mount quietly becomes an ordinary upload session, as the spec allows."""
-    registry = registry_of(request)
+    model = model_of(request)
     if source:
         try:
             validate_name(source)
@@ -91,10 +85,9 @@ def _try_mount(request: Request, name: str, digest: Digest, source: str | None) 
             return False
         candidates = [source]
     else:
-        candidates = list(registry.blobs.repositories_linking(digest))
+        candidates = await model.repositories_with_blob(digest)
     for candidate in candidates:
-        if may(request, "repository", candidate, "pull") and registry.blobs.is_linked(candidate, digest):
-            registry.blobs.link(name, digest)
+        if may(request, "repository", candidate, "pull") and await model.mount_blob(name, digest, candidate):
             return True
     return False
 
@@ -102,37 +95,33 @@ def _try_mount(request: Request, name: str, digest: Digest, source: str | None) 
 async def upload_status(request: Request) -> Response:
     name = repository(request)
     upload_id = request.path_params["upload_id"]
-    size = registry_of(request).uploads.size(name, upload_id)
-    return respond(204, headers=_session_headers(name, upload_id, size))
+    state = await model_of(request).upload_status(name, upload_id)
+    return respond(204, headers=_session_headers(state))
 
 
 async def patch_upload(request: Request) -> Response:
     name = repository(request)
     upload_id = request.path_params["upload_id"]
-    registry = registry_of(request)
-    registry.require_writable()
     chunk = _chunk_range(request)
-    size = await registry.uploads.append(name, upload_id, body_stream(request), chunk, content_length(request))
-    return respond(202, headers=_session_headers(name, upload_id, size))
+    state = await model_of(request).append_upload(name, upload_id, body_stream(request), chunk,
+                                                  content_length(request))
+    return respond(202, headers=_session_headers(state))
 
 
 async def complete_upload(request: Request) -> Response:
     name = repository(request)
     upload_id = request.path_params["upload_id"]
-    registry = registry_of(request)
-    registry.require_writable()
     digest = _digest_param(request)
     length = content_length(request)
     chunk = _chunk_range(request)
     has_body = chunk is not None or bool(length) or "chunked" in request.headers.get("transfer-encoding", "")
     body = body_stream(request) if has_body else None
-    await registry.uploads.complete(name, upload_id, digest, body, chunk, length if has_body else None)
+    await model_of(request).complete_upload(name, upload_id, digest, body, chunk, length if has_body else None)
     return _created(name, digest)
 
 
 async def cancel_upload(request: Request) -> Response:
     name = repository(request)
     upload_id = request.path_params["upload_id"]
-    registry = registry_of(request)
-    registry.uploads.cancel(name, upload_id)
+    await model_of(request).cancel_upload(name, upload_id)
     return respond(204, headers={"Content-Length": "0"})

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from secreg.digest import Digest
-from secreg.errors import ErrorCode, RegistryError
+from secreg.registry.errors import BlobUnknown
 from secreg.storage import layout
 from secreg.storage.driver import PathNotFound, StorageDriver
 
@@ -18,18 +18,14 @@ class BlobInfo:
     path: str  # driver path of the data
 
 
-def blob_unknown(digest: Digest | str) -> RegistryError:
-    return RegistryError(ErrorCode.BLOB_UNKNOWN, detail={"digest": str(digest)})
-
-
 class BlobStore:
     def __init__(self, driver: StorageDriver) -> None:
         self.driver = driver
 
     def stat(self, name: str, digest: Digest) -> BlobInfo:
-        """The blob as seen from repository `name`; BLOB_UNKNOWN unless linked there and present."""
+        """The blob as seen from repository `name`; BlobUnknown unless linked there and present."""
         if not self.driver.exists(layout.layer_link(name, digest)):
-            raise blob_unknown(digest)
+            raise BlobUnknown(digest)
         return self.stat_global(digest)
 
     def stat_global(self, digest: Digest) -> BlobInfo:
@@ -37,7 +33,7 @@ class BlobStore:
         try:
             info = self.driver.stat(path)
         except PathNotFound:
-            raise blob_unknown(digest) from None
+            raise BlobUnknown(digest) from None
         return BlobInfo(digest, info.size, path)
 
     def exists_global(self, digest: Digest) -> bool:
@@ -54,7 +50,7 @@ class BlobStore:
         try:
             self.driver.delete(layout.layer_link(name, digest).rsplit("/", 1)[0])
         except PathNotFound:
-            raise blob_unknown(digest) from None
+            raise BlobUnknown(digest) from None
 
     def commit(self, source_path: str, digest: Digest) -> None:
         """Move verified, fsynced upload data into place. Concurrent commits of one digest carry equal bytes,

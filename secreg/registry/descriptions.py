@@ -15,6 +15,7 @@ from typing import Any
 from secreg.digest import Digest
 from secreg.errors import RegistryError
 from secreg.registry.blobs import BlobStore
+from secreg.registry.errors import ModelError
 from secreg.registry.manifests import ManifestStore
 from secreg.storage import layout
 from secreg.storage.driver import PathNotFound, StorageDriver
@@ -69,13 +70,13 @@ class Descriptions:
             return None
         try:
             return self.manifests.resolve(name, newest[1])
-        except RegistryError:
+        except (RegistryError, ModelError):
             return None
 
     def _read(self, name: str, digest: Digest) -> str:
         try:
             document = json.loads(self.manifests.get(name, digest).content)
-        except (RegistryError, ValueError):
+        except (RegistryError, ModelError, ValueError):
             return ""
         if not isinstance(document, dict):
             return ""
@@ -91,7 +92,7 @@ class Descriptions:
             if info.size > MAX_CONFIG_BYTES:
                 return ""
             image = json.loads(self.driver.read_bytes(info.path))
-        except (RegistryError, PathNotFound, ValueError):
+        except (RegistryError, ModelError, PathNotFound, ValueError):
             return ""
         runtime = image.get("config") if isinstance(image, dict) else None
         labels = runtime.get("Labels") if isinstance(runtime, dict) else None

@@ -55,6 +55,7 @@ from typing import Any
 from secreg.digest import Digest
 from secreg.errors import RegistryError
 from secreg.registry.blobs import BlobStore, list_repositories
+from secreg.registry.errors import ManifestInvalid
 from secreg.registry.manifest_format import ParsedManifest, parse_manifest
 from secreg.registry.uploads import UploadStore
 from secreg.storage import layout
@@ -303,7 +304,7 @@ class _Run:
             return None  # not cached: the bytes may yet appear
         try:
             result: ParsedManifest | None = parse_manifest(content, None)
-        except RegistryError:
+        except ManifestInvalid:
             result = None
             self._refs[digest] = frozenset(_any_digests(content))
         self._parsed[digest] = result

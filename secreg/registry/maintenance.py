@@ -6,12 +6,12 @@ import asyncio
 import logging
 import random
 
-from secreg.registry.local import Registry
+from secreg.registry.local import LocalRegistry
 
 log = logging.getLogger("secreg.maintenance")
 
 
-async def purge_uploads_forever(registry: Registry) -> None:
+async def purge_uploads_forever(registry: LocalRegistry) -> None:
     settings = registry.settings
     # Jitter, so several workers (or replicas) sharing storage do not all walk it at the same moment.
     await asyncio.sleep(random.uniform(5, 60))
@@ -25,7 +25,7 @@ async def purge_uploads_forever(registry: Registry) -> None:
         await asyncio.sleep(settings.upload_purge_interval)
 
 
-async def collect_garbage_forever(registry: Registry) -> None:
+async def collect_garbage_forever(registry: LocalRegistry) -> None:
     """`gc.schedule`: the same collection `secreg gc` runs, safe while pushes go on. Several workers or
     replicas may schedule it; the storage lock lets one run at a time and the others skip that round."""
     from secreg.observability.metrics import record_gc, record_gc_failure

@@ -1,4 +1,4 @@
-"""What a manifest document must hold, and what it references. Pure: bytes in, facts or MANIFEST_INVALID out."""
+"""What a manifest document must hold, and what it references. Pure: bytes in, facts or ManifestInvalid out."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from secreg.digest import Digest
-from secreg.errors import ErrorCode, RegistryError
+from secreg.errors import RegistryError
+from secreg.registry.errors import ManifestInvalid
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -30,8 +31,8 @@ NON_DISTRIBUTABLE_PREFIXES = (
 )
 
 
-def invalid(message: str, detail: Any = None) -> RegistryError:
-    return RegistryError(ErrorCode.MANIFEST_INVALID, message, detail)
+def invalid(message: str, detail: Any = None) -> ManifestInvalid:
+    return ManifestInvalid(message, detail)
 
 
 @dataclass(frozen=True)

@@ -9,13 +9,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from secreg.digest import Digest
-from secreg.errors import ErrorCode, RegistryError
+from secreg.errors import RegistryError
 from secreg.registry.blobs import BlobStore
+from secreg.registry.errors import DigestMismatch, ManifestBlobsUnknown, ManifestInvalid, ManifestUnknown, NameUnknown
 from secreg.registry.manifest_format import (
     ParsedManifest,
     parse_manifest,
     referrer_descriptor,
 )
+from secreg.registry.model import PutResult
 from secreg.storage import layout
 from secreg.storage.driver import PathNotFound, StorageDriver
 
@@ -27,20 +29,6 @@ class StoredManifest:
     digest: Digest
     media_type: str
     content: bytes
-
-
-@dataclass(frozen=True)
-class PutResult:
-    digest: Digest
-    subject: Digest | None
-
-
-def manifest_unknown(reference: object) -> RegistryError:
-    return RegistryError(ErrorCode.MANIFEST_UNKNOWN, detail={"reference": str(reference)[:200]})
-
-
-def name_unknown(name: str) -> RegistryError:
-    return RegistryError(ErrorCode.NAME_UNKNOWN, detail={"name": name})
 
 
 class _ContentCache:
@@ -83,23 +71,23 @@ class ManifestStore:
     def resolve(self, name: str, reference: str | Digest) -> Digest:
         if isinstance(reference, Digest):
             if not self.driver.exists(layout.revision_link(name, reference)):
-                raise manifest_unknown(reference)
+                raise ManifestUnknown(reference)
             return reference
         try:
             return layout.link_target(self.driver.read_bytes(layout.tag_current_link(name, reference)))
         except PathNotFound:
-            raise manifest_unknown(reference) from None
+            raise ManifestUnknown(reference) from None
 
     def get(self, name: str, reference: str | Digest) -> StoredManifest:
         digest = self.resolve(name, reference)
         if not isinstance(reference, Digest) and not self.driver.exists(layout.revision_link(name, digest)):
-            raise manifest_unknown(reference)
+            raise ManifestUnknown(reference)
         content = self._cache.get(digest)
         if content is None:
             try:
                 content = self.driver.read_bytes(layout.blob_data(digest))
             except PathNotFound:
-                raise manifest_unknown(reference) from None
+                raise ManifestUnknown(reference) from None
             self._cache.put(digest, content)
         return StoredManifest(digest, self._media_type(name, digest, content), content)
 
@@ -126,11 +114,7 @@ class ManifestStore:
         algorithm = reference.algorithm if isinstance(reference, Digest) else "sha256"
         digest = Digest.of(content, algorithm)
         if isinstance(reference, Digest) and digest != reference:
-            raise RegistryError(
-                ErrorCode.DIGEST_INVALID,
-                "manifest digest does not match the reference",
-                {"expected": str(reference), "actual": str(digest)},
-            )
+            raise DigestMismatch(reference, digest, "manifest digest does not match the reference")
         self._check_references(name, parsed)
         # Always (re)written, though the bytes may exist: a fresh mtime tells a concurrent garbage
         # collection that this manifest is being pushed now.
@@ -160,27 +144,23 @@ class ManifestStore:
             if not self.exists(name, child.digest) and not self.blobs.is_linked(name, child.digest):
                 missing.append(str(child.digest))
         if missing:
-            raise RegistryError(
-                ErrorCode.MANIFEST_BLOB_UNKNOWN,
-                f"manifest references {len(missing)} unknown blob(s) or manifest(s); push them first",
-                {"digests": missing[:20]},
-            )
+            raise ManifestBlobsUnknown(missing)
 
     # --- deleting ----------------------------------------------------------------------------------
 
     def delete(self, name: str, reference: str | Digest) -> None:
         if isinstance(reference, str):
             if not self.driver.exists(layout.tag_current_link(name, reference)):
-                raise manifest_unknown(reference)
+                raise ManifestUnknown(reference)
             self.driver.delete(layout.tag_dir(name, reference))
             return
         if not self.exists(name, reference):
-            raise manifest_unknown(reference)
+            raise ManifestUnknown(reference)
         self._drop_referrer_entry(name, reference)
         for tag in self.tags(name, missing_ok=True):
             try:
                 current = layout.link_target(self.driver.read_bytes(layout.tag_current_link(name, tag)))
-            except (PathNotFound, RegistryError):
+            except (PathNotFound, RegistryError, ManifestInvalid):
                 continue
             if current == reference:
                 try:
@@ -190,12 +170,12 @@ class ManifestStore:
         try:
             self.driver.delete(layout.revision_dir(name, reference))
         except PathNotFound:
-            raise manifest_unknown(reference) from None
+            raise ManifestUnknown(reference) from None
 
     def _drop_referrer_entry(self, name: str, digest: Digest) -> None:
         try:
             parsed = parse_manifest(self.driver.read_bytes(layout.blob_data(digest)), None)
-        except (PathNotFound, RegistryError):
+        except (PathNotFound, RegistryError, ManifestInvalid):
             return
         if parsed.subject is not None:
             try:
@@ -214,7 +194,7 @@ class ManifestStore:
         except PathNotFound:
             if missing_ok or self.repository_exists(name):
                 return []
-            raise name_unknown(name) from None
+            raise NameUnknown(name) from None
         return sorted(t for t in names if self.driver.exists(layout.tag_current_link(name, t)))
 
     def referrers(self, name: str, subject: Digest, artifact_type: str | None) -> list[dict[str, Any]]:

@@ -16,12 +16,12 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from secreg.digest import Digest, Hasher
-from secreg.errors import ErrorCode, RegistryError
 from secreg.registry.blobs import BlobStore
+from secreg.registry.errors import DigestMismatch, RangeMismatch, SizeMismatch, UploadUnknown
+from secreg.registry.model import ChunkRange
 from secreg.storage import layout
 from secreg.storage.driver import AppendWriter, PathNotFound, StorageDriver
 
@@ -34,28 +34,6 @@ BATCH_BYTES = 4 * 1024 * 1024
 # (PIPELINE_DEPTH + 1) * BATCH_BYTES.
 PIPELINE_DEPTH = 2
 _HASHER_CACHE_SIZE = 4096
-
-
-def upload_unknown(upload_id: str) -> RegistryError:
-    return RegistryError(ErrorCode.BLOB_UPLOAD_UNKNOWN, detail={"uuid": upload_id[:64]})
-
-
-@dataclass(frozen=True)
-class ChunkRange:
-    """`Content-Range: start-end` of a PATCH, inclusive."""
-
-    start: int
-    end: int
-
-    @property
-    def length(self) -> int:
-        return self.end - self.start + 1
-
-
-def range_error(current_size: int, message: str) -> RegistryError:
-    return RegistryError(
-        ErrorCode.RANGE_INVALID, message, headers={"Range": f"0-{max(current_size - 1, 0)}"}
-    )
 
 
 class UploadStore:
@@ -75,10 +53,10 @@ class UploadStore:
 
     def _check(self, name: str, upload_id: str) -> str:
         if not UPLOAD_ID.match(upload_id):
-            raise upload_unknown(upload_id)
+            raise UploadUnknown(upload_id)
         data = layout.upload_data(name, upload_id)
         if not self.driver.exists(data):
-            raise upload_unknown(upload_id)
+            raise UploadUnknown(upload_id)
         return data
 
     def size(self, name: str, upload_id: str) -> int:
@@ -86,7 +64,7 @@ class UploadStore:
         try:
             return self.driver.stat(data).size
         except PathNotFound:
-            raise upload_unknown(upload_id) from None
+            raise UploadUnknown(upload_id) from None
 
     def cancel(self, name: str, upload_id: str) -> None:
         self._check(name, upload_id)
@@ -94,7 +72,7 @@ class UploadStore:
         try:
             self.driver.delete(layout.upload_dir(name, upload_id))
         except PathNotFound:
-            raise upload_unknown(upload_id) from None
+            raise UploadUnknown(upload_id) from None
 
     def started_at(self, name: str, upload_id: str) -> float:
         try:
@@ -122,23 +100,21 @@ class UploadStore:
         writer = self.driver.open_append(data_path)
         try:
             if not writer.try_lock():
-                raise range_error(writer.size, "another request is writing to this upload")
+                raise RangeMismatch(writer.size, "another request is writing to this upload")
             start = writer.size
             if chunk_range is not None:
                 if chunk_range.start != start:
-                    raise range_error(start, f"chunk starts at {chunk_range.start}, upload is at {start}")
+                    raise RangeMismatch(start, f"chunk starts at {chunk_range.start}, upload is at {start}")
                 if chunk_range.end < chunk_range.start:
-                    raise range_error(start, "chunk range ends before it starts")
+                    raise RangeMismatch(start, "chunk range ends before it starts")
                 if content_length is not None and content_length != chunk_range.length:
-                    raise range_error(start, "Content-Range and Content-Length disagree")
+                    raise RangeMismatch(start, "Content-Range and Content-Length disagree")
             expected = chunk_range.length if chunk_range is not None else content_length
             hasher = self._take_hasher(name, upload_id, start)
             received = await self._receive(body, writer, hasher)
             if expected is not None and received != expected:
                 writer.truncate(start)
-                raise RegistryError(
-                    ErrorCode.SIZE_INVALID, f"received {received} bytes, expected {expected}; chunk discarded"
-                )
+                raise SizeMismatch(f"received {received} bytes, expected {expected}; chunk discarded")
             if hasher is not None:
                 self._remember_hasher(name, upload_id, hasher)
             return writer.size
@@ -236,7 +212,7 @@ class UploadStore:
         writer = self.driver.open_append(data_path)
         try:
             if not writer.try_lock():
-                raise range_error(writer.size, "another request is writing to this upload")
+                raise RangeMismatch(writer.size, "another request is writing to this upload")
             size = writer.size
             cached = self._hashers.pop((name, upload_id), None)
             loop = asyncio.get_running_loop()
@@ -246,9 +222,7 @@ class UploadStore:
                 actual = await loop.run_in_executor(None, self._hash_file, data_path, digest.algorithm)
             if actual != digest:
                 self.cancel(name, upload_id)
-                raise RegistryError(
-                    ErrorCode.DIGEST_INVALID, detail={"expected": str(digest), "actual": str(actual)}
-                )
+                raise DigestMismatch(digest, actual)
             await loop.run_in_executor(None, writer.sync)
         finally:
             writer.close()

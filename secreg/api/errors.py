@@ -1,0 +1,58 @@
+"""The registry model's errors as the distribution spec answers them: one table (model error -> OCI code,
+plus the headers some codes carry), and the one error response every layer of the app sends.
+
+A new model error gets its row here; `test_every_model_error_is_mapped` fails until it has one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.responses import Response
+
+from secreg.api.headers import API_VERSION, upload_range
+from secreg.errors import ErrorCode, RegistryError, error_body
+from secreg.registry import errors as model
+
+__all__ = ["MODEL_ERRORS", "error_response", "oci_error"]
+
+
+def _range(error: model.ModelError) -> dict[str, str]:
+    assert isinstance(error, model.RangeMismatch)
+    return {"Range": upload_range(error.current_size)}
+
+
+# Model error -> (OCI code, headers the answer carries).
+MODEL_ERRORS: dict[type[model.ModelError], tuple[ErrorCode, Callable[[model.ModelError], dict[str, str]] | None]] = {
+    model.NameUnknown: (ErrorCode.NAME_UNKNOWN, None),
+    model.BlobUnknown: (ErrorCode.BLOB_UNKNOWN, None),
+    model.UploadUnknown: (ErrorCode.BLOB_UPLOAD_UNKNOWN, None),
+    model.RangeMismatch: (ErrorCode.RANGE_INVALID, _range),
+    model.SizeMismatch: (ErrorCode.SIZE_INVALID, None),
+    model.UploadInterrupted: (ErrorCode.BLOB_UPLOAD_INVALID, None),
+    model.DigestMismatch: (ErrorCode.DIGEST_INVALID, None),
+    model.ManifestUnknown: (ErrorCode.MANIFEST_UNKNOWN, None),
+    model.ManifestInvalid: (ErrorCode.MANIFEST_INVALID, None),
+    model.ManifestBlobsUnknown: (ErrorCode.MANIFEST_BLOB_UNKNOWN, None),
+    model.Unsupported: (ErrorCode.UNSUPPORTED, None),
+}
+
+
+def oci_error(error: model.ModelError) -> RegistryError:
+    """The OCI error for a model error (by its class, or the nearest mapped base class)."""
+    for kind in type(error).__mro__:
+        row = MODEL_ERRORS.get(kind)
+        if row is not None:
+            code, headers = row
+            return RegistryError(code, error.message, error.detail, headers=headers(error) if headers else None)
+    return RegistryError(ErrorCode.UNKNOWN, error.message, error.detail)
+
+
+def error_response(error: RegistryError, *, head: bool = False) -> Response:
+    body = error_body(error.code, error.message, error.detail)
+    headers = {API_VERSION[0]: API_VERSION[1], **error.headers}
+    if head:
+        # A HEAD answer carries no body, but says how long the GET body would have been.
+        headers["Content-Length"] = str(len(body))
+        return Response(status_code=error.status, headers=headers, media_type="application/json")
+    return Response(body, status_code=error.status, headers=headers, media_type="application/json")

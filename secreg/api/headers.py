@@ -1,0 +1,10 @@
+"""Header values the API computes in more than one place."""
+
+from __future__ import annotations
+
+API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
+
+
+def upload_range(size: int) -> str:
+    """An upload session's `Range`: the Docker convention, 0-0 when empty, otherwise 0-<last byte>."""
+    return f"0-{max(size - 1, 0)}"
