@@ -30,7 +30,7 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from secreg.cli.main import CliError
     from secreg.registry.gc import GcBusy, collect_garbage
-    from secreg.storage.filesystem import FilesystemDriver
+    from secreg.storage.factory import driver_from_settings
 
     overrides: dict[str, Any] = {}
     if args.storage:
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"storage directory {settings.storage_root} does not exist")
     try:
         report = collect_garbage(
-            FilesystemDriver(settings.storage_root),
+            driver_from_settings(settings),
             grace=grace,
             delete_untagged=args.delete_untagged,
             dry_run=args.dry_run,

@@ -48,7 +48,7 @@ class BlobStore:
     def unlink(self, name: str, digest: Digest) -> None:
         """Remove the repository's link; the bytes stay until garbage collection finds them unreferenced."""
         try:
-            self.driver.delete(layout.layer_link(name, digest).rsplit("/", 1)[0])
+            self.driver.delete(layout.layer_link_dir(name, digest))
         except PathNotFound:
             raise BlobUnknown(digest) from None
 
@@ -67,19 +67,19 @@ class BlobStore:
 def list_repositories(driver: StorageDriver, include_upload_only: bool = False) -> list[str]:
     """Every repository (a directory holding `_manifests` or `_layers`), in lexical order; with
     `include_upload_only`, also those that so far hold only upload sessions."""
-    markers = {"_manifests", "_layers", "_uploads"} if include_upload_only else {"_manifests", "_layers"}
+    markers = layout.REPOSITORY_MARKERS | ({layout.UPLOADS_MARKER} if include_upload_only else set())
     found: list[str] = []
 
-    def visit(prefix: str, path: str) -> None:
+    def visit(name: str) -> None:
         try:
-            children = driver.list(path)
+            children = driver.list(layout.repository(name) if name else layout.REPOSITORIES)
         except PathNotFound:
             return
-        if markers.intersection(children):
-            found.append(prefix)
+        if name and markers.intersection(children):
+            found.append(name)
         for child in children:
             if not child.startswith("_") and not child.startswith("."):
-                visit(f"{prefix}/{child}" if prefix else child, f"{path}/{child}")
+                visit(f"{name}/{child}" if name else child)
 
-    visit("", layout.REPOSITORIES)
-    return sorted(n for n in found if n)
+    visit("")
+    return sorted(found)

@@ -149,7 +149,7 @@ def collect_garbage(
         if not dry_run:
             _recover(driver)
         purged = _purge_uploads(driver, upload_purge_age, now, dry_run) if upload_purge_age is not None else ()
-        run = _Run(driver, cutoff, delete_untagged, f"{GC_DIR}/{uuid.uuid4().hex}")
+        run = _Run(driver, cutoff, delete_untagged, layout.gc_run_dir(uuid.uuid4().hex))
         first = run.scan()
         plan = run.plan(first, run.scan_blobs())
         if dry_run:
@@ -204,13 +204,6 @@ class _Item:
     size: int = 0
 
 
-def _digest(algorithm: str, hex_: str) -> Digest | None:
-    try:
-        return Digest.parse(f"{algorithm}:{hex_}")
-    except RegistryError:
-        return None  # a temporary or half-deleted entry, never a stored digest
-
-
 class _Run:
     def __init__(self, driver: StorageDriver, cutoff: float, delete_untagged: bool, run_dir: str) -> None:
         self.driver = driver
@@ -225,41 +218,30 @@ class _Run:
     def scan(self) -> dict[str, _Repository]:
         """Links, revisions and tags of every repository, in one walk."""
         repos: dict[str, _Repository] = {}
-        prefix = len(layout.REPOSITORIES) + 1
         for info in self.driver.walk_files(layout.REPOSITORIES):
-            parts = info.path[prefix:].split("/")
-            at = next((i for i, part in enumerate(parts) if part.startswith("_")), 0)
-            if at == 0 or parts[-1] != "link":
+            found = layout.parse_repository_path(info.path)
+            if found is None:
                 continue
-            name, kind, rest = "/".join(parts[:at]), parts[at], parts[at + 1:]
-            if kind == "_layers" and len(rest) == 3:
-                digest = _digest(rest[0], rest[1])
-                if digest is not None:
-                    repos.setdefault(name, _Repository()).layers[digest] = info.path
-            elif kind == "_manifests" and len(rest) == 4 and rest[0] == "revisions":
-                digest = _digest(rest[1], rest[2])
-                if digest is not None:
-                    repos.setdefault(name, _Repository()).revisions[digest] = info.path
-            elif kind == "_manifests" and len(rest) == 4 and rest[0] == "tags" and rest[2] == "current":
+            repo = repos.setdefault(found.repository, _Repository())
+            if found.kind == "layer" and found.digest is not None:
+                repo.layers[found.digest] = info.path
+            elif found.kind == "revision" and found.digest is not None:
+                repo.revisions[found.digest] = info.path
+            elif found.kind == "tag" and found.tag is not None:
                 target = self._read_link(info.path)
                 if target is not None:
-                    repos.setdefault(name, _Repository()).tags[rest[1]] = target
-            elif kind == "_manifests" and len(rest) == 6 and rest[0] == "tags" and rest[2] == "index":
-                digest = _digest(rest[3], rest[4])
-                if digest is not None:
-                    repos.setdefault(name, _Repository()).tag_history.setdefault(digest, []).append(rest[1])
+                    repo.tags[found.tag] = target
+            elif found.kind == "tag_index" and found.digest is not None and found.tag is not None:
+                repo.tag_history.setdefault(found.digest, []).append(found.tag)
         return repos
 
     def scan_blobs(self) -> dict[Digest, tuple[int, str]]:
         """Every blob's size and data path."""
         found: dict[Digest, tuple[int, str]] = {}
-        prefix = len(layout.BLOBS) + 1
         for info in self.driver.walk_files(layout.BLOBS):
-            parts = info.path[prefix:].split("/")
-            if len(parts) == 4 and parts[3] == "data":
-                digest = _digest(parts[0], parts[2])
-                if digest is not None:
-                    found[digest] = (info.size, info.path)
+            digest = layout.parse_blob_path(info.path)
+            if digest is not None:
+                found[digest] = (info.size, info.path)
         return found
 
     def _read_link(self, path: str) -> Digest | None:
@@ -284,7 +266,7 @@ class _Run:
             return math.inf
 
     def _quarantined(self, path: str) -> str:
-        return f"{self.run_dir}/{path[len(layout.V2) + 1:]}"
+        return layout.quarantined(self.run_dir, path)
 
     # --- what manifests reference -------------------------------------------------------------------
 
@@ -366,8 +348,7 @@ class _Run:
         for name, repo in sorted(repos.items()):
             for digest, path in sorted(repo.layers.items()):
                 if digest not in blobs and self.changed_at(path) <= self.cutoff:
-                    link_dir = path.rsplit("/", 1)[0]
-                    items.append(_Item("link", name, digest, (link_dir,), path))
+                    items.append(_Item("link", name, digest, (layout.layer_link_dir(name, digest),), path))
         return items
 
     def _manifest_item(self, name: str, digest: Digest, repo: _Repository) -> _Item:
@@ -376,7 +357,7 @@ class _Run:
         if parsed is not None and parsed.subject is not None:
             paths.append(layout.referrer_entry(name, parsed.subject.digest, digest))
         for tag in repo.tag_history.get(digest, ()):
-            paths.append(layout.tag_index_link(name, tag, digest).rsplit("/", 1)[0])
+            paths.append(layout.tag_index_dir(name, tag, digest))
         return _Item("manifest", name, digest, tuple(paths), layout.revision_link(name, digest))
 
     def recheck(self, items: list[_Item], repos: dict[str, _Repository]) -> list[_Item]:
@@ -515,17 +496,17 @@ def _lock(driver: StorageDriver) -> AppendWriter:
 def _recover(driver: StorageDriver) -> None:
     """Put back everything a crashed run left in quarantine; the next mark decides about it afresh."""
     try:
-        runs = [entry for entry in driver.list(GC_DIR) if entry != "lock"]
+        runs = [entry for entry in driver.list(GC_DIR) if entry != layout.GC_LOCK_NAME]
     except PathNotFound:
         return
     for entry in runs:
-        run_dir = f"{GC_DIR}/{entry}"
+        run_dir = layout.gc_run_dir(entry)
         files = sorted(
             (info.path for info in driver.walk_files(run_dir)),
-            key=lambda p: ("/_manifests/revisions/" in p and p.endswith("/link"), p),
+            key=lambda p: (layout.is_revision_link(layout.unquarantined(run_dir, p)), p),
         )
         for path in files:
-            destination = f"{layout.V2}/{path[len(run_dir) + 1:]}"
+            destination = layout.unquarantined(run_dir, path)
             _move_back(driver, path, destination, destination)
         log.warning("gc: put back %d file(s) an interrupted run had quarantined", len(files))
         try:

@@ -9,12 +9,12 @@ from secreg.storage import layout
 from secreg.storage.driver import PathNotFound, StorageDriver, StorageError
 
 # Beside blobs/ and repositories/ (so never a repository), in the tree every registry write goes to.
-PROBE_DIR = f"{layout.V2}/_readyz"
+PROBE_DIR = layout.PROBE_DIR
 
 
 def probe_storage(driver: StorageDriver) -> None:
     """Write, read and delete `_readyz/<pid>-<random>`; raises OSError or StorageError saying what failed."""
-    path = f"{PROBE_DIR}/{os.getpid()}-{secrets.token_hex(6)}"
+    path = layout.probe_file(f"{os.getpid()}-{secrets.token_hex(6)}")
     data = secrets.token_bytes(32)
     driver.write_bytes(path, data)
     try:

@@ -21,7 +21,7 @@ from secreg.registry.manifests import ManifestStore
 from secreg.registry.model import BlobInfo, ChunkRange, Manifest, PutResult, UploadState
 from secreg.registry.uploads import UploadStore
 from secreg.storage.driver import StorageDriver
-from secreg.storage.filesystem import FilesystemDriver
+from secreg.storage.factory import driver_from_settings
 
 __all__ = ["LocalBlobReader", "LocalRegistry"]
 
@@ -70,8 +70,7 @@ class LocalRegistry:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalRegistry:
-        driver = FilesystemDriver(settings.storage_root, direct_io=settings.storage_direct_io)
-        return cls.over(settings, driver)
+        return cls.over(settings, driver_from_settings(settings))
 
     @classmethod
     def over(cls, settings: Settings, driver: StorageDriver) -> LocalRegistry:

@@ -198,22 +198,23 @@ class ManifestStore:
         return sorted(t for t in names if self.driver.exists(layout.tag_current_link(name, t)))
 
     def referrers(self, name: str, subject: Digest, artifact_type: str | None) -> list[dict[str, Any]]:
-        base = layout.referrers_dir(name, subject)
         found: list[dict[str, Any]] = []
         try:
-            algorithms = self.driver.list(base)
+            algorithms = self.driver.list(layout.referrers_dir(name, subject))
         except PathNotFound:
             return found
         for algorithm in sorted(algorithms):
             try:
-                hexes = self.driver.list(f"{base}/{algorithm}")
+                hexes = self.driver.list(layout.referrer_algorithm_dir(name, subject, algorithm))
             except PathNotFound:
                 continue
             for hex_ in sorted(hexes):
+                digest = layout.digest_of(algorithm, hex_)
+                if digest is None:
+                    continue
                 try:
-                    digest = Digest.parse(f"{algorithm}:{hex_}")
-                    entry = json.loads(self.driver.read_bytes(f"{base}/{algorithm}/{hex_}"))
-                except (PathNotFound, RegistryError, ValueError):
+                    entry = json.loads(self.driver.read_bytes(layout.referrer_entry(name, subject, digest)))
+                except (PathNotFound, ValueError):
                     continue
                 if not self.exists(name, digest):
                     continue

@@ -5,6 +5,8 @@
       blobs/<alg>/<hex[:2]>/<hex>/data                       the bytes, shared by all repositories
       _gc/lock                                               secreg: held while a garbage collection runs
       _gc/<run>/...                                          secreg: what a running collection quarantined
+                                                             (the tree below v2/, e.g. _gc/<run>/blobs/...)
+      _readyz/<pid>-<random>                                 secreg: the readiness probe's short-lived file
       repositories/<name>/
         _layers/<alg>/<hex>/link                             "<alg>:<hex>": this repository may read the blob
         _manifests/revisions/<alg>/<hex>/link                a manifest of this repository
@@ -17,17 +19,28 @@
 
 Repository names are validated (`secreg.names`) and never contain a component starting with `_`, so a
 repository can never collide with these directories; upload ids are validated UUIDs.
+
+Paths are built here and parsed here (`parse_blob_path`, `parse_repository_path`), so the code above storage
+walks the tree without knowing its shape, and a driver for another backend needs no change above `storage/`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from secreg.digest import Digest
+from secreg.errors import RegistryError
 
 V2 = "docker/registry/v2"
 BLOBS = f"{V2}/blobs"
 REPOSITORIES = f"{V2}/repositories"
 GC_DIR = f"{V2}/_gc"
-GC_LOCK = f"{GC_DIR}/lock"
+GC_LOCK_NAME = "lock"
+GC_LOCK = f"{GC_DIR}/{GC_LOCK_NAME}"
+PROBE_DIR = f"{V2}/_readyz"
+# A directory below repositories/ holding one of these is a repository (`_uploads`: one with sessions only).
+REPOSITORY_MARKERS = frozenset({"_manifests", "_layers"})
+UPLOADS_MARKER = "_uploads"
 
 
 def blob_dir(digest: Digest) -> str:
@@ -43,7 +56,11 @@ def repository(name: str) -> str:
 
 
 def layer_link(name: str, digest: Digest) -> str:
-    return f"{REPOSITORIES}/{name}/_layers/{digest.algorithm}/{digest.hex}/link"
+    return f"{layer_link_dir(name, digest)}/link"
+
+
+def layer_link_dir(name: str, digest: Digest) -> str:
+    return f"{REPOSITORIES}/{name}/_layers/{digest.algorithm}/{digest.hex}"
 
 
 def layers_dir(name: str) -> str:
@@ -78,8 +95,12 @@ def tag_current_link(name: str, tag: str) -> str:
     return f"{tag_dir(name, tag)}/current/link"
 
 
+def tag_index_dir(name: str, tag: str, digest: Digest) -> str:
+    return f"{tag_dir(name, tag)}/index/{digest.algorithm}/{digest.hex}"
+
+
 def tag_index_link(name: str, tag: str, digest: Digest) -> str:
-    return f"{tag_dir(name, tag)}/index/{digest.algorithm}/{digest.hex}/link"
+    return f"{tag_index_dir(name, tag, digest)}/link"
 
 
 def uploads_dir(name: str) -> str:
@@ -102,8 +123,35 @@ def referrers_dir(name: str, subject: Digest) -> str:
     return f"{REPOSITORIES}/{name}/_referrers/{subject.algorithm}/{subject.hex}"
 
 
+def referrer_algorithm_dir(name: str, subject: Digest, algorithm: str) -> str:
+    return f"{referrers_dir(name, subject)}/{algorithm}"
+
+
 def referrer_entry(name: str, subject: Digest, referrer: Digest) -> str:
-    return f"{referrers_dir(name, subject)}/{referrer.algorithm}/{referrer.hex}"
+    return f"{referrer_algorithm_dir(name, subject, referrer.algorithm)}/{referrer.hex}"
+
+
+def probe_file(token: str) -> str:
+    return f"{PROBE_DIR}/{token}"
+
+
+def gc_run_dir(run_id: str) -> str:
+    return f"{GC_DIR}/{run_id}"
+
+
+def quarantined(run_dir: str, path: str) -> str:
+    """Where a collection run keeps `path` (a path below v2/) while deciding about it."""
+    return f"{run_dir}/{path[len(V2) + 1:]}"
+
+
+def unquarantined(run_dir: str, path: str) -> str:
+    """The inverse of `quarantined`: where a file found in `run_dir` belongs."""
+    return f"{V2}/{path[len(run_dir) + 1:]}"
+
+
+def child(directory: str, name: str) -> str:
+    """An entry of a directory listed with the driver's `list`."""
+    return f"{directory}/{name}"
 
 
 def link_target(data: bytes) -> Digest:
@@ -112,3 +160,61 @@ def link_target(data: bytes) -> Digest:
 
 def link_content(digest: Digest) -> bytes:
     return str(digest).encode()
+
+
+def digest_of(algorithm: str, hex_: str) -> Digest | None:
+    """The digest two path components spell; None for a temporary or half-deleted entry."""
+    try:
+        return Digest.parse(f"{algorithm}:{hex_}")
+    except RegistryError:
+        return None
+
+
+def parse_blob_path(path: str) -> Digest | None:
+    """The digest of `blobs/<alg>/<xx>/<hex>/data`; None for any other path."""
+    parts = path[len(BLOBS) + 1:].split("/") if path.startswith(f"{BLOBS}/") else []
+    if len(parts) == 4 and parts[3] == "data":
+        return digest_of(parts[0], parts[2])
+    return None
+
+
+@dataclass(frozen=True)
+class RepositoryPath:
+    """What a link file below repositories/ is: `kind` "layer", "revision", "tag" (a tag's current link,
+    whose target is in the file) or "tag_index" (a digest the tag pointed at)."""
+
+    repository: str
+    kind: str
+    digest: Digest | None = None
+    tag: str | None = None
+
+
+def parse_repository_path(path: str) -> RepositoryPath | None:
+    """Parse a `link` file's path below repositories/; None for anything else."""
+    if not path.startswith(f"{REPOSITORIES}/"):
+        return None
+    parts = path[len(REPOSITORIES) + 1:].split("/")
+    at = next((i for i, part in enumerate(parts) if part.startswith("_")), 0)
+    if at == 0 or parts[-1] != "link":
+        return None
+    name, kind, rest = "/".join(parts[:at]), parts[at], parts[at + 1:]
+    if kind == "_layers" and len(rest) == 3:
+        digest = digest_of(rest[0], rest[1])
+        return RepositoryPath(name, "layer", digest) if digest is not None else None
+    if kind != "_manifests" or len(rest) < 4:
+        return None
+    if len(rest) == 4 and rest[0] == "revisions":
+        digest = digest_of(rest[1], rest[2])
+        return RepositoryPath(name, "revision", digest) if digest is not None else None
+    if len(rest) == 4 and rest[0] == "tags" and rest[2] == "current":
+        return RepositoryPath(name, "tag", tag=rest[1])
+    if len(rest) == 6 and rest[0] == "tags" and rest[2] == "index":
+        digest = digest_of(rest[3], rest[4])
+        return RepositoryPath(name, "tag_index", digest, rest[1]) if digest is not None else None
+    return None
+
+
+def is_revision_link(path: str) -> bool:
+    """A manifest revision's link (put back last when a collection run is undone: it makes the rest visible)."""
+    parsed = parse_repository_path(path)
+    return parsed is not None and parsed.kind == "revision"

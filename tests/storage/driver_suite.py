@@ -1,83 +1,144 @@
-"""One conformance suite for every storage driver (today: the filesystem driver)."""
+"""The one conformance suite for every storage driver (distribution's storage/driver/testsuites).
+
+A driver's test file subclasses `DriverSuite` and gives the `driver` fixture, a fresh empty driver per test:
+
+    class TestFilesystemDriver(DriverSuite):
+        @pytest.fixture
+        def driver(self, tmp_path: Path) -> StorageDriver:
+            return FilesystemDriver(tmp_path / "root")
+
+Everything the registry relies on is asserted here, through the `StorageDriver` protocol only: nothing about
+files, directories or objects, so an object-store driver passes the same tests.
+"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from pathlib import Path
+import hashlib
 
 import pytest
 
 from secreg.storage.driver import InvalidPath, PathNotFound, StorageDriver
-from secreg.storage.filesystem import FilesystemDriver
-
-DRIVERS: dict[str, Callable[[Path], StorageDriver]] = {"filesystem": FilesystemDriver}
 
 
-@pytest.fixture(params=sorted(DRIVERS))
-def driver(request: pytest.FixtureRequest, tmp_path: Path) -> StorageDriver:
-    return DRIVERS[request.param](tmp_path / "root")
+class DriverSuite:
+    """Subclass as `Test<Driver>` and define the `driver` fixture."""
 
+    @pytest.fixture
+    def driver(self) -> StorageDriver:
+        raise NotImplementedError("a driver's test file defines the driver fixture")
 
-def test_write_read_replace(driver: StorageDriver) -> None:
-    driver.write_bytes("a/b/c", b"one")
-    assert driver.read_bytes("a/b/c") == b"one"
-    driver.write_bytes("a/b/c", b"two")
-    assert driver.read_bytes("a/b/c") == b"two"
-    assert driver.stat("a/b/c").size == 3
-    assert driver.exists("a/b/c") and not driver.exists("a/b/d")
+    def test_write_read_replace(self, driver: StorageDriver) -> None:
+        driver.write_bytes("a/b/c", b"one")
+        assert driver.read_bytes("a/b/c") == b"one"
+        driver.write_bytes("a/b/c", b"two")
+        assert driver.read_bytes("a/b/c") == b"two"
+        assert driver.stat("a/b/c").size == 3
+        assert driver.exists("a/b/c") and not driver.exists("a/b/d")
 
+    def test_empty_file(self, driver: StorageDriver) -> None:
+        driver.write_bytes("empty", b"")
+        assert driver.read_bytes("empty") == b"" and driver.stat("empty").size == 0
 
-def test_missing_paths(driver: StorageDriver) -> None:
-    for call in (lambda: driver.read_bytes("nope"), lambda: driver.stat("nope"), lambda: driver.list("nope"),
-                 lambda: driver.delete("nope"), lambda: driver.open_read("nope"), lambda: driver.move("x", "y")):
-        with pytest.raises(PathNotFound):
-            call()
-    assert list(driver.walk_files("nope")) == []
+    def test_missing_paths(self, driver: StorageDriver) -> None:
+        for call in (lambda: driver.read_bytes("nope"), lambda: driver.stat("nope"), lambda: driver.list("nope"),
+                     lambda: driver.delete("nope"), lambda: driver.open_read("nope"),
+                     lambda: driver.move("x", "y")):
+            with pytest.raises(PathNotFound):
+                call()
+        assert list(driver.walk_files("nope")) == []
+        assert not driver.exists("nope")
 
+    def test_directories_exist_through_their_files(self, driver: StorageDriver) -> None:
+        driver.write_bytes("d/sub/file", b"x")
+        assert driver.exists("d") and driver.exists("d/sub")
+        assert driver.stat("d/sub").is_dir and not driver.stat("d/sub/file").is_dir
+        assert driver.list("d") == ["sub"]
 
-def test_list_hides_temporaries_and_walk(driver: StorageDriver) -> None:
-    driver.write_bytes("d/one", b"1")
-    driver.write_bytes("d/sub/two", b"22")
-    assert sorted(driver.list("d")) == ["one", "sub"]
-    assert sorted((f.path, f.size) for f in driver.walk_files("d")) == [("d/one", 1), ("d/sub/two", 2)]
+    def test_list_hides_temporaries_and_walk(self, driver: StorageDriver) -> None:
+        driver.write_bytes("d/one", b"1")
+        driver.write_bytes("d/sub/two", b"22")
+        assert sorted(driver.list("d")) == ["one", "sub"]
+        assert sorted((f.path, f.size) for f in driver.walk_files("d")) == [("d/one", 1), ("d/sub/two", 2)]
+        assert all(f.mtime > 0 and not f.is_dir for f in driver.walk_files("d"))
 
+    def test_streaming_read_with_seek(self, driver: StorageDriver) -> None:
+        driver.write_bytes("blob", bytes(range(256)) * 4)
+        with driver.open_read("blob") as handle:
+            handle.seek(300)
+            assert handle.read(4) == bytes([44, 45, 46, 47])
 
-def test_append_truncate_lock(driver: StorageDriver) -> None:
-    writer = driver.open_append("up/data")
-    try:
-        assert writer.try_lock()
-        writer.write(b"hello ")
-        writer.write(memoryview(b"world"))
-        writer.sync()
-        assert writer.size == 11
-        second = driver.open_append("up/data")
+    def test_append_truncate_lock(self, driver: StorageDriver) -> None:
+        writer = driver.open_append("up/data")
         try:
-            assert not second.try_lock()
+            assert writer.try_lock()
+            writer.write(b"hello ")
+            writer.write(memoryview(b"world"))
+            writer.sync()
+            assert writer.size == 11
+            second = driver.open_append("up/data")
+            try:
+                assert not second.try_lock()
+            finally:
+                second.close()
+            writer.truncate(5)
         finally:
-            second.close()
-        writer.truncate(5)
-    finally:
-        writer.close()
-    assert driver.read_bytes("up/data") == b"hello"
+            writer.close()
+        assert driver.read_bytes("up/data") == b"hello"
 
+    def test_append_resumes_and_observes_every_byte(self, driver: StorageDriver) -> None:
+        seen = hashlib.sha256()
+        writer = driver.open_append("up/data")
+        try:
+            writer.write_pieces([b"ab", bytearray(b"cd"), memoryview(b"ef")], seen.update)
+        finally:
+            writer.close()
+        again = driver.open_append("up/data")
+        try:
+            assert again.size == 6
+            again.write(b"gh" * 100_000, seen.update)
+            again.flush()
+        finally:
+            again.close()
+        data = driver.read_bytes("up/data")
+        assert data == b"abcdef" + b"gh" * 100_000
+        assert seen.hexdigest() == hashlib.sha256(data).hexdigest()
+        assert driver.stat("up/data").size == len(data)
 
-def test_move_and_delete_tree(driver: StorageDriver) -> None:
-    driver.write_bytes("src/file", b"x")
-    driver.move("src/file", "dst/deep/file")
-    assert driver.read_bytes("dst/deep/file") == b"x" and not driver.exists("src/file")
-    driver.delete("dst")
-    assert not driver.exists("dst/deep/file")
+    def test_move_and_delete_tree(self, driver: StorageDriver) -> None:
+        driver.write_bytes("src/file", b"x")
+        driver.move("src/file", "dst/deep/file")
+        assert driver.read_bytes("dst/deep/file") == b"x" and not driver.exists("src/file")
+        driver.delete("dst")
+        assert not driver.exists("dst/deep/file") and not driver.exists("dst")
 
+    def test_move_replaces_and_moves_trees(self, driver: StorageDriver) -> None:
+        driver.write_bytes("new", b"new")
+        driver.write_bytes("old", b"old")
+        driver.move("new", "old")
+        assert driver.read_bytes("old") == b"new" and not driver.exists("new")
+        driver.write_bytes("tree/a/one", b"1")
+        driver.write_bytes("tree/two", b"2")
+        driver.move("tree", "elsewhere/tree")
+        assert sorted(f.path for f in driver.walk_files("elsewhere")) == ["elsewhere/tree/a/one",
+                                                                         "elsewhere/tree/two"]
+        assert not driver.exists("tree")
 
-def test_paths_cannot_escape(driver: StorageDriver) -> None:
-    for bad in ("../etc/passwd", "/etc/passwd", "a/../../b", "a\x00b"):
-        with pytest.raises(InvalidPath):
-            driver.read_bytes(bad)
+    def test_delete_one_file_keeps_its_siblings(self, driver: StorageDriver) -> None:
+        driver.write_bytes("d/keep", b"1")
+        driver.write_bytes("d/drop", b"2")
+        driver.delete("d/drop")
+        assert driver.list("d") == ["keep"]
 
+    def test_paths_cannot_escape(self, driver: StorageDriver) -> None:
+        for bad in ("../etc/passwd", "/etc/passwd", "a/../../b", "a\x00b"):
+            with pytest.raises(InvalidPath):
+                driver.read_bytes(bad)
+            with pytest.raises(InvalidPath):
+                driver.write_bytes(bad, b"x")
 
-def test_files_written_atomically_leave_no_temporaries(tmp_path: Path) -> None:
-    driver = FilesystemDriver(tmp_path)
-    for i in range(20):
-        driver.write_bytes("x/link", str(i).encode())
-    assert os.listdir(tmp_path / "x") == ["link"]
+    def test_local_path_is_the_file_or_none(self, driver: StorageDriver) -> None:
+        driver.write_bytes("f", b"local")
+        local = driver.local_path("f")
+        if local is not None:
+            with open(local, "rb") as handle:
+                assert handle.read() == b"local"

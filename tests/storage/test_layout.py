@@ -1,0 +1,37 @@
+"""Every path is built and parsed in layout.py: what it builds, it parses back."""
+
+from __future__ import annotations
+
+from secreg.digest import Digest
+from secreg.storage import layout
+
+D = Digest.of(b"layout")
+E = Digest.of(b"other", "sha512")
+
+
+def test_parse_what_is_built() -> None:
+    assert layout.parse_blob_path(layout.blob_data(E)) == E
+    assert layout.parse_blob_path(layout.blob_dir(D)) is None
+    assert layout.parse_repository_path(layout.layer_link("a/b", D)) == layout.RepositoryPath("a/b", "layer", D)
+    assert layout.parse_repository_path(layout.revision_link("a", E)) == layout.RepositoryPath("a", "revision", E)
+    assert layout.parse_repository_path(layout.tag_current_link("a/b/c", "v1")) == \
+        layout.RepositoryPath("a/b/c", "tag", tag="v1")
+    assert layout.parse_repository_path(layout.tag_index_link("a", "v1", D)) == \
+        layout.RepositoryPath("a", "tag_index", D, "v1")
+    assert layout.is_revision_link(layout.revision_link("x", D))
+    assert not layout.is_revision_link(layout.layer_link("x", D))
+
+
+def test_other_paths_are_not_links() -> None:
+    for path in (layout.revision_media_type("a", D), layout.upload_data("a", "u"), layout.referrer_entry("a", D, E),
+                 f"{layout.layer_link_dir('a', D)}.tmp/link", layout.GC_LOCK, "elsewhere/link",
+                 f"{layout.REPOSITORIES}/a/_layers/sha256/not-hex/link"):
+        assert layout.parse_repository_path(path) is None, path
+
+
+def test_quarantine_round_trip() -> None:
+    run = layout.gc_run_dir("r1")
+    assert run.startswith(layout.GC_DIR + "/")
+    moved = layout.quarantined(run, layout.blob_data(D))
+    assert moved.startswith(run + "/blobs/")
+    assert layout.unquarantined(run, moved) == layout.blob_data(D)
