@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Literal
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -29,6 +31,7 @@ from secreg.registry.local import LocalRegistry
 from secreg.registry.maintenance import collect_garbage_forever, purge_uploads_forever
 from secreg.registry.model import RegistryModel
 
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 Role = Literal["all", "registry", "auth"]
 log = logging.getLogger("secreg")
 
@@ -54,6 +57,28 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         error = RegistryError(ErrorCode.UNKNOWN, str(exc.detail), status=exc.status_code)
     await settle_before_error(request, error)  # the router answers without reading the body
     return error_response(error, head=request.method == "HEAD")
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """A client that closes its connection mid-request is routine (timeouts, Ctrl-C, a load balancer): one INFO
+    line, no traceback. 499 (nginx's "client closed request") is for the access log; nobody receives it."""
+    log.info("client went away during %s %s", request.method, request.url.path[:300])
+    return Response(status_code=499)
+
+
+async def _os_error(request: Request, exc: Exception) -> Response:
+    """Registered for OSError so that Starlette's ExceptionMiddleware answers it (the catch-all `Exception`
+    handler runs in ServerErrorMiddleware, which re-raises: Hypercorn would log the traceback again)."""
+    assert isinstance(exc, OSError)
+    if exc.errno in _FULL:
+        # The operator needs one line, the client the cause; what was received so far stays in the upload.
+        log.error("storage is full (%s) on %s %s: refused with 507", os.strerror(exc.errno or 0),
+                  request.method, request.url.path)
+        error = RegistryError(ErrorCode.UNAVAILABLE, "storage is full: the registry cannot store more data "
+                              "until space is freed; an interrupted upload can be resumed", status=507)
+        await settle_before_error(request, error)
+        return error_response(error, head=request.method == "HEAD")
+    return await _unexpected(request, exc)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -104,6 +129,8 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
             RegistryError: _registry_error,
             ModelError: _model_error,
             HTTPException: _http_error,
+            OSError: _os_error,
+            ClientDisconnect: _client_gone,
             Exception: _unexpected,
         },
     )

@@ -24,4 +24,24 @@ def apply() -> bool:
         log.warning("hypercorn.asyncio.tcp_server.MAX_RECV not found: blob pushes use Hypercorn's default reads")
         return False
     tcp_server.MAX_RECV = READ_BYTES
+    quiet_tls_close()
     return True
+
+
+def quiet_tls_close() -> None:
+    """A client that keeps sending after the server's TLS close_notify (a body refused with 413 and
+    `Connection: close`) makes `wait_closed()` raise ssl.SSLError APPLICATION_DATA_AFTER_CLOSE_NOTIFY, which
+    Hypercorn's close does not expect: it surfaced as a 40-line traceback through the response being sent. The
+    connection is over either way."""
+    original = tcp_server.TCPServer._close
+    if getattr(original, "_secreg_quiet", False):
+        return
+
+    async def close(self: tcp_server.TCPServer) -> None:
+        try:
+            await original(self)
+        except OSError:  # ssl.SSLError is one
+            pass
+
+    close._secreg_quiet = True  # type: ignore[attr-defined]
+    tcp_server.TCPServer._close = close  # type: ignore[method-assign]

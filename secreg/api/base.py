@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from secreg.api.errors import oci_error
 from secreg.api.headers import API_VERSION
+from secreg.api.numbers import MAX_DIGITS, parse_count
 from secreg.auth.middleware import IDENTITY_KEY
 from secreg.errors import ErrorCode, RegistryError
 from secreg.names import validate_name
@@ -50,9 +51,10 @@ def content_length(request: Request) -> int | None:
     value = request.headers.get("content-length")
     if value is None:
         return None
-    if not value.isdigit():
+    length = parse_count(value)
+    if length is None:
         raise RegistryError(ErrorCode.SIZE_INVALID, "Content-Length is not a non-negative integer")
-    return int(value)
+    return length
 
 
 async def body_stream(request: Request) -> AsyncIterator[bytes]:
@@ -80,8 +82,15 @@ async def settle_body_on_error(request: Request) -> AsyncIterator[None]:
 
 
 async def settle_before_error(request: Request, error: RegistryError) -> None:
-    """Drain the rest of the body (up to DRAIN_LIMIT), or mark `error` to close the connection."""
-    if keeps_connection(request.scope) and not await _drain(request, DRAIN_LIMIT):
+    """Drain the rest of the body (up to DRAIN_LIMIT), or mark `error` to close the connection. A body declared
+    larger than that is not waited for: the answer goes out at once (a client may not send more before it)."""
+    if not keeps_connection(request.scope):
+        return
+    try:
+        declared = content_length(request)
+    except RegistryError:
+        declared = None
+    if (declared is not None and declared > DRAIN_LIMIT) or not await _drain(request, DRAIN_LIMIT):
         error.headers.setdefault("Connection", "close")
 
 
@@ -129,10 +138,11 @@ def pagination(request: Request, default: int, maximum: int) -> tuple[int, str]:
     n_text = request.query_params.get("n")
     if n_text is None or n_text == "":
         n = default
-    elif n_text.isdigit():
-        n = int(n_text)
+    elif (parsed := parse_count(n_text)) is not None:
+        n = parsed
     else:
-        raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID, "n must be a non-negative integer", {"n": n_text})
+        raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID,
+                            f"n must be a non-negative integer of at most {MAX_DIGITS} digits", {"n": n_text[:20]})
     return min(n, maximum), request.query_params.get("last", "")
 
 

@@ -10,10 +10,12 @@ from starlette.responses import Response, StreamingResponse
 from secreg.api.base import model_of, repository, respond
 from secreg.api.fileresponse import STREAM_CHUNK, FileRangeResponse
 from secreg.api.headers import API_VERSION
+from secreg.api.numbers import MAX_DIGITS, parse_count
 from secreg.digest import Digest
 from secreg.errors import ErrorCode, RegistryError
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
+_HUGE = 10**MAX_DIGITS  # an offset with more digits: past the end of any blob
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -27,17 +29,22 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     if first == "" and last == "":
         return None
     if first == "":
-        suffix = int(last)
+        suffix = _offset(last)
         if suffix == 0:
             raise _unsatisfiable(size)
         start = max(size - suffix, 0)
         return start, size - start
-    start = int(first)
-    end = int(last) if last else size - 1
+    start = _offset(first)
+    end = _offset(last) if last else size - 1
     if start >= size or end < start:
         raise _unsatisfiable(size)
     end = min(end, size - 1)
     return start, end - start + 1
+
+
+def _offset(digits: str) -> int:
+    number = parse_count(digits)
+    return _HUGE if number is None else number
 
 
 def _unsatisfiable(size: int) -> RegistryError:

@@ -27,6 +27,7 @@ from starlette.responses import Response
 
 from secreg.api.base import identity, json_response, model_of
 from secreg.api.listing import CatalogFilter
+from secreg.api.numbers import parse_count
 from secreg.auth.middleware import IDENTITY_KEY
 from secreg.errors import ErrorCode, RegistryError
 
@@ -51,10 +52,11 @@ def _number(request: Request, name: str, default: int, maximum: int) -> int:
     text = request.query_params.get(name)
     if text is None or text == "":
         return default
-    if not text.isdigit() or not 1 <= int(text) <= maximum:
+    number = parse_count(text)
+    if number is None or not 1 <= number <= maximum:
         raise RegistryError(ErrorCode.PAGINATION_NUMBER_INVALID, f"{name} must be an integer from 1 to {maximum}",
                             {name: text[:20]})
-    return int(text)
+    return number
 
 
 async def search(request: Request) -> Response:

@@ -11,13 +11,14 @@ from secreg.api import urls
 from secreg.api.base import body_stream, content_length, may, model_of, repository, respond
 from secreg.api.errors import oci_error
 from secreg.api.headers import upload_range
+from secreg.api.numbers import MAX_DIGITS, parse_count
 from secreg.digest import Digest
 from secreg.errors import ErrorCode, RegistryError
 from secreg.names import validate_name
 from secreg.registry.errors import RangeMismatch
 from secreg.registry.model import ChunkRange, UploadState
 
-_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?([0-9]+)-([0-9]+)(?:/(?:[0-9]+|\*))?$")
 MIN_CHUNK = 0
 
 
@@ -45,7 +46,10 @@ def _chunk_range(request: Request, current: int | None = None) -> ChunkRange | N
     match = _CONTENT_RANGE.match(header.strip())
     if not match:
         raise oci_error(RangeMismatch(current or 0, f"malformed Content-Range {header[:100]!r}; expected start-end"))
-    return ChunkRange(int(match.group(1)), int(match.group(2)))
+    start, end = parse_count(match.group(1)), parse_count(match.group(2))
+    if start is None or end is None:
+        raise oci_error(RangeMismatch(current or 0, f"Content-Range offsets longer than {MAX_DIGITS} digits"))
+    return ChunkRange(start, end)
 
 
 def _digest_param(request: Request) -> Digest:

@@ -36,7 +36,7 @@ IDENTITY_KEY = "secreg.identity"
 Resolver = Callable[[Scope], list[Access] | None]
 
 # A Host header goes into the realm URL inside a quoted challenge: accept host names and IP literals only.
-_HOST = re.compile(r"^[A-Za-z0-9.\-]+(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$")
+_HOST = re.compile(r"^[A-Za-z0-9.\-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$")
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ RESERVED_NAMES = frozenset({"anonymous"})
 # Salt and checksum of a bcrypt hash of a password nobody knows. Verifying against it with the file's
 # usual cost takes as long as a real check, so a wrong user name answers no faster than a wrong password.
 _DUMMY_TAIL = "OtvhXcg4svBiCSRY17Uk3enDG/8Hehbn64p.3h6X9swJKQ/SHjLNG"
-_BCRYPT_COST = re.compile(r"^\$2[abxy]?\$(\d\d)\$")
+_BCRYPT_COST = re.compile(r"^\$2[abxy]?\$([0-9][0-9])\$")
 
 T = TypeVar("T")
 

@@ -7,11 +7,11 @@ At most one manifest and one config are read per repository, and the answer is c
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from typing import Any
 
+from secreg import jsonlimit
 from secreg.digest import Digest
 from secreg.errors import RegistryError
 from secreg.registry.blobs import BlobStore
@@ -75,7 +75,7 @@ class Descriptions:
 
     def _read(self, name: str, digest: Digest) -> str:
         try:
-            document = json.loads(self.manifests.get(name, digest).content)
+            document = jsonlimit.loads(self.manifests.get(name, digest).content)
         except (RegistryError, ModelError, ValueError):
             return ""
         if not isinstance(document, dict):
@@ -91,7 +91,7 @@ class Descriptions:
             info = self.blobs.stat(name, config_digest)
             if info.size > MAX_CONFIG_BYTES:
                 return ""
-            image = json.loads(self.driver.read_bytes(info.path))
+            image = jsonlimit.loads(self.driver.read_bytes(info.path))
         except (RegistryError, ModelError, PathNotFound, ValueError):
             return ""
         runtime = image.get("config") if isinstance(image, dict) else None

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from secreg import jsonlimit
 from secreg.digest import Digest
 from secreg.errors import RegistryError
 from secreg.registry.errors import ManifestInvalid
@@ -97,7 +97,9 @@ def _check_embedded_data(data: Any, digest: Digest, size: int, where: str) -> No
 
 def parse_manifest(content: bytes, content_type: str | None) -> ParsedManifest:
     try:
-        document = json.loads(content)
+        document = jsonlimit.loads(content)
+    except jsonlimit.NestingError as exc:
+        raise invalid(f"manifest is {exc}") from None
     except (ValueError, UnicodeDecodeError):
         raise invalid("manifest is not valid JSON") from None
     if not isinstance(document, dict):

@@ -1,0 +1,122 @@
+"""Input built to break parsers answers 4xx with the spec's error body, never a 500 or a logged traceback."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.oci import OCI_MANIFEST, error_code, push_blob, put_manifest
+from tests.server import RunningServer, run_secreg
+
+HUGE = "9" * 5000  # int() refuses more than 4,300 digits
+NOT_ASCII = ["\u00b2", "\u2460", "\u0663"]  # str.isdigit() says yes to "²" and "①", int() to neither; "٣" is a digit
+
+
+def _no_traceback(server: RunningServer) -> None:
+    log = server.log()
+    assert "Traceback" not in log and "unhandled error" not in log, log[-3000:]
+
+
+@pytest.mark.parametrize("value", [*NOT_ASCII, HUGE, "1" * 19, " 5", "+5", "1_0"])
+def test_counts_in_query_strings(client: httpx.Client, open_server: RunningServer, value: str) -> None:
+    push_blob(client, "ints/repo", b"x")
+    for path, name in [("/v2/_catalog", "n"), ("/v2/ints/repo/tags/list", "n"), ("/v1/search", "n"),
+                       ("/v1/search", "page")]:
+        r = client.get(path, params={name: value, "q": "ints"})
+        assert r.status_code == 400, (path, name, r.status_code, r.text)
+        assert error_code(r) == "PAGINATION_NUMBER_INVALID"
+    _no_traceback(open_server)
+
+
+def test_range_offsets(client: httpx.Client, open_server: RunningServer) -> None:
+    digest = push_blob(client, "ints/range", b"0123456789")
+    blob = f"/v2/ints/range/blobs/{digest}"
+    r = client.get(blob, headers={"Range": f"bytes={HUGE}-"})
+    assert r.status_code == 416 and r.headers["Content-Range"] == "bytes */10"
+    r = client.get(blob, headers={"Range": f"bytes=2-{HUGE}"})
+    assert r.status_code == 206 and r.content == b"23456789"
+    r = client.get(blob, headers={"Range": f"bytes=-{HUGE}"})
+    assert r.status_code == 206 and r.content == b"0123456789"
+    for odd in NOT_ASCII:  # not a range this server knows: ignored, the whole blob (RFC 9110)
+        r = client.get(blob, headers={"Range": f"bytes={odd}-".encode()})
+        assert r.status_code == 200 and r.content == b"0123456789"
+    _no_traceback(open_server)
+
+
+def test_content_range_offsets(client: httpx.Client, open_server: RunningServer) -> None:
+    location = client.post("/v2/ints/patch/blobs/uploads/").headers["Location"]
+    for header in [f"0-{HUGE}", f"{HUGE}-{HUGE}", "0-\u00b2".encode()]:
+        r = client.patch(location, content=b"abc", headers={"Content-Range": header})
+        assert r.status_code == 416, r.text
+        assert error_code(r) == "BLOB_UPLOAD_INVALID" or r.json()["errors"]
+    r = client.patch(location, content=b"abc", headers={"Content-Range": "0-2"})
+    assert r.status_code == 202  # the session survived the refusals
+    _no_traceback(open_server)
+
+
+def test_deeply_nested_manifest(client: httpx.Client, open_server: RunningServer) -> None:
+    for depth in (100, 1000, 100_000):
+        body = b'{"schemaVersion": 2, "mediaType": "%s", "annotations": {"a": "b"}, "x": ' % OCI_MANIFEST.encode()
+        body += b"[" * depth + b"]" * depth + b"}"
+        r = put_manifest(client, "ints/nested", "deep", body, OCI_MANIFEST, expect=400)
+        assert error_code(r) == "MANIFEST_INVALID" and "nested deeper than" in r.text
+    _no_traceback(open_server)
+
+
+# --- a full disk -------------------------------------------------------------------------------------------------
+
+@pytest.fixture()
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs: a real filesystem that fills up (needs root, as CI runs)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True)
+    if result.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a tmpfs: {result.stderr!r}")
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr!r}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_is_507_and_the_upload_stays_resumable(tmp_path: Path, small_disk: Path) -> None:
+    config = {"auth": {"enabled": False}, "storage": {"filesystem": {"rootdirectory": str(small_disk / "data")}}}
+    data = os.urandom(6 * 1024 * 1024)
+    with run_secreg(tmp_path / "server", config) as server, server.client() as c:
+        location = c.post("/v2/full/repo/blobs/uploads/").headers["Location"]
+        r = c.patch(location, content=data[: 1024 * 1024], headers={"Content-Range": f"0-{1024 * 1024 - 1}"})
+        assert r.status_code == 202
+        location = r.headers["Location"]
+        r = c.patch(location, content=data[1024 * 1024 :],
+                    headers={"Content-Range": f"{1024 * 1024}-{len(data) - 1}"})
+        assert r.status_code == 507, r.text
+        assert r.json()["errors"][0]["message"].startswith("storage is full")
+        ready = c.get("/readyz")
+        assert ready.status_code == 503 and "errno 28" in ready.json()["checks"]["storage"]
+        # Room again (an operator grew the volume): the same session continues from what it holds.
+        subprocess.run(["mount", "-o", "remount,size=32m", str(small_disk)], check=True)
+        status = c.get(location)
+        assert status.status_code == 204
+        held = int(status.headers["Range"].split("-")[1]) + 1
+        assert held >= 1024 * 1024
+        r = c.patch(status.headers["Location"], content=data[held:],
+                    headers={"Content-Range": f"{held}-{len(data) - 1}"})
+        assert r.status_code == 202, r.text
+        from tests.oci import sha256
+
+        r = c.put(r.headers["Location"], params={"digest": sha256(data)})
+        assert r.status_code == 201, r.text
+        assert c.get(f"/v2/full/repo/blobs/{sha256(data)}").content == data
+        log = server.log()
+    assert "Traceback" not in log
+    assert len(re.findall(r"storage is full", log)) == 1, log[-3000:]
+    shutil.rmtree(tmp_path / "server", ignore_errors=True)
