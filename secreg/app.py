@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from secreg.api.base import settle_before_error
 from secreg.api.errors import error_response, oci_error
@@ -142,6 +142,11 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
     from secreg.auth_wiring import wire_auth
 
     wire_auth(app, settings, role)
+    if settings.ui.enabled and role == "all" and registry is not None:
+        from secreg.ui.app import UI_PATH, create_ui, root_redirect
+
+        app.router.routes.append(Mount(UI_PATH, app=create_ui(settings, registry, app.state)))
+        app.router.routes.append(Route("/", root_redirect, methods=["GET"]))
     # Outermost of ours (added last): sees every answer, the auth middleware's 401s included.
     app.add_middleware(
         ObserveMiddleware,

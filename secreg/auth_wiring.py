@@ -33,6 +33,9 @@ def wire_auth(app: Starlette, settings: Settings, role: str) -> None:
     if role in ("all", "auth"):
         service = TokenService.from_settings(settings, groups=groups, policy=policy)
         app.router.routes[0:0] = token_routes(service)
+    app.state.token_service = service
+    app.state.policy = policy
+    app.state.groups = groups
     verifier: TokenVerifier | None = None
     if role in ("all", "registry"):
         token = auth.token

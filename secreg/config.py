@@ -76,6 +76,10 @@ DEFAULTS: dict[str, Any] = {
         "ratelimit": {"attempts": 5, "window": 60, "lockout": 60},
     },
     "gc": {"schedule": {"enabled": False, "interval": 86400, "delay": 300}, "grace": 3600},
+    "ui": {
+        "enabled": True,  # the web UI under /ui/ on the same listener
+        "session": {"lifetime": 1800},  # seconds a UI login lasts without activity
+    },
 }
 
 
@@ -120,6 +124,12 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class UISettings:
+    enabled: bool
+    session_lifetime: int
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str
     port: int
@@ -147,6 +157,7 @@ class Settings:
     gc_interval: int
     gc_delay: int
     gc_grace: int
+    ui: UISettings = field(default_factory=lambda: UISettings(True, 1800))
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
 
     @property
@@ -372,5 +383,9 @@ def validate(tree: Mapping[str, Any], base_dir: Path) -> Settings:
         gc_interval=_int(tree, "gc.schedule.interval", 1),
         gc_delay=_int(tree, "gc.schedule.delay", 0),
         gc_grace=_int(tree, "gc.grace", 0),
+        ui=UISettings(
+            enabled=_bool(tree, "ui.enabled"),
+            session_lifetime=_int(tree, "ui.session.lifetime", 60),
+        ),
         raw=copy.deepcopy(dict(tree)),
     )

@@ -259,6 +259,15 @@ class TokenService:
         audit.event("login.ok", user=user, client=client, via=via)
         return _Login(user, True)
 
+    async def password_login(self, user: str, password: str, client: str, via: str) -> str:
+        """Check a user name and password as the token endpoint does (same rate limiter, same audit events),
+        for the web UI's login form; the user name, or RegistryError (401, or 429 with Retry-After)."""
+        try:
+            return (await self._password_login(user, password, client, via)).subject
+        except _Refused as refused:
+            raise RegistryError(refused.code, refused.message, status=refused.status,
+                                headers=refused.headers) from None
+
     async def basic_login(self, header: str, client: str, via: str) -> str:
         """Check an `Authorization: Basic` value as the token endpoint does (same rate limiter, same audit
         events) for another endpoint that accepts passwords; the user name, or RegistryError (401 with a

@@ -45,9 +45,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError("--grace must not be negative")
     if not settings.storage_root.is_dir():
         raise CliError(f"storage directory {settings.storage_root} does not exist")
+    driver = driver_from_settings(settings)
     try:
         report = collect_garbage(
-            driver_from_settings(settings),
+            driver,
             grace=grace,
             delete_untagged=args.delete_untagged,
             dry_run=args.dry_run,
@@ -55,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
         )
     except GcBusy as exc:
         raise CliError(str(exc)) from exc
+    if not report.dry_run:
+        from secreg.registry.browse import Browse
+
+        Browse(driver).record_gc(report, "cli")
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
         return 0

@@ -10,17 +10,16 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
-import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from secreg.auth.accounts import AccountError, Accounts, generate_password
 from secreg.auth.groups import GroupStore, groups_file, validate_group_name
 from secreg.auth.users import UserStore, validate_password, validate_user_name
 from secreg.cli.main import CliError
 from secreg.config import ConfigError, load_settings
-from secreg.observability import audit
 from secreg.observability.logconfig import configure_audit_file
 
 
@@ -110,7 +109,7 @@ def _name(name: str) -> str:
 def _read_password(args: argparse.Namespace) -> tuple[str, bool]:
     """(password, generated)."""
     if args.generate:
-        return secrets.token_urlsafe(18), True
+        return generate_password(), True
     if args.password_stdin:
         line = sys.stdin.readline()
         password = line.removesuffix("\n")
@@ -140,6 +139,10 @@ def _stores(args: argparse.Namespace, *, create: bool = False) -> tuple[UserStor
         raise CliError(str(exc)) from None
 
 
+def _accounts(users: UserStore, groups: GroupStore) -> Accounts:
+    return Accounts(users, groups)
+
+
 def _add(args: argparse.Namespace) -> int:
     name = _name(args.name)
     for group in args.group:
@@ -148,11 +151,10 @@ def _add(args: argparse.Namespace) -> int:
     if name in users:
         raise CliError(f"user {name!r} already exists (change its password with `secreg user passwd {name}`)")
     password, generated = _read_password(args)
-    if not users.add(name, password):
-        raise CliError(f"user {name!r} already exists")
-    for group in args.group:
-        groups.add(name, group)
-    audit.event("user.add", user=name, groups=sorted(args.group), by=_operator())
+    try:
+        _accounts(users, groups).add(name, password, args.group, by=_operator())
+    except AccountError as exc:
+        raise CliError(str(exc)) from None
     print(f"created user {name}" + (f" (groups: {', '.join(args.group)})" if args.group else ""))
     if generated:
         print(f"password (shown only this once): {password}")
@@ -161,13 +163,14 @@ def _add(args: argparse.Namespace) -> int:
 
 def _passwd(args: argparse.Namespace) -> int:
     name = _name(args.name)
-    users, _ = _stores(args)
+    users, groups = _stores(args)
     if name not in users:
         raise CliError(f"no user {name!r} (create it with `secreg user add {name}`)")
     password, generated = _read_password(args)
-    if not users.set_password(name, password):
-        raise CliError(f"no user {name!r}")
-    audit.event("user.passwd", user=name, by=_operator())
+    try:
+        _accounts(users, groups).set_password(name, password, by=_operator())
+    except AccountError as exc:
+        raise CliError(str(exc)) from None
     print(f"changed the password of {name}; its refresh tokens (docker logins) no longer work")
     if generated:
         print(f"password (shown only this once): {password}")
@@ -176,10 +179,10 @@ def _passwd(args: argparse.Namespace) -> int:
 
 def _delete(args: argparse.Namespace) -> int:
     users, groups = _stores(args)
-    if not users.delete(args.name):
-        raise CliError(f"no user {args.name!r}")
-    left = groups.remove_user(args.name)
-    audit.event("user.delete", user=args.name, groups=sorted(left), by=_operator())
+    try:
+        left = _accounts(users, groups).delete(args.name, by=_operator())
+    except AccountError as exc:
+        raise CliError(str(exc)) from None
     print(f"deleted user {args.name}" + (f" (removed from {', '.join(sorted(left))})" if left else ""))
     return 0
 
@@ -208,17 +211,11 @@ def _groups(args: argparse.Namespace) -> int:
     name = args.name
     for group in args.add:
         _group_name(group)
-    if args.add and name not in users:
-        raise CliError(f"no user {name!r} (create it with `secreg user add {name}`)")
-    for group in args.add:
-        groups.add(name, group)
-    removed = []
-    for group in args.remove:
-        if groups.remove(name, group):
-            removed.append(group)
-        else:
-            print(f"{name} was not in group {group}", file=sys.stderr)
-    if args.add or removed:
-        audit.event("user.groups", user=name, added=sorted(args.add), removed=removed, by=_operator())
+    try:
+        not_member = _accounts(users, groups).change_groups(name, args.add, args.remove, by=_operator())
+    except AccountError as exc:
+        raise CliError(str(exc)) from None
+    for group in not_member:
+        print(f"{name} was not in group {group}", file=sys.stderr)
     print(f"{name}: {', '.join(sorted(groups.groups_of(name))) or '-'}")
     return 0

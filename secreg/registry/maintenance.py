@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 
+from secreg.registry.browse import Browse
 from secreg.registry.local import LocalRegistry
 
 log = logging.getLogger("secreg.maintenance")
@@ -40,6 +41,7 @@ async def collect_garbage_forever(registry: LocalRegistry) -> None:
                 upload_purge_age=settings.upload_purge_age,
             )
             record_gc(report)
+            Browse(registry.driver).record_gc(report, "schedule")
             log.info("scheduled gc: removed %d blob(s), freed %d bytes",
                      len(report.blobs_removed), report.bytes_freed)
         except GcBusy:

@@ -7,6 +7,7 @@
       _gc/<run>/...                                          secreg: what a running collection quarantined
                                                              (the tree below v2/, e.g. _gc/<run>/blobs/...)
       _readyz/<pid>-<random>                                 secreg: the readiness probe's short-lived file
+      _gcstatus/last.json                                    secreg: summary of the last collection (web UI)
       repositories/<name>/
         _layers/<alg>/<hex>/link                             "<alg>:<hex>": this repository may read the blob
         _manifests/revisions/<alg>/<hex>/link                a manifest of this repository
@@ -37,6 +38,7 @@ REPOSITORIES = f"{V2}/repositories"
 GC_DIR = f"{V2}/_gc"
 GC_LOCK_NAME = "lock"
 GC_LOCK = f"{GC_DIR}/{GC_LOCK_NAME}"
+GC_LAST_RUN = f"{V2}/_gcstatus/last.json"
 PROBE_DIR = f"{V2}/_readyz"
 # A directory below repositories/ holding one of these is a repository (`_uploads`: one with sessions only).
 REPOSITORY_MARKERS = frozenset({"_manifests", "_layers"})

@@ -1,0 +1,131 @@
+"""Read-only questions a person browsing the registry asks that the push/pull API does not: when was each tag
+last pushed, how much storage does a repository's content take, how much does the whole store hold, and
+what did the last garbage collection do. Cheap per call: a tag listing costs one stat per tag, a repository's
+size one stat per blob it links; nothing here reads every manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from secreg.digest import Digest
+from secreg.errors import RegistryError
+from secreg.registry.blobs import list_repositories
+from secreg.storage import layout
+from secreg.storage.driver import PathNotFound, StorageDriver
+
+__all__ = ["Browse", "StorageUsage", "TagInfo"]
+
+
+@dataclass(frozen=True)
+class TagInfo:
+    name: str
+    pushed: float  # when the tag was last written (POSIX time)
+
+
+@dataclass(frozen=True)
+class StorageUsage:
+    repositories: int
+    blobs: int
+    bytes: int
+
+
+class Browse:
+    def __init__(self, driver: StorageDriver) -> None:
+        self.driver = driver
+
+    def repositories(self) -> list[str]:
+        return list_repositories(self.driver)
+
+    def tags(self, name: str) -> list[TagInfo]:
+        """The repository's tags with their push times, in name order ([] for an unknown repository)."""
+        try:
+            names = self.driver.list(layout.tags_dir(name))
+        except PathNotFound:
+            return []
+        found: list[TagInfo] = []
+        for tag in sorted(names):
+            try:
+                found.append(TagInfo(tag, self.driver.stat(layout.tag_current_link(name, tag)).mtime))
+            except PathNotFound:
+                continue  # a tag being deleted
+        return found
+
+    def tags_pointing_at(self, name: str, digest: Digest) -> list[str]:
+        """Tags whose current target is `digest`: what a delete of that manifest takes with it."""
+        found: list[str] = []
+        for tag in self.tags(name):
+            try:
+                target = layout.link_target(self.driver.read_bytes(layout.tag_current_link(name, tag.name)))
+            except (PathNotFound, RegistryError):
+                continue
+            if target == digest:
+                found.append(tag.name)
+        return found
+
+    def read_small_blob(self, name: str, digest: Digest, limit: int) -> bytes | None:
+        """A blob of the repository (an image config) of at most `limit` bytes; None if not linked there,
+        missing or larger."""
+        if not self.driver.exists(layout.layer_link(name, digest)):
+            return None
+        try:
+            if self.driver.stat(layout.blob_data(digest)).size > limit:
+                return None
+            return self.driver.read_bytes(layout.blob_data(digest))
+        except PathNotFound:
+            return None
+
+    def repository_size(self, name: str) -> int:
+        """Bytes of the distinct blobs (layers, configs) the repository links, as stored (compressed)."""
+        total = 0
+        base = layout.layers_dir(name)
+        try:
+            algorithms = self.driver.list(base)
+        except PathNotFound:
+            return 0
+        for algorithm in algorithms:
+            try:
+                hexes = self.driver.list(f"{base}/{algorithm}")
+            except PathNotFound:
+                continue
+            for hex_ in hexes:
+                try:
+                    total += self.driver.stat(layout.blob_data(Digest.parse(f"{algorithm}:{hex_}"))).size
+                except (PathNotFound, RegistryError):
+                    continue
+        return total
+
+    def usage(self) -> StorageUsage:
+        """Every blob in the store (one walk of the blob tree) and the number of repositories."""
+        count = size = 0
+        for info in self.driver.walk_files(layout.BLOBS):
+            if info.path.endswith("/data"):
+                count += 1
+                size += info.size
+        return StorageUsage(len(self.repositories()), count, size)
+
+    # --- the last garbage collection ------------------------------------------------------------------
+
+    def record_gc(self, report: Any, trigger: str) -> None:
+        """Keep the summary of a finished collection (`GcReport`) beside the data, for every worker to show."""
+        summary = {
+            "finished": time.time(),
+            "trigger": trigger,
+            "dry_run": bool(report.dry_run),
+            "blobs_removed": len(report.blobs_removed),
+            "bytes_freed": int(report.bytes_freed),
+            "manifests_removed": len(report.manifests_removed),
+            "uploads_purged": len(report.uploads_purged),
+            "duration": round(float(report.duration), 3),
+        }
+        self.driver.write_bytes(layout.GC_LAST_RUN, json.dumps(summary).encode())
+
+    def last_gc(self) -> dict[str, Any] | None:
+        try:
+            value = json.loads(self.driver.read_bytes(layout.GC_LAST_RUN))
+        except (PathNotFound, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
