@@ -28,7 +28,7 @@ def repo_url(name: str) -> str:
 
 
 def manifest_url(name: str, reference: str) -> str:
-    return f"/ui/repo/{quote(name)}/-/manifest/{quote(reference)}"
+    return f"/ui/repo/{quote(name)}/-/manifest/{quote(reference, safe=':')}"
 
 
 def _redirect(url: str) -> Response:

@@ -1,0 +1,345 @@
+"""The UI over real HTTPS against a real `secreg serve`, without a browser: who sees what, what each page
+shows, CSRF and the security headers, and that every change goes through the registry and auth files."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from secreg.ui.app import PAGES
+from tests.oci import OCI_INDEX, OCI_LAYER, OCI_MANIFEST, descriptor, push_blob, put_manifest
+from tests.server import RunningServer, run_secreg
+from tests.ui.conftest import DEV_PASSWORD, api_client, csrf_of, token, ui_login, write_policy
+
+XSS_LABEL = "<script>window.__xss=1</script>"
+XSS_ANNOTATION = '"><img src=x onerror="window.__xss=2">'
+SIGNATURE_TYPE = "application/vnd.dev.cosign.artifact.sig.v1+json"
+
+
+def push_image(client: httpx.Client, name: str, tag: str, seed: str, labels: dict[str, str] | None = None,
+               annotations: dict[str, str] | None = None, arch: str = "amd64",
+               subject: dict[str, Any] | None = None, artifact_type: str | None = None) -> tuple[str, int]:
+    """An image of two layers; returns (digest, config + layers size)."""
+    config = json.dumps({"architecture": arch, "os": "linux", "created": "2025-03-04T05:06:07.123456789Z",
+                         "config": {"Labels": labels or {}}, "seed": seed}).encode()
+    layers = [f"{seed}-layer-{i}".encode() * (100 * (i + 1)) for i in range(2)]
+    for blob in (config, *layers):
+        push_blob(client, name, blob)
+    document: dict[str, Any] = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                                "config": descriptor("application/vnd.oci.image.config.v1+json", config),
+                                "layers": [descriptor(OCI_LAYER, layer) for layer in layers]}
+    if annotations:
+        document["annotations"] = annotations
+    if subject:
+        document["subject"] = subject
+    if artifact_type:
+        document["artifactType"] = artifact_type
+    r = put_manifest(client, name, tag, document)
+    return r.headers["Docker-Content-Digest"], len(config) + sum(len(layer) for layer in layers)
+
+
+@pytest.fixture(scope="module")
+def content(ui_server: RunningServer) -> dict[str, Any]:
+    password = ui_server.admin_password
+    assert password
+    names = ["public/hello", "public/multi", "secret/thing"]
+    found: dict[str, Any] = {}
+    with api_client(ui_server, "admin", password, *names) as client:
+        found["hello"] = push_image(client, "public/hello", "1.0", "hello", labels={"maintainer": XSS_LABEL},
+                                    annotations={"org.example.note": XSS_ANNOTATION})
+        put_manifest(client, "public/hello", "latest", client.get(
+            "/v2/public/hello/manifests/1.0", headers={"Accept": OCI_MANIFEST}).content)
+        hello_digest, hello_size = found["hello"]
+        subject = {"mediaType": OCI_MANIFEST, "digest": hello_digest,
+                   "size": len(client.get(f"/v2/public/hello/manifests/{hello_digest}",
+                                          headers={"Accept": OCI_MANIFEST}).content)}
+        found["signature"] = push_image(client, "public/hello", "sig-holder", "sig", subject=subject,
+                                        artifact_type=SIGNATURE_TYPE)
+        client.delete("/v2/public/hello/manifests/sig-holder")  # only reachable as a referrer
+        amd = push_image(client, "public/multi", "amd", "amd", arch="amd64")
+        arm = push_image(client, "public/multi", "arm", "arm", arch="arm64")
+        att = push_image(client, "public/multi", "att", "att", arch="unknown")
+        children = []
+        for (digest, _), platform, extra in ((amd, {"os": "linux", "architecture": "amd64"}, None),
+                                             (arm, {"os": "linux", "architecture": "arm64"}, None),
+                                             (att, {"os": "unknown", "architecture": "unknown"},
+                                              {"vnd.docker.reference.type": "attestation-manifest",
+                                               "vnd.docker.reference.digest": amd[0]})):
+            size = len(client.get(f"/v2/public/multi/manifests/{digest}", headers={"Accept": OCI_MANIFEST}).content)
+            child = {"mediaType": OCI_MANIFEST, "digest": digest, "size": size, "platform": platform}
+            if extra:
+                child["annotations"] = extra
+            children.append(child)
+        r = put_manifest(client, "public/multi", "1", {"schemaVersion": 2, "mediaType": OCI_INDEX,
+                                                       "manifests": children}, media_type=OCI_INDEX)
+        found["multi"] = (r.headers["Docker-Content-Digest"], amd, arm, att)
+        found["secret"] = push_image(client, "secret/thing", "1.0", "secret")
+    with api_client(ui_server, "dev", DEV_PASSWORD, "dev/app") as client:
+        found["dev"] = push_image(client, "dev/app", "1.0", "dev")
+    return found
+
+
+@pytest.fixture()
+def anonymous(ui_server: RunningServer) -> Iterator[httpx.Client]:
+    with ui_server.client() as client:
+        yield client
+
+
+@pytest.fixture()
+def admin(ui_server: RunningServer) -> Iterator[httpx.Client]:
+    with ui_server.client() as client:
+        assert ui_login(client, "admin", ui_server.admin_password or "").status_code == 303
+        yield client
+
+
+@pytest.fixture()
+def dev(ui_server: RunningServer) -> Iterator[httpx.Client]:
+    with ui_server.client() as client:
+        assert ui_login(client, "dev", DEV_PASSWORD).status_code == 303
+        yield client
+
+
+def repository_names(html: str) -> list[str]:
+    table = html.split('id="repositories"', 1)[-1] if 'id="repositories"' in html else ""
+    return re.findall(r'<a href="/ui/repo/[^"]+">([^<]+)</a>', table)
+
+
+def test_root_redirects_browsers_to_the_ui(anonymous: httpx.Client) -> None:
+    r = anonymous.get("/")
+    assert r.status_code == 302 and r.headers["location"] == "/ui/"
+
+
+def test_security_headers_and_session_cookie(anonymous: httpx.Client, ui_server: RunningServer) -> None:
+    for path in ("/ui/", "/ui/login", "/ui/static/ui.js", "/ui/nope"):
+        r = anonymous.get(path)
+        csp = r.headers["content-security-policy"]
+        assert "script-src 'self'" in csp and "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+        assert "unsafe-inline" not in csp
+        assert r.headers["x-frame-options"] == "DENY"
+        assert r.headers["x-content-type-options"] == "nosniff"
+    with ui_server.client() as fresh:
+        cookie = fresh.get("/ui/login").headers["set-cookie"]
+    for flag in ("Secure", "HttpOnly", "SameSite=Strict", "Max-Age=1800", "Path=/"):
+        assert flag in cookie
+    html = anonymous.get("/ui/login").text
+    assert "<script>" not in html and "<script src=\"/ui/static/ui.js\" defer></script>" in html
+    assert not re.search(r"\son[a-z]+=", html), "no inline event handlers"
+    assert "http://" not in html and "https://" not in html, "no third-party assets"
+
+
+def test_anonymous_browses_exactly_what_anonymous_may_pull(anonymous: httpx.Client, content: dict[str, Any]) -> None:
+    assert repository_names(anonymous.get("/ui/").text) == ["public/hello", "public/multi"]
+    assert anonymous.get("/ui/repo/public/hello").status_code == 200
+    for path in ("/ui/repo/secret/thing", "/ui/repo/dev/app", "/ui/repo/secret/thing/-/manifest/1.0",
+                 f"/ui/repo/secret/thing/-/manifest/{content['secret'][0]}", "/ui/repo/nothing/here",
+                 "/ui/repo/..%2f..%2fetc/-/manifest/1.0", "/ui/repo/UPPER"):
+        r = anonymous.get(path)
+        assert r.status_code == 404, path
+        assert "log in" in r.text
+    assert "Delete" not in anonymous.get("/ui/repo/public/hello").text
+
+
+def test_each_user_sees_only_what_they_may_pull(admin: httpx.Client, dev: httpx.Client,
+                                                content: dict[str, Any]) -> None:
+    assert repository_names(admin.get("/ui/").text) == ["dev/app", "public/hello", "public/multi", "secret/thing"]
+    assert repository_names(dev.get("/ui/").text) == ["dev/app", "public/hello", "public/multi"]
+    assert repository_names(dev.get("/ui/?q=HELLO").text) == ["public/hello"]
+    assert dev.get("/ui/repo/secret/thing").status_code == 404
+
+
+def test_repository_list_shows_tag_count_size_and_last_push(admin: httpx.Client, content: dict[str, Any]) -> None:
+    html = admin.get("/ui/").text
+    row = html.split('href="/ui/repo/public/hello">public/hello</a>', 1)[1].split("</tr>", 1)[0]
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", row)
+    assert cells[0] == "2"  # 1.0 and latest
+    assert cells[1].endswith(("B", "KiB"))
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", cells[2])
+
+
+def test_manifest_page_shows_layers_pull_commands_labels_escaped(admin: httpx.Client, ui_server: RunningServer,
+                                                                content: dict[str, Any]) -> None:
+    digest, size = content["hello"]
+    html = admin.get("/ui/repo/public/hello/-/manifest/1.0").text
+    assert f"docker pull {ui_server.host_port}/public/hello:1.0" in html
+    assert f"docker pull {ui_server.host_port}/public/hello@{digest}" in html
+    assert f'<code id="digest">{digest}</code>' in html
+    assert html.count('<td class="muted">application/vnd.oci.image.layer.v1.tar+gzip</td>') == 2
+    assert f"({size} bytes, compressed)" in html
+    assert "2025-03-04 05:06:07 UTC" in html
+    assert XSS_LABEL not in html and "&lt;script&gt;window.__xss=1&lt;/script&gt;" in html
+    assert XSS_ANNOTATION not in html and "&#34;&gt;&lt;img src=x onerror=&#34;window.__xss=2&#34;&gt;" in html
+    # the referrer pushed with a subject is listed under its image, as a signature
+    signatures = html.split("<h3>Signatures</h3>", 1)[1].split("</table>", 1)[0]
+    assert content["signature"][0] in signatures and SIGNATURE_TYPE in signatures
+
+
+def test_index_page_lists_platforms_with_their_own_size_and_attestations(admin: httpx.Client,
+                                                                         content: dict[str, Any]) -> None:
+    index, amd, arm, att = content["multi"]
+    html = admin.get(f"/ui/repo/public/multi/-/manifest/{index}").text
+    table = html.split('id="platforms"', 1)[1].split("</table>", 1)[0]
+    rows = table.split("<tr>")[2:]
+    assert len(rows) == 2, "the attestation is not a platform"
+    assert "linux/amd64" in rows[0] and amd[0] in rows[0] and att[0] in rows[0]
+    assert "linux/arm64" in rows[1] and arm[0] in rows[1]
+    from secreg.ui.logic import human_size
+    assert human_size(amd[1]) in rows[0] and human_size(arm[1]) in rows[1]
+    tags = admin.get("/ui/repo/public/multi").text
+    assert "2 platforms" in tags
+
+
+def test_tags_sort_and_paginate(admin: httpx.Client, ui_server: RunningServer) -> None:
+    with api_client(ui_server, "admin", ui_server.admin_password or "", "public/many") as client:
+        digest, _ = push_image(client, "public/many", "t000", "many")
+        body = client.get(f"/v2/public/many/manifests/{digest}", headers={"Accept": OCI_MANIFEST}).content
+        for i in range(1, 60):
+            put_manifest(client, "public/many", f"t{i:03d}", body)
+    first = admin.get("/ui/repo/public/many").text
+    tags = re.findall(r'<tr data-tag="([^"]+)">', first)
+    assert len(tags) == 50 and tags[0] == "t059", "newest push first"
+    assert "Page 1 of 2 (60)" in first
+    second = re.findall(r'<tr data-tag="([^"]+)">', admin.get("/ui/repo/public/many?page=2").text)
+    assert len(second) == 10 and set(second).isdisjoint(tags)
+    by_name = re.findall(r'<tr data-tag="([^"]+)">', admin.get("/ui/repo/public/many?sort=name").text)
+    assert by_name[:3] == ["t000", "t001", "t002"]
+
+
+def test_every_state_changing_route_refuses_a_missing_or_foreign_csrf_token(
+        admin: httpx.Client, ui_server: RunningServer, content: dict[str, Any]) -> None:
+    posts = [p for p in PAGES if "POST" in p.methods]
+    assert len(posts) >= 9
+    values = {"name": "public/hello", "tag": "1.0", "reference": content["hello"][0], "user": "dev"}
+    with ui_server.client() as stranger:
+        other_token = csrf_of(stranger.get("/ui/login").text)  # valid, but for another session
+    for spec in posts:
+        path = "/ui" + re.sub(r"\{(\w+)(?::path)?\}", lambda m: values[m.group(1)], spec.path)
+        for form in ({}, {"csrf": "forged"}, {"csrf": other_token}):
+            r = admin.post(path, data={**form, "username": "admin", "password": "x", "name": "evil",
+                                       "groups": "admins", "mode": "run"})
+            assert r.status_code == 403, (path, form, r.status_code)
+        r = admin.post(path, data={"csrf": csrf_of(admin.get("/ui/").text)},
+                       headers={"Origin": "https://evil.example"})
+        assert r.status_code == 403, path
+    # nothing happened
+    assert admin.get("/ui/repo/public/hello/-/manifest/1.0").status_code == 200
+    assert "evil" not in admin.get("/ui/admin/users").text
+
+
+def test_a_non_admin_sees_no_admin_pages_and_gets_403(dev: httpx.Client, anonymous: httpx.Client) -> None:
+    html = dev.get("/ui/").text
+    assert "/ui/admin/" not in html and 'id="current-user">dev<' in html
+    csrf = csrf_of(html)
+    for client in (dev, anonymous):
+        for path in ("/ui/admin/users", "/ui/admin/policy", "/ui/admin/storage",
+                     "/ui/admin/policy?user=dev&repository=x&action=pull"):
+            assert client.get(path).status_code == 403, path
+    for path in ("/ui/admin/users", "/ui/admin/users/admin/delete", "/ui/admin/users/dev/groups",
+                 "/ui/admin/users/admin/password", "/ui/admin/gc"):
+        assert dev.post(path, data={"csrf": csrf, "name": "x", "groups": "admins", "mode": "run"}).status_code == 403
+    assert "admins" not in dev.get("/ui/").text
+
+
+def test_delete_tag_and_manifest_through_the_ui(admin: httpx.Client, ui_server: RunningServer) -> None:
+    password = ui_server.admin_password or ""
+    with api_client(ui_server, "admin", password, "public/gone") as client:
+        digest, _ = push_image(client, "public/gone", "a", "gone")
+        body = client.get(f"/v2/public/gone/manifests/{digest}", headers={"Accept": OCI_MANIFEST}).content
+        for tag in ("b", "c", "keep"):
+            put_manifest(client, "public/gone", tag, body)
+        csrf = csrf_of(admin.get("/ui/repo/public/gone").text)
+        r = admin.post("/ui/repo/public/gone/-/tag/a/delete", data={"csrf": csrf})
+        assert r.status_code == 303
+        assert "Deleted tag a." in admin.get(r.headers["location"]).text
+        assert client.get("/v2/public/gone/tags/list").json()["tags"] == ["b", "c", "keep"]
+        confirm = admin.get(f"/ui/repo/public/gone/-/manifest/{digest}/delete").text
+        going = confirm.split('id="tags-going"', 1)[1].split("</ul>", 1)[0]
+        assert re.findall(r"<code>([^<]+)</code>", going) == ["b", "c", "keep"]
+        r = admin.post(f"/ui/repo/public/gone/-/manifest/{digest}/delete", data={"csrf": csrf})
+        assert r.status_code == 303
+        assert client.get(f"/v2/public/gone/manifests/{digest}").status_code == 404
+        assert client.get("/v2/public/gone/tags/list").json()["tags"] == []
+    log = ui_server.log()
+    assert '"event": "manifest.delete"' in log or "manifest.delete" in log
+
+
+def test_a_user_may_delete_only_where_the_policy_allows(dev: httpx.Client, content: dict[str, Any]) -> None:
+    assert "Delete tag" in dev.get("/ui/repo/dev/app").text
+    page = dev.get("/ui/repo/public/hello").text
+    assert "Delete tag" not in page
+    r = dev.post("/ui/repo/public/hello/-/tag/1.0/delete", data={"csrf": csrf_of(page)})
+    assert r.status_code == 403
+    assert dev.get(f"/ui/repo/public/hello/-/manifest/{content['hello'][0]}/delete").status_code == 403
+
+
+def test_users_added_in_the_ui_log_in_at_the_token_endpoint(admin: httpx.Client, ui_server: RunningServer) -> None:
+    csrf = csrf_of(admin.get("/ui/admin/users").text)
+    r = admin.post("/ui/admin/users", data={"csrf": csrf, "name": "carol", "groups": "team, ops", "password": ""})
+    assert r.status_code == 200, r.text
+    password = re.search(r'<code id="generated-password">([^<]+)</code>', r.text).group(1)  # type: ignore[union-attr]
+    assert token(ui_server, "carol", password)
+    html = admin.get("/ui/admin/users").text
+    assert re.search(r'aria-label="groups of carol"', html) and 'value="ops team"' in html
+    r = admin.post("/ui/admin/users/carol/groups", data={"csrf": csrf, "groups": "team"})
+    assert 'value="team"' in r.text
+    r = admin.post("/ui/admin/users/carol/password", data={"csrf": csrf, "generate": "on"})
+    new_password = re.search(r'<code id="generated-password">([^<]+)</code>', r.text).group(1)  # type: ignore[union-attr]
+    with ui_server.client() as client:
+        assert client.get("/auth/token", params={"service": "secreg"}, auth=("carol", password)).status_code == 401
+        carol_ui = ui_server.client()
+        assert ui_login(carol_ui, "carol", new_password).status_code == 303
+        assert 'id="current-user">carol<' in carol_ui.get("/ui/").text
+        r = admin.post("/ui/admin/users/carol/delete", data={"csrf": csrf})
+        assert "deleted user carol" in r.text
+        # the deleted user's session ends at once
+        assert 'id="current-user"' not in carol_ui.get("/ui/").text
+        carol_ui.close()
+        assert client.get("/auth/token", params={"service": "secreg"}, auth=("carol", new_password)).status_code == 401
+    r = admin.post("/ui/admin/users", data={"csrf": csrf, "name": "Bad Name", "password": "whatever-long"})
+    assert r.status_code == 400 and "invalid user name" in r.text
+
+
+def test_policy_page_explains_a_decision(admin: httpx.Client) -> None:
+    html = admin.get("/ui/admin/policy", params={"user": "dev", "repository": "dev/app", "action": "delete"}).text
+    verdict = html.split('id="verdict"', 1)[1].split("</p>", 1)[0]
+    assert "allow: rule 2" in verdict and "${user}/**" in verdict
+    html = admin.get("/ui/admin/policy", params={"user": "anonymous", "repository": "secret/x", "action": "pull"}).text
+    assert "deny: no rule grants it" in html
+    assert html.count("<li><code>rule ") == 3
+
+
+def test_storage_and_gc_panel(admin: httpx.Client, ui_server: RunningServer) -> None:
+    html = admin.get("/ui/admin/storage").text
+    assert re.search(r"<dt>Blobs</dt><dd>\d+</dd>", html)
+    csrf = csrf_of(html)
+    dry = admin.post("/ui/admin/gc", data={"csrf": csrf, "mode": "dry-run"}).text
+    assert "Dry run: would free" in dry
+    done = admin.post("/ui/admin/gc", data={"csrf": csrf, "mode": "run"}).text
+    assert "Freed" in done and "Last run" in done and "(ui)" in done
+
+
+def test_login_failures_count_against_the_token_endpoint_limit(tmp_path_factory: pytest.TempPathFactory) -> None:
+    workdir = tmp_path_factory.mktemp("ui-ratelimit")
+    write_policy(workdir)
+    config = {"auth": {"ratelimit": {"attempts": 3, "window": 60, "lockout": 60}}}
+    with run_secreg(workdir, config) as server, server.client() as client:
+        for _ in range(3):
+            r = ui_login(client, "admin", "wrong-password")
+            assert r.status_code == 401 and "incorrect username or password" in r.text
+        r = ui_login(client, "admin", server.admin_password or "")
+        assert r.status_code == 429 and "Retry-After" in r.headers
+        # docker login is throttled by the same failures
+        r = client.get("/auth/token", params={"service": "secreg"}, auth=("admin", server.admin_password or ""))
+        assert r.status_code == 429
+
+
+def test_ui_can_be_turned_off(tmp_path_factory: pytest.TempPathFactory) -> None:
+    workdir = tmp_path_factory.mktemp("ui-off")
+    with run_secreg(workdir, {"ui": {"enabled": False}}) as server, server.client() as client:
+        assert client.get("/ui/").status_code == 404
+        assert client.get("/").status_code == 404
+        assert client.get("/v2/").status_code == 401
