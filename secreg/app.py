@@ -143,9 +143,11 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
 
     wire_auth(app, settings, role)
     if settings.ui.enabled and role == "all" and registry is not None:
+        from secreg.registry.browse import Browse
         from secreg.ui.app import UI_PATH, create_ui, root_redirect
 
-        app.router.routes.append(Mount(UI_PATH, app=create_ui(settings, registry, app.state)))
+        ui = create_ui(settings, registry, Browse(registry.driver), app.state)
+        app.router.routes.append(Mount(UI_PATH, app=ui))
         app.router.routes.append(Route("/", root_redirect, methods=["GET"]))
     # Outermost of ours (added last): sees every answer, the auth middleware's 401s included.
     app.add_middleware(

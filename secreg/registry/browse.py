@@ -1,7 +1,8 @@
-"""Read-only questions a person browsing the registry asks that the push/pull API does not: when was each tag
-last pushed, how much storage does a repository's content take, how much does the whole store hold, and
-what did the last garbage collection do. Cheap per call: a tag listing costs one stat per tag, a repository's
-size one stat per blob it links; nothing here reads every manifest.
+"""What a person browsing or administering the registry asks that the push/pull model does not answer: when
+was each tag last pushed, how much storage does a repository's content take, how much does the whole store
+hold, and what did the last garbage collection do (and run one). Cheap per call: a tag listing costs one
+stat per tag, a repository's size one stat per blob it links; nothing here reads every manifest. The web
+UI reaches it only through its adapter (`secreg.ui.source`); it is built where the app is composed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from secreg.digest import Digest
 from secreg.errors import RegistryError
 from secreg.registry.blobs import list_repositories
+from secreg.registry.gc import GcReport, collect_garbage
 from secreg.storage import layout
 from secreg.storage.driver import PathNotFound, StorageDriver
 
@@ -108,6 +110,14 @@ class Browse:
         return StorageUsage(len(self.repositories()), count, size)
 
     # --- the last garbage collection ------------------------------------------------------------------
+
+    def collect_garbage(self, *, grace: float, upload_purge_age: float, dry_run: bool, trigger: str) -> GcReport:
+        """The collection `secreg gc` runs (without --delete-untagged); a real run is recorded. GcBusy."""
+        report = collect_garbage(self.driver, grace=grace, delete_untagged=False, dry_run=dry_run,
+                                 upload_purge_age=upload_purge_age)
+        if not dry_run:
+            self.record_gc(report, trigger)
+        return report
 
     def record_gc(self, report: Any, trigger: str) -> None:
         """Keep the summary of a finished collection (`GcReport`) beside the data, for every worker to show."""

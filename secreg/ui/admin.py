@@ -112,9 +112,9 @@ async def policy(ctx: Context) -> Response:
 
 async def storage(ctx: Context, *, report: Any = None, error: str = "", status: int = 200) -> Response:
     source: RegistrySource = ctx.request.app.state.source
-    usage, last = await anyio.to_thread.run_sync(lambda: (source.usage(), source.last_gc()))
+    usage, last = await source.usage(), await source.last_gc()
     return render(ctx, "storage.html", {"usage": usage, "last": last, "report": report, "error": error,
-                                        "grace": source.registry.settings.gc_grace}, status=status)
+                                        "grace": source.settings.gc_grace}, status=status)
 
 
 async def run_gc(ctx: Context) -> Response:
@@ -123,7 +123,7 @@ async def run_gc(ctx: Context) -> Response:
     source: RegistrySource = ctx.request.app.state.source
     dry_run = ctx.form.get("mode") != "run"
     try:
-        report = await anyio.to_thread.run_sync(source.collect_garbage, dry_run)
+        report = await source.collect_garbage(dry_run)
     except Refused as exc:
         return await storage(ctx, error=str(exc), status=409)
     if not dry_run:

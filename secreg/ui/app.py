@@ -23,7 +23,8 @@ from secreg.auth.accounts import Accounts
 from secreg.auth.viewer import ViewerFactory
 from secreg.config import Settings
 from secreg.names import NAME_PATTERN
-from secreg.registry.service import Registry
+from secreg.registry.browse import Browse
+from secreg.registry.model import RegistryModel
 from secreg.ui import admin, views
 from secreg.ui.session import SECRET_FILE, SessionSigner, load_secret
 from secreg.ui.source import NotFound, Refused, RegistrySource
@@ -110,9 +111,9 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return await _error_page(request, 500, "internal error; see the server log")
 
 
-def create_ui(settings: Settings, registry: Registry, state: object) -> Starlette:
-    """The UI application. `state` is the registry app's state: the token service, policy and group store
-    the token endpoint uses (absent when authentication is off)."""
+def create_ui(settings: Settings, model: RegistryModel, browse: Browse, state: object) -> Starlette:
+    """The UI application over the registry `model` and its `browse` queries. `state` is the registry app's
+    state: the token service, policy and group store the token endpoint uses (absent when auth is off)."""
     service = getattr(state, "token_service", None)
     policy = getattr(state, "policy", None)
     groups = getattr(state, "groups", None)
@@ -125,7 +126,7 @@ def create_ui(settings: Settings, registry: Registry, state: object) -> Starlett
     signer = SessionSigner(load_secret(settings.auth.directory / SECRET_FILE), settings.ui.session_lifetime)
     ui.state.signer = signer
     ui.state.templates = templates()
-    ui.state.source = RegistrySource(registry)
+    ui.state.source = RegistrySource(model, browse, settings)
     ui.state.viewers = ViewerFactory(policy if auth_on else None, groups if auth_on else None)
     ui.state.token_service = service
     ui.state.policy = policy

@@ -1,6 +1,7 @@
-"""The one place the UI reaches the registry: a thin adapter over the registry's stores (manifests, blobs)
-and its browsing queries (`registry.browse`). Pages get plain values and two errors, `NotFound` and
-`Refused`; nothing here builds a path or knows a storage driver.
+"""The one place the UI reaches the registry: a thin adapter over the registry model (`RegistryModel`:
+catalog, manifests, tags, referrers, blobs, deletes) and the browsing and upkeep queries the model does
+not answer (`registry.browse.Browse`: push times, sizes, storage usage, garbage collection). Pages get
+plain values and two errors, `NotFound` and `Refused`; nothing here builds a path or knows a driver.
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
+
+from secreg.config import Settings
 from secreg.digest import Digest, is_digest
 from secreg.errors import RegistryError
 from secreg.names import NAME_PATTERN, TAG_PATTERN
 from secreg.registry.browse import Browse, StorageUsage, TagInfo
-from secreg.registry.gc import GcBusy, GcReport, collect_garbage
-from secreg.registry.service import Registry
+from secreg.registry.errors import ModelError, NameUnknown, Unsupported
+from secreg.registry.gc import GcBusy, GcReport
+from secreg.registry.model import RegistryModel
 from secreg.ui import logic
 
 __all__ = ["Manifest", "NotFound", "Refused", "RegistrySource", "TagRow"]
@@ -68,67 +73,75 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _reference(text: str) -> str | Digest:
+    if is_digest(text):
+        return _digest(text)
+    if TAG_PATTERN.match(text):
+        return text
+    raise NotFound(text)
+
+
 class RegistrySource:
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
-        self.browse = Browse(registry.driver)  # the registry model will answer these
+    def __init__(self, model: RegistryModel, browse: Browse, settings: Settings) -> None:
+        self.model = model
+        self.browse = browse
+        self.settings = settings
         # Manifests are immutable: what a tag row shows about one is cached by digest.
         self._summaries: OrderedDict[str, _Summary] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
     def delete_enabled(self) -> bool:
-        return self.registry.settings.delete_enabled and not self.registry.settings.readonly
+        return self.settings.delete_enabled and not self.settings.readonly
 
     # --- reading -----------------------------------------------------------------------------------
 
-    def repositories(self) -> list[str]:
-        return self.browse.repositories()
+    async def repositories(self) -> list[str]:
+        return await self.model.catalog()
 
-    def tags(self, name: str) -> list[TagInfo]:
-        return self.browse.tags(_check_name(name))
+    async def tags(self, name: str) -> list[TagInfo]:
+        return await anyio.to_thread.run_sync(self.browse.tags, _check_name(name))
 
-    def exists(self, name: str) -> bool:
-        return bool(NAME_PATTERN.match(name)) and self.registry.manifests.repository_exists(name)
-
-    def manifest(self, name: str, reference: str) -> Manifest:
-        _check_name(name)
-        if is_digest(reference):
-            ref: str | Digest = _digest(reference)
-        elif TAG_PATTERN.match(reference):
-            ref = reference
-        else:
-            raise NotFound(reference)
+    async def exists(self, name: str) -> bool:
         try:
-            stored = self.registry.manifests.get(name, ref)
+            await self.model.list_tags(_check_name(name))
+        except (NameUnknown, NotFound):
+            return False
+        return True
+
+    async def manifest(self, name: str, reference: str) -> Manifest:
+        try:
+            stored = await self.model.get_manifest(_check_name(name), _reference(reference))
             document = json.loads(stored.content)
-        except (RegistryError, ValueError):
+        except (ModelError, ValueError):
             raise NotFound(reference) from None
         if not isinstance(document, dict):
             raise NotFound(reference)
         return Manifest(str(stored.digest), stored.media_type, document, len(stored.content))
 
-    def config(self, name: str, document: dict[str, Any]) -> dict[str, Any] | None:
+    async def config(self, name: str, document: dict[str, Any]) -> dict[str, Any] | None:
         """An image's config document (labels, created, platform), if it is JSON and not huge."""
         descriptor = document.get("config")
         if not isinstance(descriptor, dict):
             return None
         try:
-            data = self.browse.read_small_blob(name, Digest.parse(str(descriptor.get("digest", ""))),
-                                               MAX_CONFIG_BYTES)
-            config = json.loads(data) if data is not None else None
-        except (RegistryError, ValueError):
+            blob = await self.model.open_blob(name, Digest.parse(str(descriptor.get("digest", ""))))
+            if blob.size > MAX_CONFIG_BYTES:
+                return None
+            data = b"".join([chunk async for chunk in blob.chunks()])
+            config = json.loads(data)
+        except (ModelError, RegistryError, ValueError, OSError):
             return None
         return config if isinstance(config, dict) else None
 
-    def summary(self, name: str, digest: str) -> _Summary:
+    async def summary(self, name: str, digest: str) -> _Summary:
         with self._lock:
             cached = self._summaries.get(digest)
             if cached is not None:
                 self._summaries.move_to_end(digest)
                 return cached
         try:
-            manifest = self.manifest(name, digest)
+            manifest = await self.manifest(name, digest)
         except NotFound:
             return _Summary(None, ())
         if logic.is_index(manifest.media_type, manifest.document):
@@ -142,84 +155,77 @@ class RegistrySource:
                 self._summaries.popitem(last=False)
         return found
 
-    def tag_rows(self, name: str, tags: list[TagInfo]) -> list[TagRow]:
+    async def tag_rows(self, name: str, tags: list[TagInfo]) -> list[TagRow]:
         rows = []
         for tag in tags:
             try:
-                digest = str(self.registry.manifests.resolve(name, tag.name))
-            except RegistryError:
-                continue
-            summary = self.summary(name, digest)
+                digest = str((await self.model.get_manifest(name, tag.name)).digest)
+            except ModelError:
+                continue  # deleted meanwhile
+            summary = await self.summary(name, digest)
             rows.append(TagRow(tag.name, tag.pushed, digest, summary.size, summary.platforms))
         return rows
 
-    def child_sizes(self, name: str, document: dict[str, Any]) -> dict[str, int | None]:
+    async def child_sizes(self, name: str, document: dict[str, Any]) -> dict[str, int | None]:
         """Each child manifest's own size (config + layers), by digest."""
         sizes: dict[str, int | None] = {}
         children = document.get("manifests")
         for child in children if isinstance(children, list) else []:
             digest = str(child.get("digest", "")) if isinstance(child, dict) else ""
             if digest and digest not in sizes:
-                sizes[digest] = self.summary(name, digest).size
+                sizes[digest] = (await self.summary(name, digest)).size
         return sizes
 
-    def referrers(self, name: str, digest: str) -> list[dict[str, Any]]:
-        return self.registry.manifests.referrers(name, _digest(digest), None)
+    async def referrers(self, name: str, digest: str) -> list[dict[str, Any]]:
+        return await self.model.referrers(name, _digest(digest))
 
-    def tags_pointing_at(self, name: str, digest: str) -> list[str]:
-        return self.browse.tags_pointing_at(_check_name(name), _digest(digest))
+    async def tags_pointing_at(self, name: str, digest: str) -> list[str]:
+        return await anyio.to_thread.run_sync(self.browse.tags_pointing_at, _check_name(name), _digest(digest))
 
-    def repository_size(self, name: str) -> int:
-        return self.browse.repository_size(name)
+    async def repository_size(self, name: str) -> int:
+        return await anyio.to_thread.run_sync(self.browse.repository_size, name)
 
-    def usage(self) -> StorageUsage:
-        return self.browse.usage()
+    async def usage(self) -> StorageUsage:
+        return await anyio.to_thread.run_sync(self.browse.usage)
 
-    def last_gc(self) -> dict[str, Any] | None:
-        return self.browse.last_gc()
+    async def last_gc(self) -> dict[str, Any] | None:
+        return await anyio.to_thread.run_sync(self.browse.last_gc)
 
     # --- changing ----------------------------------------------------------------------------------
 
-    def _check_writable(self) -> None:
-        settings = self.registry.settings
-        if not settings.delete_enabled:
-            raise Refused("deletes are disabled on this registry (storage.delete.enabled: false)")
-        if settings.readonly:
-            raise Refused("the registry is in read-only maintenance mode")
-
-    def delete_tag(self, name: str, tag: str) -> str:
+    async def delete_tag(self, name: str, tag: str) -> str:
         """Remove one tag (the manifest stays); returns the digest it pointed at."""
-        self._check_writable()
-        _check_name(name)
         if not TAG_PATTERN.match(tag):
             raise NotFound(tag)
+        digest = (await self.manifest(name, tag)).digest
         try:
-            digest = str(self.registry.manifests.resolve(name, tag))
-            self.registry.manifests.delete(name, tag)
-        except RegistryError:
+            await self.model.delete_manifest(name, tag)
+        except Unsupported as exc:
+            raise Refused(exc.reason) from None
+        except ModelError:
             raise NotFound(tag) from None
         return digest
 
-    def delete_manifest(self, name: str, digest: str) -> list[str]:
+    async def delete_manifest(self, name: str, digest: str) -> list[str]:
         """Remove a manifest and every tag pointing at it; returns those tags."""
-        self._check_writable()
-        target = _digest(digest)
-        tags = self.tags_pointing_at(name, digest)
+        tags = await self.tags_pointing_at(name, digest)
         try:
-            self.registry.manifests.delete(name, target)
-        except RegistryError:
+            await self.model.delete_manifest(name, _digest(digest))
+        except Unsupported as exc:
+            raise Refused(exc.reason) from None
+        except ModelError:
             raise NotFound(digest) from None
         return tags
 
-    def collect_garbage(self, dry_run: bool) -> GcReport:
-        settings = self.registry.settings
-        if not dry_run and settings.readonly:
+    async def collect_garbage(self, dry_run: bool) -> GcReport:
+        if not dry_run and self.settings.readonly:
             raise Refused("the registry is in read-only maintenance mode")
+
+        def run() -> GcReport:
+            return self.browse.collect_garbage(grace=self.settings.gc_grace, dry_run=dry_run, trigger="ui",
+                                               upload_purge_age=self.settings.upload_purge_age)
+
         try:
-            report = collect_garbage(self.registry.driver, grace=settings.gc_grace, delete_untagged=False,
-                                     dry_run=dry_run, upload_purge_age=settings.upload_purge_age)
+            return await anyio.to_thread.run_sync(run)
         except GcBusy as exc:
             raise Refused(str(exc)) from None
-        if not dry_run:
-            self.browse.record_gc(report, "ui")
-        return report

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
-import anyio.to_thread
 from starlette.responses import RedirectResponse, Response
 
 from secreg.errors import RegistryError
@@ -48,17 +47,14 @@ async def repositories(ctx: Context) -> Response:
     number = logic.page_number(ctx.request.query_params.get("page"))
     source = source_of(ctx)
 
-    def build() -> dict[str, Any]:
-        names = logic.search(ctx.viewer.visible(source.repositories()), query)
-        page = logic.paginate(names, number, REPOSITORIES_PER_PAGE)
-        rows = []
-        for name in page.items:
-            tags = source.tags(name)
-            rows.append(RepositoryRow(name, len(tags), source.repository_size(name),
-                                      max((t.pushed for t in tags), default=None)))
-        return {"page": page, "rows": rows, "query": query}
-
-    values = await anyio.to_thread.run_sync(build)
+    names = logic.search(ctx.viewer.visible(await source.repositories()), query)
+    page = logic.paginate(names, number, REPOSITORIES_PER_PAGE)
+    rows = []
+    for name in page.items:
+        tags = await source.tags(name)
+        rows.append(RepositoryRow(name, len(tags), await source.repository_size(name),
+                                  max((t.pushed for t in tags), default=None)))
+    values = {"page": page, "rows": rows, "query": query}
     return render(ctx, "repositories.html", {**values, "repo_url": repo_url,
                                              "page_url": lambda n: "/ui/?" + urlencode({"q": query, "page": n})})
 
@@ -70,16 +66,13 @@ async def tags(ctx: Context) -> Response:
     number = logic.page_number(params.get("page"))
     source = source_of(ctx)
 
-    def build() -> dict[str, Any]:
-        if not source.exists(name):
-            raise NotFound(name)
-        listed = source.tags(name)
-        if sort == "pushed":
-            listed.sort(key=lambda t: (-t.pushed, t.name))
-        page = logic.paginate(listed, number, TAGS_PER_PAGE)
-        return {"page": page, "rows": source.tag_rows(name, list(page.items)), "total": len(listed)}
-
-    values = await anyio.to_thread.run_sync(build)
+    if not await source.exists(name):
+        raise NotFound(name)
+    listed = await source.tags(name)
+    if sort == "pushed":
+        listed.sort(key=lambda t: (-t.pushed, t.name))
+    page = logic.paginate(listed, number, TAGS_PER_PAGE)
+    values = {"page": page, "rows": await source.tag_rows(name, list(page.items)), "total": len(listed)}
     deletable = ctx.viewer.may_delete(name) and source.delete_enabled
     return render(ctx, "tags.html", {
         **values, "name": name, "sort": sort, "deletable": deletable, "deleted": params.get("deleted", "")[:300],
@@ -94,35 +87,32 @@ async def manifest(ctx: Context) -> Response:
     reference: str = ctx.request.path_params["reference"]
     source = source_of(ctx)
 
-    def build() -> dict[str, Any]:
-        found = source.manifest(name, reference)
-        tag = None if reference.startswith(("sha256:", "sha512:")) else reference
-        values: dict[str, Any] = {
-            "manifest": found, "tag": tag, "is_index": logic.is_index(found.media_type, found.document),
-            "tags_here": source.tags_pointing_at(name, found.digest),
-            "commands": logic.pull_commands(ctx.host, name, tag, found.digest),
-        }
-        if values["is_index"]:
-            values["platforms"] = logic.platform_rows(found.document, source.child_sizes(name, found.document))
-            values["annotations"] = logic.image_view(found.digest, found.media_type, found.document, None).annotations
-        else:
-            values["image"] = logic.image_view(found.digest, found.media_type, found.document,
-                                               source.config(name, found.document))
-        referrers = logic.referrer_rows(source.referrers(name, found.digest))
-        # cosign's tag scheme (sha256-<hex>.sig) for registries without the referrers API
-        for other in source.tags(name):
-            subject = logic.tag_subject(other.name)
-            if subject is not None and subject[0] == found.digest:
-                try:
-                    artifact = source.manifest(name, other.name)
-                except NotFound:
-                    continue
-                referrers.append(logic.ReferrerRow(artifact.digest, artifact.media_type, f"tag {other.name}",
-                                                   artifact.size, logic.format_time(other.pushed), subject[1]))
-        values["referrer_groups"] = logic.group_referrers(referrers)
-        return values
+    found = await source.manifest(name, reference)
+    tag = None if reference.startswith(("sha256:", "sha512:")) else reference
+    values: dict[str, Any] = {
+        "manifest": found, "tag": tag, "is_index": logic.is_index(found.media_type, found.document),
+        "tags_here": await source.tags_pointing_at(name, found.digest),
+        "commands": logic.pull_commands(ctx.host, name, tag, found.digest),
+    }
+    if values["is_index"]:
+        values["platforms"] = logic.platform_rows(found.document, await source.child_sizes(name, found.document))
+        values["annotations"] = logic.image_view(found.digest, found.media_type, found.document, None).annotations
+    else:
+        values["image"] = logic.image_view(found.digest, found.media_type, found.document,
+                                           await source.config(name, found.document))
+    referrers = logic.referrer_rows(await source.referrers(name, found.digest))
+    # cosign's tag scheme (sha256-<hex>.sig) for registries without the referrers API
+    for other in await source.tags(name):
+        subject = logic.tag_subject(other.name)
+        if subject is not None and subject[0] == found.digest:
+            try:
+                artifact = await source.manifest(name, other.name)
+            except NotFound:
+                continue
+            referrers.append(logic.ReferrerRow(artifact.digest, artifact.media_type, f"tag {other.name}",
+                                               artifact.size, logic.format_time(other.pushed), subject[1]))
+    values["referrer_groups"] = logic.group_referrers(referrers)
 
-    values = await anyio.to_thread.run_sync(build)
     deletable = ctx.viewer.may_delete(name) and source.delete_enabled
     return render(ctx, "manifest.html", {**values, "name": name, "reference": reference, "deletable": deletable,
                                          "repo_url": repo_url, "manifest_url": manifest_url})
@@ -132,7 +122,7 @@ async def delete_tag(ctx: Context) -> Response:
     name: str = ctx.request.path_params["name"]
     tag: str = ctx.request.path_params["tag"]
     source = source_of(ctx)
-    digest = await anyio.to_thread.run_sync(source.delete_tag, name, tag)
+    digest = await source.delete_tag(name, tag)
     _audit_delete(ctx, name, tag, digest)
     return _redirect(f"{repo_url(name)}?" + urlencode({"deleted": f"tag {tag}"}))
 
@@ -141,10 +131,10 @@ async def confirm_delete_manifest(ctx: Context) -> Response:
     name: str = ctx.request.path_params["name"]
     digest: str = ctx.request.path_params["reference"]
     source = source_of(ctx)
-    found = await anyio.to_thread.run_sync(source.manifest, name, digest)
+    found = await source.manifest(name, digest)
     if not source.delete_enabled:
         raise Refused("deletes are disabled on this registry (storage.delete.enabled: false)")
-    going = await anyio.to_thread.run_sync(source.tags_pointing_at, name, found.digest)
+    going = await source.tags_pointing_at(name, found.digest)
     return render(ctx, "confirm_delete.html", {"name": name, "manifest": found, "tags_going": going,
                                                "repo_url": repo_url, "manifest_url": manifest_url})
 
@@ -153,7 +143,7 @@ async def delete_manifest(ctx: Context) -> Response:
     name: str = ctx.request.path_params["name"]
     digest: str = ctx.request.path_params["reference"]
     source = source_of(ctx)
-    gone = await anyio.to_thread.run_sync(source.delete_manifest, name, digest)
+    gone = await source.delete_manifest(name, digest)
     _audit_delete(ctx, name, digest, digest, tags=gone)
     what = f"manifest {digest}" + (f" and tag(s) {', '.join(gone)}" if gone else "")
     return _redirect(f"{repo_url(name)}?" + urlencode({"deleted": what}))

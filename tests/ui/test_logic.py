@@ -167,3 +167,18 @@ def test_the_secret_file_is_private_and_kept(tmp_path: Path) -> None:
     path.write_bytes(b"short")
     with pytest.raises(ValueError, match="shorter"):
         load_secret(path)
+
+
+def test_the_ui_talks_to_the_registry_model_and_auth_only() -> None:
+    """No storage driver, no path, no api/ handler, no registry store below the model."""
+    import ast
+
+    forbidden = ("secreg.storage", "secreg.api", "secreg.registry.local", "secreg.registry.manifests",
+                 "secreg.registry.blobs", "secreg.registry.uploads")
+    package = Path(__file__).resolve().parents[2] / "secreg" / "ui"
+    for module in package.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            for name in names:
+                assert not name.startswith(forbidden), f"{module.name} imports {name}"
