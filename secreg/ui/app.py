@@ -26,7 +26,7 @@ from secreg.names import NAME_PATTERN
 from secreg.registry.browse import Browse
 from secreg.registry.model import RegistryModel
 from secreg.ui import admin, views
-from secreg.ui.session import SECRET_FILE, SessionSigner, load_secret
+from secreg.ui.session import LOGOUT_FILE, SECRET_FILE, Logouts, SessionSigner, load_secret
 from secreg.ui.source import NotFound, Refused, RegistrySource
 from secreg.ui.web import HERE, Context, UIMiddleware, read_form, render, templates
 
@@ -125,6 +125,8 @@ def create_ui(settings: Settings, model: RegistryModel, browse: Browse, state: o
     })
     signer = SessionSigner(load_secret(settings.auth.directory / SECRET_FILE), settings.ui.session_lifetime)
     ui.state.signer = signer
+    logouts = Logouts(settings.auth.directory / LOGOUT_FILE, settings.ui.session_lifetime)
+    ui.state.logouts = logouts
     ui.state.templates = templates()
     ui.state.source = RegistrySource(model, browse, settings)
     ui.state.viewers = ViewerFactory(policy if auth_on else None, groups if auth_on else None)
@@ -135,6 +137,7 @@ def create_ui(settings: Settings, model: RegistryModel, browse: Browse, state: o
     ui.state.public_url = settings.public_url
     ui.state.auth_enabled = auth_on
     ui.add_middleware(UIMiddleware, signer=signer, users=service.users if service is not None else None,
+                      logouts=logouts,
                       secure=not settings.insecure or settings.public_url.startswith("https://"))
     return ui
 

@@ -1,9 +1,11 @@
 """UI sessions: a signed cookie, so any worker process (or replica sharing the auth directory) can check it.
 
-The cookie holds base64url(JSON {s: subject, n: nonce, e: expiry, f: password fingerprint}) and an
-HMAC-SHA256 of it under a 32-byte secret kept in the auth directory (`ui-session.key`, 0600, created once).
-A session lasts `ui.session.lifetime` seconds and is renewed while used; it ends early when its user's
-password changes or the user is deleted (the fingerprint no longer matches). Visitors who are not logged in
+The cookie holds base64url(JSON {s: subject, n: nonce, i: issued, e: expiry, f: password fingerprint}) and
+an HMAC-SHA256 of it under a 32-byte secret kept in the auth directory (`ui-session.key`, 0600, created
+once). A session lasts `ui.session.lifetime` seconds and is renewed while used; it ends early when its
+user's password changes or the user is deleted (the fingerprint no longer matches), and when the user logs
+out: `ui-logouts.json` beside the key records when, and every session of that user issued before is void
+(a copied cookie included), in every worker within a second. Visitors who are not logged in
 get an anonymous session too: its nonce is what their CSRF token is derived from, login form included.
 """
 
@@ -21,10 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["COOKIE", "SECRET_FILE", "Session", "SessionSigner", "load_secret"]
+from secreg.auth.users import WatchedFile, read_locked_edit
+
+__all__ = ["COOKIE", "LOGOUT_FILE", "SECRET_FILE", "Logouts", "Session", "SessionSigner", "load_secret"]
 
 COOKIE = "secreg_session"
 SECRET_FILE = "ui-session.key"
+LOGOUT_FILE = "ui-logouts.json"
 _SECRET_BYTES = 32
 
 
@@ -61,6 +66,7 @@ class Session:
     nonce: str
     expires: float
     fingerprint: str
+    issued: float = 0.0
 
 
 def _b64(data: bytes) -> str:
@@ -80,17 +86,20 @@ class SessionSigner:
 
     def new(self, subject: str = "", fingerprint: str = "") -> Session:
         """A fresh session (a new nonce, so a login never keeps the CSRF token of the visit before it)."""
-        return Session(subject, secrets.token_urlsafe(16), self._clock() + self.lifetime, fingerprint)
+        now = self._clock()
+        return Session(subject, secrets.token_urlsafe(16), now + self.lifetime, fingerprint, now)
 
     def renewed(self, session: Session) -> Session | None:
         """The same session with a later expiry, once half its lifetime has passed; None if not due yet."""
         if session.expires - self._clock() > self.lifetime / 2:
             return None
-        return Session(session.subject, session.nonce, self._clock() + self.lifetime, session.fingerprint)
+        return Session(session.subject, session.nonce, self._clock() + self.lifetime, session.fingerprint,
+                       session.issued)
 
     def encode(self, session: Session) -> str:
         payload = json.dumps(
-            {"s": session.subject, "n": session.nonce, "e": int(session.expires), "f": session.fingerprint},
+            {"s": session.subject, "n": session.nonce, "i": round(session.issued, 3), "e": int(session.expires),
+             "f": session.fingerprint},
             separators=(",", ":"),
         ).encode()
         body = _b64(payload)
@@ -106,7 +115,7 @@ class SessionSigner:
             return None
         try:
             data = json.loads(_unb64(body))
-            session = Session(str(data["s"]), str(data["n"]), float(data["e"]), str(data["f"]))
+            session = Session(str(data["s"]), str(data["n"]), float(data["e"]), str(data["f"]), float(data["i"]))
         except (binascii.Error, ValueError, KeyError, TypeError):
             return None
         return session if session.expires > self._clock() else None
@@ -118,3 +127,40 @@ class SessionSigner:
         if session is None or not token:
             return False
         return hmac.compare_digest(token.encode(), self.csrf_token(session).encode())
+
+
+class Logouts:
+    """When each user last logged out: that user's sessions issued earlier are void. One small JSON file in
+    the auth directory, written under its lock (`read_locked_edit`) and re-read when it changes."""
+
+    def __init__(self, path: Path, lifetime: int, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.lifetime = lifetime
+        self._clock = clock
+        self._file = WatchedFile(path, _parse_logouts)
+
+    def record(self, subject: str) -> None:
+        now = self._clock()
+
+        def edit(old: bytes) -> tuple[bytes, None]:
+            times = _parse_logouts(old or None)
+            # Entries older than a session's lifetime void nothing any more.
+            kept = {user: at for user, at in times.items() if at > now - self.lifetime}
+            kept[subject] = now
+            return json.dumps(kept, sort_keys=True).encode(), None
+
+        read_locked_edit(self.path, edit)
+        self._file.invalidate()
+
+    def voids(self, session: Session) -> bool:
+        return bool(session.subject) and session.issued <= self._file.get().get(session.subject, float("-inf"))
+
+
+def _parse_logouts(data: bytes | None) -> dict[str, float]:
+    try:
+        value = json.loads(data) if data else {}
+    except ValueError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): float(v) for k, v in value.items() if isinstance(v, (int, float))}

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import anyio.to_thread
 from starlette.responses import RedirectResponse, Response
 
 from secreg.errors import RegistryError
@@ -193,5 +194,5 @@ async def login(ctx: Context) -> Response:
 
 
 async def logout(ctx: Context) -> Response:
-    ctx.logout()
+    await anyio.to_thread.run_sync(ctx.logout)  # writes the logout record
     return _redirect("/ui/")

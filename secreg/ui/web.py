@@ -20,7 +20,7 @@ from secreg.auth.users import UserStore
 from secreg.auth.viewer import Viewer, ViewerFactory
 from secreg.observability import USER_KEY
 from secreg.ui import logic
-from secreg.ui.session import COOKIE, Session, SessionSigner
+from secreg.ui.session import COOKIE, Logouts, Session, SessionSigner
 
 __all__ = ["SESSION_KEY", "Context", "UIMiddleware", "read_form", "render", "templates"]
 
@@ -58,16 +58,19 @@ class UIMiddleware:
     and sets the cookie when the session is new or renewed. Refuses a state-changing request whose Origin
     is another site's before any handler runs (the handler checks the CSRF token)."""
 
-    def __init__(self, app: ASGIApp, *, signer: SessionSigner, users: UserStore | None, secure: bool) -> None:
+    def __init__(self, app: ASGIApp, *, signer: SessionSigner, users: UserStore | None, logouts: Logouts,
+                 secure: bool) -> None:
         self.app = app
         self.signer = signer
         self.users = users
+        self.logouts = logouts
         self.secure = secure
 
     def _session(self, scope: Scope) -> tuple[Session, bool]:
         session = self.signer.decode(_cookie(scope, COOKIE))
         if session is not None and session.subject:
-            if self.users is None or self.users.fingerprint(session.subject) != session.fingerprint:
+            if (self.users is None or self.users.fingerprint(session.subject) != session.fingerprint
+                    or self.logouts.voids(session)):
                 session = None
         if session is None:
             return self.signer.new(), True
@@ -192,6 +195,8 @@ class Context:
 
     def logout(self) -> None:
         signer: SessionSigner = self.request.app.state.signer
+        if self.session.subject:
+            self.request.app.state.logouts.record(self.session.subject)
         self.session = signer.new()
         self.request.scope[SESSION_KEY] = self.session
         self.request.scope[CHANGED_KEY] = True

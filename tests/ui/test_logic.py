@@ -182,3 +182,21 @@ def test_the_ui_talks_to_the_registry_model_and_auth_only() -> None:
                 [a.name for a in node.names] if isinstance(node, ast.Import) else []
             for name in names:
                 assert not name.startswith(forbidden), f"{module.name} imports {name}"
+
+
+def test_a_logout_voids_every_earlier_session_of_that_user(tmp_path: Path) -> None:
+    from secreg.ui.session import Logouts
+
+    clock = Clock()
+    signer = SessionSigner(load_secret(tmp_path / "key"), 600, clock)
+    logouts = Logouts(tmp_path / "logouts.json", 600, clock)
+    before, other = signer.new("alice", "f"), signer.new("bob", "f")
+    clock.now += 1
+    logouts.record("alice")
+    assert logouts.voids(before) and not logouts.voids(other)
+    assert not logouts.voids(signer.new(""))
+    clock.now += 1
+    assert not logouts.voids(signer.new("alice", "f")), "a new login counts"
+    assert (tmp_path / "logouts.json").stat().st_mode & 0o777 == 0o600
+    assert not Logouts(tmp_path / "logouts.json", 600, clock).voids(other)  # another worker reads the file
+    assert Logouts(tmp_path / "logouts.json", 600, clock).voids(before)

@@ -109,6 +109,19 @@ def repository_names(html: str) -> list[str]:
     return re.findall(r'<a href="/ui/repo/[^"]+">([^<]+)</a>', table)
 
 
+def test_logout_ends_the_session_even_for_a_copied_cookie(ui_server: RunningServer) -> None:
+    with ui_server.client() as client:
+        assert ui_login(client, "dev", DEV_PASSWORD).status_code == 303
+        copied = dict(client.cookies)
+        page = client.get("/ui/").text
+        assert 'id="current-user">dev<' in page
+        r = client.post("/ui/logout", data={"csrf": csrf_of(page)})
+        assert r.status_code == 303
+        assert 'id="current-user"' not in client.get("/ui/").text
+    with ui_server.client(cookies=copied) as replay:
+        assert 'id="current-user"' not in replay.get("/ui/").text
+
+
 def test_root_redirects_browsers_to_the_ui(anonymous: httpx.Client) -> None:
     r = anonymous.get("/")
     assert r.status_code == 302 and r.headers["location"] == "/ui/"
@@ -343,3 +356,14 @@ def test_ui_can_be_turned_off(tmp_path_factory: pytest.TempPathFactory) -> None:
         assert client.get("/ui/").status_code == 404
         assert client.get("/").status_code == 404
         assert client.get("/v2/").status_code == 401
+
+
+def test_with_authentication_off_everyone_browses_and_nobody_administers(open_server: RunningServer) -> None:
+    from tests.oci import push_image as push_simple
+
+    with open_server.client() as client:
+        push_simple(client, "open/ui", "1.0", seed="open-ui")
+        html = client.get("/ui/").text
+        assert "open/ui" in html and "authentication off" in html and "/ui/login" not in html
+        assert "Delete tag" in client.get("/ui/repo/open/ui").text
+        assert client.get("/ui/admin/users").status_code == 403
