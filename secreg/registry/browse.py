@@ -90,13 +90,16 @@ class Browse:
             return 0
         for algorithm in algorithms:
             try:
-                hexes = self.driver.list(f"{base}/{algorithm}")
+                hexes = self.driver.list(layout.child(base, algorithm))
             except PathNotFound:
                 continue
             for hex_ in hexes:
+                digest = layout.digest_of(algorithm, hex_)
+                if digest is None:
+                    continue
                 try:
-                    total += self.driver.stat(layout.blob_data(Digest.parse(f"{algorithm}:{hex_}"))).size
-                except (PathNotFound, RegistryError):
+                    total += self.driver.stat(layout.blob_data(digest)).size
+                except PathNotFound:
                     continue
         return total
 
@@ -104,7 +107,7 @@ class Browse:
         """Every blob in the store (one walk of the blob tree) and the number of repositories."""
         count = size = 0
         for info in self.driver.walk_files(layout.BLOBS):
-            if info.path.endswith("/data"):
+            if layout.parse_blob_path(info.path) is not None:
                 count += 1
                 size += info.size
         return StorageUsage(len(self.repositories()), count, size)
