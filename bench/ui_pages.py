@@ -18,6 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from secreg.auth.accounts import Accounts
+from secreg.auth.groups import GroupStore
+from secreg.auth.users import UserStore
 from secreg.digest import Digest
 from secreg.storage import layout
 
@@ -26,6 +29,7 @@ from tests.server import run_secreg  # noqa: E402
 from tests.ui.conftest import ui_login  # noqa: E402
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+BENCH_USER, BENCH_PASSWORD = "bench", "bench-password-1"
 
 
 _MADE: set[str] = set()
@@ -103,9 +107,14 @@ def main(argv: list[str] | None = None) -> int:
         "tags by name, page 2": f"/ui/repo/{repo}?sort=name&page=2",
         "manifest": f"/ui/repo/{repo}/-/manifest/v{min(42, args.tags - 1):03d}",
     }
+    auth = workdir / "auth"
+    auth.mkdir(mode=0o700, exist_ok=True)
+    users = UserStore(auth / "htpasswd")
+    if BENCH_USER not in users:  # an admin with a known password, also when the directory is reused
+        Accounts(users, GroupStore(auth / "groups")).add(BENCH_USER, BENCH_PASSWORD, ["admins"], by="bench")
     with run_secreg(workdir, {"storage": {"delete": {"enabled": True}}}) as server, server.client() as client:
-        assert ui_login(client, "admin", server.admin_password or "").status_code == 303
-        print(f"{'page':28} {'median ms':>10} {'max ms':>8}")
+        assert ui_login(client, BENCH_USER, BENCH_PASSWORD).status_code == 303
+        print(f"{'page':28} {'first ms':>9} {'median ms':>10} {'max ms':>8}")
         for label, path in pages.items():
             times = []
             for _ in range(args.rounds):
@@ -113,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                 response = client.get(path)
                 times.append((time.perf_counter() - started) * 1000)
                 assert response.status_code == 200, (path, response.status_code)
-            print(f"{label:28} {statistics.median(times):10.1f} {max(times):8.1f}")
+            print(f"{label:28} {times[0]:9.1f} {statistics.median(times):10.1f} {max(times):8.1f}")
     return 0
 
 

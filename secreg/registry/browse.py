@@ -19,13 +19,20 @@ from secreg.registry.gc import GcReport, collect_garbage
 from secreg.storage import layout
 from secreg.storage.driver import PathNotFound, StorageDriver
 
-__all__ = ["Browse", "StorageUsage", "TagInfo"]
+__all__ = ["Browse", "RepositorySummary", "StorageUsage", "TagInfo"]
 
 
 @dataclass(frozen=True)
 class TagInfo:
     name: str
     pushed: float  # when the tag was last written (POSIX time)
+
+
+@dataclass(frozen=True)
+class RepositorySummary:
+    tags: int
+    pushed: float | None  # the most recent push of any tag
+    size: int  # bytes of the distinct blobs the repository links
 
 
 @dataclass(frozen=True)
@@ -55,6 +62,21 @@ class Browse:
             except PathNotFound:
                 continue  # a tag being deleted
         return found
+
+    def summary(self, name: str) -> RepositorySummary:
+        tags = self.tags(name)
+        return RepositorySummary(len(tags), max((t.pushed for t in tags), default=None), self.repository_size(name))
+
+    def stamp(self, name: str) -> tuple[float, float]:
+        """Modification times of the repository's tag and layer directories: they change when a tag or a
+        blob link is added or removed (not when an existing tag is pushed again)."""
+        stamps = []
+        for path in (layout.tags_dir(name), layout.layers_dir(name)):
+            try:
+                stamps.append(self.driver.stat(path).mtime)
+            except PathNotFound:
+                stamps.append(0.0)
+        return stamps[0], stamps[1]
 
     def tags_pointing_at(self, name: str, digest: Digest) -> list[str]:
         """Tags whose current target is `digest`: what a delete of that manifest takes with it."""

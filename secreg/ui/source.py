@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from secreg.config import Settings
 from secreg.digest import Digest, is_digest
 from secreg.errors import RegistryError
 from secreg.names import NAME_PATTERN, TAG_PATTERN
-from secreg.registry.browse import Browse, StorageUsage, TagInfo
+from secreg.registry.browse import Browse, RepositorySummary, StorageUsage, TagInfo
 from secreg.registry.errors import ModelError, NameUnknown, Unsupported
 from secreg.registry.gc import GcBusy, GcReport
 from secreg.registry.model import RegistryModel
@@ -27,6 +28,9 @@ from secreg.ui import logic
 __all__ = ["Manifest", "NotFound", "Refused", "RegistrySource", "TagRow"]
 
 MAX_CONFIG_BYTES = 1024 * 1024
+# A repository's row in the list (tag count, last push, size) is reused this long while neither its tag nor
+# its layer directory changed; a tag pushed again in place shows its new push time after at most this.
+SUMMARY_SECONDS = 15.0
 
 
 class NotFound(Exception):
@@ -89,6 +93,7 @@ class RegistrySource:
         # Manifests are immutable: what a tag row shows about one is cached by digest.
         self._summaries: OrderedDict[str, _Summary] = OrderedDict()
         self._lock = threading.Lock()
+        self._repositories: dict[str, tuple[tuple[float, float], float, RepositorySummary]] = {}
 
     @property
     def delete_enabled(self) -> bool:
@@ -182,8 +187,25 @@ class RegistrySource:
     async def tags_pointing_at(self, name: str, digest: str) -> list[str]:
         return await anyio.to_thread.run_sync(self.browse.tags_pointing_at, _check_name(name), _digest(digest))
 
-    async def repository_size(self, name: str) -> int:
-        return await anyio.to_thread.run_sync(self.browse.repository_size, name)
+    async def repository_summaries(self, names: list[str]) -> list[RepositorySummary]:
+        """Tag count, last push and size of each repository, in one trip to a worker thread."""
+
+        def collect() -> list[RepositorySummary]:
+            found = []
+            for name in names:
+                stamp, now = self.browse.stamp(name), time.monotonic()
+                cached = self._repositories.get(name)
+                if cached is not None and cached[0] == stamp and now - cached[1] < SUMMARY_SECONDS:
+                    found.append(cached[2])
+                    continue
+                summary = self.browse.summary(name)
+                self._repositories[name] = (stamp, now, summary)
+                found.append(summary)
+            if len(self._repositories) > 100_000:
+                self._repositories.clear()
+            return found
+
+        return await anyio.to_thread.run_sync(collect)
 
     async def usage(self) -> StorageUsage:
         return await anyio.to_thread.run_sync(self.browse.usage)

@@ -50,11 +50,8 @@ async def repositories(ctx: Context) -> Response:
 
     names = logic.search(ctx.viewer.visible(await source.repositories()), query)
     page = logic.paginate(names, number, REPOSITORIES_PER_PAGE)
-    rows = []
-    for name in page.items:
-        tags = await source.tags(name)
-        rows.append(RepositoryRow(name, len(tags), await source.repository_size(name),
-                                  max((t.pushed for t in tags), default=None)))
+    summaries = await source.repository_summaries(list(page.items))
+    rows = [RepositoryRow(name, s.tags, s.size, s.pushed) for name, s in zip(page.items, summaries, strict=True)]
     values = {"page": page, "rows": rows, "query": query}
     return render(ctx, "repositories.html", {**values, "repo_url": repo_url,
                                              "page_url": lambda n: "/ui/?" + urlencode({"q": query, "page": n})})
