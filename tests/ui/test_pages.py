@@ -367,3 +367,47 @@ def test_with_authentication_off_everyone_browses_and_nobody_administers(open_se
         assert "open/ui" in html and "authentication off" in html and "/ui/login" not in html
         assert "Delete tag" in client.get("/ui/repo/open/ui").text
         assert client.get("/ui/admin/users").status_code == 403
+
+
+def test_ui_changes_are_audited_like_the_cli(admin: httpx.Client, ui_server: RunningServer) -> None:
+    csrf = csrf_of(admin.get("/ui/admin/users").text)
+    assert admin.post("/ui/admin/users", data={"csrf": csrf, "name": "audited", "password": "audited-pw-1"}
+                      ).status_code == 200
+    assert admin.post("/ui/admin/users/audited/delete", data={"csrf": csrf}).status_code == 200
+    events = [json.loads(line) for line in ui_server.log().splitlines() if line.startswith('{"time"')]
+    mine = [(e["event"], e["by"]) for e in events if e.get("user") == "audited" and "by" in e]
+    assert mine == [("user.add", "ui:admin"), ("user.delete", "ui:admin")]
+    assert any(e.get("event") == "login.ok" and e.get("via") == "ui" for e in events)
+
+
+def test_without_storage_delete_enabled_nothing_can_be_deleted(tmp_path_factory: pytest.TempPathFactory) -> None:
+    workdir = tmp_path_factory.mktemp("ui-nodelete")
+    write_policy(workdir)
+    with run_secreg(workdir, {}) as server, server.client() as client:
+        password = server.admin_password or ""
+        with api_client(server, "admin", password, "public/kept") as api:
+            digest, _ = push_image(api, "public/kept", "1.0", "kept")
+        assert ui_login(client, "admin", password).status_code == 303
+        page = client.get("/ui/repo/public/kept").text
+        assert "Delete" not in page and "Delete" not in client.get("/ui/repo/public/kept/-/manifest/1.0").text
+        csrf = csrf_of(page)
+        r = client.post("/ui/repo/public/kept/-/tag/1.0/delete", data={"csrf": csrf})
+        assert r.status_code == 409 and "storage.delete.enabled" in r.text
+        assert client.post(f"/ui/repo/public/kept/-/manifest/{digest}/delete", data={"csrf": csrf}).status_code == 409
+        assert client.get(f"/ui/repo/public/kept/-/manifest/{digest}/delete").status_code == 409
+        assert client.get("/ui/repo/public/kept/-/manifest/1.0").status_code == 200
+
+
+def test_sessions_work_across_workers(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Two worker processes share the signing key: a session made by one is good in the other."""
+    workdir = tmp_path_factory.mktemp("ui-workers")
+    with run_secreg(workdir, {"http": {"workers": 2}}) as server:
+        with server.client() as client:
+            assert ui_login(client, "admin", server.admin_password or "").status_code == 303
+            cookies = dict(client.cookies)
+        for _ in range(12):  # a new connection each time: the kernel spreads them over both workers
+            with server.client(cookies=cookies) as fresh:
+                r = fresh.get("/ui/admin/users")
+                assert r.status_code == 200 and 'id="current-user">admin<' in r.text
+        key = workdir / "auth" / "ui-session.key"
+        assert key.stat().st_mode & 0o777 == 0o600
