@@ -25,9 +25,13 @@ from pathlib import Path
 
 from secreg.auth.users import WatchedFile, read_locked_edit
 
-__all__ = ["COOKIE", "LOGOUT_FILE", "SECRET_FILE", "Logouts", "Session", "SessionSigner", "load_secret"]
+__all__ = ["COOKIE", "LOGOUT_FILE", "SECRET_FILE", "SECURE_COOKIE", "Logouts", "Session", "SessionSigner",
+           "load_secret"]
 
 COOKIE = "secreg_session"
+# Over HTTPS the cookie carries the __Host- prefix: browsers then accept it only with Secure, Path=/ and no
+# Domain, so no other host or path (a sibling subdomain, a plain-HTTP page) can set or shadow it.
+SECURE_COOKIE = f"__Host-{COOKIE}"
 SECRET_FILE = "ui-session.key"
 LOGOUT_FILE = "ui-logouts.json"
 _SECRET_BYTES = 32

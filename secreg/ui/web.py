@@ -20,7 +20,7 @@ from secreg.auth.users import UserStore
 from secreg.auth.viewer import Viewer, ViewerFactory
 from secreg.observability import USER_KEY
 from secreg.ui import logic
-from secreg.ui.session import COOKIE, Logouts, Session, SessionSigner
+from secreg.ui.session import COOKIE, SECURE_COOKIE, Logouts, Session, SessionSigner
 
 __all__ = ["SESSION_KEY", "Context", "UIMiddleware", "read_form", "render", "templates"]
 
@@ -65,9 +65,10 @@ class UIMiddleware:
         self.users = users
         self.logouts = logouts
         self.secure = secure
+        self.cookie = SECURE_COOKIE if secure else COOKIE
 
     def _session(self, scope: Scope) -> tuple[Session, bool]:
-        session = self.signer.decode(_cookie(scope, COOKIE))
+        session = self.signer.decode(_cookie(scope, self.cookie))
         if session is not None and session.subject:
             if (self.users is None or self.users.fingerprint(session.subject) != session.fingerprint
                     or self.logouts.voids(session)):
@@ -93,7 +94,7 @@ class UIMiddleware:
                 if b"cache-control" not in names:
                     headers.append((b"cache-control", b"no-store"))
                 if scope.get(CHANGED_KEY):  # new, renewed, or replaced by a login or logout
-                    cookie = _cookie_header(self.signer, scope[SESSION_KEY], self.secure)
+                    cookie = _cookie_header(self.signer, scope[SESSION_KEY], self.cookie, self.secure)
                     headers.append((b"set-cookie", cookie.encode("latin-1")))
                 message = {**message, "headers": headers}
             await send(message)
@@ -106,9 +107,8 @@ class UIMiddleware:
         await self.app(scope, receive, send_with_headers)
 
 
-def _cookie_header(signer: SessionSigner, session: Session, secure: bool) -> str:
-    # __Host-: only over HTTPS, for this host, path / (no subdomain or other path can set or shadow it).
-    parts = [f"{COOKIE}={signer.encode(session)}", "Path=/", f"Max-Age={signer.lifetime}", "HttpOnly",
+def _cookie_header(signer: SessionSigner, session: Session, name: str, secure: bool) -> str:
+    parts = [f"{name}={signer.encode(session)}", "Path=/", f"Max-Age={signer.lifetime}", "HttpOnly",
              "SameSite=Strict"]
     if secure:
         parts.append("Secure")

@@ -137,6 +137,7 @@ def test_security_headers_and_session_cookie(anonymous: httpx.Client, ui_server:
         assert r.headers["x-content-type-options"] == "nosniff"
     with ui_server.client() as fresh:
         cookie = fresh.get("/ui/login").headers["set-cookie"]
+    assert cookie.startswith("__Host-secreg_session=")
     for flag in ("Secure", "HttpOnly", "SameSite=Strict", "Max-Age=1800", "Path=/"):
         assert flag in cookie
     html = anonymous.get("/ui/login").text
