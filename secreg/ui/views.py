@@ -160,7 +160,8 @@ def _audit_delete(ctx: Context, name: str, reference: str, digest: str, tags: li
 
 def _next_url(value: str | None) -> str:
     """Where to go after logging in: a page of this UI only (no other site, no `//host`)."""
-    if value and value.startswith("/ui/") and not value.startswith("//") and "\\" not in value:
+    if (value and value.startswith("/ui/") and "\\" not in value and "//" not in value
+            and ".." not in value.split("/") and value.isprintable()):
         return value
     return "/ui/"
 

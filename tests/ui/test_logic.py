@@ -200,3 +200,12 @@ def test_a_logout_voids_every_earlier_session_of_that_user(tmp_path: Path) -> No
     assert (tmp_path / "logouts.json").stat().st_mode & 0o777 == 0o600
     assert not Logouts(tmp_path / "logouts.json", 600, clock).voids(other)  # another worker reads the file
     assert Logouts(tmp_path / "logouts.json", 600, clock).voids(before)
+
+
+def test_after_login_only_pages_of_this_ui_are_followed() -> None:
+    from secreg.ui.views import _next_url
+
+    assert _next_url("/ui/repo/team/app?sort=name") == "/ui/repo/team/app?sort=name"
+    for bad in (None, "", "https://evil.example/", "//evil.example/ui/", "/ui/..//evil.example", "/ui/\\evil",
+                "/elsewhere", "/ui//evil.example", "/ui/\r\nSet-Cookie: x=1"):
+        assert _next_url(bad) == "/ui/", bad
