@@ -412,3 +412,15 @@ def test_sessions_work_across_workers(tmp_path_factory: pytest.TempPathFactory) 
                 assert r.status_code == 200 and 'id="current-user">admin<' in r.text
         key = workdir / "auth" / "ui-session.key"
         assert key.stat().st_mode & 0o777 == 0o600
+
+
+def test_cosign_style_signature_tags_are_listed_under_their_image(admin: httpx.Client, ui_server: RunningServer,
+                                                                  content: dict[str, Any]) -> None:
+    digest = content["hello"][0]
+    tag = digest.replace(":", "-") + ".sig"
+    with api_client(ui_server, "admin", ui_server.admin_password or "", "public/hello") as client:
+        signature, _ = push_image(client, "public/hello", tag, "cosign-sig",
+                                  artifact_type="application/vnd.dev.cosign.simplesigning.v1+json")
+    html = admin.get("/ui/repo/public/hello/-/manifest/1.0").text
+    signatures = html.split("<h3>Signatures</h3>", 1)[1].split("</table>", 1)[0]
+    assert signature in signatures and f"tag {tag}" in signatures
