@@ -142,6 +142,8 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
     from secreg.auth_wiring import wire_auth
 
     wire_auth(app, settings, role)
+    if settings.ui.enabled and role != "all":
+        log.info("web UI not served with --role %s (it needs the registry and the token server)", role)
     if settings.ui.enabled and role == "all" and registry is not None:
         from secreg.registry.browse import Browse
         from secreg.ui.app import UI_PATH, create_ui, root_redirect

@@ -40,6 +40,7 @@ class StorageUsage:
     repositories: int
     blobs: int
     bytes: int
+    largest: tuple[tuple[str, int], ...] = ()  # (repository, bytes), biggest first
 
 
 class Browse:
@@ -125,14 +126,17 @@ class Browse:
                     continue
         return total
 
-    def usage(self) -> StorageUsage:
-        """Every blob in the store (one walk of the blob tree) and the number of repositories."""
+    def usage(self, largest: int = 10) -> StorageUsage:
+        """Every blob in the store (one walk of the blob tree), the number of repositories, and the
+        `largest` repositories by the size of the blobs they link (shared blobs count in each)."""
         count = size = 0
         for info in self.driver.walk_files(layout.BLOBS):
             if layout.parse_blob_path(info.path) is not None:
                 count += 1
                 size += info.size
-        return StorageUsage(len(self.repositories()), count, size)
+        names = self.repositories()
+        sizes = sorted(((self.repository_size(n), n) for n in names), key=lambda p: (-p[0], p[1]))
+        return StorageUsage(len(names), count, size, tuple((n, b) for b, n in sizes[:largest]))
 
     # --- the last garbage collection ------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ def test_tags_sizes_and_what_a_delete_takes(tmp_path: Path) -> None:
     assert summary.tags == 3 and summary.size == config_and_layers and summary.pushed is not None
     usage = browse.usage()
     assert usage.repositories == 1 and usage.blobs == 6  # two configs, two layers, two manifests
+    assert usage.largest == (("team/app", config_and_layers),)
     assert usage.bytes == config_and_layers + len(manifest) + len(run(registry.get_manifest("team/app", other)).content)
     before = browse.stamp("team/app")
     run(registry.delete_manifest("team/app", "2.0"))

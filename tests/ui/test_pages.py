@@ -329,6 +329,8 @@ def test_policy_page_explains_a_decision(admin: httpx.Client) -> None:
 def test_storage_and_gc_panel(admin: httpx.Client, ui_server: RunningServer) -> None:
     html = admin.get("/ui/admin/storage").text
     assert re.search(r"<dt>Blobs</dt><dd>\d+</dd>", html)
+    largest = re.findall(r'<tr><td><a href="/ui/repo/[^"]+">([^<]+)</a>', html.split('id="largest"', 1)[1])
+    assert "public/multi" in largest and "secret/thing" in largest
     csrf = csrf_of(html)
     dry = admin.post("/ui/admin/gc", data={"csrf": csrf, "mode": "dry-run"}).text
     assert "Dry run: would free" in dry
