@@ -5,8 +5,11 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import Any
 
+from secreg import hashstate
 from secreg.errors import ErrorCode, RegistryError
+from secreg.hashstate import ResumableHash
 
 # Algorithms we store and verify, with their hex length. Anything else is "unsupported", not "invalid".
 ALGORITHMS: dict[str, int] = {"sha256": 64, "sha512": 128}
@@ -47,12 +50,30 @@ def is_digest(text: str) -> bool:
 
 
 class Hasher:
-    """Running hash of an upload in one algorithm (the one the client will name at commit)."""
+    """Running hash of an upload in one algorithm (the one the client will name at commit). Its state can be
+    exported (`export`, `Hasher.restore`) where OpenSSL's low-level SHA-2 is available (`secreg.hashstate`),
+    so another process or replica continues the hash instead of reading the bytes again."""
 
     def __init__(self, algorithm: str = "sha256") -> None:
         self.algorithm = algorithm
-        self._hash = hashlib.new(algorithm)
+        self._hash: Any = (
+            ResumableHash(algorithm) if hashstate.available() and algorithm in ("sha256", "sha512")
+            else hashlib.new(algorithm)
+        )
         self.size = 0
+
+    def export(self) -> bytes | None:
+        """The running state (opaque bytes), or None when this hash cannot be exported."""
+        return self._hash.state() if isinstance(self._hash, ResumableHash) else None
+
+    @classmethod
+    def restore(cls, algorithm: str, size: int, state: bytes) -> Hasher:
+        """The hasher `export` saw, having hashed `size` bytes; ValueError when `state` does not fit."""
+        hasher = cls.__new__(cls)
+        hasher.algorithm = algorithm
+        hasher._hash = ResumableHash.from_state(algorithm, state)
+        hasher.size = size
+        return hasher
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
         self._hash.update(data)

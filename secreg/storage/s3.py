@@ -1,0 +1,315 @@
+"""S3 driver: the same paths as the filesystem driver, as object keys under `rootdirectory`.
+
+Keys are the reference registry's (distribution's `s3-aws` driver: `<rootdirectory>/docker/registry/v2/...`),
+so a bucket written by `registry:2` is served by secreg. Directories do not exist in a bucket: a directory
+is the set of keys below a prefix, listed with a `/` delimiter.
+
+A file being appended (upload data, see `s3append.py`) is a multipart upload plus a small state object in a
+sidecar prefix `<path>.append/`, hidden from `list` and `walk_files`; `sync` completes it into the object.
+
+The client is botocore (the engine of aiobotocore and boto3), used synchronously: the driver protocol is
+synchronous and the registry calls the slow operations from threads. The README explains the choice.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import hashlib
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO, cast
+
+import botocore.config
+import botocore.session
+from botocore.exceptions import BotoCoreError, ClientError
+
+from secreg.storage.driver import FileInfo, InvalidPath, PathNotFound, StorageError
+
+log = logging.getLogger("secreg.storage.s3")
+
+APPEND_SUFFIX = ".append"  # sidecar of a file being appended: <path>.append/state, tails, locks
+MIN_PART = 5 * 1024 * 1024  # S3's smallest part (all but the last)
+_DELETE_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """`storage.s3` (the reference registry's key names)."""
+
+    bucket: str
+    region: str = "us-east-1"
+    regionendpoint: str = ""
+    rootdirectory: str = ""
+    accesskey: str = ""
+    secretkey: str = ""
+    secure: bool = True
+    v4auth: bool = True
+    chunksize: int = 10 * 1024 * 1024
+    multipartcopythresholdsize: int = 32 * 1024 * 1024
+    multipartcopychunksize: int = 32 * 1024 * 1024
+    redirect: bool = False
+    redirectexpiry: int = 60  # seconds a presigned blob URL stays valid
+
+
+def is_missing(exc: ClientError) -> bool:
+    code = str(exc.response.get("Error", {}).get("Code", ""))
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code in ("404", "NoSuchKey", "NotFound", "NoSuchUpload") or status == 404
+
+
+def _add_content_md5(params: dict[str, Any], **_: Any) -> None:
+    # Swift's s3api requires Content-MD5 on a batch delete; botocore now sends a CRC32 checksum instead.
+    body = params.get("body")
+    if isinstance(body, bytes):
+        params["headers"]["Content-MD5"] = base64.b64encode(hashlib.md5(body).digest()).decode()
+
+
+class S3Driver:
+    def __init__(self, options: S3Options, *, client: Any = None) -> None:
+        if options.chunksize < MIN_PART:
+            raise ValueError(f"storage.s3.chunksize must be at least {MIN_PART} (S3's smallest part)")
+        self.options = options
+        self.bucket = options.bucket
+        self._prefix = options.rootdirectory.strip("/")
+        self.client = client if client is not None else self._client(options)
+        self._local = threading.local()
+
+    @staticmethod
+    def _client(options: S3Options) -> Any:
+        session = botocore.session.get_session()
+        endpoint = options.regionendpoint or None
+        if endpoint and "://" not in endpoint:
+            endpoint = f"{'https' if options.secure else 'http'}://{endpoint}"
+        config = botocore.config.Config(
+            signature_version="s3v4" if options.v4auth else "s3",
+            s3={"addressing_style": "path" if endpoint else "auto"},
+            max_pool_connections=64,
+            retries={"max_attempts": 5, "mode": "standard"},
+            connect_timeout=10,
+            read_timeout=120,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        # Empty keys: botocore's standard chain (AWS_* environment, ~/.aws, instance or container roles).
+        client = session.create_client(
+            "s3", region_name=options.region, endpoint_url=endpoint, use_ssl=options.secure,
+            aws_access_key_id=options.accesskey or None, aws_secret_access_key=options.secretkey or None,
+            config=config,
+        )
+        client.meta.events.register("before-sign.s3.DeleteObjects", _add_content_md5)
+        return client
+
+    # --- keys -------------------------------------------------------------------------------------
+
+    def key(self, path: str) -> str:
+        if path.startswith("/") or "\\" in path or "\x00" in path or ".." in path.split("/") or "//" in path:
+            raise InvalidPath(path)
+        return f"{self._prefix}/{path}" if self._prefix else path
+
+    def _path_of(self, key: str) -> str:
+        return key[len(self._prefix) + 1:] if self._prefix else key
+
+    def _dir_prefix(self, path: str) -> str:
+        return self.key(path).rstrip("/") + "/" if path else (f"{self._prefix}/" if self._prefix else "")
+
+    # --- reads ------------------------------------------------------------------------------------
+
+    def head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.client.head_object(Bucket=self.bucket, Key=key))
+        except ClientError as exc:
+            if is_missing(exc):
+                return None
+            raise StorageError(f"HEAD {key}: {exc}") from exc
+
+    def _any_below(self, path: str) -> bool:
+        answer = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._dir_prefix(path), MaxKeys=1)
+        return bool(answer.get("KeyCount") or answer.get("Contents"))
+
+    def stat(self, path: str) -> FileInfo:
+        found = self.head(self.key(path))
+        if found is not None:
+            return FileInfo(path, int(found["ContentLength"]), found["LastModified"].timestamp(), False)
+        from secreg.storage.s3append import read_state
+
+        state = read_state(self, path)
+        if state is not None:
+            return FileInfo(path, state.size, state.modified, False)
+        if self._any_below(path):
+            return FileInfo(path, 0, 0.0, True)
+        raise PathNotFound(path)
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.stat(path)
+        except PathNotFound:
+            return False
+        return True
+
+    def read_bytes(self, path: str) -> bytes:
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=self.key(path))
+        except ClientError as exc:
+            if is_missing(exc):
+                raise PathNotFound(path) from None
+            raise StorageError(f"GET {path}: {exc}") from exc
+        with answer["Body"] as body:
+            return bytes(body.read())
+
+    def open_read(self, path: str) -> BinaryIO:
+        from secreg.storage.s3read import S3Reader
+
+        found = self.head(self.key(path))
+        if found is None:
+            raise PathNotFound(path)
+        return cast(BinaryIO, S3Reader(self, self.key(path), int(found["ContentLength"])))
+
+    def list(self, path: str) -> list[str]:
+        prefix = self._dir_prefix(path)
+        names: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+            for common in page.get("CommonPrefixes", []):
+                names.append(common["Prefix"][len(prefix):].rstrip("/"))
+            for item in page.get("Contents", []):
+                names.append(item["Key"][len(prefix):])
+        if not names:
+            raise PathNotFound(path)
+        visible = []
+        for name in names:
+            if name.endswith(APPEND_SUFFIX):
+                # A file being appended shows under its own name, as on a filesystem.
+                name = name[: -len(APPEND_SUFFIX)]
+            if name and name not in visible:
+                visible.append(name)
+        return visible
+
+    def walk_files(self, path: str) -> Iterator[FileInfo]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._dir_prefix(path)):
+            for item in page.get("Contents", []):
+                relative = self._path_of(item["Key"])
+                if f"{APPEND_SUFFIX}/" in relative:
+                    continue
+                yield FileInfo(relative, int(item["Size"]), item["LastModified"].timestamp(), False)
+
+    def list_keys(self, prefix: str) -> Iterator[dict[str, Any]]:
+        """Every object below a raw key prefix (with Key, Size, LastModified)."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            yield from page.get("Contents", [])
+
+    # --- writes -----------------------------------------------------------------------------------
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.key(path), Body=data)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"PUT {path}: {exc}") from exc
+
+    def open_append(self, path: str) -> Any:
+        from secreg.storage.s3append import S3AppendWriter
+
+        return S3AppendWriter(self, path)
+
+    def copy_key(self, source: str, destination: str, size: int) -> None:
+        """Server-side copy; above `multipartcopythresholdsize` as a multipart upload of UploadPartCopy parts
+        (CopyObject stops at 5 GiB)."""
+        if size < self.options.multipartcopythresholdsize:
+            self.client.copy_object(Bucket=self.bucket, Key=destination,
+                                    CopySource={"Bucket": self.bucket, "Key": source})
+            return
+        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=destination)["UploadId"]
+        try:
+            parts = []
+            step = max(self.options.multipartcopychunksize, MIN_PART)
+            for number, start in enumerate(range(0, size, step), 1):
+                end = min(start + step, size) - 1
+                answer = self.client.upload_part_copy(
+                    Bucket=self.bucket, Key=destination, UploadId=upload, PartNumber=number,
+                    CopySource={"Bucket": self.bucket, "Key": source}, CopySourceRange=f"bytes={start}-{end}",
+                )
+                parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
+            self.client.complete_multipart_upload(Bucket=self.bucket, Key=destination, UploadId=upload,
+                                                  MultipartUpload={"Parts": parts})
+        except BaseException:
+            self.abort_multipart(destination, upload)
+            raise
+
+    def move(self, source: str, destination: str) -> None:
+        """Copy, then delete the source: not atomic across the two keys, but each key is always whole."""
+        source_key, destination_key = self.key(source), self.key(destination)
+        found = self.head(source_key)
+        if found is None:
+            raise PathNotFound(source)
+        try:
+            self.copy_key(source_key, destination_key, int(found["ContentLength"]))
+            self.client.delete_object(Bucket=self.bucket, Key=source_key)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"move {source} -> {destination}: {exc}") from exc
+
+    def delete(self, path: str) -> None:
+        """A file, a file being appended (aborting its multipart upload) or a whole prefix."""
+        key = self.key(path)
+        doomed = [key] if self.head(key) is not None else []
+        doomed.extend(item["Key"] for item in self.list_keys(f"{key}{APPEND_SUFFIX}/"))
+        doomed.extend(item["Key"] for item in self.list_keys(f"{key}/"))
+        uploads = self._multipart_uploads(key)
+        if not doomed and not uploads:
+            raise PathNotFound(path)
+        for upload_key, upload_id in uploads:
+            self.abort_multipart(upload_key, upload_id)
+        for start in range(0, len(doomed), _DELETE_BATCH):
+            batch = doomed[start:start + _DELETE_BATCH]
+            if len(batch) == 1:
+                self.client.delete_object(Bucket=self.bucket, Key=batch[0])
+                continue
+            answer = self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+            )
+            errors = [e for e in answer.get("Errors", []) if e.get("Code") != "NoSuchKey"]
+            if errors:
+                raise StorageError(f"delete {path}: {errors[0].get('Code')} on {errors[0].get('Key')}")
+
+    def _multipart_uploads(self, key: str) -> builtins.list[tuple[str, str]]:
+        """Multipart uploads in progress at `key` or below it: those of a file being appended."""
+        found: builtins.list[tuple[str, str]] = []
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=key):
+            for upload in page.get("Uploads", []):
+                name = upload["Key"]
+                if name == key or name.startswith(f"{key}/"):
+                    found.append((name, upload["UploadId"]))
+        return found
+
+    def abort_multipart(self, key: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if not is_missing(exc):
+                log.warning("abort of multipart upload at %s failed: %s", key, exc)
+
+    def local_path(self, path: str) -> str | None:
+        return None
+
+    def redirect_url(self, path: str) -> str | None:
+        """A short-lived presigned GET URL when `redirect` is on, else None (secreg streams the bytes)."""
+        if not self.options.redirect:
+            return None
+        url: str = self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self.key(path)},
+            ExpiresIn=self.options.redirectexpiry,
+        )
+        return url
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket when it is missing (tests, first start); an existing bucket is left alone."""
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            if not is_missing(exc) and str(exc.response.get("Error", {}).get("Code")) != "NoSuchBucket":
+                raise
+            self.client.create_bucket(Bucket=self.bucket)
