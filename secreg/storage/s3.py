@@ -68,17 +68,18 @@ def _add_content_md5(params: dict[str, Any], **_: Any) -> None:
 
 
 class S3Driver:
-    def __init__(self, options: S3Options, *, client: Any = None) -> None:
+    def __init__(self, options: S3Options, *, client: Any = None, attempts: int = 5) -> None:
+        """`attempts`: tries per request (botocore's standard retry mode: 5xx, throttling, resets)."""
         if options.chunksize < MIN_PART:
             raise ValueError(f"storage.s3.chunksize must be at least {MIN_PART} (S3's smallest part)")
         self.options = options
         self.bucket = options.bucket
         self._prefix = options.rootdirectory.strip("/")
-        self.client = client if client is not None else self._client(options)
+        self.client = client if client is not None else self._client(options, attempts)
         self._local = threading.local()
 
     @staticmethod
-    def _client(options: S3Options) -> Any:
+    def _client(options: S3Options, attempts: int) -> Any:
         session = botocore.session.get_session()
         endpoint = options.regionendpoint or None
         if endpoint and "://" not in endpoint:
@@ -87,7 +88,7 @@ class S3Driver:
             signature_version="s3v4" if options.v4auth else "s3",
             s3={"addressing_style": "path" if endpoint else "auto"},
             max_pool_connections=64,
-            retries={"max_attempts": 5, "mode": "standard"},
+            retries={"max_attempts": attempts, "mode": "standard"},
             connect_timeout=10,
             read_timeout=120,
             request_checksum_calculation="when_required",
@@ -99,7 +100,7 @@ class S3Driver:
             aws_access_key_id=options.accesskey or None, aws_secret_access_key=options.secretkey or None,
             config=config,
         )
-        client.meta.events.register("before-sign.s3.DeleteObjects", _add_content_md5)
+        client.meta.events.register("before-call.s3.DeleteObjects", _add_content_md5)
         return client
 
     # --- keys -------------------------------------------------------------------------------------

@@ -235,7 +235,7 @@ class S3AppendWriter:
     def truncate(self, size: int) -> None:
         """Back to the size at open (drops what this writer appended), or within the unsent tail."""
         if size == self._opened.size:
-            self._state, self.size, self._buffer, self._dirty = self._opened, size, None, False
+            self._state, self.size, self._buffer, self._dirty = self._opened, size, None, True
             return
         if self._finished or not self._state.parts_size <= size <= self.size:
             raise StorageError(f"cannot truncate {self._path} to {size}: those bytes are in sent parts")

@@ -1,0 +1,195 @@
+"""The driver conformance suite against the S3 driver on the moto server, plus what only an object store has:
+multipart appends continued by another client, aborts, distribution's key layout, faults mid-transfer."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from secreg.storage.driver import PathNotFound, StorageError
+from secreg.storage.s3 import S3Driver, S3Options
+from tests.faultproxy import Fault, FaultProxy
+from tests.objectstores import ObjectStore, moto_server
+from tests.storage.driver_suite import DriverSuite
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStore]:
+    with moto_server(tmp_path_factory.mktemp("moto")) as store:
+        yield store
+
+
+def make_driver(store: ObjectStore, bucket: str, endpoint: str | None = None, attempts: int = 5,
+                **extra: object) -> S3Driver:
+    options = S3Options(bucket=bucket, region=store.region, regionendpoint=endpoint or store.endpoint,
+                        accesskey=store.accesskey, secretkey=store.secretkey, secure=False,
+                        **extra)  # type: ignore[arg-type]
+    driver = S3Driver(options, attempts=attempts)
+    driver.ensure_bucket()
+    return driver
+
+
+@pytest.fixture()
+def driver(moto: ObjectStore) -> S3Driver:
+    return make_driver(moto, f"b-{uuid.uuid4().hex[:12]}", rootdirectory="/some/root/")
+
+
+class TestS3Driver(DriverSuite):
+    @pytest.fixture
+    def driver(self, moto: ObjectStore) -> S3Driver:
+        return make_driver(moto, f"b-{uuid.uuid4().hex[:12]}", rootdirectory="/some/root/")
+
+
+def test_keys_are_distributions(driver: S3Driver) -> None:
+    driver.write_bytes("docker/registry/v2/blobs/sha256/ab/abc/data", b"x")
+    keys = [item["Key"] for item in driver.list_keys("")]
+    assert keys == ["some/root/docker/registry/v2/blobs/sha256/ab/abc/data"]
+
+
+def test_multipart_append_continued_by_another_client(moto: ObjectStore, driver: S3Driver) -> None:
+    data = os.urandom(13 * MIB + 123)
+    first = driver.open_append("up/data")
+    assert first.try_lock()
+    first.write(data[: 7 * MIB])  # one 5 MiB part sent, 2 MiB tail kept
+    first.close()
+    # Another process (its own client) continues where the first stopped.
+    other = make_driver(moto, driver.bucket, rootdirectory="/some/root/", chunksize=5 * MIB)
+    assert other.stat("up/data").size == 7 * MIB and not other.stat("up/data").is_dir
+    assert other.list("up") == ["data"]
+    second = other.open_append("up/data")
+    assert second.try_lock() and second.size == 7 * MIB
+    second.write_pieces([data[7 * MIB: 9 * MIB], memoryview(data)[9 * MIB:]])
+    second.sync()
+    second.close()
+    assert other.read_bytes("up/data") == data
+    assert [i["Key"] for i in other.list_keys("some/root/up/")] == ["some/root/up/data"]
+    uploads = other.client.list_multipart_uploads(Bucket=other.bucket).get("Uploads", [])
+    assert uploads == []
+
+
+def test_parts_are_chunksize(moto: ObjectStore) -> None:
+    driver = make_driver(moto, f"b-{uuid.uuid4().hex[:12]}", chunksize=6 * MIB)
+    writer = driver.open_append("p/data")
+    writer.write(os.urandom(13 * MIB))
+    writer.flush()
+    state_parts = driver.client.list_parts(Bucket=driver.bucket, Key="p/data",
+                                           UploadId=_upload_id(driver, "p/data"))["Parts"]
+    assert [p["Size"] for p in state_parts] == [6 * MIB, 6 * MIB]
+    writer.sync()
+    writer.close()
+    assert driver.stat("p/data").size == 13 * MIB
+
+
+def _upload_id(driver: S3Driver, key: str) -> str:
+    uploads = driver.client.list_multipart_uploads(Bucket=driver.bucket)["Uploads"]
+    return str(next(u["UploadId"] for u in uploads if u["Key"] == key))
+
+
+def test_delete_aborts_the_multipart_upload(driver: S3Driver) -> None:
+    writer = driver.open_append("u/1/data")
+    writer.write(os.urandom(11 * MIB))
+    writer.close()
+    driver.write_bytes("u/1/startedat", b"now")
+    assert driver.client.list_multipart_uploads(Bucket=driver.bucket).get("Uploads")
+    driver.delete("u/1")
+    assert not driver.client.list_multipart_uploads(Bucket=driver.bucket).get("Uploads")
+    assert list(driver.list_keys("")) == []
+    with pytest.raises(PathNotFound):
+        driver.delete("u/1")
+
+
+def test_truncate_back_to_the_opened_size(driver: S3Driver) -> None:
+    writer = driver.open_append("t/data")
+    writer.write(b"kept")
+    writer.close()
+    writer = driver.open_append("t/data")
+    writer.write(os.urandom(12 * MIB))  # parts sent, then the chunk is refused
+    writer.flush()
+    writer.truncate(4)
+    writer.close()
+    writer = driver.open_append("t/data")
+    assert writer.size == 4
+    writer.sync()
+    writer.close()
+    assert driver.read_bytes("t/data") == b"kept"
+
+
+def test_large_move_uses_multipart_copy(moto: ObjectStore) -> None:
+    driver = make_driver(moto, f"b-{uuid.uuid4().hex[:12]}", multipartcopythresholdsize=5 * MIB,
+                         multipartcopychunksize=5 * MIB)
+    data = os.urandom(12 * MIB)
+    driver.write_bytes("a", data)
+    driver.move("a", "b/c")
+    assert driver.read_bytes("b/c") == data and not driver.exists("a")
+
+
+def test_ranged_reads(driver: S3Driver) -> None:
+    data = os.urandom(3 * MIB)
+    driver.write_bytes("r", data)
+    with driver.open_read("r") as reader:
+        reader.seek(MIB + 7)
+        assert reader.read(100) == data[MIB + 7: MIB + 107]
+        assert reader.read() == data[MIB + 107:]
+
+
+@pytest.fixture()
+def faulty(moto: ObjectStore, tmp_path: Path) -> Iterator[tuple[FaultProxy, S3Driver]]:
+    host, port = moto.endpoint.removeprefix("http://").split(":")
+    proxy = FaultProxy((host, int(port)))
+    endpoint = proxy.start()
+    try:
+        yield proxy, make_driver(moto, f"b-{uuid.uuid4().hex[:12]}", endpoint=endpoint, attempts=3)
+    finally:
+        proxy.close()
+
+
+def test_a_503_on_a_part_is_retried(faulty: tuple[FaultProxy, S3Driver]) -> None:
+    proxy, driver = faulty
+    proxy.faults.append(Fault(r"^PUT \S*[?&]partNumber=1[& ]", times=2))
+    data = os.urandom(12 * MIB)
+    writer = driver.open_append("f/data")
+    writer.write(data)
+    writer.sync()
+    writer.close()
+    assert proxy.faults[0].hits == 2
+    assert driver.read_bytes("f/data") == data
+
+
+def test_a_part_that_keeps_failing_fails_the_write_and_loses_nothing_flushed(
+        faulty: tuple[FaultProxy, S3Driver], moto: ObjectStore) -> None:
+    proxy, retrying = faulty
+    driver = make_driver(moto, retrying.bucket, endpoint=retrying.options.regionendpoint, attempts=1)
+    data = os.urandom(12 * MIB)
+    writer = driver.open_append("g/data")
+    writer.write(data[:3 * MIB])
+    writer.close()
+    proxy.faults.append(Fault(r"^PUT \S*[?&]partNumber=1[& ]", times=100))
+    writer = driver.open_append("g/data")
+    with pytest.raises(StorageError):
+        writer.write(data[3 * MIB:])
+    writer.truncate(writer.size - len(data) + 3 * MIB)
+    writer.close()
+    proxy.faults.clear()
+    writer = driver.open_append("g/data")
+    assert writer.size == 3 * MIB
+    writer.write(data[3 * MIB:])
+    writer.sync()
+    writer.close()
+    assert driver.read_bytes("g/data") == data
+
+
+def test_a_read_cut_mid_stream_resumes(faulty: tuple[FaultProxy, S3Driver]) -> None:
+    proxy, driver = faulty
+    data = os.urandom(6 * MIB)
+    driver.write_bytes("big", data)
+    proxy.faults.append(Fault(r"^GET /\S+/big ", action="cut", cut_after=2 * MIB))
+    with driver.open_read("big") as reader:
+        received = b"".join(iter(lambda: reader.read(MIB), b""))
+    assert proxy.faults[0].hits == 1
+    assert received == data
