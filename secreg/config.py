@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from secreg.storage.s3options import S3Options
+
 ENV_PREFIX = "SECREG_"
 # Named like settings but read by compose.yaml and the Dockerfile, not by secreg (an exported .env must not
 # stop `secreg serve`).
@@ -52,6 +54,14 @@ DEFAULTS: dict[str, Any] = {
     },
     "storage": {
         "filesystem": {"rootdirectory": "./data", "directio": True},
+        # S3-compatible object storage, used instead of the filesystem when `bucket` is set (README "Scaling out")
+        "s3": {
+            "bucket": "", "region": "us-east-1", "regionendpoint": "", "rootdirectory": "",
+            "accesskey": "", "secretkey": "", "secure": True, "v4auth": True,
+            "chunksize": 10 * 1024 * 1024, "multipartcopythresholdsize": 32 * 1024 * 1024,
+            "multipartcopychunksize": 32 * 1024 * 1024,
+        },
+        "redirect": {"enabled": False, "expiry": 60},  # blob GET: 307 to a presigned object-store URL (S3 only)
         "delete": {"enabled": False},
         "maintenance": {
             "readonly": {"enabled": False},
@@ -75,6 +85,8 @@ DEFAULTS: dict[str, Any] = {
         },
         "ratelimit": {"attempts": 5, "window": 60, "lockout": 60},
     },
+    # Shared state of several replicas (login rate limit, refresh-token revocation, GC lock); empty: local only
+    "redis": {"addr": "", "password": "", "db": 0},
     "gc": {"schedule": {"enabled": False, "interval": 86400, "delay": 300}, "grace": 3600},
     "ui": {
         "enabled": True,  # the web UI under /ui/ on the same listener
@@ -130,6 +142,14 @@ class UISettings:
 
 
 @dataclass(frozen=True)
+class RedisSettings:
+    host: str
+    port: int
+    password: str = field(repr=False)
+    db: int
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str
     port: int
@@ -140,6 +160,8 @@ class Settings:
     tls: TLSSettings
     storage_root: Path
     storage_direct_io: bool
+    storage_s3: S3Options | None
+    redis: RedisSettings | None
     delete_enabled: bool
     readonly: bool
     upload_purge_enabled: bool
@@ -319,6 +341,40 @@ def parse_addr(addr: str) -> tuple[str, int]:
     return (host or "0.0.0.0"), port
 
 
+def _s3(tree: Mapping[str, Any]) -> S3Options | None:
+    bucket = _str(tree, "storage.s3.bucket")
+    if not bucket:
+        return None
+    chunk = _int(tree, "storage.s3.chunksize", 5 * 1024 * 1024)
+    if chunk > 5 * 1024 ** 3:
+        raise ConfigError(f"storage.s3.chunksize: at most 5 GiB (S3's largest part), got {chunk}")
+    return S3Options(
+        bucket=bucket,
+        region=_str(tree, "storage.s3.region") or "us-east-1",
+        regionendpoint=_str(tree, "storage.s3.regionendpoint"),
+        rootdirectory=_str(tree, "storage.s3.rootdirectory"),
+        accesskey=_str(tree, "storage.s3.accesskey"),
+        secretkey=_str(tree, "storage.s3.secretkey"),
+        secure=_bool(tree, "storage.s3.secure"),
+        v4auth=_bool(tree, "storage.s3.v4auth"),
+        chunksize=chunk,
+        multipartcopythresholdsize=_int(tree, "storage.s3.multipartcopythresholdsize", 0),
+        multipartcopychunksize=_int(tree, "storage.s3.multipartcopychunksize", 5 * 1024 * 1024),
+        redirect=_bool(tree, "storage.redirect.enabled"),
+        redirectexpiry=_int(tree, "storage.redirect.expiry", 1),
+    )
+
+
+def _redis(tree: Mapping[str, Any]) -> RedisSettings | None:
+    addr = _str(tree, "redis.addr")
+    if not addr:
+        return None
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"redis.addr: expected HOST:PORT, got {addr!r}")
+    return RedisSettings(host.strip("[]"), int(port), _str(tree, "redis.password"), _int(tree, "redis.db"))
+
+
 def validate(tree: Mapping[str, Any], base_dir: Path) -> Settings:
     host, port = parse_addr(_str(tree, "http.addr"))
     certs_dir = _path(tree, "http.tls.directory", base_dir, Path("certs"))
@@ -347,6 +403,8 @@ def validate(tree: Mapping[str, Any], base_dir: Path) -> Settings:
         ),
         storage_root=_path(tree, "storage.filesystem.rootdirectory", base_dir, Path("data")),
         storage_direct_io=_bool(tree, "storage.filesystem.directio"),
+        storage_s3=_s3(tree),
+        redis=_redis(tree),
         delete_enabled=_bool(tree, "storage.delete.enabled"),
         readonly=_bool(tree, "storage.maintenance.readonly.enabled"),
         upload_purge_enabled=_bool(tree, "storage.maintenance.uploadpurging.enabled"),

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from secreg.api.base import model_of, repository, respond
-from secreg.api.fileresponse import STREAM_CHUNK, FileRangeResponse
+from secreg.api.fileresponse import FileRangeResponse
 from secreg.api.headers import API_VERSION
 from secreg.api.numbers import MAX_DIGITS, parse_count
 from secreg.digest import Digest
@@ -16,6 +16,8 @@ from secreg.errors import ErrorCode, RegistryError
 
 _RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
 _HUGE = 10**MAX_DIGITS  # an offset with more digits: past the end of any blob
+# Pieces read from an object store, each in a thread: one hop per MiB.
+OBJECT_CHUNK = 1024 * 1024
 
 
 def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -58,6 +60,12 @@ async def get_blob(request: Request) -> Response:
     name = repository(request)
     digest = Digest.parse(request.path_params["digest"])
     blob = await model_of(request).open_blob(name, digest)
+    if request.method == "GET" and blob.local_path is None:
+        url = await blob.redirect_url()
+        if url is not None:
+            # The client fetches (with its Range header) straight from the object store; the URL expires soon.
+            return respond(307, headers={"Location": url, "Docker-Content-Digest": str(digest),
+                                         "Content-Length": "0"})
     headers = {
         "Docker-Content-Digest": str(digest),
         "Content-Type": "application/octet-stream",
@@ -75,7 +83,7 @@ async def get_blob(request: Request) -> Response:
         return FileRangeResponse(blob.local_path, start, length, status, headers)
     if request.method == "HEAD":
         return respond(status, headers=headers)
-    return StreamingResponse(blob.chunks(start, length, STREAM_CHUNK), status_code=status,
+    return StreamingResponse(blob.chunks(start, length, OBJECT_CHUNK), status_code=status,
                              headers={API_VERSION[0]: API_VERSION[1], **headers})
 
 

@@ -80,3 +80,4 @@ class FileRangeResponse(Response):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             os.close(fd)
+

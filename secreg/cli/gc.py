@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     grace = settings.gc_grace if args.grace is None else args.grace
     if grace < 0:
         raise CliError("--grace must not be negative")
-    if not settings.storage_root.is_dir():
+    if settings.storage_s3 is None and not settings.storage_root.is_dir():
         raise CliError(f"storage directory {settings.storage_root} does not exist")
     driver = driver_from_settings(settings)
     try:

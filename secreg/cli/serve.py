@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from secreg.config import ConfigError, Settings, load_settings
+from secreg.storage.factory import describe
 
 log = logging.getLogger("secreg")
 SERVE_ENV = "_SECREG_SERVE"  # read by secreg.asgi in every worker
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     config = hypercorn_config(settings, Config())
     config.application_path = "secreg.asgi:app"
     scheme = "http" if settings.insecure else "https"
-    print(f"secreg: serving {scheme}://{settings.bind} (role {args.role}, storage {settings.storage_root}, "
+    print(f"secreg: serving {scheme}://{settings.bind} (role {args.role}, storage {describe(settings)}, "
           f"{settings.workers} worker(s))", file=sys.stderr, flush=True)
     # One worker runs in this process (workers=0 in Hypercorn's terms): no extra parent process.
     config.workers = 0 if settings.workers == 1 else settings.workers

@@ -36,6 +36,9 @@ class LocalBlobReader:
     _driver: StorageDriver
     _path: str
 
+    async def redirect_url(self) -> str | None:
+        return await anyio.to_thread.run_sync(self._driver.redirect_url, self._path)
+
     async def chunks(self, start: int = 0, length: int | None = None, chunk_size: int = _READ_CHUNK
                      ) -> AsyncIterator[bytes]:
         start = min(max(start, 0), self.size)

@@ -93,6 +93,11 @@ class BlobReader(Protocol):
     def chunks(self, start: int = 0, length: int | None = None, chunk_size: int = 1024 * 1024
                ) -> AsyncIterator[bytes]: ...
 
+    async def redirect_url(self) -> str | None:
+        """A short-lived URL the client may fetch the bytes from itself (object storage with `storage.redirect`
+        on), else None."""
+        ...
+
 
 @runtime_checkable
 class RegistryModel(Protocol):

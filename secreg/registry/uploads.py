@@ -94,12 +94,18 @@ class UploadStore:
         body: AsyncIterator[bytes],
         chunk_range: ChunkRange | None = None,
         content_length: int | None = None,
+        *,
+        save_hash: bool = True,
     ) -> int:
-        """Append a request body to the session; returns the new size."""
+        """Append a request body to the session; returns the new size. With `save_hash`, the running hash
+        state is stored beside the data afterwards, so the next request may land on any worker or replica."""
         data_path = self._check(name, upload_id)
-        writer = self.driver.open_append(data_path)
+        loop = asyncio.get_running_loop()
+        # Opening, locking and closing are requests to an object store: off the event loop.
+        writer = await loop.run_in_executor(None, self.driver.open_append, data_path)
+        hasher: Hasher | None = None
         try:
-            if not writer.try_lock():
+            if not await loop.run_in_executor(None, writer.try_lock):
                 raise RangeMismatch(writer.size, "another request is writing to this upload")
             start = writer.size
             if chunk_range is not None:
@@ -110,16 +116,23 @@ class UploadStore:
                 if content_length is not None and content_length != chunk_range.length:
                     raise RangeMismatch(start, "Content-Range and Content-Length disagree")
             expected = chunk_range.length if chunk_range is not None else content_length
-            hasher = self._take_hasher(name, upload_id, start)
+            hasher = await loop.run_in_executor(None, self._take_hasher, name, upload_id, start, None)
             received = await self._receive(body, writer, hasher)
             if expected is not None and received != expected:
-                writer.truncate(start)
+                await loop.run_in_executor(None, writer.truncate, start)
                 raise SizeMismatch(f"received {received} bytes, expected {expected}; chunk discarded")
-            if hasher is not None:
-                self._remember_hasher(name, upload_id, hasher)
-            return writer.size
+            size = writer.size
+        except BaseException:
+            hasher = None
+            raise
         finally:
-            writer.close()
+            # Shielded: a request cancelled mid-body still leaves its bytes stored and the writer closed.
+            await asyncio.shield(loop.run_in_executor(None, writer.close))
+        if hasher is not None:
+            self._remember_hasher(name, upload_id, hasher)
+            if save_hash:
+                await loop.run_in_executor(None, self._save_hash_state, name, upload_id, hasher)
+        return size
 
     async def _receive(self, body: AsyncIterator[bytes], writer: AppendWriter, hasher: Hasher | None) -> int:
         loop = asyncio.get_running_loop()
@@ -182,11 +195,27 @@ class UploadStore:
                 executor.shutdown(wait=True)
         return received
 
-    def _take_hasher(self, name: str, upload_id: str, size: int) -> Hasher | None:
+    def _take_hasher(self, name: str, upload_id: str, size: int, algorithm: str | None) -> Hasher | None:
+        """The running hash of exactly the `size` bytes stored: this process's, or one a previous request (on
+        any replica) saved; None when neither exists (the data is hashed again at commit). `algorithm` None:
+        whichever is running (a new one is sha256, what clients name)."""
         hasher = self._hashers.pop((name, upload_id), None)
-        if hasher is None:
-            return Hasher("sha256") if size == 0 else None
-        return hasher if hasher.size == size else None
+        if hasher is not None and hasher.size == size and algorithm in (None, hasher.algorithm):
+            return hasher
+        algorithm = algorithm or "sha256"
+        if size == 0:
+            return Hasher(algorithm)
+        try:
+            state = self.driver.read_bytes(layout.upload_hash_state(name, upload_id, algorithm, size))
+            return Hasher.restore(algorithm, size, state)
+        except (PathNotFound, ValueError):
+            return None
+
+    def _save_hash_state(self, name: str, upload_id: str, hasher: Hasher) -> None:
+        state = hasher.export()
+        if state is not None:
+            path = layout.upload_hash_state(name, upload_id, hasher.algorithm, hasher.size)
+            self.driver.write_bytes(path, state)
 
     def _remember_hasher(self, name: str, upload_id: str, hasher: Hasher) -> None:
         self._hashers[(name, upload_id)] = hasher
@@ -207,25 +236,27 @@ class UploadStore:
         """Append the final chunk (if any), verify the digest, commit and link. Returns the blob size.
         On a digest mismatch the session is discarded and nothing is stored."""
         if body is not None:
-            await self.append(name, upload_id, body, chunk_range, content_length)
+            await self.append(name, upload_id, body, chunk_range, content_length, save_hash=False)
         data_path = self._check(name, upload_id)
-        writer = self.driver.open_append(data_path)
+        loop = asyncio.get_running_loop()
+        writer = await loop.run_in_executor(None, self.driver.open_append, data_path)
         try:
-            if not writer.try_lock():
+            if not await loop.run_in_executor(None, writer.try_lock):
                 raise RangeMismatch(writer.size, "another request is writing to this upload")
             size = writer.size
-            cached = self._hashers.pop((name, upload_id), None)
-            loop = asyncio.get_running_loop()
-            if cached is not None and cached.size == size and cached.algorithm == digest.algorithm:
-                actual = cached.digest()
+            hasher = await loop.run_in_executor(None, self._take_hasher, name, upload_id, size, digest.algorithm)
+            if hasher is not None:
+                actual = hasher.digest()
             else:
+                # No running hash (a session continued where no state was saved): finish the data, hash it.
+                await loop.run_in_executor(None, writer.sync)
                 actual = await loop.run_in_executor(None, self._hash_file, data_path, digest.algorithm)
             if actual != digest:
                 self.cancel(name, upload_id)
                 raise DigestMismatch(digest, actual)
             await loop.run_in_executor(None, writer.sync)
         finally:
-            writer.close()
+            await asyncio.shield(loop.run_in_executor(None, writer.close))
         # Renames, link writes and directory fsyncs: off the event loop, so other transfers keep moving.
         await loop.run_in_executor(None, self._commit, name, upload_id, data_path, digest)
         return size
@@ -256,7 +287,7 @@ class UploadStore:
         hasher = Hasher(digest.algorithm)
         self._remember_hasher(name, upload_id, hasher)
         try:
-            await self.append(name, upload_id, body, None, content_length)
+            await self.append(name, upload_id, body, None, content_length, save_hash=False)
             return await self.complete(name, upload_id, digest)
         except BaseException:
             self._hashers.pop((name, upload_id), None)

@@ -34,8 +34,12 @@ class FileInfo:
 
 
 class AppendWriter(Protocol):
-    """An open upload file. `size` counts every byte appended; all of them are in the file after `flush`,
-    `sync` (which also makes them durable) or `close`."""
+    """An open upload file. `size` counts every byte appended; all of them are stored after `flush` or `close`
+    (durably, and readable from any process that opens the path). `sync` finishes the file: its bytes become
+    durable and readable with `open_read`/`read_bytes` (an object store completes its multipart upload here),
+    and nothing more is appended. `truncate` may only go back to the size at open (drop what this writer
+    appended) or within bytes not yet handed to an object store. `try_lock` excludes other writers of the
+    path, in any process that reaches the same storage."""
 
     size: int
 
@@ -95,4 +99,8 @@ class StorageDriver(Protocol):
 
     def local_path(self, path: str) -> str | None:
         """The OS path when the driver is local (lets the hot read path use the file directly), else None."""
+        ...
+
+    def redirect_url(self, path: str) -> str | None:
+        """A short-lived URL a client may fetch the file from directly (object stores with redirects on)."""
         ...

@@ -34,6 +34,9 @@ class FilesystemDriver:
     def local_path(self, path: str) -> str | None:
         return self._full(path)
 
+    def redirect_url(self, path: str) -> str | None:
+        return None
+
     def stat(self, path: str) -> FileInfo:
         try:
             st = os.stat(self._full(path))

@@ -19,7 +19,6 @@ import hashlib
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
 
 import botocore.config
@@ -27,31 +26,13 @@ import botocore.session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from secreg.storage.driver import FileInfo, InvalidPath, PathNotFound, StorageError
+from secreg.storage.s3options import S3Options
 
 log = logging.getLogger("secreg.storage.s3")
 
 APPEND_SUFFIX = ".append"  # sidecar of a file being appended: <path>.append/state, tails, locks
 MIN_PART = 5 * 1024 * 1024  # S3's smallest part (all but the last)
 _DELETE_BATCH = 1000
-
-
-@dataclass(frozen=True)
-class S3Options:
-    """`storage.s3` (the reference registry's key names)."""
-
-    bucket: str
-    region: str = "us-east-1"
-    regionendpoint: str = ""
-    rootdirectory: str = ""
-    accesskey: str = ""
-    secretkey: str = ""
-    secure: bool = True
-    v4auth: bool = True
-    chunksize: int = 10 * 1024 * 1024
-    multipartcopythresholdsize: int = 32 * 1024 * 1024
-    multipartcopychunksize: int = 32 * 1024 * 1024
-    redirect: bool = False
-    redirectexpiry: int = 60  # seconds a presigned blob URL stays valid
 
 
 def is_missing(exc: ClientError) -> bool:
@@ -313,4 +294,9 @@ class S3Driver:
         except ClientError as exc:
             if not is_missing(exc) and str(exc.response.get("Error", {}).get("Code")) != "NoSuchBucket":
                 raise
-            self.client.create_bucket(Bucket=self.bucket)
+            try:
+                self.client.create_bucket(Bucket=self.bucket)
+            except ClientError as race:  # another replica created it this instant
+                if str(race.response.get("Error", {}).get("Code")) not in ("BucketAlreadyOwnedByYou",
+                                                                           "BucketAlreadyExists"):
+                    raise

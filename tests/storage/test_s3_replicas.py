@@ -1,0 +1,149 @@
+"""Three `secreg serve --role registry` replicas on one bucket of the moto emulator, started from one config and
+copies of the first one's certs/ and auth/: any replica continues any upload, tokens of one are good on all."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.objectstores import ObjectStore
+from tests.oci import image_manifest, manifest_bytes
+from tests.server import RunningServer, run_secreg
+from tests.storage.test_driver_s3 import make_driver, moto  # noqa: F401  (the session's moto server)
+
+MIB = 1024 * 1024
+NAME = "team/app"
+
+
+def replica_config(store: ObjectStore, bucket: str, **storage: Any) -> dict[str, Any]:
+    return {"storage": {"s3": store.s3_settings(bucket, chunksize=5 * MIB), "delete": {"enabled": True},
+                        **storage}}
+
+
+def start_replicas(stack: ExitStack, root: Path, config: dict[str, Any], count: int) -> list[RunningServer]:
+    first = stack.enter_context(run_secreg(root / "r0", config, args=["--role", "all"]))
+    servers = [first]
+    for index in range(1, count):
+        workdir = root / f"r{index}"
+        workdir.mkdir()
+        # What a replica needs besides the config: copies of certs/ and auth/ (one read-only volume in practice).
+        shutil.copytree(first.workdir / "certs", workdir / "certs")
+        shutil.copytree(first.workdir / "auth", workdir / "auth")
+        servers.append(stack.enter_context(run_secreg(workdir, config, args=["--role", "registry"])))
+    return servers
+
+
+@pytest.fixture(scope="module")
+def bucket() -> str:
+    return f"replicas-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="module")
+def replicas(moto: ObjectStore, bucket: str, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
+             ) -> Iterator[list[RunningServer]]:
+    with ExitStack() as stack:
+        yield start_replicas(stack, tmp_path_factory.mktemp("replicas"), replica_config(moto, bucket), 3)
+
+
+def bearer(server: RunningServer, *scopes: str) -> dict[str, str]:
+    """A token from the first replica's token server (role all); the registry-only replicas verify it with the
+    copied certs/token.crt."""
+    with server.client() as c:
+        r = c.get("/auth/token", params=[("service", "secreg"), *[("scope", s) for s in scopes]],
+                  auth=("admin", server.admin_password or ""))
+        assert r.status_code == 200, r.text
+        return {"Authorization": f"Bearer {r.json()['token']}"}
+
+
+def test_a_chunked_upload_moves_across_replicas(replicas: list[RunningServer], moto: ObjectStore,  # noqa: F811
+                                                bucket: str) -> None:
+    a, b, c = replicas
+    auth = bearer(a, f"repository:{NAME}:pull,push")  # signed by A's key, verified by all three
+    data = os.urandom(13 * MIB + 17)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    cut = 6 * MIB + 5
+    with a.client(headers=auth) as ca, b.client(headers=auth) as cb, c.client(headers=auth) as cc:
+        r = ca.post(f"/v2/{NAME}/blobs/uploads/")
+        assert r.status_code == 202, r.text
+        location = r.headers["Location"]
+        r = ca.patch(location, content=data[:cut], headers={"Content-Range": f"0-{cut - 1}",
+                                                            "Content-Type": "application/octet-stream"})
+        assert r.status_code == 202 and r.headers["Range"] == f"0-{cut - 1}", r.text
+        r = cb.get(location)
+        assert r.status_code == 204 and r.headers["Range"] == f"0-{cut - 1}"
+        r = cb.patch(r.headers["Location"], content=data[cut:], headers={
+            "Content-Range": f"{cut}-{len(data) - 1}", "Content-Type": "application/octet-stream"})
+        assert r.status_code == 202 and r.headers["Range"] == f"0-{len(data) - 1}", r.text
+        r = cc.put(r.headers["Location"], params={"digest": digest})
+        assert r.status_code == 201, r.text
+        for client in (ca, cb, cc):
+            r = client.get(f"/v2/{NAME}/blobs/{digest}", headers={"Range": f"bytes={5 * MIB}-"})
+            assert r.status_code == 206 and r.content == data[5 * MIB:]
+            assert client.head(f"/v2/{NAME}/blobs/{digest}").headers["Content-Length"] == str(len(data))
+    driver = make_driver(moto, bucket)
+    hexdigest = digest.split(":")[1]
+    assert driver.exists(f"docker/registry/v2/blobs/sha256/{hexdigest[:2]}/{hexdigest}/data")
+    assert not driver.client.list_multipart_uploads(Bucket=bucket).get("Uploads")
+    assert list(driver.walk_files(f"docker/registry/v2/repositories/{NAME}/_uploads")) == []
+
+
+def test_push_on_one_pull_on_another(replicas: list[RunningServer]) -> None:
+    a, b, _c = replicas
+    auth = bearer(a, f"repository:{NAME}:pull,push")
+    config, layer = b'{"architecture":"amd64","os":"linux"}', os.urandom(2 * MIB)
+    with a.client(headers=auth) as ca, b.client(headers=auth) as cb:
+        for blob in (config, layer):
+            digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+            r = ca.post(f"/v2/{NAME}/blobs/uploads/", params={"digest": digest}, content=blob,
+                        headers={"Content-Type": "application/octet-stream"})
+            assert r.status_code == 201, r.text
+        body = manifest_bytes(image_manifest(config, [layer]))
+        r = ca.put(f"/v2/{NAME}/manifests/v1", content=body,
+                   headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+        assert r.status_code == 201, r.text
+        r = cb.get(f"/v2/{NAME}/manifests/v1", headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+        assert r.status_code == 200 and r.content == body
+        assert "v1" in cb.get(f"/v2/{NAME}/tags/list").json()["tags"]
+
+
+def test_cancel_aborts_the_multipart_upload(replicas: list[RunningServer], moto: ObjectStore,  # noqa: F811
+                                            bucket: str) -> None:
+    a, b, _c = replicas
+    auth = bearer(a, f"repository:{NAME}:pull,push,delete")
+    with a.client(headers=auth) as ca, b.client(headers=auth) as cb:
+        location = ca.post(f"/v2/{NAME}/blobs/uploads/").headers["Location"]
+        r = ca.patch(location, content=os.urandom(11 * MIB), headers={"Content-Type": "application/octet-stream"})
+        assert r.status_code == 202
+        driver = make_driver(moto, bucket)
+        assert driver.client.list_multipart_uploads(Bucket=bucket).get("Uploads")
+        assert cb.delete(location).status_code == 204
+        assert not driver.client.list_multipart_uploads(Bucket=bucket).get("Uploads")
+        assert cb.get(location).status_code == 404
+
+
+def test_redirect_mode(moto: ObjectStore, tmp_path: Path) -> None:  # noqa: F811
+    bucket = f"redirect-{uuid.uuid4().hex[:10]}"
+    config = replica_config(moto, bucket, redirect={"enabled": True, "expiry": 30})
+    config["auth"] = {"enabled": False}
+    data = os.urandom(MIB)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with run_secreg(tmp_path, config) as server, server.client() as client:
+        r = client.post(f"/v2/{NAME}/blobs/uploads/", params={"digest": digest}, content=data)
+        assert r.status_code == 201
+        r = client.get(f"/v2/{NAME}/blobs/{digest}")
+        assert r.status_code == 307 and r.headers["Location"].startswith(moto.endpoint)
+        assert "Expires=30" in r.headers["Location"] or "X-Amz-Expires=30" in r.headers["Location"]
+        fetched = httpx.get(r.headers["Location"], headers={"Range": "bytes=10-19"})
+        assert fetched.status_code == 206 and fetched.content == data[10:20]
+        head = client.head(f"/v2/{NAME}/blobs/{digest}")
+        assert head.status_code == 200 and head.headers["Content-Length"] == str(MIB)
+        assert client.get(f"/v2/{NAME}/blobs/sha256:{'0' * 64}").status_code == 404
