@@ -222,14 +222,21 @@ class S3Driver:
             raise
 
     def move(self, source: str, destination: str) -> None:
-        """Copy, then delete the source: not atomic across the two keys, but each key is always whole."""
+        """Copy, then delete the source: not atomic across the two keys, but each key is always whole. A
+        directory (garbage collection's quarantine) moves key by key."""
         source_key, destination_key = self.key(source), self.key(destination)
         found = self.head(source_key)
-        if found is None:
-            raise PathNotFound(source)
+        if found is not None:
+            moves = [(source_key, destination_key, int(found["ContentLength"]))]
+        else:
+            moves = [(item["Key"], destination_key + item["Key"][len(source_key):], int(item["Size"]))
+                     for item in self.list_keys(f"{source_key}/")]
+            if not moves:
+                raise PathNotFound(source)
         try:
-            self.copy_key(source_key, destination_key, int(found["ContentLength"]))
-            self.client.delete_object(Bucket=self.bucket, Key=source_key)
+            for from_key, to_key, size in moves:
+                self.copy_key(from_key, to_key, size)
+                self.client.delete_object(Bucket=self.bucket, Key=from_key)
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"move {source} -> {destination}: {exc}") from exc
 

@@ -4,6 +4,7 @@ multipart appends continued by another client, aborts, distribution's key layout
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -193,3 +194,27 @@ def test_a_read_cut_mid_stream_resumes(faulty: tuple[FaultProxy, S3Driver]) -> N
         received = b"".join(iter(lambda: reader.read(MIB), b""))
     assert proxy.faults[0].hits == 1
     assert received == data
+
+
+def test_gc_on_the_bucket_removes_only_the_unreferenced_and_locks_across_clients(moto: ObjectStore) -> None:
+    from secreg.digest import Digest
+    from secreg.registry.gc import GcBusy, _lock, collect_garbage
+    from secreg.storage import layout
+
+    driver = make_driver(moto, f"b-{uuid.uuid4().hex[:12]}")
+    kept, orphan = Digest.of(b"kept"), Digest.of(b"orphan")
+    driver.write_bytes(layout.blob_data(kept), b"kept")
+    driver.write_bytes(layout.blob_data(orphan), b"orphan")
+    driver.write_bytes(layout.layer_link("app", kept), layout.link_content(kept))
+    # Another replica (its own client) holding the lock keeps this collection out.
+    other = make_driver(moto, driver.bucket)
+    held = _lock(other)
+    try:
+        with pytest.raises(GcBusy):
+            collect_garbage(driver, grace=0, delete_untagged=False, dry_run=False, settle=0)
+    finally:
+        held.close()
+    report = collect_garbage(driver, grace=0, delete_untagged=False, dry_run=False, settle=0,
+                             now=time.time() + 10)
+    assert [b.digest for b in report.blobs_removed] == [orphan], report.to_json()
+    assert driver.exists(layout.blob_data(kept)) and not driver.exists(layout.blob_data(orphan))
