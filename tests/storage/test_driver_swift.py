@@ -11,14 +11,8 @@ import pytest
 
 from secreg.storage.s3 import S3Driver
 from tests.objectstores import ObjectStore, swift_available, swift_server
+from tests.storage.driver_suite import DriverSuite
 from tests.storage.test_driver_s3 import make_driver
-from tests.storage.test_driver_suite import (  # noqa: F401  (the shared suite, run here against Swift)
-    test_append_truncate_lock,
-    test_list_hides_temporaries_and_walk,
-    test_missing_paths,
-    test_move_and_delete_tree,
-    test_write_read_replace,
-)
 
 MIB = 1024 * 1024
 
@@ -36,6 +30,12 @@ def swift(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ObjectStore]:
 @pytest.fixture()
 def driver(swift: ObjectStore) -> S3Driver:
     return make_driver(swift, f"b-{uuid.uuid4().hex[:12]}", rootdirectory="root")
+
+
+class TestS3DriverOnSwift(DriverSuite):
+    @pytest.fixture
+    def driver(self, swift: ObjectStore) -> S3Driver:
+        return make_driver(swift, f"b-{uuid.uuid4().hex[:12]}", rootdirectory="root")
 
 
 def test_multipart_append_continued_by_another_client(swift: ObjectStore, driver: S3Driver) -> None:
