@@ -10,10 +10,13 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 
 from secreg.auth.groups import GroupStore, groups_file
+from secreg.auth.login import PasswordLogin
 from secreg.auth.middleware import AuthMiddleware, Identity
 from secreg.auth.policy import PolicyStore
+from secreg.auth.ratelimit import limiter_from_settings
 from secreg.auth.server import TOKEN_PATH, TokenService, token_routes
 from secreg.auth.tokens import TokenVerifier
+from secreg.auth.users import UserStore
 from secreg.config import Settings
 from secreg.errors import ErrorCode, RegistryError
 from secreg.observability import audit
@@ -46,6 +49,7 @@ def wire_auth(app: Starlette, settings: Settings, role: str) -> None:
         app.state.catalog_filter = catalog_filter(policy, groups)
         app.state.search_gate = SearchGate(policy, groups, service, auth.token.service)
         verifier = TokenVerifier.from_settings(token)
+        logins = service.logins if service is not None else _registry_logins(settings)
         app.add_middleware(
             AuthMiddleware,
             verifier=verifier,
@@ -54,8 +58,19 @@ def wire_auth(app: Starlette, settings: Settings, role: str) -> None:
             service=token.service,
             accepts_basic=app.state.resolver.accepts_basic,
             hints=app.state.resolver.challenge_hints,
+            basic=None if logins is None else (lambda header, client: logins.basic(header, client, "api")),
+            grant=lambda subject, asked: policy.current.granted(
+                subject, groups.groups_of(subject) if subject else frozenset(), asked),
         )
     app.state.token_check = token_check(service, verifier)
+
+
+def _registry_logins(settings: Settings) -> PasswordLogin | None:
+    """`--role registry`: HTTP Basic on the API needs the users file (compose mounts auth/ read-only)."""
+    if not settings.auth.htpasswd.exists():
+        log.info("no %s: the registry API accepts bearer tokens only, no HTTP Basic", settings.auth.htpasswd)
+        return None
+    return PasswordLogin(UserStore(settings.auth.htpasswd), limiter_from_settings(settings.auth.ratelimit))
 
 
 def catalog_filter(policy: PolicyStore, groups: GroupStore) -> Any:

@@ -13,10 +13,10 @@ from starlette.responses import Response
 
 from secreg.api.errors import oci_error
 from secreg.api.headers import API_VERSION
-from secreg.api.numbers import MAX_DIGITS, parse_count
 from secreg.auth.middleware import IDENTITY_KEY
 from secreg.errors import ErrorCode, RegistryError
 from secreg.names import validate_name
+from secreg.numbers import MAX_DIGITS, parse_count
 from secreg.registry.errors import ModelError
 from secreg.registry.model import RegistryModel
 from secreg.requestbody import DRAIN_LIMIT, keeps_connection

@@ -10,9 +10,9 @@ from starlette.responses import Response, StreamingResponse
 from secreg.api.base import model_of, repository, respond
 from secreg.api.fileresponse import FileRangeResponse
 from secreg.api.headers import API_VERSION
-from secreg.api.numbers import MAX_DIGITS, parse_count
 from secreg.digest import Digest
 from secreg.errors import ErrorCode, RegistryError
+from secreg.numbers import MAX_DIGITS, parse_count
 
 _RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
 _HUGE = 10**MAX_DIGITS  # an offset with more digits: past the end of any blob

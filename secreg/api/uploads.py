@@ -11,10 +11,10 @@ from secreg.api import urls
 from secreg.api.base import body_stream, content_length, may, model_of, repository, respond
 from secreg.api.errors import oci_error
 from secreg.api.headers import upload_range
-from secreg.api.numbers import MAX_DIGITS, parse_count
 from secreg.digest import Digest
 from secreg.errors import ErrorCode, RegistryError
 from secreg.names import validate_name
+from secreg.numbers import MAX_DIGITS, parse_count
 from secreg.registry.errors import RangeMismatch
 from secreg.registry.model import ChunkRange, UploadState
 

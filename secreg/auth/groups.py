@@ -100,7 +100,7 @@ def _rewrite(old: bytes, change: Callable[[dict[str, list[str]]], T], source: st
 class GroupStore:
     """Group membership backed by one group file."""
 
-    def __init__(self, path: Path, *, check_interval: float = 1.0) -> None:
+    def __init__(self, path: Path, *, check_interval: float = 0.0) -> None:
         self.path = Path(path)
         self._source = str(self.path)
         self._file = WatchedFile(self.path, lambda data: parse_groups(data, self._source), check_interval)

@@ -11,21 +11,28 @@ On success the request's `Identity` is stored in `scope[IDENTITY_KEY]`. Refused 
 
 A route for which `accepts_basic(scope)` is true (`/v1/search`: the Docker engine sends a password there)
 gets requests without a bearer token passed through: it authenticates them itself.
+
+Every other route also takes HTTP Basic credentials (`curl -u USER:PASS`), when `basic` is given: checked by
+`secreg.auth.login` (rate limited, bcrypt behind the verified-credentials cache), then granted what the policy
+allows of the route's scope, as a token would be. Bad credentials answer 401 with the usual Bearer challenge
+(docker's flow never sends Basic here), good ones lacking a permission 403 DENIED: asking for a token would
+not change the answer.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from secreg.auth.login import LoginRefused
 from secreg.auth.scope import Access, format_challenge_scope
 from secreg.auth.server import TOKEN_PATH
 from secreg.auth.tokens import InvalidToken, TokenVerifier
 from secreg.errors import ErrorCode, error_body
-from secreg.observability import REQUEST_ID_KEY, audit
+from secreg.observability import REQUEST_ID_KEY, USER_KEY, audit
 from secreg.observability.metrics import auth_failure
 from secreg.requestbody import drain_unread
 
@@ -34,6 +41,10 @@ __all__ = ["IDENTITY_KEY", "AuthMiddleware", "Identity", "Resolver"]
 IDENTITY_KEY = "secreg.identity"
 
 Resolver = Callable[[Scope], list[Access] | None]
+# (Authorization header value, client address) -> the user name, or LoginRefused
+BasicLogin = Callable[[str, str], Awaitable[str]]
+# (user, accesses asked for) -> the accesses the policy grants
+Grant = Callable[[str, list[Access]], list[Access]]
 
 # A Host header goes into the realm URL inside a quoted challenge: accept host names and IP literals only.
 _HOST = re.compile(r"^[A-Za-z0-9.\-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$")
@@ -65,6 +76,8 @@ class AuthMiddleware:
         service: str,
         accepts_basic: Callable[[Scope], bool] | None = None,
         hints: Callable[[Scope], list[Access]] | None = None,
+        basic: BasicLogin | None = None,
+        grant: Grant | None = None,
     ) -> None:
         self.app = app
         self.verifier = verifier
@@ -73,6 +86,8 @@ class AuthMiddleware:
         self.service = service
         self.accepts_basic = accepts_basic
         self.hints = hints
+        self.basic = basic
+        self.grant = grant
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,6 +101,10 @@ class AuthMiddleware:
         if token is None:
             if self.accepts_basic is not None and self.accepts_basic(scope):
                 await self.app(scope, receive, send)
+                return
+            basic = _basic_credentials(scope)
+            if basic is not None and self.basic is not None and self.grant is not None:
+                await self._with_password(scope, receive, send, needed, basic)
                 return
             await self._challenge(scope, receive, send, needed, None)
             return
@@ -102,8 +121,64 @@ class AuthMiddleware:
                     self._denied(scope, needed, "insufficient_scope", identity.subject, None)
                     await self._challenge(scope, receive, send, needed, "insufficient_scope")
                     return
+        if self._could_have_more(scope, identity):
+            self._denied(scope, needed, "insufficient_scope", identity.subject, "token lacks a hinted scope")
+            await self._challenge(scope, receive, send, needed, "insufficient_scope")
+            return
         scope[IDENTITY_KEY] = identity
         await self.app(scope, receive, send)
+
+    def _could_have_more(self, scope: Scope, identity: Identity) -> bool:
+        """A hinted scope (pull on a mount's source) the token lacks but the policy would grant: the client
+        should fetch a token with it, as the reference registry makes it, rather than quietly get an ordinary
+        upload session. When the policy would refuse it too, the request goes on (the mount falls back)."""
+        if self.hints is None or self.grant is None:
+            return False
+        lacking = [
+            Access(h.type, h.name, frozenset(a for a in h.actions if not identity.allows(h.type, h.name, a)))
+            for h in self.hints(scope)
+        ]
+        lacking = [a for a in lacking if a.actions]
+        return bool(lacking) and bool(self.grant(identity.subject, lacking))
+
+    async def _with_password(self, scope: Scope, receive: Receive, send: Send, needed: list[Access],
+                             header: str) -> None:
+        assert self.basic is not None and self.grant is not None
+        client = scope.get("client")
+        try:
+            subject = await self.basic(header, client[0] if client else "unknown")
+        except LoginRefused as refused:
+            if refused.code is ErrorCode.TOOMANYREQUESTS:
+                await self._refuse(scope, receive, send, 429, refused.code, refused.message, refused.headers)
+            else:
+                await self._challenge(scope, receive, send, needed, None, refused.message)
+            return
+        asked = needed + [h for h in (self.hints(scope) if self.hints else []) if h not in needed]
+        identity = Identity(subject, tuple(self.grant(subject, asked)))
+        for access in needed:
+            for action in access.actions:
+                if not identity.allows(access.type, access.name, action):
+                    self._denied(scope, needed, "denied", subject, "HTTP Basic: not granted by the policy")
+                    await self._refuse(scope, receive, send, 403, ErrorCode.DENIED,
+                                       f"the access policy does not let {subject} {action} {access.name}", {})
+                    return
+        scope[IDENTITY_KEY] = identity
+        scope[USER_KEY] = subject
+        await self.app(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int, code: ErrorCode,
+                      message: str, extra: dict[str, str]) -> None:
+        body = error_body(code, message)
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"docker-distribution-api-version", b"registry/2.0"),
+            *((k.lower().encode(), v.encode("latin-1")) for k, v in extra.items()),
+        ]
+        if not await drain_unread(scope, receive):
+            headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
     @staticmethod
     def _denied(scope: Scope, needed: list[Access], error: str, subject: str, reason: str | None) -> None:
@@ -127,7 +202,8 @@ class AuthMiddleware:
         return value
 
     async def _challenge(
-        self, scope: Scope, receive: Receive, send: Send, needed: list[Access], error: str | None
+        self, scope: Scope, receive: Receive, send: Send, needed: list[Access], error: str | None,
+        message: str | None = None,
     ) -> None:
         # The body lists every (type, name, action) the route needs, shaped as the reference registry's.
         detail = [
@@ -140,7 +216,7 @@ class AuthMiddleware:
             for a in needed
             for action in sorted(a.actions)
         ]
-        body = error_body(ErrorCode.UNAUTHORIZED, detail=detail or None)
+        body = error_body(ErrorCode.UNAUTHORIZED, message, detail=detail or None)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
@@ -151,6 +227,18 @@ class AuthMiddleware:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": 401, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+def _basic_credentials(scope: Scope) -> str | None:
+    """The Authorization value when it is HTTP Basic with a user name (not dockerd's empty `Basic Og==`)."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            text: str = value.decode("latin-1")
+            scheme, _, credentials = text.partition(" ")
+            if scheme.lower() == "basic" and credentials.strip() not in ("", "Og=="):
+                return text
+            return None
+    return None
 
 
 def _bearer_token(scope: Scope) -> str | None:

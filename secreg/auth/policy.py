@@ -211,12 +211,17 @@ class Policy:
         return Decision(False, None)
 
     def granted(self, subject: str, groups: Iterable[str], requested: Sequence[Access]) -> list[Access]:
-        """The part of `requested` the policy allows (downscoping, never an error); empty grants dropped."""
+        """The part of `requested` the policy allows (downscoping, never an error); empty grants dropped.
+        `*` on a repository asks for every action: granted as the ones the policy allows (and `*` itself only
+        when it allows them all)."""
         groups = frozenset(groups)
         result: list[Access] = []
         for access in requested:
+            actions = access.actions
+            if access.base_type == "repository" and "*" in actions:
+                actions = actions | frozenset(ACTIONS)
             allowed = frozenset(
-                a for a in access.actions if self.decide(subject, groups, access.type, access.name, a).allowed
+                a for a in actions if self.decide(subject, groups, access.type, access.name, a).allowed
             )
             if allowed:
                 result.append(Access(access.type, access.name, allowed))
@@ -297,13 +302,13 @@ def _parse_rule(item: Any, number: int, node: yaml.Node | None, source: str) -> 
 
 
 class PolicyStore:
-    """The policy in a file, re-read when the file changes (checked at most every `check_interval` s).
+    """The policy in a file, re-read when the file changes (see `WatchedFile`).
 
     The first load raises PolicyError; a later invalid or missing file is logged and the last good
     policy stays in force.
     """
 
-    def __init__(self, path: Path, *, check_interval: float = 1.0) -> None:
+    def __init__(self, path: Path, *, check_interval: float = 0.0) -> None:
         self.path = Path(path)
         self._file = WatchedFile(self.path, self._parse, check_interval)
 

@@ -1,7 +1,9 @@
 """Failed-login throttling: after `attempts` failures within `window` seconds a key is locked out for
-`lockout` seconds. The token server keys it by account (`user:NAME`) and by client address
-(`addr:IP`), so neither guessing one account's password from many addresses nor trying many accounts
-from one address gets far.
+`lockout` seconds; `factors` multiply `attempts` for keys by their prefix. Logins (`secreg.auth.login`) count
+each failure three times: against the account from that address (`pair:NAME@IP`, `attempts`), the address
+(`addr:IP`, 4x: an office behind one NAT address shares it) and the account from anywhere (`user:NAME`, 10x:
+the ceiling against guessing from many addresses). So a stranger's wrong guesses do not lock the owner out
+from another address, nor everyone behind the stranger's address, while guessing still gets nowhere fast.
 
 With one worker process the state is in memory (`RateLimiter`). With several, every worker must count the same
 failures (connections are spread over them, so a per-process count would multiply the limit by the number of
@@ -17,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -35,12 +37,20 @@ class LoginLimiter(Protocol):
     def success(self, *keys: str) -> None: ...
 
 
+LOGIN_FACTORS = {"pair": 1, "addr": 4, "user": 10}
+
+
 def limiter_from_settings(settings: RateLimitSettings) -> LoginLimiter:
     """In memory with one worker; on the workers' shared SQLite file when `secreg serve` runs several."""
     shared = workers.shared_directory()
     if shared is None:
-        return RateLimiter.from_settings(settings)
-    return SharedRateLimiter(shared / SHARED_FILE, settings.attempts, settings.window, settings.lockout)
+        return RateLimiter(settings.attempts, settings.window, settings.lockout, factors=LOGIN_FACTORS)
+    return SharedRateLimiter(shared / SHARED_FILE, settings.attempts, settings.window, settings.lockout,
+                             factors=LOGIN_FACTORS)
+
+
+def _threshold(attempts: int, factors: Mapping[str, int], key: str) -> int:
+    return attempts * factors.get(key.partition(":")[0], 1)
 
 
 def _check_limits(attempts: int, window: float, lockout: float) -> None:
@@ -65,9 +75,11 @@ class RateLimiter:
         *,
         clock: Callable[[], float] = time.monotonic,
         max_keys: int = 100_000,
+        factors: Mapping[str, int] | None = None,
     ) -> None:
         _check_limits(attempts, window, lockout)
         self.attempts = attempts
+        self.factors = dict(factors or {})
         self.window = window
         self.lockout = lockout
         self._clock = clock
@@ -97,7 +109,7 @@ class RateLimiter:
                 entry.failures.append(now)
                 while entry.failures and entry.failures[0] <= now - self.window:
                     entry.failures.popleft()
-                if len(entry.failures) >= self.attempts:
+                if len(entry.failures) >= _threshold(self.attempts, self.factors, key):
                     entry.locked_until = now + self.lockout
                     entry.failures.clear()
         return self.retry_after(*keys)
@@ -139,10 +151,12 @@ class SharedRateLimiter:
         *,
         clock: Callable[[], float] = time.time,  # one clock for every process
         max_rows: int = 100_000,
+        factors: Mapping[str, int] | None = None,
     ) -> None:
         _check_limits(attempts, window, lockout)
         self.path = path
         self.attempts = attempts
+        self.factors = dict(factors or {})
         self.window = window
         self.lockout = lockout
         self._clock = clock
@@ -185,7 +199,7 @@ class SharedRateLimiter:
             for key in keys:
                 db.execute("INSERT INTO failures (key, at) VALUES (?, ?)", (key, now))
                 (count,) = db.execute("SELECT count(*) FROM failures WHERE key = ?", (key,)).fetchone()
-                if count >= self.attempts:
+                if count >= _threshold(self.attempts, self.factors, key):
                     db.execute("INSERT OR REPLACE INTO lockouts (key, until) VALUES (?, ?)", (key, now + self.lockout))
                     db.execute("DELETE FROM failures WHERE key = ?", (key,))
             # An attack from very many addresses: keep the newest rows rather than grow forever.

@@ -9,19 +9,18 @@ bad credentials answer 401, repeated failures 429 with `Retry-After`.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from secreg.auth.groups import GroupStore, groups_file
+from secreg.auth.login import LoginRefused, PasswordLogin, parse_basic
 from secreg.auth.policy import PolicyStore
 from secreg.auth.ratelimit import LoginLimiter, limiter_from_settings
 from secreg.auth.scope import Access, ScopeError, parse_scopes
@@ -30,8 +29,10 @@ from secreg.auth.users import UserStore
 from secreg.config import Settings
 from secreg.errors import ErrorCode, RegistryError, error_body
 from secreg.names import NAME_PATTERN
+from secreg.numbers import parse_count
 from secreg.observability import USER_KEY, audit
 from secreg.observability.metrics import auth_failure
+from secreg.requestbody import keeps_connection
 
 __all__ = ["TOKEN_PATH", "TokenService", "token_routes"]
 
@@ -120,6 +121,10 @@ class TokenService:
             realm_name=auth.token.service,
         )
 
+    @property
+    def logins(self) -> PasswordLogin:
+        return PasswordLogin(self.users, self.limiter)
+
     async def handle(self, request: Request) -> Response:
         oauth = request.method == "POST"
         try:
@@ -127,6 +132,8 @@ class TokenService:
                 return await self._post(request)
             return await self._get(request)
         except _Refused as refused:
+            if oauth:
+                await _settle_body(request, refused)
             return refused.response(oauth)
 
     # --- GET (token.md) -------------------------------------------------------------------------------
@@ -225,39 +232,22 @@ class TokenService:
             ErrorCode.UNAUTHORIZED, message, oauth_error="invalid_grant", headers=self._basic_challenge
         )
 
+    def _refusal(self, refused: LoginRefused) -> _Refused:
+        if refused.code is ErrorCode.TOOMANYREQUESTS:
+            return _Refused(refused.code, refused.message, oauth_error="slow_down", headers=refused.headers)
+        return self._unauthorized(refused.message)
+
     def _basic(self, header: str) -> tuple[str, str]:
-        scheme, _, value = header.partition(" ")
-        if scheme.lower() != "basic":
-            raise self._unauthorized("use HTTP Basic credentials (or none) to request a token")
         try:
-            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise self._unauthorized("malformed Basic credentials") from None
-        user, sep, password = decoded.partition(":")
-        if not sep or not user:
-            raise self._unauthorized("malformed Basic credentials")
-        return user, password
+            return parse_basic(header)
+        except LoginRefused as refused:
+            raise self._refusal(refused) from None
 
     async def _password_login(self, user: str, password: str, client: str, via: str) -> _Login:
-        keys = (f"user:{user}", f"addr:{client}")
-        wait = self.limiter.retry_after(*keys)
-        if wait:
-            audit.event("login.throttled", user=user, client=client, via=via, retry_after=wait)
-            auth_failure("throttled")
-            raise _Refused(
-                ErrorCode.TOOMANYREQUESTS,
-                "too many failed logins; try again later",
-                oauth_error="slow_down",
-                headers={"Retry-After": str(wait)},
-            )
-        if not await self.users.verify_async(user, password):
-            self.limiter.failure(*keys)
-            audit.event("login.failed", user=user, client=client, via=via, reason="incorrect password or user")
-            auth_failure("bad_credentials")
-            raise self._unauthorized("incorrect username or password")
-        self.limiter.success(keys[0])
-        audit.event("login.ok", user=user, client=client, via=via)
-        return _Login(user, True)
+        try:
+            return _Login(await self.logins.login(user, password, client, via), True)
+        except LoginRefused as refused:
+            raise self._refusal(refused) from None
 
     async def password_login(self, user: str, password: str, client: str, via: str) -> str:
         """Check a user name and password as the token endpoint does (same rate limiter, same audit events),
@@ -321,15 +311,39 @@ def _json(body: Mapping[str, Any]) -> Response:
     return Response(json.dumps(body), headers=_NO_STORE, media_type="application/json")
 
 
+async def _settle_body(request: Request, refused: _Refused) -> None:
+    """Read the little that is left of a refused body so the HTTP/1.1 connection stays usable (see
+    `secreg.requestbody`); past MAX_FORM_BYTES, or declared past it, answer at once with Connection: close."""
+    if not keeps_connection(request.scope):
+        return
+    declared = parse_count(request.headers.get("content-length") or "0")
+    if declared is None or declared > MAX_FORM_BYTES:
+        refused.headers["Connection"] = "close"
+        return
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > MAX_FORM_BYTES:
+                refused.headers["Connection"] = "close"
+                return
+    except (RuntimeError, ClientDisconnect):  # RuntimeError: already read to the end
+        pass
+
+
 async def _read_form(request: Request) -> dict[str, str]:
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise _bad_request("expected an application/x-www-form-urlencoded body")
+    too_large = _Refused(ErrorCode.SIZE_INVALID, f"request body larger than {MAX_FORM_BYTES} bytes", status=413)
+    declared = parse_count(request.headers.get("content-length") or "0")
+    if declared is None or declared > MAX_FORM_BYTES:
+        raise too_large
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
-            raise _bad_request("request body too large")
+            raise too_large
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
     except (UnicodeDecodeError, ValueError):

@@ -1,6 +1,6 @@
 """Users: an Apache htpasswd file of bcrypt (`$2y$`) hashes, interchangeable with `htpasswd -B`.
 
-The file is the only state. The registry re-reads it when it changes (checked at most once a second),
+The file is the only state. The registry re-reads it as soon as it changes (every check stats it),
 so `secreg user add` or `htpasswd -B auth/htpasswd bob` take effect without a restart. Every write is
 made under an `flock` on a sidecar lock file, to a temporary file that is fsynced and then renamed over
 the original, mode 0600: a reader sees the old file or the new one, never half of one.
@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import hmac
 import logging
 import os
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ __all__ = [
 log = logging.getLogger("secreg.auth")
 
 BCRYPT_ROUNDS = 12
+CACHE_SECONDS = 60.0  # how long a verified password is remembered (VerifiedCache)
 MAX_PASSWORD_BYTES = 72  # bcrypt reads no further; Apache's htpasswd silently truncates there
 MIN_PASSWORD_LENGTH = 8
 
@@ -117,12 +119,15 @@ class WatchedFile(Generic[T]):
     """A file parsed into a value, parsed again when its (inode, size, mtime) changes.
 
     `parse(None)` is called for a missing file. The first load raises on a parse error; later ones log
-    the error and keep the last good value. The file is stat'ed at most once per `interval` seconds.
+    the error and keep the last good value. By default every `get` stats the file (a microsecond), so once
+    a change is on disk no caller sees the old value: a caller that finds the file changed while another
+    thread is re-reading it waits for that reload instead of taking the previous value (a login with a
+    password `secreg user passwd` just replaced must fail). `interval` > 0 stats at most that often.
     """
 
     path: Path
     parse: Callable[[bytes | None], T]
-    interval: float = 1.0
+    interval: float = 0.0
     clock: Callable[[], float] = time.monotonic
     _value: T = field(init=False)
     _signature: object = field(init=False, default=None)
@@ -133,14 +138,25 @@ class WatchedFile(Generic[T]):
         self._value = self._load(initial=True)
 
     def get(self) -> T:
-        now = self.clock()
-        if now - self._checked >= self.interval and self._lock.acquire(blocking=False):
-            try:
-                self._checked = now
-                self._value = self._load(initial=False)
-            finally:
-                self._lock.release()
-        return self._value
+        if self.interval > 0:
+            now = self.clock()
+            if now - self._checked < self.interval:
+                return self._value
+            self._checked = now
+        if self._stat() == self._signature:
+            return self._value
+        with self._lock:  # every caller that saw the change waits for the one reload
+            self._value = self._load(initial=False)
+            return self._value
+
+    def _stat(self) -> object:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return "unreadable"  # _load reports it
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def invalidate(self) -> None:
         """Check the file on the next `get` (after this process wrote it)."""
@@ -199,15 +215,68 @@ def _parse_htpasswd(path: Path) -> Callable[[bytes | None], _Htpasswd]:
     return parse
 
 
+class VerifiedCache:
+    """Credentials bcrypt accepted in the last `seconds`, as Apache's mod_authn_socache keeps them: keyed by the
+    user and an HMAC of the password under a key that lives only in this process's memory (neither the password
+    nor a hash an attacker could test guesses against is kept), and tied to the parsed htpasswd it was checked
+    against, so a changed password, a deleted user or any rewrite of the file drops it. Only successes are kept:
+    a wrong password always costs a full bcrypt check and counts against the rate limit."""
+
+    def __init__(self, seconds: float, *, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic):
+        self.seconds = seconds
+        self._max = max_entries
+        self._clock = clock
+        self._key = os.urandom(32)
+        self._snapshot: object = None
+        self._entries: OrderedDict[tuple[str, bytes], float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _id(self, user: str, password: str) -> tuple[str, bytes]:
+        secret = password.encode("utf-8", "surrogatepass")[:MAX_PASSWORD_BYTES]
+        return user, hmac.new(self._key, secret, hashlib.sha256).digest()
+
+    def hit(self, snapshot: object, user: str, password: str) -> bool:
+        if self.seconds <= 0:
+            return False
+        key = self._id(user, password)
+        with self._lock:
+            if snapshot is not self._snapshot:
+                self._entries.clear()
+                self._snapshot = snapshot
+                return False
+            until = self._entries.get(key)
+            if until is None:
+                return False
+            if until <= self._clock():
+                del self._entries[key]
+                return False
+            return True
+
+    def remember(self, snapshot: object, user: str, password: str) -> None:
+        if self.seconds <= 0:
+            return
+        key = self._id(user, password)
+        with self._lock:
+            if snapshot is not self._snapshot:
+                self._entries.clear()
+                self._snapshot = snapshot
+            self._entries[key] = self._clock() + self.seconds
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+
 class UserStore:
     """Accounts and their bcrypt hashes in one htpasswd file."""
 
-    def __init__(self, path: Path, *, rounds: int = BCRYPT_ROUNDS, check_interval: float = 1.0) -> None:
+    def __init__(self, path: Path, *, rounds: int = BCRYPT_ROUNDS, check_interval: float = 0.0,
+                 cache_seconds: float = CACHE_SECONDS) -> None:
         self.path = Path(path)
         self._context = CryptContext(
             schemes=["bcrypt"], default="bcrypt", bcrypt__ident="2y", bcrypt__rounds=rounds
         )
         self._file = WatchedFile(self.path, _parse_htpasswd(self.path), check_interval)
+        self._cache = VerifiedCache(cache_seconds)
 
     def users(self) -> list[str]:
         return sorted(self._file.get().hashes)
@@ -221,8 +290,17 @@ class UserStore:
         return None if stored is None else hashlib.sha256(stored.encode()).hexdigest()[:16]
 
     def verify(self, user: str, password: str) -> bool:
-        """Check a password. Slow on purpose (bcrypt): call `verify_async` from the event loop."""
+        """Check a password. Slow on purpose (bcrypt) unless recently verified: call `verify_async` from the
+        event loop."""
         snapshot = self._file.get()
+        if self._cache.hit(snapshot, user, password):
+            return True
+        if self._check(snapshot, user, password):
+            self._cache.remember(snapshot, user, password)
+            return True
+        return False
+
+    def _check(self, snapshot: _Htpasswd, user: str, password: str) -> bool:
         stored = snapshot.hashes.get(user)
         try:
             secret = password.encode("utf-8")[:MAX_PASSWORD_BYTES]
@@ -238,7 +316,9 @@ class UserStore:
             return False
 
     async def verify_async(self, user: str, password: str) -> bool:
-        """`verify` on a worker thread: bcrypt must never block the event loop."""
+        """`verify`, with bcrypt on a worker thread: it must never block the event loop."""
+        if self._cache.hit(self._file.get(), user, password):
+            return True
         return await anyio.to_thread.run_sync(self.verify, user, password)
 
     def add(self, user: str, password: str, *, only_if_empty: bool = False) -> bool:

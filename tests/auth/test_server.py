@@ -329,7 +329,7 @@ def test_oauth_request_errors(server: Server) -> None:
         content=b"a=" + b"x" * 70000,
         headers={"content-type": "application/x-www-form-urlencoded"},
     )
-    assert too_big.status_code == 400
+    assert too_big.status_code == 413 and too_big.json()["errors"][0]["code"] == "SIZE_INVALID"
 
 
 def test_too_many_scopes(server: Server) -> None:

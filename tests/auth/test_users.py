@@ -282,3 +282,30 @@ def test_unreadable_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> No
     with caplog.at_level(logging.ERROR, "secreg.auth"):
         assert users.users() == ["alice"]
     assert "cannot read" in caplog.text
+
+
+def test_verified_credentials_are_remembered_until_the_file_changes_or_they_expire(tmp_path: Path) -> None:
+    from secreg.auth.users import VerifiedCache
+
+    now = [0.0]
+    cache = VerifiedCache(60, clock=lambda: now[0])
+    first, second = object(), object()  # two parsed versions of the htpasswd file
+    assert not cache.hit(first, "alice", "pw")
+    cache.remember(first, "alice", "pw")
+    assert cache.hit(first, "alice", "pw")
+    assert not cache.hit(first, "alice", "other") and not cache.hit(first, "bob", "pw")
+    now[0] = 61
+    assert not cache.hit(first, "alice", "pw")  # expired
+    cache.remember(first, "alice", "pw")
+    assert not cache.hit(second, "alice", "pw")  # the file changed: everything is forgotten
+    assert not cache.hit(first, "alice", "pw")
+    assert all(b"pw" not in key[1] for key in cache._entries)
+
+
+def test_a_changed_password_is_refused_at_once_despite_the_cache(tmp_path: Path) -> None:
+    users = UserStore(tmp_path / "htpasswd", rounds=4)
+    users.add("alice", "alice-secret")
+    assert users.verify("alice", "alice-secret") and users.verify("alice", "alice-secret")
+    UserStore(tmp_path / "htpasswd", rounds=4).set_password("alice", "alice-new-secret")  # another process
+    assert not users.verify("alice", "alice-secret")
+    assert users.verify("alice", "alice-new-secret")
