@@ -30,6 +30,7 @@ from secreg.registry.errors import ModelError
 from secreg.registry.local import LocalRegistry
 from secreg.registry.maintenance import collect_garbage_forever, purge_uploads_forever
 from secreg.registry.model import RegistryModel
+from secreg.requestbody import BodyTimeout
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 Role = Literal["all", "registry", "auth"]
@@ -151,6 +152,7 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
         ui = create_ui(settings, registry, Browse(registry.driver), app.state)
         app.router.routes.append(Mount(UI_PATH, app=ui))
         app.router.routes.append(Route("/", root_redirect, methods=["GET"]))
+    app.add_middleware(BodyTimeout, timeout=settings.body_timeout)  # outside auth: its drain is timed too
     # Outermost of ours (added last): sees every answer, the auth middleware's 401s included.
     app.add_middleware(
         ObserveMiddleware,

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from secreg import hypercorn_tuning
+from secreg import connections, hypercorn_tuning
 from secreg.app import Role, create_app
 from secreg.cli.serve import SERVE_ENV
 from secreg.config import load_settings
@@ -24,6 +24,8 @@ def app_from_environment() -> Any:
     role: Role = spec.get("role", "all")
     configure_server_logging(settings)  # each worker process sets up its own handlers
     hypercorn_tuning.apply()
+    connections.install(connections.Limits(settings.max_connections, settings.max_connections_per_client,
+                                           settings.header_timeout))
     return create_app(settings, role)
 
 

@@ -45,6 +45,11 @@ DEFAULTS: dict[str, Any] = {
         "workers": 1,
         "http2": False,
         "insecure": False,  # plain HTTP listener, only for use behind a TLS-terminating proxy
+        # Seconds: request headers must be complete this long after their first byte; a request body may pause
+        # this long between two pieces; an idle keep-alive connection is closed after this long.
+        "timeouts": {"header": 20, "body": 60, "idle": 75},
+        # Connections per worker process, in total and from one client address (oldest idle ones shed first).
+        "limits": {"connections": 4096, "perclient": 256},
         "tls": {
             "certificate": "",  # default: <certs>/server.crt
             "key": "",  # default: <certs>/server.key
@@ -157,6 +162,11 @@ class Settings:
     workers: int
     http2: bool
     insecure: bool
+    header_timeout: int
+    body_timeout: int
+    idle_timeout: int
+    max_connections: int
+    max_connections_per_client: int
     tls: TLSSettings
     storage_root: Path
     storage_direct_io: bool
@@ -395,6 +405,11 @@ def validate(tree: Mapping[str, Any], base_dir: Path) -> Settings:
         workers=_int(tree, "http.workers", 1),
         http2=_bool(tree, "http.http2"),
         insecure=_bool(tree, "http.insecure"),
+        header_timeout=_int(tree, "http.timeouts.header", 1),
+        body_timeout=_int(tree, "http.timeouts.body", 1),
+        idle_timeout=_int(tree, "http.timeouts.idle", 1),
+        max_connections=_int(tree, "http.limits.connections", 1),
+        max_connections_per_client=_int(tree, "http.limits.perclient", 1),
         tls=TLSSettings(
             certificate=_path(tree, "http.tls.certificate", base_dir, certs_dir / "server.crt"),
             key=_path(tree, "http.tls.key", base_dir, certs_dir / "server.key"),

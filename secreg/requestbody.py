@@ -11,7 +11,14 @@ settle their bodies through `secreg.api.base`, which knows what Starlette has al
 
 from __future__ import annotations
 
-from starlette.types import Receive, Scope
+import asyncio
+import logging
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from secreg.errors import ErrorCode, error_body
+
+log = logging.getLogger("secreg")
 
 DRAIN_LIMIT = 4 * 1024 * 1024
 
@@ -45,3 +52,56 @@ async def drain_unread(scope: Scope, receive: Receive, limit: int = DRAIN_LIMIT)
             return False
         if not message.get("more_body", False):
             return True
+
+
+class BodyTimedOut(Exception):
+    """No piece of the request body arrived within the body timeout."""
+
+
+class BodyTimeout:
+    """Pure ASGI: a request body that pauses longer than `timeout` seconds between two pieces ends the request
+    with 408 and `Connection: close` (one INFO line). Only while a body is still expected: once it is complete,
+    `receive()` (then waiting for a disconnect during a long download) is not timed."""
+
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not announces_body(scope):
+            await self.app(scope, receive, send)
+            return
+        complete = False
+        started = False
+
+        async def timed_receive() -> Message:
+            nonlocal complete
+            if complete:
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except TimeoutError:
+                raise BodyTimedOut() from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                complete = True
+            return message
+
+        async def watched_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, watched_send)
+        except BodyTimedOut:
+            client = scope.get("client")
+            log.info("closing a request from %s: no body data for %.0f s (http.timeouts.body) on %s %s",
+                     client[0] if client else "?", self.timeout, scope.get("method"), str(scope.get("path"))[:300])
+            if started:
+                return  # the answer is under way: ending the request ends the connection
+            body = error_body(ErrorCode.UNKNOWN, f"no request body data for {self.timeout:.0f} s; closing")
+            await send({"type": "http.response.start", "status": 408, "headers": [
+                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"), (b"docker-distribution-api-version", b"registry/2.0")]})
+            await send({"type": "http.response.body", "body": body})

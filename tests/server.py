@@ -73,14 +73,16 @@ def run_secreg(
     env: dict[str, str] | None = None,
     timeout: float = 30,
     host: str = "127.0.0.1",
+    wrapper: list[str] | None = None,
 ) -> Iterator[RunningServer]:
-    """`host` is the loopback address to listen on: "::1" for registries dockerd must verify TLS for."""
+    """`host` is the loopback address to listen on: "::1" for registries dockerd must verify TLS for.
+    `wrapper` runs the server through a command that then execs it (e.g. `prlimit --nofile=...`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port(host)
     config_path = workdir / "config.yml"
     config_path.write_text(yaml.safe_dump(config or {}))
     log_path = workdir / "server.log"
-    command = [sys.executable, "-m", "secreg", "serve", "--config", str(config_path),
+    command = [*(wrapper or []), sys.executable, "-m", "secreg", "serve", "--config", str(config_path),
                "--addr", _host_port(host, port), *(args or [])]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SECREG_")}
     environment.update(env or {})

@@ -199,3 +199,21 @@ def test_auth_role_names_what_clients_log_in_to_and_policy_is_announced_once(tmp
     assert f"docker login <host>:{server.port}" not in log
     assert "docker login <registry-host>:<registry-port> -u admin" in log
     assert log.count('"policy.loaded"') + log.count("policy.loaded path=") == 1, log
+
+
+def test_connection_limits_reach_into_hypercorn() -> None:
+    """secreg.connections subclasses Hypercorn's TCPServer and replaces its name in hypercorn.asyncio.run, and
+    shares asyncio's TLS read buffer: this fails when an upgrade moves either."""
+    import asyncio.sslproto as sslproto
+
+    import hypercorn.asyncio.run as hypercorn_run
+    import hypercorn.asyncio.tcp_server as tcp_server
+
+    from secreg import connections
+
+    for name in ("run", "protocol_send", "_read_data", "_close"):
+        assert callable(getattr(tcp_server.TCPServer, name))
+    assert isinstance(sslproto.SSLProtocol.max_size, int)
+    limits = connections.install(connections.Limits(100, 10, 5))
+    assert hypercorn_run.TCPServer is connections.LimitedTCPServer
+    assert limits.total <= 100 and limits.per_client == 10

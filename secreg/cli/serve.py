@@ -114,7 +114,8 @@ def hypercorn_config(settings: Settings, config: Any) -> Any:
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")  # through our handler, not a second one
     config.loglevel = settings.log_level.upper()
-    config.keep_alive_timeout = 75
+    config.keep_alive_timeout = settings.idle_timeout
+    config.ssl_handshake_timeout = settings.header_timeout
     config.graceful_timeout = 10
     config.h11_max_incomplete_size = 64 * 1024
     if not settings.insecure:
