@@ -32,6 +32,7 @@ ORDER = [
     "h2_blob_pull", "h2_blob_push",
     "docker_push_pull",
     "rss_blob_workloads", "rss_1gib_push",
+    "proxy_cold_pull", "proxy_warm_pull",
 ]
 EXTRA = ["manifest_get_open", "v2_get_open"]  # without auth; only with --only
 BLOB_PHASE = {"blob_pull", "blob_push", "blob_push_chunked", "rss_blob_workloads", "rss_1gib_push", *EXTRA}
@@ -231,6 +232,20 @@ def docker_phase(cfg: wl.Settings, files: CertificateFiles, out: dict[str, Workl
         run_step("docker_push_pull", lambda: wl.docker_push_pull(cfg, engine, [secreg, go], DOCKER_NAME), out)
 
 
+PROXY_PHASE = {"proxy_cold_pull", "proxy_warm_pull"}
+
+
+def proxy_phase(cfg: wl.Settings, files: CertificateFiles, selected: set[str], out: dict[str, Workload]) -> None:
+    """secreg as a pull-through cache of a Go registry (both on loopback, one CA)."""
+    with start_go(cfg.workdir / "proxy-upstream", files) as upstream:
+        cache = {"proxy": {"upstreams": [{"name": "up", "url": upstream.url, "ca": str(files.ca_cert),
+                                          "prefix": "up"}]}}
+        with start_secreg(cfg.workdir / "proxy-secreg", files, extra=cache) as proxy:
+            for w in wl.proxy_pulls(cfg, proxy, upstream, "up", selected):
+                out[w.name] = w
+                log(summary_line(w))
+
+
 def guarded(names: set[str], phase: Callable[[], None], out: dict[str, Workload]) -> None:
     """A phase that cannot even start its servers marks its workloads as errors; the others still run."""
     try:
@@ -284,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             ({"manifest_get", "v2_get"}, lambda: auth_phase(cfg, certs, base, selected, out)),
             ({"h2_blob_pull", "h2_blob_push"}, lambda: h2_phase(cfg, certs, base, selected, out)),
             ({"docker_push_pull"}, lambda: docker_phase(cfg, certs, out)),
+            (PROXY_PHASE, lambda: proxy_phase(cfg, certs, selected, out)),
         ]
         for wanted, phase in phases:
             if selected & wanted:

@@ -69,8 +69,10 @@ def start_secreg(
     auth: bool = False,
     http2: bool = False,
     timeout: float = 60.0,
+    extra: dict[str, Any] | None = None,
 ) -> Iterator[Server]:
-    """`python -m secreg serve` with fresh storage, the shared certificate and otherwise default settings."""
+    """`python -m secreg serve` with fresh storage, the shared certificate and otherwise default settings
+    (plus `extra` top-level sections, e.g. `proxy`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port(host)
     config: dict[str, Any] = {
@@ -81,6 +83,7 @@ def start_secreg(
             "key": str(certs.server_key),
         }},
         "auth": {"enabled": auth, "directory": str(workdir / "auth")},
+        **(extra or {}),
     }
     config_path = workdir / "config.yml"
     config_path.write_text(yaml.safe_dump(config))

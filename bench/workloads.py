@@ -450,3 +450,54 @@ def docker_push_pull(cfg: Settings, engine: Any, servers: list[Server], name: st
         seen: set[int] = set()
         pairs(w, servers, cfg.reps, run)
     return w
+
+
+# --- (7): pulls through the pull-through cache ---------------------------------------------------------
+
+
+def proxy_pulls(cfg: Settings, proxy: Server, upstream: Server, prefix: str, selected: set[str]) -> list[Workload]:
+    """Blob pulls through secreg caching `upstream` (the Go registry) under `prefix`, against pulling the same
+    blob straight from the upstream: cold (every repetition a blob the cache has never seen) and warm."""
+    size = cfg.blob_size
+    out: list[Workload] = []
+    base = os.urandom(min(size, 16 * MiB))
+    with Client(upstream) as client:
+        warm_blob = Blob(base, size, "warm")
+        client.push_monolithic(REPO, warm_blob)
+        cold_blobs = [Blob(base, size, f"cold-{rep}") for rep in range(cfg.reps * 2 + 2)]
+        for blob in cold_blobs:
+            client.push_monolithic(REPO, blob)
+    servers = [proxy, upstream]
+
+    def pull(server: Server, blob: Blob) -> Sample:
+        path = f"/v2/{prefix}/{REPO}/blobs/{blob.digest}" if server is proxy else f"/v2/{REPO}/blobs/{blob.digest}"
+        tool, fields = curl(server, [], path, http2=False)
+        if fields["status"] != 200 or fields["downloaded"] != blob.size:
+            raise BenchError(f"{server.name}: pull gave {fields}")
+        return Sample(mb_per_s(blob.size, fields["seconds"]), fields["seconds"],
+                      {"client_cpu_seconds": round(tool.cpu, 3), "load1": load1()})
+
+    if "proxy_cold_pull" in selected:
+        w = Workload("proxy_cold_pull", f"(7a) cold pull {size // MiB} MiB through the cache vs direct from the "
+                     "upstream", "MB/s", True, Target(">=", 0.8))
+        w.notes.append("secreg caching a Go registry (loopback, TLS) under a prefix: each repetition pulls a blob "
+                       "the cache has never seen (secreg fetches it from the upstream while streaming it to curl); "
+                       "'go' is curl pulling the same kind of blob directly from that upstream")
+        unused = iter(cold_blobs)
+        with measuring(w):
+            pull(proxy, next(unused))  # warm-up: the cache's upstream connection and token
+            pull(upstream, next(unused))
+            pairs(w, servers, cfg.reps, lambda server, rep: pull(server, next(unused)) if server is proxy
+                  else pull(server, warm_blob))
+        out.append(w)
+    if "proxy_warm_pull" in selected:
+        w = Workload("proxy_warm_pull", f"(7b) warm pull {size // MiB} MiB from the cache vs direct from the "
+                     "upstream", "MB/s", True, Target(">=", 1.0))
+        w.notes.append("the same blob pulled through the cache after it was cached once (served from secreg's "
+                       "storage), against curl pulling it directly from the Go upstream")
+        with measuring(w):
+            pull(proxy, warm_blob)
+            pull(upstream, warm_blob)
+            pairs(w, servers, cfg.reps * PULL_REPS_FACTOR, lambda server, rep: pull(server, warm_blob))
+        out.append(w)
+    return out

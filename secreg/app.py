@@ -20,12 +20,15 @@ from secreg.api.base import settle_before_error
 from secreg.api.errors import error_response, oci_error
 from secreg.api.health import healthz, readyz
 from secreg.api.metrics import metrics_endpoint
+from secreg.api.mirror import MirrorNamespaceMiddleware
 from secreg.api.routes import REGISTRY_ROUTES, AccessResolver, action_of, build_routes
 from secreg.config import Settings
 from secreg.errors import ErrorCode, RegistryError
 from secreg.observability.accesslog import AccessLog
 from secreg.observability.metrics import Metrics, get_metrics
 from secreg.observability.middleware import ObserveMiddleware
+from secreg.proxy.metrics import proxy_metrics
+from secreg.proxy.model import ProxyRegistry
 from secreg.registry.errors import ModelError
 from secreg.registry.local import LocalRegistry
 from secreg.registry.maintenance import collect_garbage_forever, purge_uploads_forever
@@ -87,11 +90,15 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(RegistryError(ErrorCode.UNKNOWN, "internal error; see the server log"))
 
 
-def _lifespan(registry: LocalRegistry | None, metrics: Metrics | None) -> Callable[[Starlette],
-                                                                         AbstractAsyncContextManager[None]]:
+def _lifespan(registry: LocalRegistry | None, metrics: Metrics | None, proxy: ProxyRegistry | None = None
+              ) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tasks: list[asyncio.Task[None]] = []
+        if proxy is not None:
+            await proxy.start()
+            if not proxy.local.settings.readonly:
+                tasks.append(asyncio.create_task(proxy.evict_forever()))
         if registry is not None and registry.settings.upload_purge_enabled and not registry.settings.readonly:
             tasks.append(asyncio.create_task(purge_uploads_forever(registry)))
         if registry is not None and registry.settings.gc_schedule_enabled and not registry.settings.readonly:
@@ -102,10 +109,19 @@ def _lifespan(registry: LocalRegistry | None, metrics: Metrics | None) -> Callab
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if proxy is not None:
+                await proxy.aclose()
             if metrics is not None:
                 metrics.process_exiting()
 
     return lifespan
+
+
+def _pull_through_cache(settings: Settings, registry: LocalRegistry | None, metrics: Metrics | None
+                        ) -> ProxyRegistry | None:
+    if registry is None or not settings.proxy.enabled:
+        return None
+    return ProxyRegistry(registry, settings.proxy, proxy_metrics(metrics.registry if metrics else None))
 
 
 def create_app(settings: Settings, role: Role = "all") -> Starlette:
@@ -123,9 +139,10 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
         registry_routes = build_routes(REGISTRY_ROUTES)
         resolver = AccessResolver(registry_routes, REGISTRY_ROUTES)
         routes.extend(registry_routes)
+    proxy = _pull_through_cache(settings, registry, metrics)
     app = Starlette(
         routes=routes,
-        lifespan=_lifespan(registry, metrics),
+        lifespan=_lifespan(registry, metrics, proxy),
         exception_handlers={
             RegistryError: _registry_error,
             ModelError: _model_error,
@@ -136,7 +153,8 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
         },
     )
     app.state.settings = settings
-    model: RegistryModel | None = registry  # what the handlers see: the interface, not the stores
+    # What the handlers see: the interface, not the stores (the cache wraps the local registry).
+    model: RegistryModel | None = proxy if proxy is not None else registry
     app.state.registry = model
     app.state.resolver = resolver
     app.state.metrics = metrics
@@ -153,6 +171,8 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
         app.router.routes.append(Mount(UI_PATH, app=ui))
         app.router.routes.append(Route("/", root_redirect, methods=["GET"]))
     app.add_middleware(BodyTimeout, timeout=settings.body_timeout)  # outside auth: its drain is timed too
+    if proxy is not None:  # outside auth: containerd's ?ns= requests are authorized as the local name
+        app.add_middleware(MirrorNamespaceMiddleware, router=proxy.router)
     # Outermost of ours (added last): sees every answer, the auth middleware's 401s included.
     app.add_middleware(
         ObserveMiddleware,

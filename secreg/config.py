@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from secreg.storage.s3options import S3Options
+from secreg.proxy.settings import ProxySettings, parse_proxy
 
 ENV_PREFIX = "SECREG_"
 # Named like settings but read by compose.yaml and the Dockerfile, not by secreg (an exported .env must not
@@ -97,6 +98,8 @@ DEFAULTS: dict[str, Any] = {
         "enabled": True,  # the web UI under /ui/ on the same listener
         "session": {"lifetime": 1800},  # seconds a UI login lasts without activity
     },
+    # Pull-through cache (secreg.proxy.settings): upstreams, or registry:2's single remoteurl.
+    "proxy": {"upstreams": [], "remoteurl": "", "username": "", "password": "", "ttl": ""},
 }
 
 
@@ -191,6 +194,7 @@ class Settings:
     gc_grace: int
     ui: UISettings = field(default_factory=lambda: UISettings(True, 1800))
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    proxy: ProxySettings = field(default_factory=ProxySettings)
 
     @property
     def bind(self) -> str:
@@ -461,4 +465,12 @@ def validate(tree: Mapping[str, Any], base_dir: Path) -> Settings:
             session_lifetime=_int(tree, "ui.session.lifetime", 60),
         ),
         raw=copy.deepcopy(dict(tree)),
+        proxy=_proxy(tree, base_dir),
     )
+
+
+def _proxy(tree: Mapping[str, Any], base_dir: Path) -> ProxySettings:
+    try:
+        return parse_proxy(tree.get("proxy"), base_dir)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -20,7 +20,7 @@ from tests.server import RunningServer, run_secreg
 from tests.test_auth_registry import add_user
 
 ACCESS_FIELDS = {"time", "request_id", "client", "user", "method", "path", "route", "repository", "action",
-                 "status", "bytes_in", "bytes_out", "duration", "user_agent"}
+                 "status", "bytes_in", "bytes_out", "duration", "user_agent", "cache"}
 
 
 def eventually(check: Callable[[], bool], timeout: float = 10) -> None:
@@ -197,7 +197,7 @@ def test_text_access_log_and_policy_changes(tmp_path: Path) -> None:
     request_id = response.headers["X-Request-Id"]
     line = next(x for x in log.splitlines() if f" {request_id} " in x)
     assert re.fullmatch(
-        rf'\S+Z {request_id} 127\.0\.0\.1 - "GET /v2/" 401 0 \d+ \d+\.\d{{6}} - - "text-test"', line), line
+        rf'\S+Z {request_id} 127\.0\.0\.1 - "GET /v2/" 401 0 \d+ \d+\.\d{{6}} - - "text-test" -', line), line
     invalid = [json.loads(x) for x in log.splitlines() if '"event": "policy.invalid"' in x]
     assert invalid and "unknown key 'bad'" in invalid[0]["error"]
 

@@ -9,10 +9,11 @@ from starlette.responses import Response, StreamingResponse
 
 from secreg.api.base import model_of, repository, respond
 from secreg.api.fileresponse import FileRangeResponse
-from secreg.api.headers import API_VERSION
+from secreg.api.headers import API_VERSION, CACHE_HEADER
 from secreg.digest import Digest
 from secreg.errors import ErrorCode, RegistryError
 from secreg.numbers import MAX_DIGITS, parse_count
+from secreg.registry.model import BlobInfo, BlobReader
 
 _RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
 _HUGE = 10**MAX_DIGITS  # an offset with more digits: past the end of any blob
@@ -59,8 +60,11 @@ def _unsatisfiable(size: int) -> RegistryError:
 async def get_blob(request: Request) -> Response:
     name = repository(request)
     digest = Digest.parse(request.path_params["digest"])
-    blob = await model_of(request).open_blob(name, digest)
-    if request.method == "GET" and blob.local_path is None:
+    model = model_of(request)
+    # A HEAD only needs the size: a pull-through cache answers it without downloading the blob.
+    blob: BlobInfo | BlobReader = (await model.stat_blob(name, digest) if request.method == "HEAD"
+                                   else await model.open_blob(name, digest))
+    if not isinstance(blob, BlobInfo) and blob.local_path is None:
         url = await blob.redirect_url()
         if url is not None:
             # The client fetches (with its Range header) straight from the object store; the URL expires soon.
@@ -73,16 +77,18 @@ async def get_blob(request: Request) -> Response:
         "ETag": f'"{digest}"',
         "Cache-Control": "max-age=31536000",
     }
+    if blob.cache is not None:
+        headers[CACHE_HEADER] = blob.cache
     requested = byte_range(request.headers.get("range"), blob.size)
     status = 200 if requested is None else 206
     start, length = (0, blob.size) if requested is None else requested
     headers["Content-Length"] = str(length)
     if requested is not None:
         headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{blob.size}"
+    if isinstance(blob, BlobInfo):
+        return respond(status, headers=headers)
     if blob.local_path is not None:
         return FileRangeResponse(blob.local_path, start, length, status, headers)
-    if request.method == "HEAD":
-        return respond(status, headers=headers)
     return StreamingResponse(blob.chunks(start, length, OBJECT_CHUNK), status_code=status,
                              headers={API_VERSION[0]: API_VERSION[1], **headers})
 

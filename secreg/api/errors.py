@@ -35,6 +35,7 @@ MODEL_ERRORS: dict[type[model.ModelError], tuple[ErrorCode, Callable[[model.Mode
     model.ManifestInvalid: (ErrorCode.MANIFEST_INVALID, None),
     model.ManifestBlobsUnknown: (ErrorCode.MANIFEST_BLOB_UNKNOWN, None),
     model.Unsupported: (ErrorCode.UNSUPPORTED, None),
+    model.UpstreamUnavailable: (ErrorCode.UNAVAILABLE, None),
 }
 
 

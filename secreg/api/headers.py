@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
+# How a pull-through cache answered (hit, miss, revalidated, stale); the access log records it too.
+CACHE_HEADER = "X-Cache"
 
 
 def upload_range(size: int) -> str:

@@ -36,11 +36,17 @@ async def catalog(request: Request) -> Response:
     visible: CatalogFilter | None = getattr(request.app.state, "catalog_filter", None)
     if visible is not None:
         names = visible(identity(request), names)
+    model = model_of(request)
     repositories, more = page(names, n, last)
     headers = {}
     if more and repositories:
         headers["Link"] = urls.next_link(urls.catalog_page(n, repositories[-1]))
-    return json_response({"repositories": repositories}, headers=headers)
+    document: dict[str, Any] = {"repositories": repositories}
+    cached = await model.cached_repositories(repositories)
+    if cached:
+        # secreg's addition (clients ignore unknown keys): which listed repositories are pull-through caches.
+        document["cached"] = cached
+    return json_response(document, headers=headers)
 
 
 async def referrers(request: Request) -> Response:

@@ -8,6 +8,7 @@ from starlette.responses import Response
 from secreg.api import urls
 from secreg.api.base import model_of, read_limited, repository, respond
 from secreg.api.errors import oci_error
+from secreg.api.headers import CACHE_HEADER
 from secreg.digest import Digest, is_digest
 from secreg.errors import ErrorCode, RegistryError
 from secreg.names import TAG_PATTERN, parse_reference, validate_tag
@@ -61,6 +62,8 @@ async def get_manifest(request: Request) -> Response:
         "Content-Length": str(len(manifest.content)),
         "ETag": f'"{manifest.digest}"',
     }
+    if manifest.cache is not None:
+        headers[CACHE_HEADER] = manifest.cache
     if request.method == "HEAD":
         return respond(200, headers=headers)
     return respond(200, manifest.content, headers)

@@ -5,10 +5,12 @@ JSON (default, `log.accesslog.format: json`):
     {"time": "2025-01-02T03:04:05.678Z", "request_id": "9f0c...", "client": "::1", "user": "alice",
      "method": "PUT", "path": "/v2/alice/app/manifests/1.0", "route": "/v2/{name:path}/manifests/{reference}",
      "repository": "alice/app", "action": "push", "status": 201, "bytes_in": 1234, "bytes_out": 0,
-     "duration": 0.0123, "user_agent": "docker/20.10.24 ..."}
+     "duration": 0.0123, "user_agent": "docker/20.10.24 ...", "cache": "-"}
 
 Text (`format: text`): the same fields on one line, space separated,
-`TIME ID CLIENT USER "METHOD PATH" STATUS IN OUT DURATION REPOSITORY ACTION "AGENT"`.
+`TIME ID CLIENT USER "METHOD PATH" STATUS IN OUT DURATION REPOSITORY ACTION "AGENT" CACHE`.
+`cache` is how the pull-through cache answered a pull (hit, miss, revalidated, stale; its `X-Cache`), "-"
+for everything else.
 The query string is never logged (upload URLs carry signed state in it). `user` and `repository` are "-"
 when there is none.
 """
@@ -44,6 +46,7 @@ class AccessRecord:
     bytes_out: int
     duration: float
     user_agent: str
+    cache: str = "-"
 
 
 _quote = json.encoder.encode_basestring_ascii  # C speed, JSON-safe
@@ -58,7 +61,7 @@ def _json(record: AccessRecord) -> str:
         f'"repository": {_quote(record.repository)}, "action": {_quote(record.action)}, '
         f'"status": {int(record.status)}, "bytes_in": {int(record.bytes_in)}, '
         f'"bytes_out": {int(record.bytes_out)}, "duration": {round(record.duration, 6)!r}, '
-        f'"user_agent": {_quote(record.user_agent[:_MAX_AGENT])}}}'
+        f'"user_agent": {_quote(record.user_agent[:_MAX_AGENT])}, "cache": {_quote(record.cache)}}}'
     )
 
 
@@ -67,7 +70,8 @@ def _text(record: AccessRecord) -> str:
     agent = _quote(record.user_agent[:_MAX_AGENT] or "-")
     return (
         f"{utc_now_text()} {record.request_id} {record.client} {record.user} {path} {record.status} "
-        f"{record.bytes_in} {record.bytes_out} {record.duration:.6f} {record.repository} {record.action} {agent}"
+        f"{record.bytes_in} {record.bytes_out} {record.duration:.6f} {record.repository} {record.action} {agent} "
+        f"{record.cache}"
     )
 
 

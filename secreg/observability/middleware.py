@@ -39,13 +39,14 @@ ActionOf = Callable[[str, str], str]
 
 
 class _Exchange:
-    __slots__ = ("digest", "done", "received", "sent", "status", "upload")
+    __slots__ = ("cache", "digest", "done", "received", "sent", "status", "upload")
 
     def __init__(self, upload: bool) -> None:
         self.status = 0
         self.received = 0
         self.sent = 0
         self.digest = ""
+        self.cache = "-"
         self.upload = upload
         self.done = False
 
@@ -111,6 +112,10 @@ class ObserveMiddleware:
                     for name, value in headers:
                         if name.lower() == b"docker-content-digest":
                             exchange.digest = value.decode("latin-1")
+                elif method in ("GET", "HEAD"):
+                    for name, value in headers:
+                        if name.lower() == b"x-cache":
+                            exchange.cache = value.decode("latin-1")[:16]
                 message = {**message, "headers": [*headers, (b"x-request-id", request_id)]}
             await send(message)
 
@@ -160,6 +165,7 @@ class ObserveMiddleware:
                     bytes_out=exchange.sent,
                     duration=duration,
                     user_agent=agent.decode("latin-1"),
+                    cache=exchange.cache,
                 )
             )
         if repository != "-" and ((method == "PUT" and exchange.status == 201) or

@@ -12,6 +12,7 @@
       ManifestInvalid               a document that is not a manifest we store
       ManifestBlobsUnknown(digests) a manifest referencing blobs or manifests the repository lacks
       Unsupported(reason)           an operation this registry refuses (read-only, deletes off, ...)
+      UpstreamUnavailable(upstream) the pull-through cache's upstream cannot answer and nothing is cached
 
 `secreg.api.errors` maps each to the OCI code, status and headers of the distribution spec; a second model
 implementation (the pull-through cache) raises the same errors, so the mapping serves both.
@@ -34,6 +35,7 @@ __all__ = [
     "RangeMismatch",
     "SizeMismatch",
     "Unsupported",
+    "UpstreamUnavailable",
     "UploadInterrupted",
     "UploadUnknown",
 ]
@@ -113,3 +115,12 @@ class Unsupported(ModelError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class UpstreamUnavailable(ModelError):
+    """The upstream registry a proxied name belongs to cannot answer (unreachable, 5xx, refusing the cache's
+    credentials), and the content asked for was never cached."""
+
+    def __init__(self, upstream: str, message: str) -> None:
+        super().__init__(message, {"upstream": upstream})
+        self.upstream = upstream

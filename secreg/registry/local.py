@@ -35,6 +35,7 @@ class LocalBlobReader:
     local_path: str | None
     _driver: StorageDriver
     _path: str
+    cache: str | None = None
 
     async def redirect_url(self) -> str | None:
         return await anyio.to_thread.run_sync(self._driver.redirect_url, self._path)
@@ -98,6 +99,9 @@ class LocalRegistry:
 
     async def description(self, name: str) -> str:
         return await asyncio.to_thread(self.descriptions.of, name)
+
+    async def cached_repositories(self, names: list[str]) -> dict[str, str]:
+        return {}
 
     async def check_ready(self) -> None:
         await anyio.to_thread.run_sync(probe_storage, self.driver, abandon_on_cancel=True)

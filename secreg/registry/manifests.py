@@ -108,14 +108,18 @@ class ManifestStore:
     # --- writing -----------------------------------------------------------------------------------
 
     def put(
-        self, name: str, reference: str | Digest, content: bytes, content_type: str | None, tags: list[str]
+        self, name: str, reference: str | Digest, content: bytes, content_type: str | None, tags: list[str],
+        *, check_references: bool = True,
     ) -> PutResult:
+        """Store a manifest. `check_references=False` (the pull-through cache) stores it although its blobs
+        are not in the repository yet: a cache fetches them when clients ask."""
         parsed = parse_manifest(content, content_type)
         algorithm = reference.algorithm if isinstance(reference, Digest) else "sha256"
         digest = Digest.of(content, algorithm)
         if isinstance(reference, Digest) and digest != reference:
             raise DigestMismatch(reference, digest, "manifest digest does not match the reference")
-        self._check_references(name, parsed)
+        if check_references:
+            self._check_references(name, parsed)
         # Always (re)written, though the bytes may exist: a fresh mtime tells a concurrent garbage
         # collection that this manifest is being pushed now.
         self.driver.write_bytes(layout.blob_data(digest), content)

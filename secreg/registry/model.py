@@ -40,6 +40,7 @@ __all__ = [
 class BlobInfo:
     digest: Digest
     size: int
+    cache: str | None = None  # a pull-through cache says how it answered: hit, miss, revalidated, stale
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class Manifest:
     digest: Digest
     media_type: str
     content: bytes
+    cache: str | None = None  # as BlobInfo.cache
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,10 @@ class BlobReader(Protocol):
     def size(self) -> int: ...
     @property
     def local_path(self) -> str | None: ...
+    @property
+    def cache(self) -> str | None:
+        """As BlobInfo.cache; None from a model that caches nothing."""
+        ...
 
     def chunks(self, start: int = 0, length: int | None = None, chunk_size: int = 1024 * 1024
                ) -> AsyncIterator[bytes]: ...
@@ -111,6 +117,11 @@ class RegistryModel(Protocol):
 
     async def description(self, name: str) -> str:
         """`org.opencontainers.image.description` of the newest tagged image; "" when there is none."""
+        ...
+
+    async def cached_repositories(self, names: list[str]) -> dict[str, str]:
+        """Which of `names` are pull-through cache repositories, each with its upstream's name; {} from a
+        model that caches nothing."""
         ...
 
     async def check_ready(self) -> None:
@@ -211,6 +222,9 @@ class ForwardingModel:
 
     async def description(self, name: str) -> str:
         return await self.inner.description(name)
+
+    async def cached_repositories(self, names: list[str]) -> dict[str, str]:
+        return await self.inner.cached_repositories(names)
 
     async def check_ready(self) -> None:
         await self.inner.check_ready()

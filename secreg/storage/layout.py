@@ -8,6 +8,7 @@
                                                              (the tree below v2/, e.g. _gc/<run>/blobs/...)
       _readyz/<pid>-<random>                                 secreg: the readiness probe's short-lived file
       _gcstatus/last.json                                    secreg: summary of the last collection (web UI)
+      _proxy/<uuid>/data                                     secreg: a blob being fetched from an upstream
       repositories/<name>/
         _layers/<alg>/<hex>/link                             "<alg>:<hex>": this repository may read the blob
         _manifests/revisions/<alg>/<hex>/link                a manifest of this repository
@@ -19,6 +20,9 @@
         _uploads/<uuid>/hashstates/<alg>/<offset>            running hash state after <offset> bytes, so any
                                                              replica continues the digest (as distribution)
         _referrers/<alg>/<subject hex>/<alg>/<hex>           secreg: descriptor (JSON) of a referrer of a subject
+        _cache/upstream                                      secreg: name of the upstream this repository caches
+        _cache/pulled/<alg>/<hex>                            secreg: unix time the manifest was last pulled
+        _cache/tags/<tag>                                    secreg: unix time the tag was last checked upstream
 
 Repository names are validated (`secreg.names`) and never contain a component starting with `_`, so a
 repository can never collide with these directories; upload ids are validated UUIDs.
@@ -45,6 +49,7 @@ PROBE_DIR = f"{V2}/_readyz"
 # A directory below repositories/ holding one of these is a repository (`_uploads`: one with sessions only).
 REPOSITORY_MARKERS = frozenset({"_manifests", "_layers"})
 UPLOADS_MARKER = "_uploads"
+PROXY_DIR = f"{V2}/_proxy"
 
 
 def blob_dir(digest: Digest) -> str:
@@ -226,3 +231,31 @@ def is_revision_link(path: str) -> bool:
     """A manifest revision's link (put back last when a collection run is undone: it makes the rest visible)."""
     parsed = parse_repository_path(path)
     return parsed is not None and parsed.kind == "revision"
+
+
+def proxy_fetch_data(fetch_id: str) -> str:
+    return f"{PROXY_DIR}/{fetch_id}/data"
+
+
+def proxy_fetch_dir(fetch_id: str) -> str:
+    return f"{PROXY_DIR}/{fetch_id}"
+
+
+def cache_dir(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/_cache"
+
+
+def cache_upstream(name: str) -> str:
+    return f"{cache_dir(name)}/upstream"
+
+
+def cache_pulled_dir(name: str) -> str:
+    return f"{cache_dir(name)}/pulled"
+
+
+def cache_pulled(name: str, digest: Digest) -> str:
+    return f"{cache_pulled_dir(name)}/{digest.algorithm}/{digest.hex}"
+
+
+def cache_tag_checked(name: str, tag: str) -> str:
+    return f"{cache_dir(name)}/tags/{tag}"

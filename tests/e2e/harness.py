@@ -50,6 +50,7 @@ __all__ = [
     "CERTS_D",
     "GO_REGISTRY_BIN",
     "CommandError",
+    "Containerd",
     "DockerBinaries",
     "DockerEngine",
     "GoRegistry",
@@ -68,6 +69,7 @@ __all__ = [
     "run_command",
     "skopeo",
     "skopeo_json",
+    "start_containerd",
     "start_docker_engine",
     "start_go_registry",
     "timed",
@@ -281,9 +283,11 @@ class DockerEngine:
         hosts: Mapping[str, str] | None = None,
         docker_bin: str | None = None,
         dockerd_bin: str | None = None,
+        daemon_config: Mapping[str, Any] | None = None,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.hosts = dict(hosts or {})
+        self.daemon_config = dict(daemon_config or {})
         self.docker_bin = docker_bin or shutil.which("docker") or "docker"
         self.dockerd_bin = dockerd_bin or shutil.which("dockerd") or "dockerd"
         self.short_dir = Path(tempfile.mkdtemp(prefix="secreg-dk-", dir=_SHORT_ROOT))
@@ -323,8 +327,9 @@ class DockerEngine:
         for directory in (self.data_root, self.config_dir, self.build_dir):
             directory.mkdir(parents=True, exist_ok=True)
         (self.config_dir / "config.json").write_text("{}\n")
-        # An empty daemon.json of our own: /etc/docker/daemon.json must not change how tests behave.
-        self.daemon_json.write_text("{}\n")
+        # A daemon.json of our own (empty unless the test asks for settings such as registry-mirrors):
+        # /etc/docker/daemon.json must not change how tests behave.
+        self.daemon_json.write_text(json.dumps(self.daemon_config) + "\n")
         argv = [
             self.dockerd_bin,
             f"--config-file={self.daemon_json}",
@@ -453,13 +458,16 @@ def start_docker_engine(
     timeout: float = 60.0,
     docker_bin: str | None = None,
     dockerd_bin: str | None = None,
+    daemon_config: Mapping[str, Any] | None = None,
 ) -> Iterator[DockerEngine]:
     """Run a private dockerd for the duration of the `with` block (see DockerEngine).
 
     `hosts` maps names to IP addresses that only this dockerd resolves (a private /etc/hosts in its own
     mount namespace); {"registry.e2e.test": "::1"} makes dockerd verify TLS for that registry.
+    `daemon_config` is written as the engine's daemon.json, e.g. {"registry-mirrors": ["https://..."]}.
     """
-    engine = DockerEngine(workdir, hosts=hosts, docker_bin=docker_bin, dockerd_bin=dockerd_bin)
+    engine = DockerEngine(workdir, hosts=hosts, docker_bin=docker_bin, dockerd_bin=dockerd_bin,
+                          daemon_config=daemon_config)
     try:
         engine.start(timeout=timeout)
         yield engine
@@ -556,6 +564,66 @@ def trust_ca(ca_cert: Path, host_port: str, certs_root: Path = CERTS_D) -> Itera
         if created:
             with contextlib.suppress(OSError):
                 directory.rmdir()
+
+
+# --- containerd -----------------------------------------------------------------------------------
+
+
+@dataclass
+class Containerd:
+    """A private containerd (own root, state and socket; the CRI plugin off). `ctr(...)` talks to it."""
+
+    address: Path
+    root: Path
+    log_path: Path
+    process: subprocess.Popen[bytes]
+    namespace: str = "secreg-e2e"
+
+    def ctr(self, *args: str, check: bool = True, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
+        binary = shutil.which("ctr") or "ctr"
+        return run_command([binary, "--address", str(self.address), "--namespace", self.namespace, *args],
+                           check=check, timeout=timeout)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+@contextlib.contextmanager
+def start_containerd(workdir: Path, timeout: float = 30.0) -> Iterator[Containerd]:
+    """Run `containerd` with everything of its own under `workdir` (socket in a short /tmp directory)."""
+    workdir = Path(workdir).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    short = Path(tempfile.mkdtemp(prefix="secreg-ctd-", dir=_SHORT_ROOT))
+    address = short / "containerd.sock"
+    root, state = workdir / "root", short / "state"
+    config = workdir / "config.toml"
+    config.write_text(
+        "version = 2\n"
+        f'root = "{root}"\nstate = "{state}"\n'
+        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+        f'[grpc]\n  address = "{address}"\n'
+        f'[ttrpc]\n  address = "{address}.ttrpc"\n'
+        f'[debug]\n  address = "{address}.debug"\n'
+    )
+    log_path = workdir / "containerd.log"
+    binary = shutil.which("containerd") or "containerd"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen([binary, "--config", str(config)], stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    started = Containerd(address, root, log_path, process)
+    try:
+        deadline = time.monotonic() + timeout
+        while started.ctr("version", check=False, timeout=10).returncode != 0:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise HarnessError(f"containerd did not start; log {log_path}:\n{_read_tail(log_path)}")
+            time.sleep(0.1)
+        yield started
+    finally:
+        _stop_process(process, grace=10)
+        _unmount_under(root)
+        _unmount_under(short)
+        shutil.rmtree(short, ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 # --- skopeo -----------------------------------------------------------------------------------------
