@@ -67,7 +67,7 @@ def test_parse_addr() -> None:
 
 @pytest.mark.parametrize(("tree", "message"), [
     ({"http": {"adr": "127.0.0.1:6000"}}, r"unknown key http\.adr \(did you mean http\.addr\?\)"),
-    ({"proxy": {"remoteurl": "https://registry-1.docker.io"}}, r"unknown key proxy \(known here: version, log"),
+    ({"notifications": {"endpoints": []}}, r"unknown key notifications \(known here: version, log"),
     ({"storage": {"filesystem": {"rootdir": "/x"}}}, r"did you mean storage\.filesystem\.rootdirectory\?"),
     ({"auth": {"token": {"expiry": 5}}}, r"did you mean auth\.token\.expiration\?"),
     ({"http": "0.0.0.0:5000"}, r"http must be a mapping of addr, host"),
