@@ -21,8 +21,8 @@ from typing import Any
 
 import yaml
 
-from secreg.storage.s3options import S3Options
 from secreg.proxy.settings import ProxySettings, parse_proxy
+from secreg.storage.s3options import S3Options
 
 ENV_PREFIX = "SECREG_"
 # Named like settings but read by compose.yaml and the Dockerfile, not by secreg (an exported .env must not

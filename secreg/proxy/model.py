@@ -71,6 +71,9 @@ class FetchingBlobReader:
         self.digest = fetch.digest
         self.size = size
 
+    async def redirect_url(self) -> str | None:
+        return None  # the bytes are on their way in: only this server can hand them out yet
+
     def chunks(self, start: int = 0, length: int | None = None, chunk_size: int = 1024 * 1024
                ) -> AsyncIterator[bytes]:
         return self._fetch.read(start, length)
