@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from secreg.config import ConfigError, load_settings
 
@@ -23,6 +25,9 @@ def register(sub: Any) -> None:
                    "referrers of kept manifests")
     p.add_argument("--grace", type=float, metavar="SECONDS",
                    help="never remove anything changed more recently than this (default gc.grace, 3600)")
+    p.add_argument("--upload-age", type=float, metavar="SECONDS",
+                   help="remove upload sessions idle (no data received) for longer than this; one being written "
+                   "is never removed (default storage.maintenance.uploadpurging.age, 604800)")
     p.add_argument("--json", action="store_true", help="print a machine-readable report")
     p.set_defaults(func=run)
 
@@ -46,16 +51,25 @@ def run(args: argparse.Namespace) -> int:
     if settings.storage_s3 is None and not settings.storage_root.is_dir():
         raise CliError(f"storage directory {settings.storage_root} does not exist")
     driver = driver_from_settings(settings)
+    upload_age = settings.upload_purge_age if args.upload_age is None else args.upload_age
+    if upload_age < 0:
+        raise CliError("--upload-age must not be negative")
+    progress = Progress(sys.stderr)
+    print(f"gc: removing blobs unreferenced for more than {_duration(grace)} and upload sessions idle for more "
+          f"than {_duration(upload_age)} (--upload-age){' (dry run)' if args.dry_run else ''}", file=sys.stderr)
     try:
         report = collect_garbage(
             driver,
             grace=grace,
             delete_untagged=args.delete_untagged,
             dry_run=args.dry_run,
-            upload_purge_age=settings.upload_purge_age,
+            upload_purge_age=upload_age,
+            progress=progress,
         )
     except GcBusy as exc:
         raise CliError(str(exc)) from exc
+    finally:
+        progress.close()
     if not report.dry_run:
         from secreg.registry.browse import Browse
 
@@ -71,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     for link in report.links_removed:
         print(f"{verb} link {link.repository} -> {link.digest} (blob missing)")
     for upload in report.uploads_purged:
-        print(f"{verb} upload session {upload.repository} {upload.upload_id}")
+        print(f"{verb} upload session {upload.repository} {upload.upload_id} (idle {_duration(upload.idle)}, "
+              f"{_size(upload.size)})")
     print(
         f"gc{' (dry run)' if report.dry_run else ''}: {verb} {len(report.blobs_removed)} blob(s) "
         f"({_size(report.bytes_freed)}), {len(report.manifests_removed)} manifest(s), "
@@ -80,6 +95,49 @@ def run(args: argparse.Namespace) -> int:
         + (f"; {report.rescued} item(s) found in use again and kept" if report.rescued else "")
     )
     return 0
+
+
+PHASES = {"scan": "scanned", "quarantine": "quarantined", "settle": "settling", "delete": "deleted",
+          "uploads": "upload sessions checked"}
+
+
+class Progress:
+    """On a terminal one line rewritten in place (phase, count, bytes); otherwise one plain line per phase."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.phase = ""
+        self.started = time.monotonic()
+        self._last = ""
+
+    def __call__(self, phase: str, done: int, total: int, size: int) -> None:
+        words = PHASES.get(phase, phase)
+        line = (f"gc: {words}" if phase == "settle" else f"gc: {words} {done}/{total}") + (
+            f" ({_size(size)})" if size else "")
+        if self.tty:
+            self.stream.write("\r" + line.ljust(len(self._last)))
+            self.stream.flush()
+            self._last = line
+            return
+        if done == total or phase == "settle":  # a plain line per finished phase
+            self.stream.write(f"{line} [{time.monotonic() - self.started:.1f} s]\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self._last:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:g} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f} h"
+    return f"{seconds / 86400:.0f} days"
 
 
 def _size(count: int) -> str:

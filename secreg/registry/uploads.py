@@ -16,6 +16,7 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from secreg.digest import Digest, Hasher
@@ -34,6 +35,14 @@ BATCH_BYTES = 4 * 1024 * 1024
 # (PIPELINE_DEPTH + 1) * BATCH_BYTES.
 PIPELINE_DEPTH = 2
 _HASHER_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class IdleSession:
+    repository: str
+    upload_id: str
+    idle: float  # seconds since the last data arrived (or the session started)
+    size: int
 
 
 class UploadStore:
@@ -295,17 +304,46 @@ class UploadStore:
             raise
 
     def purge_stale(self, max_age: float, now: float | None = None) -> list[tuple[str, str]]:
-        """Delete upload sessions started more than `max_age` seconds ago; returns what was removed."""
+        """Delete upload sessions idle for more than `max_age` seconds; returns what was removed."""
+        return [(s.repository, s.upload_id) for s in self.purge_idle(max_age, now)]
+
+    def idle_sessions(self, max_idle: float, now: float | None = None) -> list[IdleSession]:
+        """Sessions that received no data for more than `max_idle` seconds (since their start, or the last byte
+        written: the data file's mtime)."""
         from secreg.registry.blobs import list_repositories
 
-        cutoff = (time.time() if now is None else now) - max_age
-        removed: list[tuple[str, str]] = []
+        now = time.time() if now is None else now
+        found: list[IdleSession] = []
         for name in list_repositories(self.driver, include_upload_only=True):
             for upload_id in self.list_sessions(name):
-                if self.started_at(name, upload_id) < cutoff:
-                    self._hashers.pop((name, upload_id), None)
-                    self._discard(name, upload_id)
-                    removed.append((name, upload_id))
+                last, size = self.started_at(name, upload_id), 0
+                try:
+                    info = self.driver.stat(layout.upload_data(name, upload_id))
+                    last, size = max(last, info.mtime), info.size
+                except PathNotFound:
+                    pass
+                if now - last > max_idle:
+                    found.append(IdleSession(name, upload_id, now - last, size))
+        return found
+
+    def purge_idle(self, max_idle: float, now: float | None = None) -> list[IdleSession]:
+        """Delete the `idle_sessions`, except one a request is writing right now (it holds the data file's lock)."""
+        removed: list[IdleSession] = []
+        for session in self.idle_sessions(max_idle, now):
+            data_path = layout.upload_data(session.repository, session.upload_id)
+            try:
+                writer = self.driver.open_append(data_path) if self.driver.exists(data_path) else None
+            except (PathNotFound, OSError):
+                continue  # completed or cancelled meanwhile
+            try:
+                if writer is not None and not writer.try_lock():
+                    continue  # in use: a PATCH or PUT is writing it
+                self._hashers.pop((session.repository, session.upload_id), None)
+                self._discard(session.repository, session.upload_id)
+                removed.append(session)
+            finally:
+                if writer is not None:
+                    writer.close()
         return removed
 
     def list_sessions(self, name: str) -> list[str]:
