@@ -464,7 +464,7 @@ def proxy_pulls(cfg: Settings, proxy: Server, upstream: Server, prefix: str, sel
     with Client(upstream) as client:
         warm_blob = Blob(base, size, "warm")
         client.push_monolithic(REPO, warm_blob)
-        cold_blobs = [Blob(base, size, f"cold-{rep}") for rep in range(cfg.reps * 2 + 2)]
+        cold_blobs = [Blob(base, size, f"cold-{rep}") for rep in range(cfg.reps + 2)]
         for blob in cold_blobs:
             client.push_monolithic(REPO, blob)
     servers = [proxy, upstream]

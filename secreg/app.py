@@ -167,7 +167,8 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
         from secreg.registry.browse import Browse
         from secreg.ui.app import UI_PATH, create_ui, root_redirect
 
-        ui = create_ui(settings, registry, Browse(registry.driver), app.state)
+        # The cache wraps the local registry: the UI sees cache repositories as such.
+        ui = create_ui(settings, proxy if proxy is not None else registry, Browse(registry.driver), app.state)
         app.router.routes.append(Mount(UI_PATH, app=ui))
         app.router.routes.append(Route("/", root_redirect, methods=["GET"]))
     app.add_middleware(BodyTimeout, timeout=settings.body_timeout)  # outside auth: its drain is timed too

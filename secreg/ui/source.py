@@ -104,6 +104,10 @@ class RegistrySource:
     async def repositories(self) -> list[str]:
         return await self.model.catalog()
 
+    async def cached(self, names: list[str]) -> dict[str, str]:
+        """Which of `names` are pull-through cache repositories, with their upstream."""
+        return await self.model.cached_repositories(names)
+
     async def tags(self, name: str) -> list[TagInfo]:
         return await anyio.to_thread.run_sync(self.browse.tags, _check_name(name))
 

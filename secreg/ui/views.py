@@ -52,7 +52,7 @@ async def repositories(ctx: Context) -> Response:
     page = logic.paginate(names, number, REPOSITORIES_PER_PAGE)
     summaries = await source.repository_summaries(list(page.items))
     rows = [RepositoryRow(name, s.tags, s.size, s.pushed) for name, s in zip(page.items, summaries, strict=True)]
-    values = {"page": page, "rows": rows, "query": query}
+    values = {"page": page, "rows": rows, "query": query, "cached": await source.cached(list(page.items))}
     return render(ctx, "repositories.html", {**values, "repo_url": repo_url,
                                              "page_url": lambda n: "/ui/?" + urlencode({"q": query, "page": n})})
 

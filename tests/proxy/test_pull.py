@@ -184,3 +184,15 @@ def test_metrics_and_access_log_say_hit_or_miss(client: httpx.Client, proxy: Run
     assert '"cache": "miss"' in log and '"cache": "hit"' in log
     for secret in (go_hub.password, token_upstream.password):
         assert secret not in log and secret not in text
+
+
+def test_catalog_and_ui_mark_cache_repositories(client: httpx.Client, go_pusher: Pusher) -> None:
+    go_pusher.image("listed/app", "v1", [random_bytes(2000, seed=71)])
+    pull(client, "go/listed/app", "v1")
+    assert client.post("/v2/own/listed/blobs/uploads/", params={"digest": sha256(b"x")}, content=b"x"
+                       ).status_code == 201
+    document = client.get("/v2/_catalog").json()
+    assert document["cached"]["go/listed/app"] == "go" and "own/listed" not in document["cached"]
+    page = client.get("/ui/", params={"q": "listed"}).text
+    assert "go/listed/app</a> <span class=\"badge\"" in page and "cache: go" in page
+    assert "own/listed</a></td>" in page
