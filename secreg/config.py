@@ -88,6 +88,7 @@ DEFAULTS: dict[str, Any] = {
             "certificate": "",  # default: <certs>/token.crt
             "expiration": 300,
             "refreshexpiration": 30 * 24 * 3600,
+            "maxbody": 64 * 1024,  # bytes a POST /auth/token body may hold (larger: 413 at once, unread)
         },
         "ratelimit": {"attempts": 5, "window": 60, "lockout": 60},
     },
@@ -124,6 +125,7 @@ class TokenSettings:
     certificate: Path
     expiration: int
     refresh_expiration: int
+    max_body: int = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -443,6 +445,7 @@ def validate(tree: Mapping[str, Any], base_dir: Path) -> Settings:
                 certificate=_path(tree, "auth.token.certificate", base_dir, certs_dir / "token.crt"),
                 expiration=_int(tree, "auth.token.expiration", 1),
                 refresh_expiration=_int(tree, "auth.token.refreshexpiration", 1),
+                max_body=_int(tree, "auth.token.maxbody", 1024),
             ),
             ratelimit=RateLimitSettings(
                 attempts=_int(tree, "auth.ratelimit.attempts", 1),

@@ -141,7 +141,7 @@ def test_one_client_cannot_take_every_connection(tmp_path: Path) -> None:
 
 
 def test_header_and_body_tricklers_are_cut(tmp_path: Path) -> None:
-    config = {"http": {"timeouts": {"header": 2, "body": 2}}}
+    config = {"http": {"timeouts": {"header": 2, "body": 2}}, "auth": {"token": {"maxbody": 4096}}}
     with run_secreg(tmp_path, config) as server:
         trickler = _tls(server)
         closed = False
@@ -160,9 +160,13 @@ def test_header_and_body_tricklers_are_cut(tmp_path: Path) -> None:
                         b"urlencoded\r\nContent-Length: 100000\r\n\r\ngrant_type=pass")
             big.settimeout(30)
             assert big.recv(65536).startswith(b"HTTP/1.1 413 ")
-        with _tls(server) as slow_body:  # unauthenticated, 5,000 bytes announced, 15 sent
+        with _tls(server) as over:  # past auth.token.maxbody (4096 here)
+            over.sendall(b"POST /auth/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-"
+                         b"urlencoded\r\nContent-Length: 5000\r\n\r\ngrant_type=pass")
+            assert _read_to_close(over, 30).startswith(b"HTTP/1.1 413 ")
+        with _tls(server) as slow_body:  # unauthenticated, 3,000 bytes announced, 15 sent
             slow_body.sendall(b"POST /auth/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-"
-                              b"urlencoded\r\nContent-Length: 5000\r\n\r\ngrant_type=pass")
+                              b"urlencoded\r\nContent-Length: 3000\r\n\r\ngrant_type=pass")
             answer = _read_to_close(slow_body, 30)
             assert answer.startswith(b"HTTP/1.1 408 ") and b"connection: close" in answer.lower()
             assert b"no request body data for 2 s" in answer

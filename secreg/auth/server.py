@@ -97,8 +97,10 @@ class TokenService:
         policy: PolicyStore,
         limiter: LoginLimiter,
         realm_name: str = "secreg",
+        max_body: int = MAX_FORM_BYTES,
     ) -> None:
         self.issuer = issuer
+        self.max_body = max_body
         self.users = users
         self.groups = groups
         self.policy = policy
@@ -119,6 +121,7 @@ class TokenService:
             policy=policy or PolicyStore(auth.policy),
             limiter=limiter_from_settings(auth.ratelimit),
             realm_name=auth.token.service,
+            max_body=auth.token.max_body,
         )
 
     @property
@@ -133,7 +136,7 @@ class TokenService:
             return await self._get(request)
         except _Refused as refused:
             if oauth:
-                await _settle_body(request, refused)
+                await _settle_body(request, refused, self.max_body)
             return refused.response(oauth)
 
     # --- GET (token.md) -------------------------------------------------------------------------------
@@ -173,7 +176,7 @@ class TokenService:
     # --- POST (oauth.md) ------------------------------------------------------------------------------
 
     async def _post(self, request: Request) -> Response:
-        form = await _read_form(request)
+        form = await _read_form(request, self.max_body)
         self._check_service(form.get("service"))
         if not form.get("client_id"):
             raise _bad_request("client_id is required")
@@ -311,38 +314,39 @@ def _json(body: Mapping[str, Any]) -> Response:
     return Response(json.dumps(body), headers=_NO_STORE, media_type="application/json")
 
 
-async def _settle_body(request: Request, refused: _Refused) -> None:
+async def _settle_body(request: Request, refused: _Refused, limit: int) -> None:
     """Read the little that is left of a refused body so the HTTP/1.1 connection stays usable (see
-    `secreg.requestbody`); past MAX_FORM_BYTES, or declared past it, answer at once with Connection: close."""
+    `secreg.requestbody`); past `limit` (auth.token.maxbody), or declared past it, answer at once with
+    Connection: close."""
     if not keeps_connection(request.scope):
         return
     declared = parse_count(request.headers.get("content-length") or "0")
-    if declared is None or declared > MAX_FORM_BYTES:
+    if declared is None or declared > limit:
         refused.headers["Connection"] = "close"
         return
     received = 0
     try:
         async for chunk in request.stream():
             received += len(chunk)
-            if received > MAX_FORM_BYTES:
+            if received > limit:
                 refused.headers["Connection"] = "close"
                 return
     except (RuntimeError, ClientDisconnect):  # RuntimeError: already read to the end
         pass
 
 
-async def _read_form(request: Request) -> dict[str, str]:
+async def _read_form(request: Request, limit: int) -> dict[str, str]:
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type != "application/x-www-form-urlencoded":
         raise _bad_request("expected an application/x-www-form-urlencoded body")
-    too_large = _Refused(ErrorCode.SIZE_INVALID, f"request body larger than {MAX_FORM_BYTES} bytes", status=413)
+    too_large = _Refused(ErrorCode.SIZE_INVALID, f"request body larger than {limit} bytes", status=413)
     declared = parse_count(request.headers.get("content-length") or "0")
-    if declared is None or declared > MAX_FORM_BYTES:
+    if declared is None or declared > limit:
         raise too_large
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_FORM_BYTES:
+        if len(body) > limit:
             raise too_large
     try:
         pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
