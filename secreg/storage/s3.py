@@ -32,7 +32,17 @@ log = logging.getLogger("secreg.storage.s3")
 
 APPEND_SUFFIX = ".append"  # sidecar of a file being appended: <path>.append/state, tails, locks
 MIN_PART = 5 * 1024 * 1024  # S3's smallest part (all but the last)
+MTIME_META = "secreg-mtime"  # x-amz-meta-secreg-mtime: see `copy_key`
 _DELETE_BATCH = 1000
+
+
+def _mtime(head: dict[str, Any]) -> float:
+    """When the file was written: its LastModified, or for a moved file the time its move carried over."""
+    carried = head.get("Metadata", {}).get(MTIME_META)
+    try:
+        return float(carried) if carried else float(head["LastModified"].timestamp())
+    except ValueError:
+        return float(head["LastModified"].timestamp())
 
 
 def is_missing(exc: ClientError) -> bool:
@@ -114,7 +124,7 @@ class S3Driver:
     def stat(self, path: str) -> FileInfo:
         found = self.head(self.key(path))
         if found is not None:
-            return FileInfo(path, int(found["ContentLength"]), found["LastModified"].timestamp(), False)
+            return FileInfo(path, int(found["ContentLength"]), _mtime(found), False)
         from secreg.storage.s3append import read_state
 
         state = read_state(self, path)
@@ -197,14 +207,18 @@ class S3Driver:
 
         return S3AppendWriter(self, path)
 
-    def copy_key(self, source: str, destination: str, size: int) -> None:
+    def copy_key(self, source: str, destination: str, size: int, mtime: float) -> None:
         """Server-side copy; above `multipartcopythresholdsize` as a multipart upload of UploadPartCopy parts
-        (CopyObject stops at 5 GiB)."""
+        (CopyObject stops at 5 GiB). The copy carries the source's modification time in its metadata: a move
+        is a rename, and garbage collection judges a renamed file by when it was written, not moved."""
+        metadata = {MTIME_META: repr(mtime)}
         if size < self.options.multipartcopythresholdsize:
-            self.client.copy_object(Bucket=self.bucket, Key=destination,
+            self.client.copy_object(Bucket=self.bucket, Key=destination, Metadata=metadata,
+                                    MetadataDirective="REPLACE",
                                     CopySource={"Bucket": self.bucket, "Key": source})
             return
-        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=destination)["UploadId"]
+        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=destination,
+                                                     Metadata=metadata)["UploadId"]
         try:
             parts = []
             step = max(self.options.multipartcopychunksize, MIN_PART)
@@ -227,15 +241,19 @@ class S3Driver:
         source_key, destination_key = self.key(source), self.key(destination)
         found = self.head(source_key)
         if found is not None:
-            moves = [(source_key, destination_key, int(found["ContentLength"]))]
+            moves = [(source_key, destination_key, int(found["ContentLength"]), _mtime(found))]
         else:
-            moves = [(item["Key"], destination_key + item["Key"][len(source_key):], int(item["Size"]))
-                     for item in self.list_keys(f"{source_key}/")]
+            moves = []
+            for item in self.list_keys(f"{source_key}/"):
+                head = self.head(item["Key"])  # the listing has no metadata: a moved file's own time is in it
+                mtime = _mtime(head) if head is not None else item["LastModified"].timestamp()
+                moves.append((item["Key"], destination_key + item["Key"][len(source_key):], int(item["Size"]),
+                              mtime))
             if not moves:
                 raise PathNotFound(source)
         try:
-            for from_key, to_key, size in moves:
-                self.copy_key(from_key, to_key, size)
+            for from_key, to_key, size, mtime in moves:
+                self.copy_key(from_key, to_key, size, mtime)
                 self.client.delete_object(Bucket=self.bucket, Key=from_key)
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"move {source} -> {destination}: {exc}") from exc

@@ -183,16 +183,23 @@ class S3AppendWriter:
         if self._finished:
             raise StorageError(f"{self._path} is complete; it cannot be appended to")
         buffer = self._load_buffer()
+        while len(buffer) >= self._chunk:  # a tail left larger than a part (a part that failed to send)
+            self._send_part(bytes(memoryview(buffer)[: self._chunk]))
+            del buffer[: self._chunk]
         for piece in pieces:
             view = memoryview(piece).cast("B")
             if observe is not None:
                 observe(view)
-            buffer += view
             self.size += len(view)
             self._dirty = True
-            while len(buffer) >= self._chunk:
-                self._send_part(memoryview(buffer)[: self._chunk])
-                del buffer[: self._chunk]
+            while view:
+                room = self._chunk - len(buffer)
+                buffer += view[:room]
+                view = view[room:]
+                if len(buffer) == self._chunk:
+                    # The buffer itself is the part's body (no copy); emptied once the part is stored.
+                    self._send_part(buffer)
+                    buffer.clear()
 
     def flush(self) -> None:
         if self._finished or (not self._dirty and self._written):
@@ -220,7 +227,7 @@ class S3AppendWriter:
                 client.put_object(Bucket=bucket, Key=self._key, Body=bytes(buffer))
             else:
                 if buffer or not self._state.parts:
-                    self._send_part(memoryview(buffer))
+                    self._send_part(buffer)
                 parts = [{"PartNumber": n, "ETag": e} for n, e, _s in self._state.parts]
                 client.complete_multipart_upload(Bucket=bucket, Key=self._key, UploadId=self._state.upload_id,
                                                  MultipartUpload={"Parts": parts})
@@ -265,7 +272,7 @@ class S3AppendWriter:
                                        f"expected {self._state.tail_size}")
         return self._buffer
 
-    def _send_part(self, data: memoryview) -> None:
+    def _send_part(self, data: bytes | bytearray) -> None:
         client, bucket = self._driver.client, self._driver.bucket
         state = self._state
         try:
@@ -274,7 +281,7 @@ class S3AppendWriter:
                 state = replace(state, upload_id=upload_id)
             number = len(state.parts) + 1
             answer = client.upload_part(Bucket=bucket, Key=self._key, UploadId=state.upload_id,
-                                        PartNumber=number, Body=bytes(data))
+                                        PartNumber=number, Body=data)
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"sending part of {self._path}: {exc}") from exc
         self._state = replace(state, parts=(*state.parts, (number, str(answer["ETag"]), len(data))))
