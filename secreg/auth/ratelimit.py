@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from secreg import workers
-from secreg.config import RateLimitSettings
+from secreg.config import RateLimitSettings, RedisSettings
 
 __all__ = ["LoginLimiter", "RateLimiter", "SharedRateLimiter", "limiter_from_settings"]
 SHARED_FILE = "ratelimit.sqlite"
@@ -40,8 +40,13 @@ class LoginLimiter(Protocol):
 LOGIN_FACTORS = {"pair": 1, "addr": 4, "user": 10}
 
 
-def limiter_from_settings(settings: RateLimitSettings) -> LoginLimiter:
-    """In memory with one worker; on the workers' shared SQLite file when `secreg serve` runs several."""
+def limiter_from_settings(settings: RateLimitSettings, store: RedisSettings | None = None) -> LoginLimiter:
+    """In Redis when `redis.addr` is set (replicas share it); else in memory with one worker, or on the workers'
+    shared SQLite file when `secreg serve` runs several."""
+    if store is not None:
+        from secreg.auth.ratelimit_redis import RedisRateLimiter
+
+        return RedisRateLimiter.from_settings(settings, store, LOGIN_FACTORS)
     shared = workers.shared_directory()
     if shared is None:
         return RateLimiter(settings.attempts, settings.window, settings.lockout, factors=LOGIN_FACTORS)

@@ -119,7 +119,7 @@ class TokenService:
             users=UserStore(auth.htpasswd),
             groups=groups or GroupStore(groups_file(auth)),
             policy=policy or PolicyStore(auth.policy),
-            limiter=limiter_from_settings(auth.ratelimit),
+            limiter=limiter_from_settings(auth.ratelimit, settings.redis),
             realm_name=auth.token.service,
             max_body=auth.token.max_body,
         )
