@@ -2,8 +2,9 @@
 
 One secreg on the filesystem and one on OpenStack Swift (s3api) on loopback (both `secreg serve`, auth off, one
 worker), the same blobs: push (POST + one PATCH + PUT, streamed) and pull (GET, streamed) of `--blob-mib` MiB,
-MB/s per repetition (median reported), and the peak RSS of the S3-backed server across a 1 GiB push (target
-< 150 MiB: uploads are streamed in parts, never held). Writes bench/results/s3-latest.json.
+MB/s per repetition (median reported), and the peak RSS of the S3-backed server across a 1 GiB push, on a fresh
+server (target < 150 MiB: uploads are streamed in parts, never held) and after the workload above. Writes
+bench/results/s3-latest.json.
 """
 
 from __future__ import annotations
@@ -66,6 +67,13 @@ def pull(client: httpx.Client, name: str, digest: str) -> float:
     return time.perf_counter() - started
 
 
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def peak_rss(pid: int, stop: threading.Event, out: list[int]) -> None:
     """Highest VmRSS of the server process while `stop` is unset (sampled every 20 ms)."""
     high = 0
@@ -111,7 +119,14 @@ def main(argv: list[str] | None = None) -> int:
                     results[label] = {"push_mib_s": round(statistics.median(pushes), 1),
                                       "pull_mib_s": round(statistics.median(pulls), 1)}
                     if label == "s3":
-                        results["s3"]["rss_1gib_push_mib"] = _big_push(server, client, block, args.big_mib)
+                        # After the pushes and pulls above: what a busy server reaches.
+                        results["s3"]["rss_after_workload_1gib_push_mib"] = _big_push(
+                            server, client, block, args.big_mib)
+            # A fresh server: the push alone (the target).
+            with run_secreg(root / "s3-rss", configs["s3"], timeout=60) as server, \
+                    httpx.Client(base_url=server.url, verify=server.ssl_context(), timeout=600) as client:
+                results["s3"]["rss_idle_mib"] = round(_rss(server.process.pid) / MiB, 1)
+                results["s3"]["rss_1gib_push_mib"] = _big_push(server, client, block, args.big_mib)
     results["ratio_s3_to_filesystem"] = {
         k: round(results["s3"][k] / results["filesystem"][k], 2) for k in ("push_mib_s", "pull_mib_s")}
     args.output.parent.mkdir(parents=True, exist_ok=True)
