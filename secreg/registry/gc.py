@@ -38,6 +38,17 @@ protects only references held by a revision and nothing else: an index whose unt
 `delete_untagged` is removing, or a re-push of a manifest whose orphaned blob GC is removing (the PUT finds
 the bytes present and does not write them again). There the request must not stall for longer than the
 settle between its check and its write; and whatever is younger than the grace period is never a candidate.
+
+On object storage (the S3 driver) a "rename" is a server-side copy and a delete, and the argument holds with
+two substitutions. (1) Times: a copy carries its source's write time (`x-amz-meta-secreg-mtime`), so a
+quarantined copy is judged by when the bytes were written, as a renamed file is; a new upload committed in
+place is a new object with a fresh time. (2) Visibility: every step above reads what earlier steps wrote
+(links, revisions, the quarantine). secreg assumes read-after-write consistency for objects and for listings
+(AWS S3 since 2020; Swift while its container updates are not deferred). If a listing lags, a link written just
+before a scan may be missed: the blob is then still younger than `grace`, which is why a store with listing lag
+needs a grace period well above that lag; a quarantined item a late re-mark finds referenced is put back.
+The lock is a `BucketLock` in the bucket (an entry plus a listing, no conditional writes), so two collectors
+on different replicas exclude each other under the same assumption.
 """
 
 from __future__ import annotations

@@ -218,3 +218,9 @@ def test_gc_on_the_bucket_removes_only_the_unreferenced_and_locks_across_clients
     report = collect_garbage(driver, grace=0, delete_untagged=False, dry_run=False, settle=0)
     assert [b.digest for b in report.blobs_removed] == [orphan], report.to_json()
     assert driver.exists(layout.blob_data(kept)) and not driver.exists(layout.blob_data(orphan))
+
+
+def test_legacy_signatures_when_v4auth_is_off(moto: ObjectStore) -> None:
+    driver = make_driver(moto, f"b-{uuid.uuid4().hex[:12]}", v4auth=False)
+    driver.write_bytes("v2/sig", b"signed the old way")
+    assert driver.read_bytes("v2/sig") == b"signed the old way"

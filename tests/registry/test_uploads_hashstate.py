@@ -1,0 +1,49 @@
+"""Two upload stores over one storage (two replicas): the second continues the first one's running digest from
+the saved hash state, without reading the data again."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from secreg.digest import Digest
+from secreg.registry.blobs import BlobStore
+from secreg.registry.uploads import UploadStore
+from secreg.storage import layout
+from secreg.storage.filesystem import FilesystemDriver
+
+
+async def body(data: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), 65536):
+        yield data[start:start + 65536]
+
+
+def test_second_replica_continues_the_digest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    driver = FilesystemDriver(tmp_path)
+    a, b = UploadStore(driver, BlobStore(driver)), UploadStore(driver, BlobStore(driver))
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    upload = a.start("app")
+    asyncio.run(a.append("app", upload, body(data[:1_000_000])))
+    assert driver.exists(layout.upload_hash_state("app", upload, "sha256", 1_000_000))
+
+    def no_rehash(*_: object) -> Digest:
+        raise AssertionError("the data was hashed again")
+
+    monkeypatch.setattr(b, "_hash_file", no_rehash)
+    asyncio.run(b.append("app", upload, body(data[1_000_000:2_000_000])))
+    size = asyncio.run(b.complete("app", upload, Digest.of(data), body(data[2_000_000:])))
+    assert size == len(data)
+    assert driver.read_bytes(layout.blob_data(Digest.of(data))) == data
+
+
+def test_without_a_saved_state_the_data_is_hashed_at_commit(tmp_path: Path) -> None:
+    driver = FilesystemDriver(tmp_path)
+    a, b = UploadStore(driver, BlobStore(driver)), UploadStore(driver, BlobStore(driver))
+    data = os.urandom(200_000)
+    upload = a.start("app")
+    asyncio.run(a.append("app", upload, body(data), save_hash=False))
+    assert asyncio.run(b.complete("app", upload, Digest.of(data))) == len(data)
