@@ -70,7 +70,8 @@ def _registry_logins(settings: Settings) -> PasswordLogin | None:
     if not settings.auth.htpasswd.exists():
         log.info("no %s: the registry API accepts bearer tokens only, no HTTP Basic", settings.auth.htpasswd)
         return None
-    return PasswordLogin(UserStore(settings.auth.htpasswd), limiter_from_settings(settings.auth.ratelimit))
+    limiter = limiter_from_settings(settings.auth.ratelimit, settings.redis)
+    return PasswordLogin(UserStore(settings.auth.htpasswd), limiter)
 
 
 def catalog_filter(policy: PolicyStore, groups: GroupStore) -> Any:
