@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import anyio
@@ -184,19 +184,48 @@ def test_set_password_of_unknown_user_changes_nothing(tmp_path: Path) -> None:
 
 
 def test_unknown_user_costs_as_much_as_a_wrong_password(tmp_path: Path) -> None:
+    """A wrong user name must not answer faster than a wrong password (no user enumeration by timing).
+    Checked without a clock: every failed check runs exactly one real bcrypt verification, against a
+    well-formed hash of the cost the file's hashes use (a dummy one for an unknown or unusable account)."""
     users = UserStore(tmp_path / "htpasswd", rounds=10, check_interval=0)
     users.add("alice", "alice-secret")
+    context = users._context
+    checked: list[tuple[str, bool]] = []
+    original = context.verify
 
-    def fastest(user: str) -> float:
-        times = []
-        for _ in range(3):
-            start = time.perf_counter()
-            assert not users.verify(user, "wrong-secret")
-            times.append(time.perf_counter() - start)
-        return min(times)
+    def counting_verify(secret: str | bytes, hash: str) -> bool:  # noqa: A002 - passlib's name
+        result = bool(original(secret, hash))  # the real bcrypt check, not a stand-in
+        checked.append((hash, result))
+        return result
 
-    known, unknown = fastest("alice"), fastest("nobody")
-    assert 0.5 < unknown / known < 2.0, (known, unknown)
+    context.verify = counting_verify  # type: ignore[method-assign]
+
+    def verifications(user: str, password: str) -> list[tuple[str, bool]]:
+        checked.clear()
+        assert not users.verify(user, password)
+        return list(checked)
+
+    def cost(hash_: str) -> int:
+        match = re.match(r"^\$2[abxy]?\$([0-9]{2})\$[./A-Za-z0-9]{53}$", hash_)
+        assert match, hash_
+        return int(match.group(1))
+
+    known = verifications("alice", "wrong-secret")
+    assert len(known) == 1 and cost(known[0][0]) == 10
+    for user, password in [("nobody", "wrong-secret"), ("alice", "\udcff surrogate"), ("", "x")]:
+        unknown = verifications(user, password)
+        assert len(unknown) == 1, (user, unknown)
+        assert cost(unknown[0][0]) == 10, (user, unknown)
+        assert unknown[0][0] != known[0][0]  # the dummy hash, never a real account's
+    # The dummy's cost follows the file, not this process's setting: a file of cost-5 hashes, read by a
+    # store that would write cost 10, checks an unknown user at cost 5 as well.
+    UserStore(tmp_path / "cheap", rounds=5, check_interval=0).add("carol", "carol-secret")
+    users = UserStore(tmp_path / "cheap", rounds=10, check_interval=0)
+    context = users._context
+    original = context.verify
+    context.verify = counting_verify  # type: ignore[method-assign]
+    assert [cost(h) for h, _ in verifications("carol", "wrong-secret")] == [5]
+    assert [cost(h) for h, _ in verifications("nobody", "wrong-secret")] == [5]
 
 
 def test_verify_async_runs_bcrypt_off_the_event_loop(tmp_path: Path) -> None:
