@@ -158,7 +158,7 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
     app.state.registry = model
     app.state.resolver = resolver
     app.state.metrics = metrics
-    from secreg.auth_wiring import wire_auth
+    from secreg.auth.wiring import wire_auth
 
     wire_auth(app, settings, role)
     if settings.ui.enabled and role != "all":

@@ -17,7 +17,7 @@ from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from secreg.app import create_app
-from secreg.auth_wiring import token_check
+from secreg.auth.wiring import token_check
 from secreg.config import load_settings
 from secreg.observability.metrics import Metrics
 from tests.oci import error_code, push_image, sha256
