@@ -16,14 +16,15 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from secreg.api.base import settle_before_error
-from secreg.api.errors import error_response, oci_error
+from secreg.api.errors import oci_error
 from secreg.api.health import healthz, readyz
 from secreg.api.metrics import metrics_endpoint
 from secreg.api.mirror import MirrorNamespaceMiddleware
-from secreg.api.routes import REGISTRY_ROUTES, AccessResolver, action_of, build_routes
+from secreg.api.routes import REGISTRY_ROUTES, access_table, build_routes
+from secreg.auth.access import AccessResolver
 from secreg.config import Settings
 from secreg.errors import ErrorCode, RegistryError
+from secreg.httperrors import error_response
 from secreg.observability.accesslog import AccessLog
 from secreg.observability.metrics import Metrics, get_metrics
 from secreg.observability.middleware import ObserveMiddleware
@@ -33,7 +34,7 @@ from secreg.registry.errors import ModelError
 from secreg.registry.local import LocalRegistry
 from secreg.registry.maintenance import collect_garbage_forever, purge_uploads_forever
 from secreg.registry.model import RegistryModel
-from secreg.requestbody import BodyTimeout
+from secreg.requestbody import BodyTimeout, settle_before_error
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 Role = Literal["all", "registry", "auth"]
@@ -137,7 +138,7 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
     if role in ("all", "registry"):
         registry = LocalRegistry.from_settings(settings)
         registry_routes = build_routes(REGISTRY_ROUTES)
-        resolver = AccessResolver(registry_routes, REGISTRY_ROUTES)
+        resolver = AccessResolver(access_table(registry_routes, REGISTRY_ROUTES))
         routes.extend(registry_routes)
     proxy = _pull_through_cache(settings, registry, metrics)
     app = Starlette(
@@ -178,7 +179,7 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
     app.add_middleware(
         ObserveMiddleware,
         router=app.router,
-        action_of=action_of,
+        action_of=(resolver or AccessResolver([])).action_of,
         metrics=metrics,
         access_log=AccessLog(settings.access_log_format, settings.access_log_enabled),
     )

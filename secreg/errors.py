@@ -71,8 +71,10 @@ class RegistryError(Exception):
         self.headers = dict(headers or {})
 
 
-def error_body(code: ErrorCode, message: str | None = None, detail: Any = None) -> bytes:
+def error_body(code: ErrorCode, message: str | None = None, detail: Any = None,
+               extra: Mapping[str, Any] | None = None) -> bytes:
+    """`{"errors": [{"code", "message", "detail"}]}`; `extra` fields go before `errors` at the top level."""
     entry: dict[str, Any] = {"code": code.name, "message": message or code.message}
     if detail is not None:
         entry["detail"] = detail
-    return json.dumps({"errors": [entry]}).encode()
+    return json.dumps({**(extra or {}), "errors": [entry]}).encode()

@@ -5,20 +5,26 @@ response, so a client that reuses it (a chunk refused with 416 or 401, then the 
 closed. Up to DRAIN_LIMIT bytes are read and dropped to keep the connection usable, as Go's server does (up to
 256 KiB); past that the answer says `Connection: close`. HTTP/2 ends just the stream (and forbids that header).
 
-This module serves the layers below the routes (the auth middleware answers before any handler runs); handlers
-settle their bodies through `secreg.api.base`, which knows what Starlette has already read.
+All draining is here: `drain_unread` for the layers below the routes (the auth middleware answers before any
+handler runs), `settle_before_error` for a handler or the router answering early (it reads through Starlette's
+`Request`, which knows what has been read already). `secreg.api.base.settles_body` applies it to the routes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from secreg.errors import ErrorCode, error_body
+from secreg.errors import ErrorCode, RegistryError
+from secreg.httperrors import error_response
+from secreg.numbers import parse_count
 
 log = logging.getLogger("secreg")
+
 
 DRAIN_LIMIT = 4 * 1024 * 1024
 
@@ -37,21 +43,58 @@ def announces_body(scope: Scope) -> bool:
     return False
 
 
+async def _drop(chunks: AsyncIterator[bytes], limit: int) -> bool:
+    """Read `chunks` to the end; False as soon as more than `limit` bytes came."""
+    received = 0
+    async for chunk in chunks:
+        received += len(chunk)
+        if received > limit:
+            return False
+    return True
+
+
+async def _messages(receive: Receive) -> AsyncIterator[bytes]:
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return  # the client went away
+        yield message.get("body", b"")
+        if not message.get("more_body", False):
+            return
+
+
 async def drain_unread(scope: Scope, receive: Receive, limit: int = DRAIN_LIMIT) -> bool:
     """Read and drop a body nobody has read yet. False when more than `limit` bytes were left: the answer must
     then close the connection."""
     if not keeps_connection(scope) or not announces_body(scope):
         return True
-    received = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return True  # the client went away
-        received += len(message.get("body", b""))
-        if received > limit:
-            return False
-        if not message.get("more_body", False):
-            return True
+    return await _drop(_messages(receive), limit)
+
+
+def declared_length(scope: Scope) -> int | None:
+    """The request's Content-Length when it is a plain number (`secreg.numbers`), else None."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            return parse_count(value.decode("latin-1"))
+    return None
+
+
+async def settle_before_error(request: Request, error: RegistryError, limit: int = DRAIN_LIMIT) -> None:
+    """Drain the rest of a request's body (up to `limit`), or mark `error` to close the connection. A body
+    declared larger than that is not waited for: the answer goes out at once (a client may not send more
+    before it)."""
+    if not keeps_connection(request.scope):
+        return
+    declared = declared_length(request.scope)
+    if declared is not None and declared > limit:
+        drained = False
+    else:
+        try:
+            drained = await _drop(request.stream(), limit)
+        except (RuntimeError, ClientDisconnect):  # RuntimeError: Starlette says the body was read to the end
+            drained = True
+    if not drained:
+        error.headers.setdefault("Connection", "close")
 
 
 class BodyTimedOut(Exception):
@@ -100,8 +143,6 @@ class BodyTimeout:
                      client[0] if client else "?", self.timeout, scope.get("method"), str(scope.get("path"))[:300])
             if started:
                 return  # the answer is under way: ending the request ends the connection
-            body = error_body(ErrorCode.UNKNOWN, f"no request body data for {self.timeout:.0f} s; closing")
-            await send({"type": "http.response.start", "status": 408, "headers": [
-                (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"), (b"docker-distribution-api-version", b"registry/2.0")]})
-            await send({"type": "http.response.body", "body": body})
+            timed_out = RegistryError(ErrorCode.UNKNOWN, f"no request body data for {self.timeout:.0f} s; closing",
+                                      status=408, headers={"Connection": "close"})
+            await error_response(timed_out)(scope, receive, send)

@@ -13,13 +13,13 @@ from starlette.responses import Response
 
 from secreg.api.errors import oci_error
 from secreg.api.headers import API_VERSION
-from secreg.auth.middleware import IDENTITY_KEY
 from secreg.errors import ErrorCode, RegistryError
 from secreg.names import validate_name
 from secreg.numbers import MAX_DIGITS, parse_count
 from secreg.registry.errors import ModelError
 from secreg.registry.model import RegistryModel
-from secreg.requestbody import DRAIN_LIMIT, keeps_connection
+from secreg.requestbody import settle_before_error
+from secreg.scopekeys import IDENTITY_KEY
 
 
 def model_of(request: Request) -> RegistryModel:
@@ -69,7 +69,7 @@ async def body_stream(request: Request) -> AsyncIterator[bytes]:
 @asynccontextmanager
 async def settle_body_on_error(request: Request) -> AsyncIterator[None]:
     """Read what is left of the request body before an error answers the request early (see
-    `secreg.requestbody`)."""
+    `secreg.requestbody`); a model error becomes its OCI error here, so the drain can mark it."""
     try:
         yield
     except RegistryError as error:
@@ -81,19 +81,6 @@ async def settle_body_on_error(request: Request) -> AsyncIterator[None]:
         raise oci from error
 
 
-async def settle_before_error(request: Request, error: RegistryError) -> None:
-    """Drain the rest of the body (up to DRAIN_LIMIT), or mark `error` to close the connection. A body declared
-    larger than that is not waited for: the answer goes out at once (a client may not send more before it)."""
-    if not keeps_connection(request.scope):
-        return
-    try:
-        declared = content_length(request)
-    except RegistryError:
-        declared = None
-    if (declared is not None and declared > DRAIN_LIMIT) or not await _drain(request, DRAIN_LIMIT):
-        error.headers.setdefault("Connection", "close")
-
-
 def settles_body(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
     """The endpoint, reading what is left of the request body when it answers with an error."""
 
@@ -103,18 +90,6 @@ def settles_body(endpoint: Callable[[Request], Awaitable[Response]]) -> Callable
             return await endpoint(request)
 
     return settled
-
-
-async def _drain(request: Request, limit: int) -> bool:
-    received = 0
-    try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > limit:
-                return False
-    except (RuntimeError, ClientDisconnect):  # RuntimeError: Starlette says the body was read to the end
-        pass
-    return True
 
 
 async def read_limited(request: Request, limit: int, what: str) -> bytes:

@@ -1,5 +1,5 @@
 """The registry model's errors as the distribution spec answers them: one table (model error -> OCI code,
-plus the headers some codes carry), and the one error response every layer of the app sends.
+plus the headers some codes carry). `secreg.httperrors.error_response` renders the result.
 
 A new model error gets its row here; `test_every_model_error_is_mapped` fails until it has one.
 """
@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from starlette.responses import Response
-
-from secreg.api.headers import API_VERSION, upload_range
-from secreg.errors import ErrorCode, RegistryError, error_body
+from secreg.api.headers import upload_range
+from secreg.errors import ErrorCode, RegistryError
 from secreg.registry import errors as model
 
-__all__ = ["MODEL_ERRORS", "error_response", "oci_error"]
+__all__ = ["MODEL_ERRORS", "oci_error"]
 
 
 def _range(error: model.ModelError) -> dict[str, str]:
@@ -47,13 +45,3 @@ def oci_error(error: model.ModelError) -> RegistryError:
             code, headers = row
             return RegistryError(code, error.message, error.detail, headers=headers(error) if headers else None)
     return RegistryError(ErrorCode.UNKNOWN, error.message, error.detail)
-
-
-def error_response(error: RegistryError, *, head: bool = False) -> Response:
-    body = error_body(error.code, error.message, error.detail)
-    headers = {API_VERSION[0]: API_VERSION[1], **error.headers}
-    if head:
-        # A HEAD answer carries no body, but says how long the GET body would have been.
-        headers["Content-Length"] = str(len(body))
-        return Response(status_code=error.status, headers=headers, media_type="application/json")
-    return Response(body, status_code=error.status, headers=headers, media_type="application/json")

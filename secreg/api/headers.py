@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-API_VERSION = ("Docker-Distribution-API-Version", "registry/2.0")
+from secreg.httperrors import API_VERSION
+
+__all__ = ["API_VERSION", "CACHE_HEADER", "upload_range"]
+
 # How a pull-through cache answered (hit, miss, revalidated, stale); the access log records it too.
 CACHE_HEADER = "X-Cache"
 

@@ -27,9 +27,9 @@ from starlette.responses import Response
 
 from secreg.api.base import identity, json_response, model_of
 from secreg.api.listing import CatalogFilter
-from secreg.auth.middleware import IDENTITY_KEY
 from secreg.errors import ErrorCode, RegistryError
 from secreg.numbers import parse_count
+from secreg.scopekeys import IDENTITY_KEY
 
 DEFAULT_N = 25
 MAX_N = 100

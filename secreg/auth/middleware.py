@@ -1,13 +1,12 @@
-"""The registry's one authorization point, as pure ASGI middleware (request bodies stream through untouched).
+"""The verifying side of auth, as pure ASGI middleware (request bodies stream through untouched): it enforces
+what `secreg.auth.access` derives from the route table.
 
-For every HTTP request `resolve(scope)` (from the registry's route table) says what the route needs:
-None for a public route, `[]` for "any valid token" (`GET /v2/`), or the accesses required. A request
-without a bearer token, with one that fails verification, or with one that lacks an access is answered
-401 UNAUTHORIZED with a challenge naming exactly the scope the route needs, as the reference registry
-does (registry/auth/token/accesscontroller.go): `error="invalid_token"` for a bad token,
-`error="insufficient_scope"` for a good one that grants too little, so the client fetches a new token.
-On success the request's `Identity` is stored in `scope[IDENTITY_KEY]`. Refused tokens are counted
-(`secreg_auth_failures_total`) and audited (`access.denied`).
+For every HTTP request `resolve(scope)` (an `AccessResolver`) says what the route needs: None for a public
+route, `[]` for "any valid token" (`GET /v2/`), or the accesses required. A request without a bearer token,
+with one that fails verification, or with one that lacks an access is answered 401 UNAUTHORIZED with a
+challenge naming exactly the scope the route needs (`access.challenge`). On success the request's `Identity`
+is stored in `scope[IDENTITY_KEY]`. Refused tokens are counted (`secreg_auth_failures_total`) and audited
+(`access.denied`). This module verifies only: it imports nothing of the token server.
 
 A route for which `accepts_basic(scope)` is true (`/v1/search`: the Docker engine sends a password there)
 gets requests without a bearer token passed through: it authenticates them itself.
@@ -21,33 +20,29 @@ not change the answer.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from secreg.auth import access as rules
 from secreg.auth.login import LoginRefused
 from secreg.auth.scope import Access, format_challenge_scope
-from secreg.auth.server import TOKEN_PATH
 from secreg.auth.tokens import InvalidToken, TokenVerifier
-from secreg.errors import ErrorCode, error_body
-from secreg.observability import REQUEST_ID_KEY, USER_KEY, audit
+from secreg.errors import ErrorCode, RegistryError
+from secreg.httperrors import error_response
+from secreg.observability import audit
 from secreg.observability.metrics import auth_failure
 from secreg.requestbody import drain_unread
+from secreg.scopekeys import IDENTITY_KEY, REQUEST_ID_KEY, USER_KEY
 
 __all__ = ["IDENTITY_KEY", "AuthMiddleware", "Identity", "Resolver"]
-
-IDENTITY_KEY = "secreg.identity"
 
 Resolver = Callable[[Scope], list[Access] | None]
 # (Authorization header value, client address) -> the user name, or LoginRefused
 BasicLogin = Callable[[str, str], Awaitable[str]]
 # (user, accesses asked for) -> the accesses the policy grants
 Grant = Callable[[str, list[Access]], list[Access]]
-
-# A Host header goes into the realm URL inside a quoted challenge: accept host names and IP literals only.
-_HOST = re.compile(r"^[A-Za-z0-9.\-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$")
 
 
 @dataclass(frozen=True)
@@ -59,10 +54,6 @@ class Identity:
 
     def allows(self, type: str, name: str, action: str) -> bool:
         return any(a.type == type and a.name == name and action in a.actions for a in self.access)
-
-
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class AuthMiddleware:
@@ -168,17 +159,11 @@ class AuthMiddleware:
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send, status: int, code: ErrorCode,
                       message: str, extra: dict[str, str]) -> None:
-        body = error_body(code, message)
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"docker-distribution-api-version", b"registry/2.0"),
-            *((k.lower().encode(), v.encode("latin-1")) for k, v in extra.items()),
-        ]
+        headers = dict(extra)
         if not await drain_unread(scope, receive):
-            headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+            headers["Connection"] = "close"
+        refusal = RegistryError(code, message, status=status, headers=headers)
+        await error_response(refusal, head=scope["method"] == "HEAD")(scope, receive, send)
 
     @staticmethod
     def _denied(scope: Scope, needed: list[Access], error: str, subject: str, reason: str | None) -> None:
@@ -190,43 +175,20 @@ class AuthMiddleware:
 
     def challenge(self, scope: Scope, needed: list[Access], error: str | None) -> str:
         """The `WWW-Authenticate` value for a request needing `needed`."""
-        value = (
-            f"Bearer realm={_quote(self.realm or _realm_from_request(scope))},service={_quote(self.service)}"
-        )
         # Hints are scopes the client should also ask for, though the route works without them.
         asked = needed + [h for h in (self.hints(scope) if self.hints else []) if h not in needed]
-        if asked:
-            value += f",scope={_quote(format_challenge_scope(asked))}"
-        if error:
-            value += f",error={_quote(error)}"
-        return value
+        return rules.challenge(self.realm or rules.realm_from_request(scope), self.service, asked, error)
 
     async def _challenge(
         self, scope: Scope, receive: Receive, send: Send, needed: list[Access], error: str | None,
         message: str | None = None,
     ) -> None:
-        # The body lists every (type, name, action) the route needs, shaped as the reference registry's.
-        detail = [
-            {
-                "Type": a.base_type,
-                "Class": a.type[len(a.base_type) + 1 : -1],
-                "Name": a.name,
-                "Action": action,
-            }
-            for a in needed
-            for action in sorted(a.actions)
-        ]
-        body = error_body(ErrorCode.UNAUTHORIZED, message, detail=detail or None)
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            (b"docker-distribution-api-version", b"registry/2.0"),
-            (b"www-authenticate", self.challenge(scope, needed, error).encode("latin-1")),
-        ]
+        headers = {"WWW-Authenticate": self.challenge(scope, needed, error)}
         if not await drain_unread(scope, receive):  # a refused upload chunk: keep the connection if we can
-            headers.append((b"connection", b"close"))
-        await send({"type": "http.response.start", "status": 401, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+            headers["Connection"] = "close"
+        refusal = RegistryError(ErrorCode.UNAUTHORIZED, message, detail=rules.challenge_detail(needed) or None,
+                                headers=headers)
+        await error_response(refusal, head=scope["method"] == "HEAD")(scope, receive, send)
 
 
 def _basic_credentials(scope: Scope) -> str | None:
@@ -248,22 +210,3 @@ def _bearer_token(scope: Scope) -> str | None:
             token = token.strip()
             return token if scheme.lower() == "bearer" and token else None
     return None
-
-
-def _realm_from_request(scope: Scope) -> str:
-    scheme = "http" if scope.get("scheme") == "http" else "https"
-    host = ""
-    for name, value in scope["headers"]:
-        if name == b"host":
-            host = value.decode("latin-1")
-            break
-    if not _HOST.match(host):
-        server = scope.get("server")
-        if not server:
-            host = "localhost"
-        else:
-            addr, port = server[0], server[1]
-            addr = f"[{addr}]" if ":" in addr else addr
-            default = 80 if scheme == "http" else 443
-            host = addr if port in (None, default) else f"{addr}:{port}"
-    return f"{scheme}://{host}{TOKEN_PATH}"

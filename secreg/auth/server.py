@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from secreg.auth.access import TOKEN_PATH
 from secreg.auth.groups import GroupStore, groups_file
 from secreg.auth.login import LoginRefused, PasswordLogin, parse_basic
 from secreg.auth.policy import PolicyStore
@@ -27,16 +28,17 @@ from secreg.auth.scope import Access, ScopeError, parse_scopes
 from secreg.auth.tokens import InvalidToken, TokenIssuer
 from secreg.auth.users import UserStore
 from secreg.config import Settings
-from secreg.errors import ErrorCode, RegistryError, error_body
+from secreg.errors import ErrorCode, RegistryError
+from secreg.httperrors import error_response
 from secreg.names import NAME_PATTERN
 from secreg.numbers import parse_count
-from secreg.observability import USER_KEY, audit
+from secreg.observability import audit
 from secreg.observability.metrics import auth_failure
 from secreg.requestbody import keeps_connection
+from secreg.scopekeys import USER_KEY
 
 __all__ = ["TOKEN_PATH", "TokenService", "token_routes"]
 
-TOKEN_PATH = "/auth/token"
 MAX_FORM_BYTES = 64 * 1024
 MAX_SCOPES = 64
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -62,16 +64,10 @@ class _Refused(Exception):
         self.headers = dict(headers or {})
 
     def response(self, oauth: bool) -> Response:
-        body: dict[str, Any] = json.loads(error_body(self.code, self.message))
-        if oauth and self.oauth_error:
-            # RFC 6749 section 5.2 fields for OAuth clients, next to the registry's errors list for docker.
-            body = {"error": self.oauth_error, "error_description": self.message, **body}
-        return Response(
-            json.dumps(body),
-            status_code=self.status,
-            headers={**_NO_STORE, **self.headers},
-            media_type="application/json",
-        )
+        # RFC 6749 section 5.2 fields for OAuth clients, next to the registry's errors list for docker.
+        extra = {"error": self.oauth_error, "error_description": self.message} if oauth and self.oauth_error else None
+        error = RegistryError(self.code, self.message, status=self.status, headers=self.headers)
+        return error_response(error, api_version=False, extra=extra, headers=_NO_STORE)
 
 
 def _bad_request(message: str, oauth_error: str = "invalid_request") -> _Refused:

@@ -9,12 +9,13 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.requests import Request
 
+from secreg.auth.access import TOKEN_PATH
 from secreg.auth.groups import GroupStore, groups_file
 from secreg.auth.login import PasswordLogin
 from secreg.auth.middleware import AuthMiddleware, Identity
 from secreg.auth.policy import PolicyStore
 from secreg.auth.ratelimit import limiter_from_settings
-from secreg.auth.server import TOKEN_PATH, TokenService, token_routes
+from secreg.auth.server import TokenService, token_routes
 from secreg.auth.tokens import TokenVerifier
 from secreg.auth.users import UserStore
 from secreg.config import Settings

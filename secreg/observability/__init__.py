@@ -7,6 +7,7 @@
     logconfig.py   the handlers of a server process (called once per worker)
 """
 
-# Keys this package reads from (and the token server writes to) an ASGI scope.
-REQUEST_ID_KEY = "secreg.request_id"
-USER_KEY = "secreg.user"  # who logged in at the token endpoint, which has no Identity
+
+from secreg.scopekeys import REQUEST_ID_KEY, USER_KEY
+
+__all__ = ["REQUEST_ID_KEY", "USER_KEY"]

@@ -20,10 +20,10 @@ from typing import Any
 from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from secreg.auth.middleware import IDENTITY_KEY
-from secreg.observability import REQUEST_ID_KEY, USER_KEY, audit
+from secreg.observability import audit
 from secreg.observability.accesslog import AccessLog, AccessRecord
 from secreg.observability.metrics import Metrics
+from secreg.scopekeys import IDENTITY_KEY, REQUEST_ID_KEY, USER_KEY
 
 __all__ = ["REQUEST_ID_KEY", "USER_KEY", "ObserveMiddleware"]
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
-from secreg.api.errors import MODEL_ERRORS, error_response, oci_error
+from secreg.api.errors import MODEL_ERRORS, oci_error
 from secreg.digest import Digest
 from secreg.errors import ErrorCode
+from secreg.httperrors import error_response
 from secreg.registry import errors
 
 

@@ -1,0 +1,181 @@
+"""Authorization derived from the route table: (route, method, query) -> the scopes a request needs, and the
+`WWW-Authenticate` challenge that asks for exactly them.
+
+Each route of `secreg.api.routes` names a `Need`:
+
+    PUBLIC          nothing (`/v1/_ping`)
+    AUTHENTICATED   any valid token (`GET /v2/`)
+    REPOSITORY      on the route's {name}: GET/HEAD pull; POST/PUT/PATCH pull+push; DELETE delete
+    CATALOG         registry:catalog:*
+    SEARCH          registry:catalog:search, or HTTP Basic credentials the route checks itself (`docker search`
+                    sends a password unless `docker login` stored an identity token)
+
+`AccessResolver` matches a request against the same routes the router uses; the auth middleware asks it what
+to demand and builds its challenge with `challenge`; the observer labels requests with `action_of`. As the
+reference registry (registry/auth/token/accesscontroller.go): `error="invalid_token"` for a bad token,
+`error="insufficient_scope"` for a good one that grants too little, so the client fetches a new token.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from enum import Enum
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import Scope
+
+from secreg.auth.scope import DELETE, PULL, PUSH, Access, format_challenge_scope
+from secreg.names import NAME_PATTERN
+
+__all__ = ["SEARCH", "TOKEN_PATH", "AccessResolver", "Need", "action_of", "actions_for", "challenge",
+           "challenge_detail", "mount_hints", "realm_from_request"]
+
+TOKEN_PATH = "/auth/token"
+SEARCH = Access("registry", "catalog", frozenset({"search"}))
+CATALOG = Access("registry", "catalog", frozenset({"*"}))
+
+# A Host header goes into the realm URL inside a quoted challenge: accept host names and IP literals only.
+_HOST = re.compile(r"^[A-Za-z0-9.\-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$")
+
+
+class Need(Enum):
+    PUBLIC = "public"
+    AUTHENTICATED = "authenticated"
+    REPOSITORY = "repository"
+    CATALOG = "catalog"
+    SEARCH = "search"
+
+
+def actions_for(method: str) -> frozenset[str]:
+    if method in ("GET", "HEAD"):
+        return frozenset({PULL})
+    if method == "DELETE":
+        return frozenset({DELETE})
+    return frozenset({PULL, PUSH})
+
+
+def needed(need: Need, params: dict[str, Any], method: str) -> list[Access] | None:
+    """The accesses a request on a route with `need` requires; None: none at all (not even a token)."""
+    if need is Need.PUBLIC:
+        return None
+    if need is Need.AUTHENTICATED:
+        return []
+    if need is Need.CATALOG:
+        return [CATALOG]
+    if need is Need.SEARCH:
+        return [SEARCH]
+    name = str(params.get("name", ""))
+    if not NAME_PATTERN.match(name):
+        return []  # the handler answers NAME_INVALID; no scope can be formed from such a name
+    return [Access("repository", name, actions_for(method))]
+
+
+def action_of(need: Need | None, method: str, route: str = "") -> str:
+    """What a request does, for the access log: pull / push / delete on a repository route, catalog, search,
+    token (the token endpoint), or "-"."""
+    if need is Need.REPOSITORY:
+        actions = actions_for(method)
+        return DELETE if DELETE in actions else PUSH if PUSH in actions else PULL
+    if need is Need.CATALOG or need is Need.SEARCH:
+        return str(need.value)
+    return "token" if need is None and route == TOKEN_PATH else "-"
+
+
+def mount_hints(scope: Scope) -> list[Access]:
+    """Scopes a challenge names besides the required ones. A cross-repository mount (`POST
+    .../blobs/uploads/?mount=D&from=R`) needs pull on R, as the reference registry asks; a token without it
+    still may upload (the mount quietly becomes an ordinary upload session)."""
+    query: bytes = scope.get("query_string", b"")
+    if scope["method"] != "POST" or b"from=" not in query or not scope["path"].endswith("/blobs/uploads/"):
+        return []
+    params = parse_qs(query.decode("latin-1"))
+    source = params.get("from", [""])[0]
+    if params.get("mount") and NAME_PATTERN.match(source):
+        return [Access("repository", source, frozenset({PULL}))]
+    return []
+
+
+class AccessResolver:
+    """What a request needs, found by matching it against the routes the router serves, each with its `Need`."""
+
+    def __init__(self, table: Sequence[tuple[BaseRoute, Need]]) -> None:
+        self._table = list(table)
+        self._by_path = {route.path: need for route, need in self._table if isinstance(route, Route)}
+
+    def _match(self, scope: Scope) -> tuple[Need, dict[str, Any]] | None:
+        partial: tuple[Need, dict[str, Any]] | None = None
+        for route, need in self._table:
+            match, child = route.matches(scope)
+            if match is Match.FULL:
+                return need, child.get("path_params", {})
+            if match is Match.PARTIAL and partial is None:
+                partial = need, child.get("path_params", {})
+        return partial  # wrong method: still authenticate before saying so
+
+    def __call__(self, scope: Scope) -> list[Access] | None:
+        path: str = scope["path"]
+        if not path.startswith(("/v2", "/v1/")):
+            return None
+        found = self._match(scope)
+        if found is None:
+            return [] if path.startswith("/v2") else None
+        return needed(found[0], found[1], scope["method"])
+
+    def accepts_basic(self, scope: Scope) -> bool:
+        """Routes that check HTTP Basic credentials themselves (the search)."""
+        found = self._match(scope) if scope["path"].startswith("/v1/") else None
+        return found is not None and found[0] is Need.SEARCH
+
+    @staticmethod
+    def challenge_hints(scope: Scope) -> list[Access]:
+        return mount_hints(scope)
+
+    def action_of(self, route: str, method: str) -> str:
+        """`action_of` for a matched route template (the observer knows the template, not the Need)."""
+        return action_of(self._by_path.get(route), method, route)
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def challenge(realm: str, service: str, asked: list[Access], error: str | None) -> str:
+    """The `WWW-Authenticate` value asking for `asked` (what the route needs, then any hints)."""
+    value = f"Bearer realm={_quote(realm)},service={_quote(service)}"
+    if asked:
+        value += f",scope={_quote(format_challenge_scope(asked))}"
+    if error:
+        value += f",error={_quote(error)}"
+    return value
+
+
+def challenge_detail(needed: list[Access]) -> list[dict[str, str]]:
+    """The 401 body's detail: every (type, name, action) the route needs, shaped as the reference registry's."""
+    return [
+        {"Type": a.base_type, "Class": a.type[len(a.base_type) + 1 : -1], "Name": a.name, "Action": action}
+        for a in needed
+        for action in sorted(a.actions)
+    ]
+
+
+def realm_from_request(scope: Scope) -> str:
+    """The token endpoint on the host the client reached, when no realm is configured."""
+    scheme = "http" if scope.get("scheme") == "http" else "https"
+    host = ""
+    for name, value in scope["headers"]:
+        if name == b"host":
+            host = value.decode("latin-1")
+            break
+    if not _HOST.match(host):
+        server = scope.get("server")
+        if not server:
+            host = "localhost"
+        else:
+            addr, port = server[0], server[1]
+            addr = f"[{addr}]" if ":" in addr else addr
+            default = 80 if scheme == "http" else 443
+            host = addr if port in (None, default) else f"{addr}:{port}"
+    return f"{scheme}://{host}{TOKEN_PATH}"

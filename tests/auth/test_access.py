@@ -1,0 +1,73 @@
+"""Authorization derived from the route table, without a server: what each request needs and is asked for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from secreg.api.routes import REGISTRY_ROUTES, access_table, build_routes
+from secreg.auth.access import SEARCH, TOKEN_PATH, AccessResolver, Need, challenge, challenge_detail
+from secreg.auth.scope import Access
+
+RESOLVER = AccessResolver(access_table(build_routes(REGISTRY_ROUTES), REGISTRY_ROUTES))
+
+
+def scope(method: str, path: str, query: bytes = b"") -> dict[str, Any]:
+    return {"type": "http", "method": method, "path": path, "query_string": query, "headers": [],
+            "root_path": ""}
+
+
+def repo(name: str, *actions: str) -> list[Access]:
+    return [Access("repository", name, frozenset(actions))]
+
+
+@pytest.mark.parametrize(("method", "path", "needed"), [
+    ("GET", "/v2/team/app/manifests/v1", repo("team/app", "pull")),
+    ("HEAD", "/v2/team/app/blobs/sha256:" + "a" * 64, repo("team/app", "pull")),
+    ("PUT", "/v2/team/app/manifests/v1", repo("team/app", "pull", "push")),
+    ("PATCH", "/v2/a/b/c/blobs/uploads/some-id", repo("a/b/c", "pull", "push")),
+    ("DELETE", "/v2/team/app/manifests/v1", repo("team/app", "delete")),
+    ("POST", "/v2/team/app/manifests/v1", repo("team/app", "pull", "push")),  # 405 later, auth first
+    ("GET", "/v2/_catalog", [Access("registry", "catalog", frozenset({"*"}))]),
+    ("GET", "/v1/search", [SEARCH]),
+    ("GET", "/v2/", []),
+    ("GET", "/v2/no/such/route", []),
+    ("GET", "/v2/UPPER/tags/list", []),  # no scope can name it; the handler answers NAME_INVALID
+    ("GET", "/v1/_ping", None),
+    ("GET", "/healthz", None),
+    ("GET", TOKEN_PATH, None),
+])
+def test_needed(method: str, path: str, needed: list[Access] | None) -> None:
+    assert RESOLVER(scope(method, path)) == needed
+
+
+def test_every_route_names_its_need() -> None:
+    assert all(isinstance(spec.need, Need) for spec in REGISTRY_ROUTES)
+    assert RESOLVER.accepts_basic(scope("GET", "/v1/search"))
+    assert not RESOLVER.accepts_basic(scope("GET", "/v2/_catalog"))
+
+
+def test_action_labels() -> None:
+    assert RESOLVER.action_of("/v2/{name:path}/manifests/{reference}", "PUT") == "push"
+    assert RESOLVER.action_of("/v2/{name:path}/blobs/{digest}", "GET") == "pull"
+    assert RESOLVER.action_of("/v2/{name:path}/blobs/{digest}", "DELETE") == "delete"
+    assert RESOLVER.action_of("/v2/_catalog", "GET") == "catalog"
+    assert RESOLVER.action_of("/v1/search", "GET") == "search"
+    assert RESOLVER.action_of("/v2/", "GET") == "-"
+    assert RESOLVER.action_of(TOKEN_PATH, "GET") == "token"
+    assert AccessResolver([]).action_of(TOKEN_PATH, "POST") == "token"
+
+
+def test_mount_hint_and_challenge() -> None:
+    mount = scope("POST", "/v2/team/app/blobs/uploads/", b"mount=sha256:" + b"a" * 64 + b"&from=team/base")
+    assert RESOLVER.challenge_hints(mount) == repo("team/base", "pull")
+    assert RESOLVER.challenge_hints(scope("POST", "/v2/team/app/blobs/uploads/", b"from=team/base")) == []
+    needed = repo("team/app", "pull", "push")
+    assert challenge("https://r/auth/token", "svc", needed + repo("team/base", "pull"), "insufficient_scope") == (
+        'Bearer realm="https://r/auth/token",service="svc",'
+        'scope="repository:team/app:pull,push repository:team/base:pull",error="insufficient_scope"')
+    assert challenge_detail(needed) == [
+        {"Type": "repository", "Class": "", "Name": "team/app", "Action": "pull"},
+        {"Type": "repository", "Class": "", "Name": "team/app", "Action": "push"},
+    ]
