@@ -27,6 +27,7 @@ lint: $(STAMP)
 	$(BIN)/pip install --quiet ruff mypy types-PyYAML
 	$(BIN)/ruff check secreg tests
 	$(BIN)/mypy secreg
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,53 @@
+"""The boundaries between the layers (README "Architecture"), and the public surface of the packages that
+other packages (and the next ones: proxy, UI, object storage) import."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+from importlinter.cli import lint_imports
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A change here is a change of a public surface: say so in the commit message.
+PUBLIC = {
+    "secreg.registry": [
+        "BlobInfo", "BlobReader", "BlobUnknown", "ChunkRange", "DigestMismatch", "ForwardingModel", "Manifest",
+        "ManifestBlobsUnknown", "ManifestInvalid", "ManifestUnknown", "ModelError", "NameUnknown", "PutResult",
+        "RangeMismatch", "RegistryModel", "SizeMismatch", "Unsupported", "UploadInterrupted", "UploadState",
+        "UploadUnknown",
+    ],
+    "secreg.registry.local": ["LocalBlobReader", "LocalRegistry"],
+    "secreg.storage": [
+        "AppendWriter", "FileInfo", "InvalidPath", "PathNotFound", "StorageDriver", "StorageError",
+        "driver_from_settings",
+    ],
+    "secreg.auth.access": [
+        "SEARCH", "TOKEN_PATH", "AccessResolver", "Need", "action_of", "actions_for", "challenge",
+        "challenge_detail", "mount_hints", "realm_from_request",
+    ],
+    "secreg.auth.middleware": ["IDENTITY_KEY", "AuthMiddleware", "Identity", "Resolver"],
+    "secreg.auth.server": ["TOKEN_PATH", "TokenService", "token_routes"],
+    "secreg.scopekeys": ["IDENTITY_KEY", "REQUEST_ID_KEY", "USER_KEY"],
+    "secreg.httperrors": ["API_VERSION", "error_response"],
+    "secreg.api.errors": ["MODEL_ERRORS", "oci_error"],
+    "secreg.api.routes": ["REGISTRY_ROUTES", "RouteSpec", "access_table", "build_routes"],
+}
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC))
+def test_public_surface_is_pinned(module: str) -> None:
+    imported = importlib.import_module(module)
+    assert sorted(imported.__all__) == sorted(PUBLIC[module])
+    missing = [name for name in imported.__all__ if not hasattr(imported, name)]
+    assert not missing
+
+
+def test_import_contracts_hold(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(ROOT)
+    status = lint_imports(no_logo=True, no_cache=True)
+    report = capsys.readouterr().out
+    assert status == 0, report
+    assert "BROKEN" not in report and " 0 broken" in report
