@@ -53,42 +53,28 @@ on different replicas exclude each other under the same assumption.
 
 from __future__ import annotations
 
-import json
-import logging
-import math
-import os
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from secreg.digest import Digest
-from secreg.errors import RegistryError
-from secreg.registry.blobs import BlobStore
-from secreg.registry.errors import ManifestInvalid
-from secreg.registry.manifest_format import ParsedManifest, parse_manifest
-from secreg.registry.uploads import UploadStore
+from secreg.registry.gc.mark import SWEEP_THREADS, Progress
+from secreg.registry.gc.quarantine import GcBusy, Run, lock, recover
+from secreg.registry.gc.uploads import PurgedUpload, purge_uploads
 from secreg.storage import layout
-from secreg.storage.driver import AppendWriter, PathNotFound, StorageDriver, StorageError
+from secreg.storage.driver import StorageDriver
 
-log = logging.getLogger("secreg.gc")
+__all__ = ["CLOCK_SLACK", "GC_DIR", "GC_LOCK", "SETTLE_SECONDS", "SWEEP_THREADS", "GcBusy", "GcReport", "Progress",
+           "PurgedUpload", "RemovedBlob", "RemovedLink", "RemovedManifest", "collect_garbage"]
 
 SETTLE_SECONDS = 2.0
-SWEEP_THREADS = 32  # renames and deletes wait on the disk, not the CPU: overlapping them is what makes a sweep fast
-# progress(phase, done, total, bytes): phases "scan", "quarantine", "settle", "recheck", "delete", "uploads"
-Progress = Callable[[str, int, int, int], None]
 # File timestamps come from a coarse kernel clock that may lag time.time() by a tick: never cut that fine.
 CLOCK_SLACK = 1.0
 
 # GC's own corner of the tree, beside blobs/ and repositories/ (which the reference registry alone reads).
 GC_DIR = layout.GC_DIR
 GC_LOCK = layout.GC_LOCK
-
-
-class GcBusy(Exception):
-    """Another garbage collection holds the lock on this storage."""
 
 
 @dataclass(frozen=True)
@@ -107,14 +93,6 @@ class RemovedManifest:
 class RemovedLink:
     repository: str
     digest: Digest
-
-
-@dataclass(frozen=True)
-class PurgedUpload:
-    repository: str
-    upload_id: str
-    idle: float = 0.0  # seconds without data when removed
-    size: int = 0
 
 
 @dataclass(frozen=True)
@@ -163,12 +141,12 @@ def collect_garbage(
     started = time.monotonic()
     now = time.time() if now is None else now
     cutoff = now - grace - CLOCK_SLACK
-    lock = None if dry_run else _lock(driver)
+    held = None if dry_run else lock(driver)
     try:
         if not dry_run:
-            _recover(driver)
-        purged = _purge_uploads(driver, upload_purge_age, now, dry_run) if upload_purge_age is not None else ()
-        run = _Run(driver, cutoff, delete_untagged, layout.gc_run_dir(uuid.uuid4().hex), progress)
+            recover(driver)
+        purged = purge_uploads(driver, upload_purge_age, now, dry_run) if upload_purge_age is not None else ()
+        run = Run(driver, cutoff, delete_untagged, layout.gc_run_dir(uuid.uuid4().hex), progress)
         first = run.scan()
         stored = run.scan_blobs()
         if progress is not None:
@@ -185,12 +163,12 @@ def collect_garbage(
                     time.sleep(settle)
                 removed = run.finish(quarantined, run.scan()) if quarantined else []
             except BaseException:  # interrupted (Ctrl-C in the settle, a storage error): undo, then fail
-                _recover(driver)
+                recover(driver)
                 raise
             rescued = len(quarantined) - len(removed)
     finally:
-        if lock is not None:
-            lock.close()
+        if held is not None:
+            held.close()
     blobs = tuple(RemovedBlob(i.digest, i.size) for i in removed if i.kind == "blob")
     return GcReport(
         blobs_removed=blobs,
@@ -202,417 +180,3 @@ def collect_garbage(
         dry_run=dry_run,
         rescued=rescued,
     )
-
-
-# --- the run ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Repository:
-    layers: dict[Digest, str] = field(default_factory=dict)  # digest -> path of the link file
-    revisions: dict[Digest, str] = field(default_factory=dict)  # digest -> path of the revision link
-    tags: dict[str, Digest] = field(default_factory=dict)  # tag -> current target
-    tag_history: dict[Digest, list[str]] = field(default_factory=dict)  # digest -> tags whose index lists it
-
-
-@dataclass(frozen=True)
-class _Item:
-    """Something to remove. `paths` are moved into quarantine in order (the first decides visibility);
-    `marker` is the file whose presence means the item is in place."""
-
-    kind: str  # "blob" | "manifest" | "link"
-    repository: str
-    digest: Digest
-    paths: tuple[str, ...]
-    marker: str
-    size: int = 0
-
-
-class _Run:
-    def __init__(self, driver: StorageDriver, cutoff: float, delete_untagged: bool, run_dir: str,
-                 progress: Progress | None = None) -> None:
-        self.driver = driver
-        self.progress = progress
-        self.cutoff = cutoff
-        self.delete_untagged = delete_untagged
-        self.run_dir = run_dir
-        self._parents: set[str] = set()  # directories made under the run directory (local disks)
-        self._parsed: dict[Digest, ParsedManifest | None] = {}
-        self._refs: dict[Digest, frozenset[Digest]] = {}
-
-    # --- reading the tree ---------------------------------------------------------------------------
-
-    def scan(self) -> dict[str, _Repository]:
-        """Links, revisions and tags of every repository, in one walk."""
-        repos: dict[str, _Repository] = {}
-        for info in self.driver.walk_files(layout.REPOSITORIES):
-            found = layout.parse_repository_path(info.path)
-            if found is None:
-                continue
-            repo = repos.setdefault(found.repository, _Repository())
-            if found.kind == "layer" and found.digest is not None:
-                repo.layers[found.digest] = info.path
-            elif found.kind == "revision" and found.digest is not None:
-                repo.revisions[found.digest] = info.path
-            elif found.kind == "tag" and found.tag is not None:
-                target = self._read_link(info.path)
-                if target is not None:
-                    repo.tags[found.tag] = target
-            elif found.kind == "tag_index" and found.digest is not None and found.tag is not None:
-                repo.tag_history.setdefault(found.digest, []).append(found.tag)
-        return repos
-
-    def scan_blobs(self) -> dict[Digest, tuple[int, str]]:
-        """Every blob's size and data path."""
-        found: dict[Digest, tuple[int, str]] = {}
-        for info in self.driver.walk_files(layout.BLOBS):
-            digest = layout.parse_blob_path(info.path)
-            if digest is not None:
-                found[digest] = (info.size, info.path)
-        return found
-
-    def _read_link(self, path: str) -> Digest | None:
-        try:
-            return layout.link_target(self.driver.read_bytes(path))
-        except (PathNotFound, RegistryError):
-            return None
-
-    def changed_at(self, path: str) -> float:
-        """When the file last changed: its mtime, or its ctime on a local disk, which a rename into place sets
-        (an upload commit keeps the mtime of the last written chunk). A vanished file counts as new."""
-        local = self.driver.local_path(path)
-        if local is not None:
-            try:
-                st = os.stat(local)
-            except OSError:
-                return math.inf
-            return max(st.st_mtime, st.st_ctime)
-        try:
-            return self.driver.stat(path).mtime
-        except PathNotFound:
-            return math.inf
-
-    def _quarantined(self, path: str) -> str:
-        return layout.quarantined(self.run_dir, path)
-
-    # --- what manifests reference -------------------------------------------------------------------
-
-    def _content(self, digest: Digest) -> bytes | None:
-        for path in (layout.blob_data(digest), self._quarantined(layout.blob_data(digest))):
-            try:
-                return self.driver.read_bytes(path)
-            except PathNotFound:
-                continue
-        return None
-
-    def parsed(self, digest: Digest) -> ParsedManifest | None:
-        if digest in self._parsed:
-            return self._parsed[digest]
-        content = self._content(digest)
-        if content is None:
-            return None  # not cached: the bytes may yet appear
-        try:
-            result: ParsedManifest | None = parse_manifest(content, None)
-        except ManifestInvalid:
-            result = None
-            self._refs[digest] = frozenset(_any_digests(content))
-        self._parsed[digest] = result
-        return result
-
-    def references(self, digest: Digest) -> frozenset[Digest]:
-        """Blobs and child manifests a manifest references (for one we cannot parse, e.g. schema 1 written
-        by another registry: every digest it mentions)."""
-        if digest not in self._refs:
-            parsed = self.parsed(digest)
-            if parsed is None:
-                return self._refs.get(digest, frozenset())
-            self._refs[digest] = frozenset(d.digest for d in (*parsed.blobs, *parsed.children))
-        return self._refs[digest]
-
-    def kept(self, repo: _Repository) -> set[Digest]:
-        if not self.delete_untagged:
-            return set(repo.revisions)
-        referrers: dict[Digest, list[Digest]] = {}
-        for digest in repo.revisions:
-            parsed = self.parsed(digest)
-            if parsed is not None and parsed.subject is not None:
-                referrers.setdefault(parsed.subject.digest, []).append(digest)
-        stack = list(repo.tags.values())
-        stack += [d for d, path in repo.revisions.items() if self.changed_at(path) > self.cutoff]
-        kept: set[Digest] = set()
-        while stack:
-            digest = stack.pop()
-            if digest in kept or digest not in repo.revisions:
-                continue
-            kept.add(digest)
-            parsed = self.parsed(digest)
-            if parsed is not None:
-                stack.extend(child.digest for child in parsed.children)
-            stack.extend(referrers.get(digest, ()))
-        return kept
-
-    def marked(self, repos: dict[str, _Repository], kept: dict[str, set[Digest]]) -> set[Digest]:
-        marked: set[Digest] = set()
-        for name, repo in repos.items():
-            marked.update(repo.layers)
-            for digest in kept[name]:
-                marked.add(digest)
-                marked.update(self.references(digest))
-        return marked
-
-    # --- deciding -----------------------------------------------------------------------------------
-
-    def plan(self, repos: dict[str, _Repository], blobs: dict[Digest, tuple[int, str]]) -> list[_Item]:
-        kept = {name: self.kept(repo) for name, repo in repos.items()}
-        marked = self.marked(repos, kept)
-        items: list[_Item] = []
-        for name, repo in sorted(repos.items()):
-            for digest in sorted(set(repo.revisions) - kept[name]):
-                items.append(self._manifest_item(name, digest, repo))
-        candidates = [(digest, size, path) for digest, (size, path) in sorted(blobs.items()) if digest not in marked]
-        for (digest, size, path), changed in zip(candidates, _stat_all(self.changed_at, [c[2] for c in candidates]),
-                                                 strict=True):
-            if changed <= self.cutoff:
-                items.append(_Item("blob", "", digest, (layout.blob_dir(digest),), path, size))
-        for name, repo in sorted(repos.items()):
-            for digest, path in sorted(repo.layers.items()):
-                if digest not in blobs and self.changed_at(path) <= self.cutoff:
-                    items.append(_Item("link", name, digest, (layout.layer_link_dir(name, digest),), path))
-        return items
-
-    def _manifest_item(self, name: str, digest: Digest, repo: _Repository) -> _Item:
-        paths = [layout.revision_dir(name, digest)]
-        parsed = self.parsed(digest)
-        if parsed is not None and parsed.subject is not None:
-            paths.append(layout.referrer_entry(name, parsed.subject.digest, digest))
-        for tag in repo.tag_history.get(digest, ()):
-            paths.append(layout.tag_index_dir(name, tag, digest))
-        return _Item("manifest", name, digest, tuple(paths), layout.revision_link(name, digest))
-
-    def recheck(self, items: list[_Item], repos: dict[str, _Repository]) -> list[_Item]:
-        """Drop what became referenced while the mark ran."""
-        kept = {name: self.kept(repo) for name, repo in repos.items()}
-        marked = self.marked(repos, kept)
-        still: list[_Item] = []
-        changed = dict(zip(items, _stat_all(self.changed_at, [i.marker for i in items]), strict=True))
-        for item in items:
-            if item.kind == "manifest":
-                repo = repos.get(item.repository)
-                ok = repo is not None and item.digest in repo.revisions and item.digest not in kept[item.repository]
-            elif item.kind == "blob":
-                ok = item.digest not in marked and changed[item] <= self.cutoff
-            else:
-                ok = (changed[item] <= self.cutoff
-                      and not self.driver.exists(layout.blob_data(item.digest)))
-            if ok:
-                still.append(item)
-        return still
-
-    def quarantine(self, items: list[_Item]) -> list[_Item]:
-        # Each item on its own: renames (and the driver's directory fsyncs) of many items overlap in threads.
-        done = _parallel(self._quarantine_one, items, self.progress, "quarantine")
-        return [item for item, moved in zip(items, done, strict=True) if moved]
-
-    def _quarantine_one(self, item: _Item) -> bool:
-        if self.changed_at(item.marker) > self.cutoff:
-            return False  # written again just now (an upload of the same blob, a re-push)
-        try:
-            self._rename(item.paths[0], self._quarantined(item.paths[0]))
-        except (StorageError, OSError):
-            return False  # gone already (deleted through the API, say): nothing of ours to remove
-        if self.changed_at(self._quarantined(item.marker)) > self.cutoff:
-            # Written between the look above and the rename: put it straight back, not after the settle.
-            _move_back(self.driver, self._quarantined(item.paths[0]), item.paths[0], item.marker)
-            return False
-        for path in item.paths[1:]:
-            try:
-                self._rename(path, self._quarantined(path))
-            except (StorageError, OSError):
-                pass
-        return True
-
-    def _rename(self, source: str, destination: str) -> None:
-        """A quarantine rename. On a local disk without the driver's directory fsync: a rename a crash loses
-        leaves the item in place (kept), and one it keeps is in `_gc/`, which the next run puts back first; the
-        deletes after the final re-mark follow the renames in the filesystem's journal either way."""
-        src, dst = self.driver.local_path(source), self.driver.local_path(destination)
-        if src is None or dst is None:
-            self.driver.move(source, destination)
-            return
-        parent = os.path.dirname(dst)
-        if parent not in self._parents:
-            os.makedirs(parent, exist_ok=True)
-            self._parents.add(parent)
-        try:
-            os.replace(src, dst)
-        except FileNotFoundError:
-            raise PathNotFound(source) from None
-
-    def finish(self, items: list[_Item], repos: dict[str, _Repository]) -> list[_Item]:
-        """The final re-mark: put back what is in use now, delete the rest. Returns what was deleted."""
-        keep: set[_Item] = set()
-        # Revisions first: one put back keeps its manifest blob and what it references.
-        for item in items:
-            if item.kind == "manifest":
-                repo = repos.setdefault(item.repository, _Repository())
-                repo.revisions.setdefault(item.digest, self._quarantined(item.marker))
-        kept = {name: self.kept(repo) for name, repo in repos.items()}
-        for item in items:
-            if item.kind == "manifest" and (item.digest in kept[item.repository] or self._renewed(item)):
-                keep.add(item)
-            elif item.kind == "manifest":
-                del repos[item.repository].revisions[item.digest]
-                kept[item.repository].discard(item.digest)
-        marked = self.marked(repos, kept)
-        blobs = [item for item in items if item.kind == "blob" and item.digest not in marked]
-        keep.update(item for item in items if item.kind == "blob" and item.digest in marked)
-        keep.update(item for item, renewed in zip(blobs, _stat_all(self._renewed, blobs), strict=True) if renewed)
-        for item in items:
-            if item.kind == "link" and (
-                self._renewed(item)
-                or self.driver.exists(layout.blob_data(item.digest))
-                or item.digest in self._new_references(repos.get(item.repository))
-            ):
-                keep.add(item)
-        for item in items:
-            if item in keep:
-                self._restore(item)
-        removed = [item for item in items if item not in keep]
-        _parallel(self._delete_quarantined, removed, self.progress, "delete")
-        try:
-            self.driver.delete(self.run_dir)
-        except PathNotFound:
-            pass
-        return removed
-
-    def _delete_quarantined(self, item: _Item) -> bool:
-        for path in item.paths:
-            quarantined = self._quarantined(path)
-            local = self.driver.local_path(quarantined)
-            data = self.driver.local_path(self._quarantined(layout.blob_data(item.digest)))
-            if item.kind == "blob" and local is not None and data is not None:
-                # A blob directory holds its data file only: two syscalls, not the driver's rename and tree walk
-                # (nobody else looks inside _gc/).
-                try:
-                    os.unlink(data)
-                    os.rmdir(local)
-                    continue
-                except OSError:
-                    pass  # something else in there: the general way
-            try:
-                self.driver.delete(quarantined)
-            except PathNotFound:
-                pass
-        return True
-
-    def _new_references(self, repo: _Repository | None) -> set[Digest]:
-        """What the repository's revisions written since the cutoff reference."""
-        if repo is None:
-            return set()
-        return {ref for digest, path in repo.revisions.items() if self.changed_at(path) > self.cutoff
-                for ref in self.references(digest)}
-
-    def _renewed(self, item: _Item) -> bool:
-        """Written anew while quarantined (a new file in place), or written just before the quarantine."""
-        return self.driver.exists(item.marker) or self.changed_at(self._quarantined(item.marker)) > self.cutoff
-
-    def _restore(self, item: _Item) -> None:
-        for path in reversed(item.paths[1:]):
-            _move_back(self.driver, self._quarantined(path), path, path)
-        # The visible part last, and only if no request has put a new copy in place meanwhile.
-        _move_back(self.driver, self._quarantined(item.paths[0]), item.paths[0], item.marker)
-
-
-def _stat_all(check: Callable[[Any], Any], things: list[Any]) -> list[Any]:
-    """`check` (a few stats) of every one of `things`, overlapped in threads: a sweep of 30,000 blobs makes
-    ~100,000 such calls, each mostly waiting on the filesystem."""
-    if len(things) < 64:
-        return [check(t) for t in things]
-    with ThreadPoolExecutor(SWEEP_THREADS, thread_name_prefix="gc-stat") as pool:
-        return list(pool.map(check, things, chunksize=64))
-
-
-def _parallel(work: Callable[[_Item], bool], items: list[_Item], progress: Progress | None,
-              phase: str) -> list[bool]:
-    """`work` on every item in SWEEP_THREADS threads (each item's steps stay in order); results in order."""
-    if not items:
-        return []
-    results: list[bool] = []
-    total_bytes = sum(i.size for i in items)
-    done_bytes = 0
-    with ThreadPoolExecutor(SWEEP_THREADS, thread_name_prefix=f"gc-{phase}") as pool:
-        for item, result in zip(items, pool.map(work, items), strict=True):
-            results.append(result)
-            done_bytes += item.size
-            if progress is not None and (len(results) % 256 == 0 or len(results) == len(items)):
-                progress(phase, len(results), len(items), done_bytes if total_bytes else 0)
-    return results
-
-
-def _move_back(driver: StorageDriver, source: str, destination: str, marker: str) -> None:
-    if driver.exists(marker) or not driver.exists(source):
-        return  # written anew meanwhile: the new copy (same digest, same bytes) stays
-    try:
-        driver.move(source, destination)
-    except (StorageError, OSError):
-        log.warning("gc: could not put %s back: it is being written anew", destination)
-
-
-def _any_digests(content: bytes) -> Iterable[Digest]:
-    try:
-        document = json.loads(content)
-    except (ValueError, UnicodeDecodeError):
-        return
-    stack: list[Any] = [document]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if key in ("digest", "blobSum") and isinstance(value, str):
-                    try:
-                        yield Digest.parse(value)
-                    except RegistryError:
-                        pass
-                else:
-                    stack.append(value)
-        elif isinstance(node, list):
-            stack.extend(node)
-
-
-# --- lock, recovery, uploads -----------------------------------------------------------------------
-
-
-def _lock(driver: StorageDriver) -> AppendWriter:
-    writer = driver.open_append(GC_LOCK)
-    if not writer.try_lock():
-        writer.close()
-        raise GcBusy("another garbage collection is running on this storage")
-    return writer
-
-
-def _recover(driver: StorageDriver) -> None:
-    """Put back everything a crashed run left in quarantine; the next mark decides about it afresh."""
-    try:
-        runs = [entry for entry in driver.list(GC_DIR) if entry != layout.GC_LOCK_NAME]
-    except PathNotFound:
-        return
-    for entry in runs:
-        run_dir = layout.gc_run_dir(entry)
-        files = sorted(
-            (info.path for info in driver.walk_files(run_dir)),
-            key=lambda p: (layout.is_revision_link(layout.unquarantined(run_dir, p)), p),
-        )
-        for path in files:
-            destination = layout.unquarantined(run_dir, path)
-            _move_back(driver, path, destination, destination)
-        log.warning("gc: put back %d file(s) an interrupted run had quarantined", len(files))
-        try:
-            driver.delete(run_dir)
-        except PathNotFound:
-            pass
-
-
-def _purge_uploads(driver: StorageDriver, max_age: float, now: float, dry_run: bool) -> list[PurgedUpload]:
-    uploads = UploadStore(driver, BlobStore(driver))
-    sessions = uploads.idle_sessions(max_age, now) if dry_run else uploads.purge_idle(max_age, now)
-    return [PurgedUpload(s.repository, s.upload_id, s.idle, s.size) for s in sessions]
