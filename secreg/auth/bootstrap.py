@@ -7,7 +7,8 @@ import secrets
 
 from secreg.auth.groups import GroupStore, groups_file
 from secreg.auth.policy import DEFAULT_POLICY
-from secreg.auth.users import UserStore, locked
+from secreg.auth.users import UserStore
+from secreg.auth.watched import locked
 from secreg.config import Settings
 from secreg.files import atomic_write
 

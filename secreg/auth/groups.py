@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from secreg.auth.users import WatchedFile, read_locked_edit
+from secreg.auth.watched import WatchedFile, read_locked_edit
 from secreg.config import AuthSettings
 
 __all__ = ["GROUPS_FILE", "GroupStore", "Groups", "groups_file", "parse_groups", "validate_group_name"]

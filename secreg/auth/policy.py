@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from secreg.auth.scope import DELETE, PULL, PUSH, Access
-from secreg.auth.users import WatchedFile
+from secreg.auth.watched import WatchedFile
 from secreg.observability import audit
 
 __all__ = [

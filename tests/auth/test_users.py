@@ -11,7 +11,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from secreg.auth.users import UserStore, WatchedFile, validate_password, validate_user_name
+from secreg.auth.users import UserStore, validate_password, validate_user_name
+from secreg.auth.watched import WatchedFile
 
 
 def htpasswd(*args: str) -> subprocess.CompletedProcess[str]:
