@@ -9,14 +9,10 @@ through a `kid`. Private keys are written 0600 from their first byte; every writ
 
 from __future__ import annotations
 
-import base64
 import datetime
-import hashlib
 import ipaddress
-import json
 import re
 import secrets
-import shlex
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,10 +23,10 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from secreg.files import atomic_write
+from secreg.tls.keyids import spki
 
 __all__ = [
     "CertificateExistsError",
@@ -38,12 +34,8 @@ __all__ = [
     "KeyType",
     "SigningKey",
     "dev_sans",
-    "docker_trust_instructions",
     "ensure_dev_certificates",
     "generate_certificates",
-    "install_docker_ca",
-    "jwk_thumbprint",
-    "libtrust_kid",
     "load_certificate_chain",
     "load_private_key",
 ]
@@ -160,7 +152,7 @@ def ensure_dev_certificates(out_dir: Path) -> CertificateFiles | None:
     dns_names, addresses = _validate_sans(hosts, ips)
     ca_cert = load_certificate_chain(files.ca_cert)[0]
     ca_key = load_private_key(files.ca_key)
-    if _spki(ca_cert.public_key()) != _spki(ca_key.public_key()):
+    if spki(ca_cert.public_key()) != spki(ca_key.public_key()):
         raise ValueError(f"{files.ca_key} is not the private key of {files.ca_cert}")
     if not (files.token_key.exists() and files.token_cert.exists()):
         token_key = load_private_key(files.token_key) if files.token_key.exists() else _new_key("ec")
@@ -174,7 +166,7 @@ def dev_sans() -> tuple[list[str], list[str]]:
     hosts: list[str] = []
     for name in (socket.gethostname(), "localhost"):
         # A hostname such as "my_box" is not a DNS name a certificate can carry; skip it rather than fail.
-        if _is_dns_name(name) and not _is_ip(name) and name.lower() not in (h.lower() for h in hosts):
+        if is_dns_name(name) and not _is_ip(name) and name.lower() not in (h.lower() for h in hosts):
             hosts.append(name)
     return hosts, ["127.0.0.1", "::1"]
 
@@ -186,7 +178,7 @@ def _validate_sans(hosts: Sequence[str], ips: Sequence[str]) -> tuple[list[str],
     for host in hosts:
         if _is_ip(host):
             raise ValueError(f"{host!r} is an IP address; pass it as an IP (--ip), not as a host name")
-        if not _is_dns_name(host):
+        if not is_dns_name(host):
             raise ValueError(
                 f"invalid host name {host!r}: use letters, digits, hyphens and dots "
                 "(a leading '*.' wildcard is allowed; encode international names as punycode)"
@@ -215,7 +207,7 @@ def _validate_options(key_type: str, days: int) -> None:
         raise ValueError(f"invalid validity {days} days: must be at least 1")
 
 
-def _is_dns_name(name: str) -> bool:
+def is_dns_name(name: str) -> bool:
     return len(name) <= 253 and _DNS_NAME.fullmatch(name) is not None
 
 
@@ -403,118 +395,3 @@ def load_certificate_chain(path: Path) -> list[x509.Certificate]:
         return x509.load_pem_x509_certificates(data)
     except ValueError as exc:
         raise ValueError(f"{path}: no valid PEM certificate ({exc})") from None
-
-
-# --- key identifiers ----------------------------------------------------------------------------------
-
-
-def _spki(public_key: PublicKeyTypes) -> bytes:
-    return public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def libtrust_kid(public_key: PublicKeyTypes) -> str:
-    """The libtrust key ID the Go reference registry matches a token's `kid` against.
-
-    SHA-256 of the DER SubjectPublicKeyInfo, truncated to 240 bits, base32 without padding, in 12 groups of
-    four joined by ':' (docker/libtrust keyIDFromCryptoKey).
-    """
-    encoded = base64.b32encode(hashlib.sha256(_spki(public_key)).digest()[:30]).decode("ascii")
-    return ":".join(encoded[i : i + 4] for i in range(0, len(encoded), 4))
-
-
-def jwk_thumbprint(public_key: PublicKeyTypes) -> str:
-    """RFC 7638 JWK SHA-256 thumbprint, base64url without padding (EC and RSA keys)."""
-    members: dict[str, str]
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        curves = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
-        if public_key.curve.name not in curves:
-            raise ValueError(f"no JWK name for elliptic curve {public_key.curve.name}")
-        size = (public_key.curve.key_size + 7) // 8
-        numbers = public_key.public_numbers()
-        members = {
-            "crv": curves[public_key.curve.name],
-            "kty": "EC",
-            "x": _b64url(numbers.x.to_bytes(size, "big")),
-            "y": _b64url(numbers.y.to_bytes(size, "big")),
-        }
-    elif isinstance(public_key, rsa.RSAPublicKey):
-        rsa_numbers = public_key.public_numbers()
-        members = {
-            "e": _b64url(_uint_bytes(rsa_numbers.e)),
-            "kty": "RSA",
-            "n": _b64url(_uint_bytes(rsa_numbers.n)),
-        }
-    else:
-        raise ValueError(f"unsupported key type for a JWK thumbprint: {type(public_key).__name__}")  # noqa: TRY004
-    # RFC 7638 section 3: required members only, lexicographic order, no whitespace.
-    canonical = json.dumps(members, sort_keys=True, separators=(",", ":")).encode("ascii")
-    return _b64url(hashlib.sha256(canonical).digest())
-
-
-def _uint_bytes(value: int) -> bytes:
-    return value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big")
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-# --- client trust -------------------------------------------------------------------------------------
-
-
-def docker_trust_instructions(ca_cert: Path, host_ports: Sequence[str]) -> str:
-    """Shell commands that make docker, podman/skopeo and curl on a client trust our CA for each HOST:PORT."""
-    ca = shlex.quote(str(Path(ca_cert).absolute()))
-    lines = [f"# Copy {Path(ca_cert).name} to each client machine, then run there (docker needs no restart):"]
-    for host_port in host_ports:
-        _check_host_port(host_port)
-        docker_dir = f"/etc/docker/certs.d/{host_port}"
-        containers_dir = f"/etc/containers/certs.d/{host_port}"
-        q = shlex.quote
-        lines += [
-            f"# {host_port}",
-            f"sudo mkdir -p {q(docker_dir)} && sudo cp {ca} {q(docker_dir + '/ca.crt')}",
-            f"sudo mkdir -p {q(containers_dir)} && sudo cp {ca} {q(containers_dir + '/ca.crt')}  # podman, skopeo",
-            f"curl --cacert {ca} {q(f'https://{host_port}/v2/')}",
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def install_docker_ca(ca_cert: Path, host_port: str, root: Path = Path("/etc/docker/certs.d")) -> Path:
-    """Install `ca_cert` as `root/HOST:PORT/ca.crt` (what docker reads for that registry); return its path."""
-    _check_host_port(host_port)
-    load_certificate_chain(ca_cert)  # refuse to install something that is not a certificate
-    directory = Path(root) / host_port
-    directory.mkdir(mode=0o755, parents=True, exist_ok=True)
-    target = directory / "ca.crt"
-    atomic_write(target, Path(ca_cert).read_bytes(), 0o644)
-    return target
-
-
-_HOST_PORT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]/]+)(?::(?P<port>[0-9]{1,5}))?")
-
-
-def _check_host_port(host_port: str) -> None:
-    # The value becomes a directory name under /etc, so anything but a host and port (e.g. "../x") is refused.
-    match = _HOST_PORT.fullmatch(host_port)
-    valid = match is not None
-    if match is not None:
-        host, port = match["host"], match["port"]
-        if host.startswith("["):
-            valid = isinstance(_ip_or_none(host[1:-1]), ipaddress.IPv6Address)
-        else:
-            valid = (_is_dns_name(host) and not host.startswith("*")) or _ip_or_none(host) is not None
-        valid = valid and (port is None or 0 < int(port) < 65536)
-    if not valid:
-        raise ValueError(
-            f"invalid registry address {host_port!r}: expected HOST:PORT, e.g. registry.lan:5000"
-        )
-
-
-def _ip_or_none(text: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None
