@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from tests.auth.test_auth_registry import add_user
 from tests.oci import push_blob, push_image, sha256
 from tests.server import RunningServer, run_secreg
-from tests.test_auth_registry import add_user
 
 ACCESS_FIELDS = {"time", "request_id", "client", "user", "method", "path", "route", "repository", "action",
                  "status", "bytes_in", "bytes_out", "duration", "user_agent", "cache"}

@@ -22,9 +22,9 @@ from secreg.registry.blobs import BlobStore
 from secreg.registry.descriptions import Descriptions
 from secreg.registry.manifests import ManifestStore
 from secreg.storage.filesystem import FilesystemDriver
+from tests.auth.test_auth_registry import add_user
 from tests.oci import OCI_INDEX, OCI_MANIFEST, descriptor, error_code, image_manifest, push_blob, put_manifest
 from tests.server import RunningServer, run_secreg
-from tests.test_auth_registry import add_user
 
 DESCRIPTION = "org.opencontainers.image.description"
 POLICY = """

@@ -20,9 +20,9 @@ from secreg.app import create_app
 from secreg.auth.wiring import token_check
 from secreg.config import load_settings
 from secreg.observability.metrics import Metrics
+from tests.auth.test_auth_registry import add_user
 from tests.oci import error_code, push_image, sha256
 from tests.server import RunningServer, run_secreg, worker_environment
-from tests.test_auth_registry import add_user
 
 OPEN = {"auth": {"enabled": False}}
 
