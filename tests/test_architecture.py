@@ -25,7 +25,7 @@ PUBLIC = {
         "driver_from_settings",
     ],
     "secreg.auth.access": [
-        "SEARCH", "TOKEN_PATH", "AccessResolver", "Need", "action_of", "actions_for", "challenge",
+        "SEARCH", "TOKEN_PATH", "AccessResolver", "Need", "action_of", "actions_for", "allows", "challenge",
         "challenge_detail", "mount_hints", "realm_from_request",
     ],
     "secreg.auth.middleware": ["IDENTITY_KEY", "AuthMiddleware", "Identity", "Resolver"],

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from secreg.api.errors import oci_error
 from secreg.api.headers import API_VERSION
+from secreg.auth.access import allows
 from secreg.errors import ErrorCode, RegistryError
 from secreg.names import validate_name
 from secreg.numbers import MAX_DIGITS, parse_count
@@ -133,5 +134,4 @@ def identity(request: Request) -> Any:
 
 
 def may(request: Request, resource_type: str, name: str, action: str) -> bool:
-    who = identity(request)
-    return True if who is None else bool(who.allows(resource_type, name, action))
+    return allows(identity(request), resource_type, name, action)

@@ -30,7 +30,7 @@ from starlette.types import Scope
 from secreg.auth.scope import DELETE, PULL, PUSH, Access, format_challenge_scope
 from secreg.names import NAME_PATTERN
 
-__all__ = ["SEARCH", "TOKEN_PATH", "AccessResolver", "Need", "action_of", "actions_for", "challenge",
+__all__ = ["SEARCH", "TOKEN_PATH", "AccessResolver", "Need", "action_of", "actions_for", "allows", "challenge",
            "challenge_detail", "mount_hints", "realm_from_request"]
 
 TOKEN_PATH = "/auth/token"
@@ -82,6 +82,12 @@ def action_of(need: Need | None, method: str, route: str = "") -> str:
     if need is Need.CATALOG or need is Need.SEARCH:
         return str(need.value)
     return "token" if need is None and route == TOKEN_PATH else "-"
+
+
+def allows(identity: Any, resource_type: str, name: str, action: str) -> bool:
+    """Whether a request's identity (None: auth is off) grants `action` on a resource other than the route's
+    own: the source repository of a cross-repository mount."""
+    return True if identity is None else bool(identity.allows(resource_type, name, action))
 
 
 def mount_hints(scope: Scope) -> list[Access]:
