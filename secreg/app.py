@@ -17,10 +17,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from secreg.api.errors import oci_error
-from secreg.api.health import healthz, readyz
-from secreg.api.metrics import metrics_endpoint
 from secreg.api.mirror import MirrorNamespaceMiddleware
-from secreg.api.routes import REGISTRY_ROUTES, access_table, build_routes
+from secreg.api.routes import HEALTH_ROUTES, METRICS_ROUTES, REGISTRY_ROUTES, access_table, build_routes
 from secreg.auth.access import AccessResolver
 from secreg.config import Settings
 from secreg.errors import ErrorCode, RegistryError
@@ -126,13 +124,10 @@ def _pull_through_cache(settings: Settings, registry: LocalRegistry | None, metr
 
 
 def create_app(settings: Settings, role: Role = "all") -> Starlette:
-    routes: list[BaseRoute] = [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-    ]
+    routes: list[BaseRoute] = [*build_routes(HEALTH_ROUTES)]
     metrics = get_metrics() if settings.metrics_enabled else None
     if metrics is not None:
-        routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
+        routes.extend(build_routes(METRICS_ROUTES))
     registry: LocalRegistry | None = None
     resolver: AccessResolver | None = None
     if role in ("all", "registry"):

@@ -33,7 +33,8 @@ PUBLIC = {
     "secreg.scopekeys": ["IDENTITY_KEY", "REQUEST_ID_KEY", "USER_KEY"],
     "secreg.httperrors": ["API_VERSION", "error_response"],
     "secreg.api.errors": ["MODEL_ERRORS", "oci_error"],
-    "secreg.api.routes": ["REGISTRY_ROUTES", "RouteSpec", "access_table", "build_routes"],
+    "secreg.api.routes": ["HEALTH_ROUTES", "METRICS_ROUTES", "REGISTRY_ROUTES", "RouteSpec", "access_table",
+                          "build_routes"],
 }
 
 

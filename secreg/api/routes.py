@@ -1,4 +1,5 @@
-"""The whole HTTP surface of the registry in one table; each route names the access it needs (a `Need`).
+"""The whole HTTP surface in one table; each route names the access it needs (a `Need`). (The token
+endpoint belongs to the token server, `secreg.auth.server.token_routes`, which authenticates by password.)
 
 `secreg.auth.access` turns the table into authorization (which scopes a request needs, what its challenge
 asks for); the router serves the same `Route` objects, so the two can never disagree.
@@ -13,11 +14,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from secreg.api import blobs, listing, manifests, search, uploads
+from secreg.api import blobs, health, listing, manifests, metrics, search, uploads
 from secreg.api.base import json_response, settles_body
 from secreg.auth.access import Need
 
-__all__ = ["REGISTRY_ROUTES", "RouteSpec", "access_table", "build_routes"]
+__all__ = ["HEALTH_ROUTES", "METRICS_ROUTES", "REGISTRY_ROUTES", "RouteSpec", "access_table", "build_routes"]
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -55,6 +56,12 @@ REGISTRY_ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("/v1/_ping", search.ping, ("GET",), PUBLIC),
     RouteSpec("/v1/search", search.search, ("GET",), SEARCH),
 )
+# Served by every role; no token (`/metrics` checks its own: loopback or `metrics.token`).
+HEALTH_ROUTES: tuple[RouteSpec, ...] = (
+    RouteSpec("/healthz", health.healthz, ("GET",), PUBLIC),
+    RouteSpec("/readyz", health.readyz, ("GET",), PUBLIC),
+)
+METRICS_ROUTES: tuple[RouteSpec, ...] = (RouteSpec("/metrics", metrics.metrics_endpoint, ("GET",), PUBLIC),)
 
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
