@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from secreg.auth.users import WatchedFile, read_locked_edit
+from secreg.auth.watched import WatchedFile, read_locked_edit
 
 __all__ = ["COOKIE", "LOGOUT_FILE", "SECRET_FILE", "SECURE_COOKIE", "Logouts", "Session", "SessionSigner",
            "load_secret"]
