@@ -1,10 +1,6 @@
 from __future__ import annotations
 
-import base64
 import datetime
-import hashlib
-import importlib.util
-import json
 import os
 import socket
 import ssl
@@ -18,52 +14,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from jwt.algorithms import ECAlgorithm
 
-import secreg.cli.main
 from secreg import tls
-from secreg.cli.main import main
 from secreg.tls import CertificateExistsError, CertificateFiles
-
-HOSTS = ["localhost", "registry.example.test", "*.apps.example.test"]
-IPS = ["127.0.0.1", "::1", "192.0.2.10"]
-
-# RFC 7638 section 3.1: the example RSA key and its SHA-256 thumbprint.
-RFC7638_N = (
-    "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZ"
-    "CiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZ"
-    "gnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniI"
-    "qbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw"
-)
-RFC7638_THUMBPRINT = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
-# libtrust key IDs derived outside Python: `openssl pkey -pubin -outform DER | openssl dgst -sha256 -binary
-# | head -c 30 | base32`, grouped by four. The EC key is derive_private_key(0x1234567890ABCDEF, P-256).
-RFC7638_KID = "VUZD:EDHW:YWLN:RBFQ:KOA3:UVZ2:XKG5:2V2J:WTPI:6SRD:U6PZ:VCO5"
-EC_FIXED_SCALAR = 0x1234567890ABCDEF
-EC_FIXED_KID = "FIRK:SH6X:JLE3:T5FS:YH5Z:F4IQ:S2NQ:BDMK:GBHB:GRBM:VT5B:LGOS"
-
-
-def _b64url_int(text: str) -> int:
-    return int.from_bytes(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)), "big")
-
-
-def _cert(path: Path) -> x509.Certificate:
-    return x509.load_pem_x509_certificate(path.read_bytes())
-
-
-def _ext(cert: x509.Certificate, kind: type[x509.ExtensionType]) -> x509.Extension[x509.ExtensionType]:
-    return cert.extensions.get_extension_for_class(kind)
-
-
-def _spki(key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey | x509.Certificate) -> bytes:
-    public = key.public_key() if isinstance(key, x509.Certificate) else key
-    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-@pytest.fixture
-def files(tmp_path: Path) -> CertificateFiles:
-    return tls.generate_certificates(tmp_path / "certs", HOSTS, IPS)
-
+from tests.tls.certs import HOSTS, IPS, ext, read_cert, spki
 
 # --- generate_certificates ----------------------------------------------------------------------------
 
@@ -104,62 +58,62 @@ def test_private_keys_are_never_readable_by_others(tmp_path: Path, monkeypatch: 
 
 
 def test_ca_certificate(files: CertificateFiles) -> None:
-    ca = _cert(files.ca_cert)
+    ca = read_cert(files.ca_cert)
     ca.verify_directly_issued_by(ca)
-    basic = _ext(ca, x509.BasicConstraints)
+    basic = ext(ca, x509.BasicConstraints)
     assert basic.critical and basic.value == x509.BasicConstraints(ca=True, path_length=0)
-    usage = _ext(ca, x509.KeyUsage)
+    usage = ext(ca, x509.KeyUsage)
     assert usage.critical
     assert isinstance(usage.value, x509.KeyUsage)
     assert usage.value.key_cert_sign and usage.value.crl_sign and not usage.value.digital_signature
-    assert isinstance(_ext(ca, x509.SubjectKeyIdentifier).value, x509.SubjectKeyIdentifier)
+    assert isinstance(ext(ca, x509.SubjectKeyIdentifier).value, x509.SubjectKeyIdentifier)
     (cn,) = ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     assert isinstance(cn.value, str) and cn.value.startswith("secreg development CA ")
     assert isinstance(tls.load_private_key(files.ca_key), ec.EllipticCurvePrivateKey)
-    assert _spki(tls.load_private_key(files.ca_key).public_key()) == _spki(ca)
+    assert spki(tls.load_private_key(files.ca_key).public_key()) == spki(ca)
 
 
 def test_two_cas_never_share_a_name(tmp_path: Path) -> None:
     a = tls.generate_certificates(tmp_path / "a", ["localhost"], [])
     b = tls.generate_certificates(tmp_path / "b", ["localhost"], [])
-    assert _cert(a.ca_cert).subject != _cert(b.ca_cert).subject
+    assert read_cert(a.ca_cert).subject != read_cert(b.ca_cert).subject
 
 
 def test_server_certificate(files: CertificateFiles) -> None:
-    ca, server = _cert(files.ca_cert), _cert(files.server_cert)
+    ca, server = read_cert(files.ca_cert), read_cert(files.server_cert)
     server.verify_directly_issued_by(ca)
-    san = _ext(server, x509.SubjectAlternativeName).value
+    san = ext(server, x509.SubjectAlternativeName).value
     assert isinstance(san, x509.SubjectAlternativeName)
     assert san.get_values_for_type(x509.DNSName) == HOSTS
     assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == IPS
     assert server.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "localhost"
-    assert _ext(server, x509.BasicConstraints).value == x509.BasicConstraints(ca=False, path_length=None)
-    usage = _ext(server, x509.KeyUsage).value
+    assert ext(server, x509.BasicConstraints).value == x509.BasicConstraints(ca=False, path_length=None)
+    usage = ext(server, x509.KeyUsage).value
     assert isinstance(usage, x509.KeyUsage)
     assert usage.digital_signature and not usage.key_encipherment and not usage.key_cert_sign
-    eku = _ext(server, x509.ExtendedKeyUsage).value
+    eku = ext(server, x509.ExtendedKeyUsage).value
     assert isinstance(eku, x509.ExtendedKeyUsage) and list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH]
-    aki = _ext(server, x509.AuthorityKeyIdentifier).value
-    ski = _ext(ca, x509.SubjectKeyIdentifier).value
+    aki = ext(server, x509.AuthorityKeyIdentifier).value
+    ski = ext(ca, x509.SubjectKeyIdentifier).value
     assert isinstance(aki, x509.AuthorityKeyIdentifier) and isinstance(ski, x509.SubjectKeyIdentifier)
     assert aki.key_identifier == ski.digest
     lifetime = server.not_valid_after_utc - server.not_valid_before_utc
     assert datetime.timedelta(days=825) <= lifetime <= datetime.timedelta(days=825, minutes=10)
     now = datetime.datetime.now(datetime.UTC)
     assert server.not_valid_before_utc < now < server.not_valid_after_utc
-    assert _spki(tls.load_private_key(files.server_key).public_key()) == _spki(server)
+    assert spki(tls.load_private_key(files.server_key).public_key()) == spki(server)
 
 
 def test_token_certificate_has_no_eku(files: CertificateFiles) -> None:
-    ca, token = _cert(files.ca_cert), _cert(files.token_cert)
+    ca, token = read_cert(files.ca_cert), read_cert(files.token_cert)
     token.verify_directly_issued_by(ca)
     with pytest.raises(x509.ExtensionNotFound):
         token.extensions.get_extension_for_class(x509.ExtendedKeyUsage)
     assert token.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "secreg token signer"
-    assert _ext(token, x509.BasicConstraints).value == x509.BasicConstraints(ca=False, path_length=None)
+    assert ext(token, x509.BasicConstraints).value == x509.BasicConstraints(ca=False, path_length=None)
     key = tls.load_private_key(files.token_key)
     assert isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1"
-    assert _spki(key.public_key()) == _spki(token)
+    assert spki(key.public_key()) == spki(token)
 
 
 @pytest.mark.parametrize(
@@ -181,7 +135,7 @@ def test_force_replaces_everything(files: CertificateFiles) -> None:
     assert files.ca_cert.read_bytes() == old_ca
     tls.generate_certificates(files.directory, ["other.example.test"], [], force=True)
     assert files.ca_cert.read_bytes() != old_ca
-    _cert(files.server_cert).verify_directly_issued_by(_cert(files.ca_cert))
+    read_cert(files.server_cert).verify_directly_issued_by(read_cert(files.ca_cert))
     assert not [p for p in files.directory.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
@@ -190,10 +144,10 @@ def test_rsa_variant(tmp_path: Path) -> None:
     for key_path in (files.ca_key, files.server_key, files.token_key):
         key = tls.load_private_key(key_path)
         assert isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 2048
-    server = _cert(files.server_cert)
-    server.verify_directly_issued_by(_cert(files.ca_cert))
-    _cert(files.token_cert).verify_directly_issued_by(_cert(files.ca_cert))
-    usage = _ext(server, x509.KeyUsage).value
+    server = read_cert(files.server_cert)
+    server.verify_directly_issued_by(read_cert(files.ca_cert))
+    read_cert(files.token_cert).verify_directly_issued_by(read_cert(files.ca_cert))
+    usage = ext(server, x509.KeyUsage).value
     assert isinstance(usage, x509.KeyUsage) and usage.key_encipherment and usage.digital_signature
     assert server.not_valid_after_utc - server.not_valid_before_utc < datetime.timedelta(days=31)
 
@@ -229,13 +183,13 @@ def test_rejects_bad_options(tmp_path: Path) -> None:
 
 def test_ip_only_certificate_and_duplicates(tmp_path: Path) -> None:
     files = tls.generate_certificates(tmp_path, ["LocalHost", "localhost"], ["::1", "0:0::1", "10.1.2.3"])
-    san = _ext(_cert(files.server_cert), x509.SubjectAlternativeName).value
+    san = ext(read_cert(files.server_cert), x509.SubjectAlternativeName).value
     assert isinstance(san, x509.SubjectAlternativeName)
     assert san.get_values_for_type(x509.DNSName) == ["LocalHost"]
     assert [str(a) for a in san.get_values_for_type(x509.IPAddress)] == ["::1", "10.1.2.3"]
     only_ip = tls.generate_certificates(tmp_path / "ip", [], ["192.0.2.1"])
     assert (
-        _cert(only_ip.server_cert).subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "192.0.2.1"
+        read_cert(only_ip.server_cert).subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "192.0.2.1"
     )
 
 
@@ -255,7 +209,7 @@ def test_ensure_dev_certificates_generates_once(tmp_path: Path) -> None:
     out = tmp_path / "certs"
     files = tls.ensure_dev_certificates(out)
     assert files is not None and all(p.exists() for p in files.all())
-    san = _ext(_cert(files.server_cert), x509.SubjectAlternativeName).value
+    san = ext(read_cert(files.server_cert), x509.SubjectAlternativeName).value
     assert isinstance(san, x509.SubjectAlternativeName)
     hosts, ips = tls.dev_sans()
     assert san.get_values_for_type(x509.DNSName) == hosts
@@ -275,12 +229,12 @@ def test_ensure_dev_certificates_reuses_existing_ca(files: CertificateFiles) -> 
     assert tls.ensure_dev_certificates(files.directory) == files
     assert files.ca_cert.read_bytes() == ca_bytes and files.ca_key.read_bytes() == ca_key_bytes
     assert files.server_cert.read_bytes() != old_server
-    ca = _cert(files.ca_cert)
-    _cert(files.server_cert).verify_directly_issued_by(ca)
-    _cert(files.token_cert).verify_directly_issued_by(ca)
+    ca = read_cert(files.ca_cert)
+    read_cert(files.server_cert).verify_directly_issued_by(ca)
+    read_cert(files.token_cert).verify_directly_issued_by(ca)
     # The token key survives, so tokens already handed out keep verifying.
     assert files.token_key.read_bytes() == token_key_bytes
-    assert _spki(_cert(files.token_cert)) == _spki(tls.load_private_key(files.token_key).public_key())
+    assert spki(read_cert(files.token_cert)) == spki(tls.load_private_key(files.token_key).public_key())
     assert stat.S_IMODE(files.server_key.stat().st_mode) == 0o600
 
 
@@ -325,85 +279,10 @@ def test_load_certificate_chain(files: CertificateFiles, tmp_path: Path) -> None
     bundle = tmp_path / "bundle.pem"
     bundle.write_bytes(files.token_cert.read_bytes() + files.ca_cert.read_bytes())
     chain = tls.load_certificate_chain(bundle)
-    assert chain == [_cert(files.token_cert), _cert(files.ca_cert)]
+    assert chain == [read_cert(files.token_cert), read_cert(files.ca_cert)]
     bundle.write_text("nothing here\n")
     with pytest.raises(ValueError, match="bundle.pem"):
         tls.load_certificate_chain(bundle)
-
-
-# --- key identifiers ----------------------------------------------------------------------------------
-
-
-def test_libtrust_kid_format_and_algorithm(files: CertificateFiles) -> None:
-    public = tls.load_private_key(files.token_key).public_key()
-    kid = tls.libtrust_kid(public)
-    groups = kid.split(":")
-    assert len(groups) == 12 and all(len(g) == 4 for g in groups)
-    assert set("".join(groups)) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
-    digest = hashlib.sha256(
-        _cert(files.token_cert)
-        .public_key()
-        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    ).digest()
-    assert base64.b32decode("".join(groups)) == digest[:30]
-
-
-def test_libtrust_kid_known_answers() -> None:
-    rsa_key = rsa.RSAPublicNumbers(65537, _b64url_int(RFC7638_N)).public_key()
-    assert tls.libtrust_kid(rsa_key) == RFC7638_KID
-    ec_key = ec.derive_private_key(EC_FIXED_SCALAR, ec.SECP256R1()).public_key()
-    assert tls.libtrust_kid(ec_key) == EC_FIXED_KID
-
-
-def test_jwk_thumbprint_rfc7638_example() -> None:
-    key = rsa.RSAPublicNumbers(_b64url_int("AQAB"), _b64url_int(RFC7638_N)).public_key()
-    assert tls.jwk_thumbprint(key) == RFC7638_THUMBPRINT
-
-
-def test_jwk_thumbprint_ec_matches_pyjwt_jwk() -> None:
-    public = ec.derive_private_key(EC_FIXED_SCALAR, ec.SECP256R1()).public_key()
-    jwk = ECAlgorithm.to_jwk(public, as_dict=True)
-    required = {k: jwk[k] for k in ("crv", "kty", "x", "y")}
-    canonical = json.dumps(required, sort_keys=True, separators=(",", ":")).encode()
-    expected = base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
-    assert tls.jwk_thumbprint(public) == expected
-    with pytest.raises(ValueError, match="unsupported"):
-        tls.jwk_thumbprint(ed25519.Ed25519PrivateKey.generate().public_key())
-
-
-# --- client trust -------------------------------------------------------------------------------------
-
-
-def test_docker_trust_instructions(tmp_path: Path) -> None:
-    ca = tmp_path / "ca.crt"
-    text = tls.docker_trust_instructions(ca, ["registry.lan:5000", "[::1]:5000"])
-    lines = text.splitlines()
-    assert (
-        f"sudo mkdir -p /etc/docker/certs.d/registry.lan:5000 && sudo cp {ca} "
-        "/etc/docker/certs.d/registry.lan:5000/ca.crt"
-    ) in lines
-    assert any(
-        line.startswith(f"sudo mkdir -p /etc/containers/certs.d/registry.lan:5000 && sudo cp {ca} ")
-        for line in lines
-    )
-    assert f"curl --cacert {ca} https://registry.lan:5000/v2/" in lines
-    assert "'/etc/docker/certs.d/[::1]:5000/ca.crt'" in text  # quoted: [ ] is a shell glob
-    with pytest.raises(ValueError, match="invalid registry address"):
-        tls.docker_trust_instructions(ca, ["../../etc:5000"])
-
-
-def test_install_docker_ca(files: CertificateFiles, tmp_path: Path) -> None:
-    root = tmp_path / "certs.d"
-    target = tls.install_docker_ca(files.ca_cert, "registry.lan:5000", root=root)
-    assert target == root / "registry.lan:5000" / "ca.crt"
-    assert target.read_bytes() == files.ca_cert.read_bytes()
-    assert stat.S_IMODE(target.stat().st_mode) == 0o644
-    for bad in ("../escape:5000", "a/b:5000", "host:99999", ""):
-        with pytest.raises(ValueError, match="invalid registry address"):
-            tls.install_docker_ca(files.ca_cert, bad, root=root)
-    with pytest.raises(ValueError):
-        tls.install_docker_ca(files.ca_key, "registry.lan:5000", root=root)
-    assert sorted(p.name for p in root.iterdir()) == ["registry.lan:5000"]
 
 
 # --- a real TLS handshake -----------------------------------------------------------------------------
@@ -472,81 +351,3 @@ def test_tls_handshake_fails_with_another_ca(
     other = tls.generate_certificates(tmp_path / "other", ["localhost"], [])
     with pytest.raises(ssl.SSLCertVerificationError):
         _handshake(other.ca_cert, port, "localhost")
-
-
-# --- the command line ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _present_subcommands(monkeypatch: pytest.MonkeyPatch) -> None:
-    # main() imports every subcommand module; one a colleague has not written yet must not fail these tests,
-    # while all that exist are still loaded next to `certs`, so clashes between them still show.
-    present = tuple(n for n in secreg.cli.main.SUBCOMMANDS if importlib.util.find_spec(f"secreg.cli.{n}"))
-    assert "certs" in present
-    monkeypatch.setattr(secreg.cli.main, "SUBCOMMANDS", present)
-
-
-def test_cli_generate_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "certs"
-    argv = [
-        "certs",
-        "generate",
-        "--out",
-        str(out),
-        "--host",
-        "registry.lan",
-        "--ip",
-        "10.0.0.5",
-        "--ip",
-        "::1",
-    ]
-    assert main(argv) == 0
-    printed = capsys.readouterr().out
-    assert f"-rw------- 0600  {out / 'ca.key'}" in printed
-    assert f"-rw-r--r-- 0644  {out / 'ca.crt'}" in printed
-    assert "the port must be the one the registry listens on" in printed
-    assert "sudo mkdir -p /etc/docker/certs.d/registry.lan:5000 && sudo cp" in printed
-    assert "/etc/docker/certs.d/10.0.0.5:5000" in printed and "[::1]:5000" in printed
-
-    assert main(argv) == 2
-    assert "use --force" in capsys.readouterr().err
-    assert main([*argv, "--force", "--key-type", "rsa", "--days", "90"]) == 0
-    assert isinstance(tls.load_private_key(out / "server.key"), rsa.RSAPrivateKey)
-    capsys.readouterr()
-
-    assert main(["certs", "show", "--dir", str(out)]) == 0
-    shown = capsys.readouterr().out
-    assert "DNS:registry.lan, IP:10.0.0.5, IP:::1" in shown
-    assert "secreg development CA" in shown
-    assert tls.libtrust_kid(tls.load_private_key(out / "token.key").public_key()) in shown
-    assert tls.jwk_thumbprint(tls.load_private_key(out / "token.key").public_key()) in shown
-    assert "RS256" in shown and "yes" in shown
-
-
-def test_cli_generate_defaults_to_dev_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "certs"
-    assert main(["certs", "generate", "--out", str(out)]) == 0
-    san = _ext(_cert(out / "server.crt"), x509.SubjectAlternativeName).value
-    assert isinstance(san, x509.SubjectAlternativeName)
-    assert san.get_values_for_type(x509.DNSName) == tls.dev_sans()[0]
-    assert "localhost:5000" in capsys.readouterr().out
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["--ip", "999.0.0.1"], "invalid IP address"),
-        (["--host", "no_underscores"], "invalid host name"),
-    ],
-)
-def test_cli_rejects_bad_input(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
-) -> None:
-    assert main(["certs", "generate", "--out", str(tmp_path / "c"), *argv]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("secreg: error: ") and message in err
-
-
-def test_cli_show_without_certificates(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["certs", "show", "--dir", str(tmp_path)]) == 2
-    assert "secreg certs generate" in capsys.readouterr().err
