@@ -22,7 +22,6 @@ from typing import Any
 import yaml
 
 from secreg.proxy.settings import ProxySettings, parse_proxy
-from secreg.storage.s3options import S3Options
 
 ENV_PREFIX = "SECREG_"
 # Named like settings but read by compose.yaml and the Dockerfile, not by secreg (an exported .env must not
@@ -106,6 +105,26 @@ DEFAULTS: dict[str, Any] = {
 
 class ConfigError(ValueError):
     """A setting is missing, of the wrong type or out of range."""
+
+
+# `storage.s3` as a value: here, with the other settings, so config imports nothing of storage/.
+@dataclass(frozen=True)
+class S3Options:
+    """The reference registry's key names (distribution's `s3-aws` driver), plus `redirect`."""
+
+    bucket: str
+    region: str = "us-east-1"
+    regionendpoint: str = ""  # a non-AWS S3 service (path-style addressing); empty: AWS for `region`
+    rootdirectory: str = ""  # key prefix
+    accesskey: str = ""  # empty: the standard AWS chain (AWS_* environment, ~/.aws, instance role)
+    secretkey: str = field(default="", repr=False)
+    secure: bool = True  # https to the object store
+    v4auth: bool = True  # SigV4 signatures (false: legacy SigV2)
+    chunksize: int = 10 * 1024 * 1024  # multipart part size for uploads (>= 5 MiB)
+    multipartcopythresholdsize: int = 32 * 1024 * 1024  # server-side copies above this use UploadPartCopy
+    multipartcopychunksize: int = 32 * 1024 * 1024
+    redirect: bool = False  # blob GET answers 307 to a presigned URL
+    redirectexpiry: int = 60  # seconds a presigned URL stays valid
 
 
 @dataclass(frozen=True)

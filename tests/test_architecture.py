@@ -22,7 +22,6 @@ PUBLIC = {
     "secreg.registry.local": ["LocalBlobReader", "LocalRegistry"],
     "secreg.storage": [
         "AppendWriter", "FileInfo", "InvalidPath", "PathNotFound", "StorageDriver", "StorageError",
-        "driver_from_settings",
     ],
     "secreg.auth.access": [
         "SEARCH", "TOKEN_PATH", "AccessResolver", "Need", "action_of", "actions_for", "allows", "challenge",

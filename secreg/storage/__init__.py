@@ -1,8 +1,8 @@
 """Moving bytes at paths: the driver interface (`driver`), the one tree of paths (`layout`), the drivers
-(`filesystem`) and the choice among them (`factory`). Nothing here knows manifests or repositories."""
+(`filesystem`, `s3`) and the choice among them (`factory.driver_from_settings`, imported from there: this
+package's own surface is the protocol). Nothing here knows manifests or repositories."""
 
 from secreg.storage.driver import AppendWriter, FileInfo, InvalidPath, PathNotFound, StorageDriver, StorageError
-from secreg.storage.factory import driver_from_settings
 
 __all__ = [
     "AppendWriter",
@@ -11,5 +11,4 @@ __all__ = [
     "PathNotFound",
     "StorageDriver",
     "StorageError",
-    "driver_from_settings",
 ]
