@@ -198,7 +198,8 @@ def test_a_read_cut_mid_stream_resumes(faulty: tuple[FaultProxy, S3Driver]) -> N
 
 def test_gc_on_the_bucket_removes_only_the_unreferenced_and_locks_across_clients(moto: ObjectStore) -> None:
     from secreg.digest import Digest
-    from secreg.registry.gc import GcBusy, _lock, collect_garbage
+    from secreg.registry.gc import GcBusy, collect_garbage
+    from secreg.registry.gc.quarantine import lock
     from secreg.storage import layout
 
     driver = make_driver(moto, f"b-{uuid.uuid4().hex[:12]}")
@@ -208,7 +209,7 @@ def test_gc_on_the_bucket_removes_only_the_unreferenced_and_locks_across_clients
     driver.write_bytes(layout.layer_link("app", kept), layout.link_content(kept))
     # Another replica (its own client) holding the lock keeps this collection out.
     other = make_driver(moto, driver.bucket)
-    held = _lock(other)
+    held = lock(other)
     try:
         with pytest.raises(GcBusy):
             collect_garbage(driver, grace=0, delete_untagged=False, dry_run=False, settle=0)
