@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.auth.test_auth_registry import add_user, admin_token, authed, token
 from tests.server import RunningServer, run_secreg
-from tests.test_auth_registry import add_user, admin_token, authed, token
 
 from .test_pull import ACCEPT, proxy_config, upstream_entry
 from .upstreams import Pusher, Upstream, random_bytes
