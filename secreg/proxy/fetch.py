@@ -3,14 +3,15 @@
 The first request for a missing blob starts a `BlobFetch`: a task that streams the upstream's body into a
 staging file (`_proxy/<id>/data`), hashing every byte as it arrives. Every request for that blob, the first
 included, reads the *growing file*: it sends what has been written so far and waits for more, so a slow
-client never slows the download and the download never waits for a client. Memory per fetch stays at one
-batch of the writer, whatever the blob's size.
+client never slows the download and the download never waits for a client. The body is received while the
+previous batches are hashed and written (through the page cache: the readers read those pages right back), so
+memory per fetch stays below (PIPELINE_DEPTH + 1) batches, whatever the blob's size.
 
 The last byte is held back from every reader until the digest is verified. When it does not match (or the
 upstream breaks off, or sends more or less than it announced) the staging file is deleted, nothing is
 committed, and each reader's stream ends with an error: the client sees a broken response, never a complete
-body of wrong bytes. When it matches, the data is fsynced, moved into place like an upload commit, and
-linked into the caching repository. A client that goes away does not stop the fetch.
+body of wrong bytes. When it matches, the readers get the rest at once while the data is fsynced, moved into
+place like an upload commit, and linked into the caching repository. A client that goes away does not stop the fetch.
 
 One process keeps one fetch per digest; workers of a multi-worker server each fetch on their own.
 """
@@ -29,12 +30,13 @@ from secreg.digest import Digest, Hasher
 from secreg.proxy.upstream import UpstreamClient, UpstreamError, UpstreamNotFound
 from secreg.registry.blobs import BlobStore
 from secreg.storage import layout
-from secreg.storage.driver import AppendWriter, PathNotFound, StorageDriver
+from secreg.storage.driver import PathNotFound, StorageDriver
 
 log = logging.getLogger("secreg.proxy")
 
 BATCH_BYTES = 1024 * 1024  # handed to the writer thread at a time; readers see data in steps of this
 READ_CHUNK = 256 * 1024
+PIPELINE_DEPTH = 4  # batches received ahead of the writer thread: memory per fetch < (4 + 1) MiB
 
 
 class FetchFailed(Exception):
@@ -138,51 +140,63 @@ class BlobFetcher:
         if fetch is None:
             fetch_id = str(uuid.uuid4())
             staging = layout.proxy_fetch_data(fetch_id)
-            writer = self.driver.open_append(staging)  # created now, so readers can open it at once
             local_staging = self.driver.local_path(staging)
             if local_staging is None:
-                writer.close()
                 raise FetchFailed("this storage driver cannot stage proxied blobs")
+            # Created now, so readers can open it at once. Written through the page cache (no O_DIRECT, unlike
+            # uploads): the clients waiting for the blob read these pages right back.
+            os.makedirs(os.path.dirname(local_staging), exist_ok=True)
+            fd = os.open(local_staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             fetch = BlobFetch(digest, staging, local_staging)
             self._inflight[(local, digest)] = fetch
-            fetch.task = asyncio.create_task(self._run(fetch, writer, client, remote, local, fetch_id))
+            fetch.task = asyncio.create_task(self._run(fetch, fd, client, remote, local, fetch_id))
         await fetch.headers_known.wait()
         if fetch.state.error is not None:
             raise fetch.state.error
         return fetch
 
-    async def _run(self, fetch: BlobFetch, writer: AppendWriter, client: UpstreamClient, remote: str,
-                   local: str, fetch_id: str) -> None:
+    async def _run(self, fetch: BlobFetch, fd: int, client: UpstreamClient, remote: str, local: str,
+                   fetch_id: str) -> None:
         hasher = Hasher(fetch.digest.algorithm)
+        disk = _DiskWriter(fd, hasher, fetch)
         committed = False
         try:
             async with client.open_blob(remote, fetch.digest) as (size, body):
                 fetch.size = size
                 fetch.headers_known.set()
-                batch: list[bytes] = []
-                batched = 0
-                async for chunk in body:
-                    batch.append(chunk)
-                    batched += len(chunk)
-                    if size is not None and writer.size + batched > size:
-                        raise FetchFailed(f"upstream sent more than the {size} bytes it announced")
-                    if batched >= BATCH_BYTES:
-                        await asyncio.to_thread(_write, writer, batch, hasher)
-                        batch, batched = [], 0
-                        fetch.state.written = writer.size
-                        fetch.notify()
-                if batch:
-                    await asyncio.to_thread(_write, writer, batch, hasher)
-                fetch.state.written = writer.size
-            if size is not None and writer.size != size:
-                raise FetchFailed(f"upstream sent {writer.size} of the {size} bytes it announced")
+                writing = asyncio.create_task(disk.run())
+                try:
+                    received = 0
+                    batch: list[bytes] = []
+                    batched = 0
+                    async for chunk in body:
+                        batch.append(chunk)
+                        batched += len(chunk)
+                        received += len(chunk)
+                        if size is not None and received > size:
+                            raise FetchFailed(f"upstream sent more than the {size} bytes it announced")
+                        if batched >= BATCH_BYTES:
+                            # The next batch is received while this one is hashed and written.
+                            await disk.queue.put(batch)
+                            disk.check()
+                            batch, batched = [], 0
+                    if batch:
+                        await disk.queue.put(batch)
+                finally:
+                    await disk.queue.put(None)
+                    await writing
+                disk.check()
+            if size is not None and received != size:
+                raise FetchFailed(f"upstream sent {received} of the {size} bytes it announced")
             actual = hasher.digest()
             if actual != fetch.digest:
                 raise FetchFailed(f"upstream sent bytes whose digest is {actual}, not {fetch.digest}; discarded")
+            # Verified: every reader may have the last byte now; making it durable happens meanwhile.
             fetch.final_local = self.driver.local_path(layout.blob_data(fetch.digest))
-            await asyncio.to_thread(_commit, writer, self.blobs, fetch.staging, fetch.digest, local)
-            committed = True
             fetch.state.done = True
+            fetch.notify()
+            await asyncio.to_thread(_commit, fd, self.blobs, fetch.staging, fetch.digest, local)
+            committed = True
         except UpstreamNotFound:
             fetch.state.error = FetchFailed("the upstream does not have this blob", not_found=True)
         except UpstreamError as exc:
@@ -195,14 +209,15 @@ class BlobFetcher:
             raise
         except Exception as exc:  # noqa: BLE001 - a fetch task must always settle its readers
             log.exception("proxy: blob %s from %s failed", fetch.digest, client.upstream.name)
-            fetch.state.error = FetchFailed(f"internal error: {type(exc).__name__}")
+            if not fetch.state.done:
+                fetch.state.error = FetchFailed(f"internal error: {type(exc).__name__}")
         finally:
             self._inflight.pop((local, fetch.digest), None)
             fetch.headers_known.set()
             fetch.notify()
             if not committed:
-                with contextlib.suppress(Exception):
-                    writer.close()
+                with contextlib.suppress(OSError):
+                    os.close(fd)
             # Failed: the unverified bytes go. Committed: only the empty directory is left.
             with contextlib.suppress(PathNotFound, OSError):
                 self.driver.delete(layout.proxy_fetch_dir(fetch_id))
@@ -214,13 +229,51 @@ class BlobFetcher:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _write(writer: AppendWriter, batch: list[bytes], hasher: Hasher) -> None:
-    writer.write_pieces(batch, hasher.update)
-    writer.flush()  # readers read the file: everything appended must be in it
+class _DiskWriter:
+    """Hashes and writes the batches put on `queue` (None ends), one after the other in a thread, and tells the
+    fetch's readers after each. A write error is kept (see `check`) while the queue keeps being drained, so the
+    receiving side never blocks on a writer that gave up."""
+
+    def __init__(self, fd: int, hasher: Hasher, fetch: BlobFetch) -> None:
+        self.fd = fd
+        self.hasher = hasher
+        self.fetch = fetch
+        self.queue: asyncio.Queue[list[bytes] | None] = asyncio.Queue(maxsize=PIPELINE_DEPTH)
+        self.error: OSError | None = None
+
+    async def run(self) -> None:
+        while (batch := await self.queue.get()) is not None:
+            if self.error is not None:
+                continue
+            try:
+                written = await asyncio.to_thread(_write, self.fd, batch, self.hasher)
+            except OSError as exc:
+                self.error = exc
+                continue
+            self.fetch.state.written += written
+            self.fetch.notify()
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise FetchFailed(f"cannot write the blob to storage: {self.error.strerror or self.error}")
 
 
-def _commit(writer: AppendWriter, blobs: BlobStore, staging: str, digest: Digest, local: str) -> None:
-    writer.sync()
-    writer.close()
+def _write(fd: int, batch: list[bytes], hasher: Hasher) -> int:
+    total = 0
+    for piece in batch:
+        hasher.update(piece)
+        view = memoryview(piece)
+        while view:
+            done = os.write(fd, view)
+            view = view[done:]
+        total += len(piece)
+    return total
+
+
+def _commit(fd: int, blobs: BlobStore, staging: str, digest: Digest, local: str) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     blobs.commit(staging, digest)
     blobs.link(local, digest)

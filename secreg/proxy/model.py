@@ -64,12 +64,13 @@ class FetchingBlobReader:
     """A blob being fetched right now: its bytes come from the growing staging file."""
 
     local_path: str | None = None
-    cache = MISS
 
     def __init__(self, fetch: BlobFetch, size: int) -> None:
         self._fetch = fetch
         self.digest = fetch.digest
         self.size = size
+        # Verified already (being made durable): served from our copy, not fetched for this client.
+        self.cache = HIT if fetch.state.done else MISS
 
     async def redirect_url(self) -> str | None:
         return None  # the bytes are on their way in: only this server can hand them out yet
@@ -374,7 +375,7 @@ class ProxyRegistry(ForwardingModel):
             fetch = await self.fetcher.start(client, proxied.remote, proxied.local, digest)
         except FetchFailed as exc:
             raise self._fetch_error(proxied, digest, exc) from None
-        self.metrics.lookup(proxied.upstream.name, "blob", MISS)
+        self.metrics.lookup(proxied.upstream.name, "blob", HIT if fetch.state.done else MISS)
         if fetch.size is None:  # no Content-Length upstream: the response can only start once it is all here
             with contextlib.suppress(FetchFailed):
                 async for _ in fetch.read():
