@@ -24,7 +24,7 @@ from secreg.registry.blobs import BlobStore
 from secreg.registry.errors import DigestMismatch, RangeMismatch, SizeMismatch, UploadUnknown
 from secreg.registry.model import ChunkRange
 from secreg.storage import layout
-from secreg.storage.driver import AppendWriter, PathNotFound, StorageDriver
+from secreg.storage.driver import AppendWriter, PathNotFound, StagedWriter, StorageDriver
 
 UPLOAD_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # The event loop hands the writer thread 4 MiB at a time: each hand-over costs the loop a future, a wake-up and
@@ -143,7 +143,8 @@ class UploadStore:
                 await loop.run_in_executor(None, self._save_hash_state, name, upload_id, hasher)
         return size
 
-    async def _receive(self, body: AsyncIterator[bytes], writer: AppendWriter, hasher: Hasher | None) -> int:
+    async def _receive(self, body: AsyncIterator[bytes], writer: AppendWriter | StagedWriter,
+                       hasher: Hasher | None) -> int:
         loop = asyncio.get_running_loop()
         executor: ThreadPoolExecutor | None = None  # one thread per upload keeps the batches in order
         pending: deque[asyncio.Future[None]] = deque()
@@ -291,7 +292,14 @@ class UploadStore:
     async def monolithic(
         self, name: str, digest: Digest, body: AsyncIterator[bytes], content_length: int | None
     ) -> int:
-        """`POST ?digest=` with the whole blob in the body."""
+        """`POST ?digest=` with the whole blob in the body. Where the driver can publish a file atomically at its
+        final path (an object store), the bytes go straight to the blob's place, verified before they appear:
+        no session, no copy. Otherwise (or when the blob exists already) through a session like any upload."""
+        loop = asyncio.get_running_loop()
+        if not await loop.run_in_executor(None, self.blobs.exists_global, digest):
+            staged = await loop.run_in_executor(None, self.driver.open_staged, layout.blob_data(digest))
+            if staged is not None:
+                return await self._monolithic_staged(name, digest, body, content_length, staged)
         upload_id = await asyncio.get_running_loop().run_in_executor(None, self.start, name)
         hasher = Hasher(digest.algorithm)
         self._remember_hasher(name, upload_id, hasher)
@@ -302,6 +310,23 @@ class UploadStore:
             self._hashers.pop((name, upload_id), None)
             self._discard(name, upload_id)
             raise
+
+    async def _monolithic_staged(self, name: str, digest: Digest, body: AsyncIterator[bytes],
+                                 content_length: int | None, staged: StagedWriter) -> int:
+        loop = asyncio.get_running_loop()
+        hasher = Hasher(digest.algorithm)
+        try:
+            received = await self._receive(body, staged, hasher)
+            if content_length is not None and received != content_length:
+                raise SizeMismatch(f"received {received} bytes, expected {content_length}")
+            if hasher.digest() != digest:
+                raise DigestMismatch(digest, hasher.digest())
+            await loop.run_in_executor(None, staged.sync)
+        except BaseException:
+            await asyncio.shield(loop.run_in_executor(None, staged.abort))
+            raise
+        await loop.run_in_executor(None, self.blobs.link, name, digest)
+        return received
 
     def purge_stale(self, max_age: float, now: float | None = None) -> list[tuple[str, str]]:
         """Delete upload sessions idle for more than `max_age` seconds; returns what was removed."""

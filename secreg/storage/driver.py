@@ -56,6 +56,19 @@ class AppendWriter(Protocol):
     def close(self) -> None: ...
 
 
+class StagedWriter(Protocol):
+    """A file written whole: nothing is visible at its path until `sync` publishes every byte at once; `abort`
+    (or a crash) leaves nothing. `observe` sees every byte once, in order, before it is stored."""
+
+    size: int
+
+    def write_pieces(self, pieces: Sequence[bytes | bytearray | memoryview],
+                     observe: Callable[[memoryview], object] | None = None) -> None: ...
+    def flush(self) -> None: ...
+    def sync(self) -> None: ...
+    def abort(self) -> None: ...
+
+
 class StorageDriver(Protocol):
     """Path-based byte storage. Every mutation of a single file is atomic: readers see old or new, never half."""
 
@@ -79,6 +92,11 @@ class StorageDriver(Protocol):
 
     def open_append(self, path: str) -> AppendWriter:
         """Open (creating) for appending: upload data only."""
+        ...
+
+    def open_staged(self, path: str) -> StagedWriter | None:
+        """A StagedWriter at `path` where the storage can publish a file atomically at its final path (an
+        object store completing a multipart upload), else None (the caller writes elsewhere and moves)."""
         ...
 
     def list(self, path: str) -> list[str]:

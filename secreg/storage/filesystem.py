@@ -37,6 +37,9 @@ class FilesystemDriver:
     def redirect_url(self, path: str) -> str | None:
         return None
 
+    def open_staged(self, path: str) -> None:
+        return None  # an open file is visible as it grows: uploads are written under _uploads/ and renamed
+
     def stat(self, path: str) -> FileInfo:
         try:
             st = os.stat(self._full(path))

@@ -207,6 +207,11 @@ class S3Driver:
 
         return S3AppendWriter(self, path)
 
+    def open_staged(self, path: str) -> Any:
+        from secreg.storage.s3append import S3AppendWriter
+
+        return S3AppendWriter(self, path, staged=True)
+
     def copy_key(self, source: str, destination: str, size: int, mtime: float) -> None:
         """Server-side copy; above `multipartcopythresholdsize` as a multipart upload of UploadPartCopy parts
         (CopyObject stops at 5 GiB). The copy carries the source's modification time in its metadata: a move

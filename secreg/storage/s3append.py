@@ -148,14 +148,18 @@ class BucketLock:
 class S3AppendWriter:
     """The driver's AppendWriter over a multipart upload (see the module docstring)."""
 
-    def __init__(self, driver: S3Driver, path: str) -> None:
+    def __init__(self, driver: S3Driver, path: str, *, staged: bool = False) -> None:
+        """`staged`: a StagedWriter (a whole file in one go, e.g. a blob whose digest came with the upload):
+        no state object and no tail are ever stored; the bytes appear at `sync` or never (`abort`, a crash:
+        the incomplete multipart upload is invisible; a bucket lifecycle rule reaps it)."""
         self._driver = driver
         self._path = path
+        self._staged = staged
         self._sidecar = sidecar(driver, path)
         self._key = driver.key(path)
         self._chunk = driver.options.chunksize
-        found = read_state(driver, path)
-        self._finished = found is None and driver.head(self._key) is not None
+        found = None if staged else read_state(driver, path)
+        self._finished = not staged and found is None and driver.head(self._key) is not None
         if self._finished:
             head = driver.head(self._key) or {}
             found = AppendState(size=int(head.get("ContentLength", 0)))
@@ -202,7 +206,7 @@ class S3AppendWriter:
                     buffer.clear()
 
     def flush(self) -> None:
-        if self._finished or (not self._dirty and self._written):
+        if self._staged or self._finished or (not self._dirty and self._written):
             return
         buffer = self._load_buffer()
         old_tail = self._state.tail
@@ -235,9 +239,18 @@ class S3AppendWriter:
             raise StorageError(f"completing {self._path}: {exc}") from exc
         self._finished = True
         self._buffer = bytearray()
+        if self._staged:
+            return
         for item in list(self._driver.list_keys(f"{self._sidecar}/")):
             if "/lock/" not in item["Key"]:
                 self._delete(item["Key"])
+
+    def abort(self) -> None:
+        """Staged writers: drop every part sent; nothing was ever visible."""
+        if not self._finished and self._state.upload_id is not None:
+            self._driver.abort_multipart(self._key, self._state.upload_id)
+        self._finished = True
+        self._buffer = bytearray()
 
     def truncate(self, size: int) -> None:
         """Back to the size at open (drops what this writer appended), or within the unsent tail."""

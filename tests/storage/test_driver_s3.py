@@ -225,3 +225,18 @@ def test_legacy_signatures_when_v4auth_is_off(moto: ObjectStore) -> None:
     driver = make_driver(moto, f"b-{uuid.uuid4().hex[:12]}", v4auth=False)
     driver.write_bytes("v2/sig", b"signed the old way")
     assert driver.read_bytes("v2/sig") == b"signed the old way"
+
+
+def test_staged_writes_appear_whole_or_not_at_all(driver: S3Driver) -> None:
+    data = os.urandom(12 * MIB)
+    staged = driver.open_staged("blob/data")
+    staged.write_pieces([data[:7 * MIB], data[7 * MIB:]])
+    staged.flush()
+    assert not driver.exists("blob/data") and driver.list_keys("") and not list(driver.walk_files(""))
+    staged.sync()
+    assert driver.read_bytes("blob/data") == data
+    dropped = driver.open_staged("other/data")
+    dropped.write_pieces([data])
+    dropped.abort()
+    assert not driver.exists("other/data")
+    assert not driver.client.list_multipart_uploads(Bucket=driver.bucket).get("Uploads")

@@ -147,3 +147,26 @@ def test_redirect_mode(moto: ObjectStore, tmp_path: Path) -> None:  # noqa: F811
         head = client.head(f"/v2/{NAME}/blobs/{digest}")
         assert head.status_code == 200 and head.headers["Content-Length"] == str(MIB)
         assert client.get(f"/v2/{NAME}/blobs/sha256:{'0' * 64}").status_code == 404
+
+
+def test_a_monolithic_push_is_written_at_its_final_key(replicas: list[RunningServer], moto: ObjectStore,  # noqa: F811
+                                                       bucket: str) -> None:
+    a, b, _c = replicas
+    auth = bearer(a, f"repository:{NAME}:pull,push")
+    data = os.urandom(11 * MIB + 1)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    octets = {"Content-Type": "application/octet-stream"}
+    driver = make_driver(moto, bucket)
+    with a.client(headers=auth) as ca, b.client(headers=auth) as cb:
+        wrong = "sha256:" + "0" * 64
+        r = ca.post(f"/v2/{NAME}/blobs/uploads/", params={"digest": wrong}, content=data, headers=octets)
+        assert r.status_code == 400 and r.json()["errors"][0]["code"] == "DIGEST_INVALID"
+        assert not driver.exists(f"docker/registry/v2/blobs/sha256/00/{'0' * 64}/data")
+        assert not driver.client.list_multipart_uploads(Bucket=bucket).get("Uploads")
+        r = ca.post(f"/v2/{NAME}/blobs/uploads/", params={"digest": digest}, content=data, headers=octets)
+        assert r.status_code == 201, r.text
+        assert cb.get(f"/v2/{NAME}/blobs/{digest}").content == data
+    hexdigest = digest.split(":")[1]
+    head = driver.head(f"docker/registry/v2/blobs/sha256/{hexdigest[:2]}/{hexdigest}/data")
+    assert head is not None and "secreg-mtime" not in head.get("Metadata", {})  # written there, not copied
+    assert not driver.client.list_multipart_uploads(Bucket=bucket).get("Uploads")
