@@ -16,23 +16,40 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from bench import growth, small
 from bench import workloads as wl
 from bench.client import BenchError, Client, MiB, have, random_base
 from bench.results import SCHEMA, Target, Workload, machine, markdown_notes, markdown_table, versions, write_json
-from bench.servers import RssSampler, Server, go_token_auth, make_certificates, start_go, start_secreg
+from bench.servers import (
+    GO_REGISTRY_ENV,
+    RssSampler,
+    Server,
+    go_registry_binary,
+    go_registry_version,
+    go_token_auth,
+    make_certificates,
+    start_go,
+    start_secreg,
+)
 from secreg.tls import CertificateFiles
-from tests.e2e.harness import GO_REGISTRY_BIN
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest.json"
 DOCKER_NAME = "registry.bench.test"  # resolves to the registries' address inside the private dockerd only
 
+AUTH_EXTRA = ["manifest_head", "manifest_get_digest", "manifest_head_digest", "token_basic"]
+H2_EXTRA = ["h2_small_requests", "h2_pull_vs_h1", "h2_push_vs_h1"]
+GROWTH = [
+    "catalog_page", "catalog_page_growth", "tags_page", "tags_page_growth", "mount_no_from",
+    "mount_no_from_growth", "manifest_get_store", "manifest_get_store_growth", "gc_store", "gc_store_growth",
+]
 ORDER = [
     "blob_pull", "blob_push", "blob_push_chunked",
-    "manifest_get", "v2_get",
-    "h2_blob_pull", "h2_blob_push",
+    "manifest_get", "v2_get", *AUTH_EXTRA,
+    "h2_blob_pull", "h2_blob_push", *H2_EXTRA,
     "docker_push_pull",
     "rss_blob_workloads", "rss_1gib_push",
     "proxy_cold_pull", "proxy_warm_pull",
+    *GROWTH,
 ]
 EXTRA = ["manifest_get_open", "v2_get_open"]  # without auth; only with --only
 BLOB_PHASE = {"blob_pull", "blob_push", "blob_push_chunked", "rss_blob_workloads", "rss_1gib_push", *EXTRA}
@@ -161,11 +178,11 @@ def blob_phase(
 def auth_phase(
     cfg: wl.Settings, files: CertificateFiles, base: bytes, selected: set[str], out: dict[str, Workload]
 ) -> None:
-    wanted = [n for n in ("manifest_get", "v2_get") if n in selected]
+    wanted = [n for n in ("manifest_get", "v2_get", *AUTH_EXTRA) if n in selected]
     titles = {
         "manifest_get": f"(4) manifest GET by tag, {cfg.connections} conns, bearer token",
         "v2_get": f"(5) GET /v2/, {cfg.connections} conns, bearer token",
-    }
+    } | {name: name for name in AUTH_EXTRA}
     with start_secreg(cfg.workdir / "auth-secreg", files, auth=True) as secreg:
         try:
             check_auth(secreg)
@@ -177,7 +194,7 @@ def auth_phase(
         with start_go(cfg.workdir / "auth-go", files, extra=go_token_auth(secreg)) as go:
             servers = [secreg, go]
             push_token = fetch_token(secreg, f"repository:{wl.REPO}:pull,push")
-            wl.put_test_manifest(servers, base, push_token)
+            digest = wl.put_test_manifest(servers, base, push_token)
             tokens: dict[str, str] = {}
 
             def pull_token() -> str:
@@ -188,10 +205,15 @@ def auth_phase(
                 return tokens["token"]
 
             paths = {"manifest_get": f"/v2/{wl.REPO}/manifests/latest", "v2_get": "/v2/"}
-            targets = {"manifest_get": Target(">=", 1.5), "v2_get": Target(">=", 1.5)}
-            for name in wanted:
+            targets = {"manifest_get": Target(">=", 1.2), "v2_get": Target(">=", 1.2)}
+            for name in [n for n in wanted if n in paths]:
                 run_step(name, lambda n=name: wl.small_requests(  # type: ignore[misc]
                     cfg, servers, n, titles[n], paths[n], pull_token, targets[n]), out)
+            for w in small.manifest_variants(cfg, servers, pull_token, digest, selected):
+                out[w.name] = w
+                log(summary_line(w))
+            if "token_basic" in selected:
+                run_step("token_basic", lambda: small.token_basic(cfg, secreg, pull_token), out)
 
 
 def h2_phase(
@@ -205,7 +227,36 @@ def h2_phase(
         for w in wl.h2_blobs(cfg, [secreg, go], base, selected):
             out[w.name] = w
             log(summary_line(w))
+        if "h2_small_requests" in selected:
+            wl.put_test_manifest([secreg, go], base, None)
+            run_step("h2_small_requests", lambda: small.h2_small_requests(cfg, [secreg, go]), out)
+        for w in small.h2_blobs_vs_h1(cfg, secreg, base, selected):
+            out[w.name] = w
+            log(summary_line(w))
         log(f"HTTP/2 phase took {time.monotonic() - start:.0f} s")
+
+
+def growth_phase(cfg: wl.Settings, files: CertificateFiles, selected: set[str], out: dict[str, Workload]) -> None:
+    large_sizes = growth.QUICK_LARGE if cfg.quick else growth.LARGE
+    start = time.monotonic()
+    small = growth.build_store(cfg.workdir / "growth-small", growth.SMALL)
+    large = growth.build_store(cfg.workdir / "growth-large", large_sizes)
+    log(f"growth stores written in {time.monotonic() - start:.0f} s ({large_sizes})")
+    with contextlib.ExitStack() as stack:
+        served = []
+        for store in (small, large):
+            label = store.root.name
+            secreg = stack.enter_context(start_secreg(cfg.workdir / f"{label}-secreg", files, storage=store.root))
+            go = stack.enter_context(start_go(cfg.workdir / f"{label}-go", files, extra={
+                "storage": {"filesystem": {"rootdirectory": str(store.root)}}}))
+            served.append((store, [secreg, go]))
+        for w in growth.page_workloads(cfg.reps, served[0], served[1], selected):
+            out[w.name] = w
+            log(summary_line(w))
+    if selected & {"gc_store", "gc_store_growth"}:
+        for w in growth.gc_workloads(max(1, min(cfg.reps, 3)), small, large, cfg.workdir, selected):
+            out[w.name] = w
+            log(summary_line(w))
 
 
 def docker_phase(cfg: wl.Settings, files: CertificateFiles, out: dict[str, Workload]) -> None:
@@ -282,10 +333,15 @@ def work_directory(requested: Path | None, keep: bool) -> Iterator[Path]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     selected = set(args.selected)
-    if not have("docker-registry") and not os.access(GO_REGISTRY_BIN, os.X_OK):
-        print("bench: docker-registry (the Go reference registry, Debian package docker-registry) is not "
-              "installed", file=sys.stderr)
+    go_binary = go_registry_binary()
+    if go_binary is None:
+        chosen = os.environ.get(GO_REGISTRY_ENV, "").strip()
+        print(f"bench: {GO_REGISTRY_ENV}={chosen} is not an executable" if chosen else
+              "bench: docker-registry (the Go reference registry, Debian package docker-registry) is not "
+              f"installed; or name a distribution build with {GO_REGISTRY_ENV}=/path/to/registry", file=sys.stderr)
         return 2
+    go_version = go_registry_version(go_binary)
+    log(f"comparing with {go_binary} ({go_version})")
     started = time.time()
     out: dict[str, Workload] = {}
     with work_directory(args.workdir, args.keep) as workdir:
@@ -296,10 +352,11 @@ def main(argv: list[str] | None = None) -> int:
         log(f"reps {cfg.reps}, blob {cfg.blob_size // MiB} MiB, workloads: {names}")
         phases: list[tuple[set[str], Callable[[], None]]] = [
             (BLOB_PHASE, lambda: blob_phase(cfg, certs, base, selected, out)),
-            ({"manifest_get", "v2_get"}, lambda: auth_phase(cfg, certs, base, selected, out)),
-            ({"h2_blob_pull", "h2_blob_push"}, lambda: h2_phase(cfg, certs, base, selected, out)),
+            ({"manifest_get", "v2_get", *AUTH_EXTRA}, lambda: auth_phase(cfg, certs, base, selected, out)),
+            ({"h2_blob_pull", "h2_blob_push", *H2_EXTRA}, lambda: h2_phase(cfg, certs, base, selected, out)),
             ({"docker_push_pull"}, lambda: docker_phase(cfg, certs, out)),
             (PROXY_PHASE, lambda: proxy_phase(cfg, certs, selected, out)),
+            (set(GROWTH), lambda: growth_phase(cfg, certs, selected, out)),
         ]
         for wanted, phase in phases:
             if selected & wanted:
@@ -319,10 +376,12 @@ def main(argv: list[str] | None = None) -> int:
             "order": "pairs back to back; secreg first in even repetitions, Go first in odd ones",
             "ratio": "secreg/Go per pair, then median (and min, max) of those ratios",
             "secreg": "python -m secreg serve, default workers and settings, fresh storage, auth off except (4), (5)",
-            "go": "docker-registry serve via tests/e2e/harness.start_go_registry (its default log settings)",
+            "go": f"{go_binary} serve via tests/e2e/harness.start_go_registry (its default log settings)",
+            "go_registry_binary": go_binary,
+            "go_registry_version": go_version,
         },
         "machine": machine(),
-        "versions": versions(),
+        "versions": versions(go_version),
         "workloads": {w.name: w.to_json() for w in ordered},
         "table": table,
         "notes": notes,

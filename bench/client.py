@@ -270,9 +270,13 @@ def _seconds(text: str) -> float:
     return float(match.group(1)) * _DURATION[match.group(2)]
 
 
-def wrk(url: str, headers: Mapping[str, str], connections: int, duration: float, threads: int = 2) -> dict[str, Any]:
-    """Run wrk; return requests/s, latency percentiles (ms), errors, and wrk's own CPU use."""
+def wrk(url: str, headers: Mapping[str, str], connections: int, duration: float, threads: int = 2,
+        script: Path | None = None) -> dict[str, Any]:
+    """Run wrk (with a Lua `script`, e.g. one that sets the method); return requests/s, latency percentiles
+    (ms), errors, and wrk's own CPU use."""
     argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s", "--latency"]
+    if script is not None:
+        argv += ["-s", str(script)]
     for name, value in headers.items():
         argv += ["-H", f"{name}: {value}"]
     argv.append(url)

@@ -205,13 +205,14 @@ def machine() -> dict[str, Any]:
     }
 
 
-def versions() -> dict[str, Any]:
+def versions(go_registry: str | None) -> dict[str, Any]:
+    """Tool versions; `go_registry` is the comparison binary's `--version` line (see bench.servers)."""
     return {
         "secreg": _package_version("secreg"),
         "hypercorn": _package_version("hypercorn"),
         "starlette": _package_version("starlette"),
         "uvloop": _package_version("uvloop"),
-        "go_registry": _first_line(["docker-registry", "--version"]),
+        "go_registry": go_registry,
         "openssl": _first_line(["openssl", "version"]),
         "curl": _first_line(["curl", "--version"]),
         "wrk": _first_line(["wrk", "--version"]),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -23,12 +24,33 @@ from typing import Any
 import yaml
 
 from secreg.tls import CertificateFiles, generate_certificates
-from tests.e2e.harness import free_port, https_get, start_go_registry
+from tests.e2e.harness import GO_REGISTRY_BIN, free_port, https_get, start_go_registry
 from tests.server import stop_process_group
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 _TICKS = os.sysconf("SC_CLK_TCK")
 _PASSWORD = re.compile(r"shown only this once:\s+(\S+)")
+GO_REGISTRY_ENV = "GO_REGISTRY"  # `GO_REGISTRY=/path/to/registry make bench`: the distribution build to compare
+
+
+def go_registry_binary() -> str | None:
+    """The Go registry to compare against: $GO_REGISTRY, else Debian's docker-registry (2.8.2); None if absent."""
+    chosen = os.environ.get(GO_REGISTRY_ENV, "").strip()
+    if chosen:
+        return chosen if os.access(chosen, os.X_OK) else None
+    return shutil.which("docker-registry") or (GO_REGISTRY_BIN if os.access(GO_REGISTRY_BIN, os.X_OK) else None)
+
+
+def go_registry_version(binary: str | None) -> str | None:
+    """`registry --version`'s line, e.g. `docker-registry github.com/docker/distribution v2.8.2+ds1`."""
+    if binary is None:
+        return None
+    try:
+        done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    text = (done.stdout or done.stderr).strip()
+    return text.splitlines()[0].strip() if text else None
 
 
 @dataclass
@@ -68,15 +90,16 @@ def start_secreg(
     host: str = "127.0.0.1",
     auth: bool = False,
     http2: bool = False,
+    storage: Path | None = None,
     timeout: float = 60.0,
     extra: dict[str, Any] | None = None,
 ) -> Iterator[Server]:
-    """`python -m secreg serve` with fresh storage, the shared certificate and otherwise default settings
-    (plus `extra` top-level sections, e.g. `proxy`)."""
+    """`python -m secreg serve` with fresh storage (or `storage`), the shared certificate and otherwise default
+    settings (plus `extra`, deep-merged: e.g. a `proxy` section, or `http.workers`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port(host)
     config: dict[str, Any] = {
-        "storage": {"filesystem": {"rootdirectory": str(workdir / "data")}},
+        "storage": {"filesystem": {"rootdirectory": str(storage or workdir / "data")}},
         "http": {"tls": {
             "directory": str(certs.directory),
             "certificate": str(certs.server_cert),
@@ -136,7 +159,7 @@ def start_go(
 ) -> Iterator[Server]:
     port = free_port(host)
     with start_go_registry(workdir, port, certs.server_cert, certs.server_key, extra or {}, host=host,
-                           ca_cert=certs.ca_cert) as registry:
+                           ca_cert=certs.ca_cert, binary=go_registry_binary()) as registry:
         yield Server("go", host, port, registry.process.pid, certs.ca_cert, registry.log_path)
 
 

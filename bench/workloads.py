@@ -290,7 +290,9 @@ def _manifest(client: Client, base: bytes) -> bytes:
     }).encode()
 
 
-def put_test_manifest(servers: list[Server], base: bytes, token: str | None) -> None:
+def put_test_manifest(servers: list[Server], base: bytes, token: str | None) -> str:
+    """Push the test image's manifest as `latest` to every server; its digest (the same bytes everywhere)."""
+    digest = ""
     for server in servers:
         with Client(server, token) as client:
             manifest = _manifest(client, base)
@@ -298,6 +300,8 @@ def put_test_manifest(servers: list[Server], base: bytes, token: str | None) -> 
             r = client.request("GET", f"/v2/{REPO}/manifests/latest", headers={"Accept": ACCEPT})
             if r.status != 200 or r.body != manifest:
                 raise BenchError(f"{server.name}: manifest did not come back ({r.status})")
+            digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    return digest
 
 
 def small_requests(
