@@ -37,7 +37,7 @@ DEFAULT_OUTPUT = Path(__file__).resolve().parent / "results" / "latest.json"
 DOCKER_NAME = "registry.bench.test"  # resolves to the registries' address inside the private dockerd only
 
 AUTH_EXTRA = ["manifest_head", "manifest_get_digest", "manifest_head_digest", "token_basic"]
-H2_EXTRA = ["h2_small_requests", "h2_pull_vs_h1", "h2_push_vs_h1"]
+H2_EXTRA = ["h2_small_requests", "h2_pull_vs_h1", "h2_push_vs_h1", "h2_pull_vs_h1_curl", "h2_push_vs_h1_curl"]
 GROWTH = [
     "catalog_page", "catalog_page_growth", "tags_page", "tags_page_growth", "mount_no_from",
     "mount_no_from_growth", "manifest_get_store", "manifest_get_store_growth", "gc_store", "gc_store_growth",

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from secreg.tls import CertificateFiles, generate_certificates
-from tests.e2e.harness import GO_REGISTRY_BIN, free_port, https_get, start_go_registry
+from tests.e2e.harness import GO_REGISTRY_BIN, deep_merge, free_port, https_get, start_go_registry
 from tests.server import stop_process_group
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -91,6 +91,7 @@ def start_secreg(
     auth: bool = False,
     http2: bool = False,
     storage: Path | None = None,
+    extra: dict[str, Any] | None = None,
     timeout: float = 60.0,
     extra: dict[str, Any] | None = None,
 ) -> Iterator[Server]:
@@ -108,6 +109,7 @@ def start_secreg(
         "auth": {"enabled": auth, "directory": str(workdir / "auth")},
         **(extra or {}),
     }
+    config = deep_merge(config, extra or {})
     config_path = workdir / "config.yml"
     config_path.write_text(yaml.safe_dump(config))
     addr = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

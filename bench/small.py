@@ -9,12 +9,12 @@ the baseline and say so in `info["baseline"]`; the pairs still alternate which o
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import os
 import re
 import subprocess
 import sys
+import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
@@ -132,15 +132,30 @@ def token_basic(cfg: Settings, secreg: Server, token: Callable[[], str]) -> Work
         return w
     basic = base64.b64encode(f"admin:{secreg.admin_password}".encode()).decode()
     query = urllib.parse.urlencode({"service": "secreg", "scope": f"repository:{REPO}:pull"})
-    token_url = f"{secreg.url}/auth/token?{query}"
-    # Each uncached bcrypt check takes ~0.3 s here: a 1 s quick run may complete none.
-    cfg = dataclasses.replace(cfg, duration=max(cfg.duration, 3))
+    token_path = f"/auth/token?{query}"
     with measuring(w):
-        wrk(token_url, {"Authorization": f"Basic {basic}"}, cfg.connections, 1)
+        if cfg.quick:
+            # An uncached bcrypt check takes 0.3 s or more here: a 1 s wrk run may complete none. The smoke
+            # run times three requests in a row on one connection instead.
+            w.notes.append("--quick: 3 sequential requests on one connection per side instead of wrk")
+            self_pairs(w, secreg, cfg.reps,
+                       lambda: _sequential(secreg, token_path, {"Authorization": f"Basic {basic}"}, 3),
+                       lambda: _sequential(secreg, "/v2/", {"Authorization": f"Bearer {token()}"}, 3))
+            return w
+        wrk(f"{secreg.url}{token_path}", {"Authorization": f"Basic {basic}"}, cfg.connections, 1)
         self_pairs(w, secreg, cfg.reps,
-                   lambda: _wrk_sample(token_url, {"Authorization": f"Basic {basic}"}, cfg, None),
+                   lambda: _wrk_sample(f"{secreg.url}{token_path}", {"Authorization": f"Basic {basic}"}, cfg, None),
                    lambda: _wrk_sample(f"{secreg.url}/v2/", {"Authorization": f"Bearer {token()}"}, cfg, None))
     return w
+
+
+def _sequential(server: Server, path: str, headers: dict[str, str], count: int) -> Sample:
+    with Client(server) as client:
+        start = time.perf_counter()
+        for _ in range(count):
+            client.request("GET", path, headers=headers, expect=(200,))
+        seconds = time.perf_counter() - start
+    return Sample(count / seconds, seconds, {"requests": count, "load1": load1()})
 
 
 # --- HTTP/2 -------------------------------------------------------------------------------------------------
@@ -211,59 +226,88 @@ def h2_small_requests(cfg: Settings, servers: list[Server]) -> Workload:
     return w
 
 
+def _h2load_once(server: Server, path: str, http1: bool, data: Path | None = None) -> tuple[float, float]:
+    """One request with h2load (nghttp2's C client, the Go-style client here): its own seconds and CPU time.
+    With `data`, a POST carrying that file (the monolithic upload of the spec: POST ...?digest=)."""
+    argv = ["h2load", "-n1", "-c1", "-m1"]
+    if http1:
+        argv.append("--h1")
+    if data is not None:
+        argv += ["-d", str(data), "-H", "Content-Type: application/octet-stream"]
+    run = run_tool([*argv, f"{server.url}{path}"], timeout=300)
+    rate, requests = _H2LOAD_RATE.search(run.stdout), _H2LOAD_REQUESTS.search(run.stdout)
+    if run.returncode != 0 or not rate or not requests or requests.group(1) != "1" or requests.group(2) != "0":
+        raise BenchError(f"h2load failed ({run.returncode}): {run.stderr[-300:]} {run.stdout[-600:]}")
+    seconds = float(rate.group(1)) / (1000 if rate.group(2) == "ms" else 1)
+    return seconds, run.cpu
+
+
 def h2_blobs_vs_h1(cfg: Settings, secreg: Server, base: bytes, selected: set[str]) -> list[Workload]:
-    """(5e) blob pull and push over h2 against the same over HTTP/1.1, on one secreg offering both."""
+    """(5e) blob pull and push over h2 against the same over HTTP/1.1, on one secreg offering both, with h2load
+    (`h2_pull_vs_h1`, `h2_push_vs_h1`) and with curl (`..._curl`)."""
     out: list[Workload] = []
     files = cfg.workdir / "h2-own"
     files.mkdir(parents=True, exist_ok=True)
-    note = ("curl --http2 against curl --http1.1 on the same server (ALPN h2 and http/1.1 offered), -o /dev/null, "
-            "curl's time_total; pushes: POST over HTTP/1.1 (Python client, its time added), then curl -T PUT")
-    if "h2_pull_vs_h1" in selected:
-        w = Workload("h2_pull_vs_h1", f"(5e) blob pull {cfg.blob_size // MiB} MiB: h2 vs own HTTP/1.1", "MB/s",
-                     True, Target(">=", 0.9))
-        w.info["baseline"] = "secreg over HTTP/1.1 (curl --http1.1), same server"
-        w.notes.append(note)
-        with measuring(w):
-            blob = Blob(base, cfg.blob_size, "h2-own-pull")
+    counter = iter(range(100_000))
+    pulled = Blob(base, cfg.blob_size, "h2-own-pull")
+    with Client(secreg) as client:
+        client.push_monolithic(REPO, pulled)
+
+    def pull(tool: str, http2: bool) -> Sample:
+        path = f"/v2/{REPO}/blobs/{pulled.digest}"
+        if tool == "h2load":
+            seconds, cpu = _h2load_once(secreg, path, http1=not http2)
+        else:
+            run, fields = curl(secreg, [], path, http2=http2)
+            if fields["status"] != 200 or fields["downloaded"] != pulled.size or \
+                    fields["http_version"] != ("2" if http2 else "1.1"):
+                raise BenchError(f"pull gave {fields}")
+            seconds, cpu = fields["seconds"], run.cpu
+        return Sample(mb_per_s(pulled.size, seconds), seconds, {"client_cpu_seconds": round(cpu, 3), "load1": load1()})
+
+    def push(tool: str, http2: bool) -> Sample:
+        blob = Blob(base, cfg.blob_size, f"h2-own-push-{next(counter)}")
+        data = blob.write_to(files / "push")
+        os.sync()
+        if tool == "h2load":
+            seconds, cpu = _h2load_once(secreg, f"/v2/{REPO}/blobs/uploads/?digest={blob.digest}", not http2, data)
+        else:
             with Client(secreg) as client:
-                client.push_monolithic(REPO, blob)
+                location, post_seconds, _ = timed(lambda: client.start_upload(REPO))
+            separator = "&" if "?" in location else "?"
+            run, fields = curl(secreg, ["-X", "PUT", "-T", str(data), "-H", "Content-Type: application/octet-stream"],
+                               f"{location}{separator}digest={blob.digest}", http2=http2)
+            if fields["status"] != 201 or fields["http_version"] != ("2" if http2 else "1.1"):
+                raise BenchError(f"push gave {fields}")
+            seconds, cpu = post_seconds + fields["seconds"], run.cpu
+        with Client(secreg) as client:  # untimed: the blob is there
+            client.request("HEAD", f"/v2/{REPO}/blobs/{blob.digest}", expect=(200,))
+        return Sample(mb_per_s(blob.size, seconds), seconds, {"client_cpu_seconds": round(cpu, 3), "load1": load1()})
 
-            def pull(http2: bool) -> Sample:
-                tool, fields = curl(secreg, [], f"/v2/{REPO}/blobs/{blob.digest}", http2=http2)
-                if fields["status"] != 200 or fields["downloaded"] != blob.size or \
-                        fields["http_version"] != ("2" if http2 else "1.1"):
-                    raise BenchError(f"pull gave {fields}")
-                return Sample(mb_per_s(blob.size, fields["seconds"]), fields["seconds"],
-                              {"client_cpu_seconds": round(tool.cpu, 3), "load1": load1()})
-
-            pull(True)
-            pull(False)
-            self_pairs(w, secreg, cfg.reps * 3, lambda: pull(True), lambda: pull(False))
-        out.append(w)
-    if "h2_push_vs_h1" in selected:
-        w = Workload("h2_push_vs_h1", f"(5e) blob push {cfg.blob_size // MiB} MiB: h2 vs own HTTP/1.1", "MB/s",
+    notes = {
+        "h2load": "h2load -n1 -c1 (nghttp2's C client), one request on a new TLS connection, h2 against --h1 on "
+                  "the same server; push = POST ...?digest= with the blob as body (-d), checked by a HEAD after",
+        "curl": "curl --http2 against --http1.1 on the same server, -o /dev/null, time_total; push = POST over "
+                "HTTP/1.1 (Python client, its time added), then curl -T PUT ?digest=",
+    }
+    for name, tool, action in (("h2_pull_vs_h1", "h2load", "pull"), ("h2_push_vs_h1", "h2load", "push"),
+                               ("h2_pull_vs_h1_curl", "curl", "pull"), ("h2_push_vs_h1_curl", "curl", "push")):
+        if name not in selected:
+            continue
+        w = Workload(name, f"(5e) blob {action} {cfg.blob_size // MiB} MiB, {tool}: h2 vs own HTTP/1.1", "MB/s",
                      True, Target(">=", 0.9))
-        w.info["baseline"] = "secreg over HTTP/1.1 (curl --http1.1 -T), same server"
-        w.notes.append(note)
+        w.info["baseline"] = f"secreg over HTTP/1.1 ({tool}), same server"
+        w.notes.append(notes[tool])
+        if not have(tool):
+            w.status = f"skipped: {tool} not installed"
+            out.append(w)
+            continue
+        run = pull if action == "pull" else push
         with measuring(w):
-            counter = iter(range(10_000))
-
-            def push(http2: bool) -> Sample:
-                blob = Blob(base, cfg.blob_size, f"h2-own-push-{next(counter)}")
-                path = blob.write_to(files / "push")
-                os.sync()
-                with Client(secreg) as client:
-                    location, post_seconds, _ = timed(lambda: client.start_upload(REPO))
-                separator = "&" if "?" in location else "?"
-                tool, fields = curl(secreg, ["-X", "PUT", "-T", str(path), "-H",
-                                             "Content-Type: application/octet-stream"],
-                                    f"{location}{separator}digest={blob.digest}", http2=http2)
-                if fields["status"] != 201 or fields["http_version"] != ("2" if http2 else "1.1"):
-                    raise BenchError(f"push gave {fields}")
-                seconds = post_seconds + fields["seconds"]
-                return Sample(mb_per_s(blob.size, seconds), seconds,
-                              {"client_cpu_seconds": round(tool.cpu, 3), "load1": load1()})
-
-            self_pairs(w, secreg, cfg.reps, lambda: push(True), lambda: push(False))
+            if action == "pull":
+                run(tool, True)
+                run(tool, False)
+            self_pairs(w, secreg, cfg.reps * (3 if action == "pull" else 1),
+                       lambda r=run, t=tool: r(t, True), lambda r=run, t=tool: r(t, False))  # type: ignore[misc]
         out.append(w)
     return out

@@ -42,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "http": {
         "addr": "0.0.0.0:5000",
         "host": "",  # public base URL (https://registry.example.com:5000); derived from the request when empty
-        "workers": 1,
+        "workers": "auto",  # one worker process per CPU the server may run on
         "http2": False,
         "insecure": False,  # plain HTTP listener, only for use behind a TLS-terminating proxy
         # Seconds: request headers must be complete this long after their first byte; a request body may pause
@@ -344,6 +344,13 @@ def _int(tree: Mapping[str, Any], dotted: str, minimum: int = 0) -> int:
     return number
 
 
+def _workers(tree: Mapping[str, Any]) -> int:
+    """`http.workers`: a count, or `auto` for one per CPU this process may run on (its affinity mask)."""
+    if str(_get(tree, "http.workers")).strip().lower() == "auto":
+        return max(1, len(os.sched_getaffinity(0)))
+    return _int(tree, "http.workers", 1)
+
+
 def _str(tree: Mapping[str, Any], dotted: str) -> str:
     value = _get(tree, dotted)
     if value is None:
@@ -427,7 +434,7 @@ def validate(tree: Mapping[str, Any], base_dir: Path) -> Settings:
         host=host,
         port=port,
         public_url=public_url,
-        workers=_int(tree, "http.workers", 1),
+        workers=_workers(tree),
         http2=_bool(tree, "http.http2"),
         insecure=_bool(tree, "http.insecure"),
         header_timeout=_int(tree, "http.timeouts.header", 1),

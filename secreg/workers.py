@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 ENV = "_SECREG_SHARED_DIR"
+SOCKETS_ENV = "_SECREG_WORKER_SOCKETS"  # set in workers 1..N-1 (secreg.supervisor): the inherited sockets
 
 
 def prepare(workers: int) -> Path | None:
@@ -27,3 +28,9 @@ def prepare(workers: int) -> Path | None:
 def shared_directory() -> Path | None:
     value = os.environ.get(ENV)
     return Path(value) if value else None
+
+
+def spawned() -> bool:
+    """True in a worker `secreg serve` spawned (not in the serving process itself, worker 0). Events that
+    describe the server rather than a request (the policy file loaded) are logged by worker 0 alone."""
+    return bool(os.environ.get(SOCKETS_ENV))

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from secreg import workers
 from secreg.auth.scope import DELETE, PULL, PUSH, Access
 from secreg.auth.watched import WatchedFile
 from secreg.observability import audit
@@ -324,7 +325,8 @@ class PolicyStore:
         except PolicyError as exc:
             audit.event("policy.invalid", path=str(self.path), error=str(exc)[:500])
             raise
-        audit.event("policy.loaded", path=str(self.path), rules=len(policy.rules))
+        if not workers.spawned():  # one line per server, not one per worker
+            audit.event("policy.loaded", path=str(self.path), rules=len(policy.rules))
         return policy
 
     @property

@@ -29,7 +29,7 @@ def register(sub: Any) -> None:
     p.add_argument("--storage", help="storage directory (storage.filesystem.rootdirectory, default ./data)")
     p.add_argument("--certs", help="certificate directory (default ./certs)")
     p.add_argument("--auth-dir", help="directory of htpasswd, groups and policy.yaml (default ./auth)")
-    p.add_argument("--workers", type=int, help="worker processes (default 1)")
+    p.add_argument("--workers", type=int, help="worker processes (default: one per CPU)")
     p.add_argument("--role", choices=["all", "registry", "auth"], default="all",
                    help="all: registry + token server (default); registry or auth: one of them")
     p.add_argument("--delete-enabled", action="store_true", default=None, help="allow DELETE of blobs and manifests")
@@ -85,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger().setLevel(settings.log_level.upper())
 
     from hypercorn.config import Config
-    from hypercorn.run import run as hypercorn_run
+
+    from secreg import supervisor
 
     os.environ[SERVE_ENV] = encode_serve_args(config_file, overrides, args.role, base_dir)
     from secreg import workers
@@ -98,10 +99,9 @@ def run(args: argparse.Namespace) -> int:
     scheme = "http" if settings.insecure else "https"
     print(f"secreg: serving {scheme}://{settings.bind} (role {args.role}, storage {describe(settings)}, "
           f"{settings.workers} worker(s))", file=sys.stderr, flush=True)
-    # One worker runs in this process (workers=0 in Hypercorn's terms): no extra parent process.
-    config.workers = 0 if settings.workers == 1 else settings.workers
     try:
-        return hypercorn_run(config)
+        # This process is worker 0 and spawns the others: no parent that only supervises (secreg.supervisor).
+        return supervisor.serve(config, settings.workers)
     except OSError as exc:
         # Hypercorn binds before serving; its traceback would bury the one fact that matters.
         if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
@@ -116,6 +116,9 @@ def hypercorn_config(settings: Settings, config: Any) -> Any:
     config.loglevel = settings.log_level.upper()
     config.keep_alive_timeout = settings.idle_timeout
     config.ssl_handshake_timeout = settings.header_timeout
+    # Hypercorn closes a connection after 1,000 requests by default: an HTTP/2 client multiplexing small
+    # requests on one connection (h2load, containerd) then stops or reconnects; Go's registry has no limit.
+    config.keep_alive_max_requests = 1_000_000
     config.graceful_timeout = 10
     config.h11_max_incomplete_size = 64 * 1024
     if not settings.insecure:

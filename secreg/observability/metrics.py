@@ -156,6 +156,9 @@ class Metrics:
         if self.multiprocess:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            # process_* of the worker that answers (the families are per process by nature).
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
             return generate_latest(registry)
         return generate_latest(self.registry)
 

@@ -13,7 +13,7 @@ import anyio.to_thread
 
 from secreg.config import Settings
 from secreg.digest import Digest
-from secreg.registry.blobs import BlobStore, list_repositories
+from secreg.registry.blobs import BlobStore
 from secreg.registry.descriptions import Descriptions
 from secreg.registry.errors import Unsupported
 from secreg.registry.health import probe_storage
@@ -94,8 +94,9 @@ class LocalRegistry:
     # --- repositories ------------------------------------------------------------------------------
 
     async def catalog(self) -> list[str]:
-        # A walk of every repository directory: in a thread, so other requests keep moving meanwhile.
-        return await asyncio.to_thread(list_repositories, self.driver)
+        # Usually the in-memory list; a walk when another process announced a repository (in a thread, so
+        # other requests keep moving meanwhile).
+        return await asyncio.to_thread(self.blobs.repositories.names)
 
     async def description(self, name: str) -> str:
         return await asyncio.to_thread(self.descriptions.of, name)
@@ -117,7 +118,8 @@ class LocalRegistry:
         return LocalBlobReader(digest, info.size, self.driver.local_path(info.path), self.driver, info.path)
 
     async def repositories_with_blob(self, digest: Digest) -> list[str]:
-        return list(self.blobs.repositories_linking(digest))
+        # A stat per repository: in a thread.
+        return await asyncio.to_thread(lambda: list(self.blobs.repositories_linking(digest)))
 
     async def mount_blob(self, name: str, digest: Digest, source: str) -> bool:
         self.require_writable()
@@ -182,7 +184,7 @@ class LocalRegistry:
         await asyncio.to_thread(self.manifests.delete, name, reference)
 
     async def list_tags(self, name: str) -> list[str]:
-        return self.manifests.tags(name)
+        return self.manifests.tag_names(name)
 
     async def referrers(self, name: str, subject: Digest, artifact_type: str | None = None) -> list[dict[str, Any]]:
         return self.manifests.referrers(name, subject, artifact_type)

@@ -123,9 +123,11 @@ class ManifestStore:
         # Always (re)written, though the bytes may exist: a fresh mtime tells a concurrent garbage
         # collection that this manifest is being pushed now.
         self.driver.write_bytes(layout.blob_data(digest), content)
+        announce = self.blobs.repositories.appears(name, layout.manifests_dir(name))
         # Media type before the link: a reader who finds the link always finds its type.
         self.driver.write_bytes(layout.revision_media_type(name, digest), parsed.media_type.encode())
         self.driver.write_bytes(layout.revision_link(name, digest), layout.link_content(digest))
+        announce()
         if parsed.subject is not None:
             entry = referrer_descriptor(parsed, digest, len(content))
             self.driver.write_bytes(
@@ -133,8 +135,10 @@ class ManifestStore:
             )
         all_tags = ([reference] if isinstance(reference, str) else []) + tags
         for tag in all_tags:
+            announce = self.blobs.repositories.tag_changes(name, tag)
             self.driver.write_bytes(layout.tag_index_link(name, tag, digest), layout.link_content(digest))
             self.driver.write_bytes(layout.tag_current_link(name, tag), layout.link_content(digest))
+            announce()
         self._cache.put(digest, content)
         return PutResult(digest, parsed.subject.digest if parsed.subject else None)
 
@@ -156,7 +160,9 @@ class ManifestStore:
         if isinstance(reference, str):
             if not self.driver.exists(layout.tag_current_link(name, reference)):
                 raise ManifestUnknown(reference)
+            gone = self.blobs.repositories.tag_changes(name, reference, deleted=True)
             self.driver.delete(layout.tag_dir(name, reference))
+            gone()
             return
         if not self.exists(name, reference):
             raise ManifestUnknown(reference)
@@ -167,10 +173,12 @@ class ManifestStore:
             except (PathNotFound, RegistryError, ManifestInvalid):
                 continue
             if current == reference:
+                gone = self.blobs.repositories.tag_changes(name, tag, deleted=True)
                 try:
                     self.driver.delete(layout.tag_dir(name, tag))
                 except PathNotFound:
                     pass
+                gone()
         try:
             self.driver.delete(layout.revision_dir(name, reference))
         except PathNotFound:
@@ -192,14 +200,27 @@ class ManifestStore:
     def repository_exists(self, name: str) -> bool:
         return self.driver.exists(layout.repository(name))
 
-    def tags(self, name: str, missing_ok: bool = False) -> list[str]:
-        try:
-            names = self.driver.list(layout.tags_dir(name))
-        except PathNotFound:
-            if missing_ok or self.repository_exists(name):
+    def tag_names(self, name: str, missing_ok: bool = False) -> list[str]:
+        """The tag directories, sorted: what the tags list answers, as the reference registry does; kept in
+        memory between changes (`secreg.registry.catalog`), without a stat per tag. A tag directory exists
+        without its `current/link` only while that tag's first write is in flight (a tag deletion removes the
+        whole directory)."""
+        if not self.repository_exists(name):
+            if missing_ok:
                 return []
-            raise NameUnknown(name) from None
-        return sorted(t for t in names if self.driver.exists(layout.tag_current_link(name, t)))
+            raise NameUnknown(name)
+        return self.blobs.repositories.tags(name, lambda: self._list_tags(name)).names()
+
+    def _list_tags(self, name: str) -> list[str]:
+        try:
+            return sorted(self.driver.list(layout.tags_dir(name)))
+        except PathNotFound:
+            return []
+
+    def tags(self, name: str, missing_ok: bool = False) -> list[str]:
+        """Tags whose `current/link` exists (for callers that read it next)."""
+        return [t for t in self.tag_names(name, missing_ok)
+                if self.driver.exists(layout.tag_current_link(name, t))]
 
     def referrers(self, name: str, subject: Digest, artifact_type: str | None) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []

@@ -9,6 +9,9 @@
       _readyz/<pid>-<random>                                 secreg: the readiness probe's short-lived file
       _gcstatus/last.json                                    secreg: summary of the last collection (web UI)
       _proxy/<uuid>/data                                     secreg: a blob being fetched from an upstream
+      _catalog/generation                                    secreg: a token replaced when a repository appears
+      _catalog/tags/<name>/generation                        secreg: ... when a tag of <name> appears or goes
+      _catalog/blobs/<alg>/<hex>/<name with + for />         secreg: <name> linked this blob (mount hints)
       repositories/<name>/
         _layers/<alg>/<hex>/link                             "<alg>:<hex>": this repository may read the blob
         _manifests/revisions/<alg>/<hex>/link                a manifest of this repository
@@ -50,6 +53,24 @@ PROBE_DIR = f"{V2}/_readyz"
 REPOSITORY_MARKERS = frozenset({"_manifests", "_layers"})
 UPLOADS_MARKER = "_uploads"
 PROXY_DIR = f"{V2}/_proxy"
+CATALOG_GENERATION = f"{V2}/_catalog/generation"
+
+
+def tags_generation(name: str) -> str:
+    return f"{V2}/_catalog/tags/{name}/generation"
+
+
+def linkers_dir(digest: Digest) -> str:
+    """Where the repositories that linked `digest` leave a mark (one empty file each)."""
+    return f"{V2}/_catalog/blobs/{digest.algorithm}/{digest.hex}"
+
+
+def linker_mark(digest: Digest, name: str) -> str:
+    return f"{linkers_dir(digest)}/{name.replace('/', '+')}"  # `+` never occurs in a repository name
+
+
+def linker_name(mark: str) -> str:
+    return mark.replace("+", "/")
 
 
 def blob_dir(digest: Digest) -> str:
@@ -74,6 +95,10 @@ def layer_link_dir(name: str, digest: Digest) -> str:
 
 def layers_dir(name: str) -> str:
     return f"{REPOSITORIES}/{name}/_layers"
+
+
+def manifests_dir(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/_manifests"
 
 
 def revisions_dir(name: str) -> str:

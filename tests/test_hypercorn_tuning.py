@@ -1,0 +1,103 @@
+"""The Hypercorn tunings (secreg/hypercorn_tuning.py) through a real server over TLS: responses whose head and
+body go out in one write, HTTP/2 with wider windows, batched frames and merged DATA events, and connections
+that are not closed after 1,000 requests."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.harness import ci_mode
+from tests.oci import sha256
+from tests.server import run_secreg
+
+OPEN = {"auth": {"enabled": False}, "http": {"workers": 1}}
+
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        if ci_mode():
+            pytest.fail(f"{name} is not installed (CI is set: failing instead of skipping)", pytrace=False)
+        pytest.skip(f"{name} is not installed")
+    return path
+
+
+def test_every_tuning_finds_what_it_changes() -> None:
+    """Each tuning reaches into Hypercorn, h2 or hyperframe internals: this fails when an upgrade moves one."""
+    from secreg import hypercorn_tuning
+
+    assert hypercorn_tuning.apply()
+    assert hypercorn_tuning.apply()  # applying twice wraps nothing twice
+
+
+def test_http11_heads_bodies_and_keep_alive(tmp_path: Path) -> None:
+    data = os.urandom(300_000)
+    digest = sha256(data)
+    with run_secreg(tmp_path, OPEN) as server, server.client() as client:
+        r = client.post("/v2/t/a/blobs/uploads/", params={"digest": digest}, content=data)
+        assert r.status_code == 201
+        for _ in range(3):  # one connection throughout: every response was framed right
+            head = client.head(f"/v2/t/a/blobs/{digest}")
+            assert head.status_code == 200 and head.headers["content-length"] == str(len(data))
+            assert head.content == b""
+            assert client.get(f"/v2/t/a/blobs/{digest}").content == data
+            assert client.get("/v2/").json() == {}
+            assert client.get("/v2/t/a/blobs/sha256:" + "0" * 64).status_code == 404
+
+
+def test_expect_100_continue_still_answers_first(tmp_path: Path) -> None:
+    curl = _tool("curl")
+    payload = tmp_path / "blob"
+    payload.write_bytes(os.urandom(200_000))
+    with run_secreg(tmp_path, OPEN) as server:
+        done = subprocess.run(
+            [curl, "-sS", "--http1.1", "--cacert", str(server.ca), "-H", "Expect: 100-continue", "-X", "POST",
+             "--data-binary", f"@{payload}", "-H", "Content-Type: application/octet-stream", "-o", "/dev/null",
+             "-w", "%{http_code}", f"https://{server.host_port}/v2/t/c/blobs/uploads/?digest={sha256(payload.read_bytes())}"],
+            capture_output=True, text=True, timeout=60, check=False)
+    assert done.stdout == "201", done.stderr
+
+
+def test_http2_push_and_pull_come_back_intact(tmp_path: Path) -> None:
+    curl = _tool("curl")
+    data = os.urandom(5 * 1024 * 1024 + 123)  # many 16 KiB frames, more than one window of 64 KiB
+    digest = sha256(data)
+    payload = tmp_path / "blob"
+    payload.write_bytes(data)
+    with run_secreg(tmp_path, OPEN, args=["--http2"]) as server:
+        base = f"https://{server.host_port}"
+        common = [curl, "-sS", "--http2", "--cacert", str(server.ca), "-w", "%{http_code} %{http_version}"]
+        pushed = subprocess.run(
+            [*common, "-o", "/dev/null", "-X", "POST", "--data-binary", f"@{payload}",
+             "-H", "Content-Type: application/octet-stream", f"{base}/v2/t/h2/blobs/uploads/?digest={digest}"],
+            capture_output=True, text=True, timeout=120, check=False)
+        assert pushed.stdout == "201 2", pushed.stderr
+        pulled = subprocess.run([*common, "-o", str(tmp_path / "back"), f"{base}/v2/t/h2/blobs/{digest}"],
+                                capture_output=True, text=True, timeout=120, check=False)
+        assert pulled.stdout == "200 2", pulled.stderr
+        assert (tmp_path / "back").read_bytes() == data
+
+
+def test_one_http2_connection_serves_more_than_a_thousand_requests(tmp_path: Path) -> None:
+    h2load = _tool("h2load")
+    with run_secreg(tmp_path, OPEN, args=["--http2"]) as server:
+        done = subprocess.run([h2load, "-n1500", "-c1", "-m10", f"https://{server.host_port}/v2/"],
+                              capture_output=True, text=True, timeout=120, check=False)
+    assert "Application protocol: h2" in done.stdout, done.stdout
+    assert re.search(r"requests: 1500 total, 1500 started, 1500 done, 1500 succeeded", done.stdout), done.stdout
+
+
+def test_httpx_over_http2_reuses_one_connection(tmp_path: Path) -> None:
+    pytest.importorskip("h2")
+    with run_secreg(tmp_path, OPEN, args=["--http2"]) as server:
+        with httpx.Client(base_url=f"https://{server.host_port}", verify=server.ssl_context(), http2=True) as c:
+            for _ in range(5):
+                r = c.get("/v2/")
+                assert r.status_code == 200 and r.http_version == "HTTP/2"
