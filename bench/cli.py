@@ -376,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             "order": "pairs back to back; secreg first in even repetitions, Go first in odd ones",
             "ratio": "secreg/Go per pair, then median (and min, max) of those ratios",
             "secreg": "python -m secreg serve, default workers and settings, fresh storage, auth off except (4), (5)",
+            "secreg_workers": len(os.sched_getaffinity(0)),  # http.workers: auto
             "go": f"{go_binary} serve via tests/e2e/harness.start_go_registry (its default log settings)",
             "go_registry_binary": go_binary,
             "go_registry_version": go_version,
