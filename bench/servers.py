@@ -91,7 +91,6 @@ def start_secreg(
     auth: bool = False,
     http2: bool = False,
     storage: Path | None = None,
-    extra: dict[str, Any] | None = None,
     timeout: float = 60.0,
     extra: dict[str, Any] | None = None,
 ) -> Iterator[Server]:
@@ -107,7 +106,6 @@ def start_secreg(
             "key": str(certs.server_key),
         }},
         "auth": {"enabled": auth, "directory": str(workdir / "auth")},
-        **(extra or {}),
     }
     config = deep_merge(config, extra or {})
     config_path = workdir / "config.yml"
