@@ -42,7 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "http": {
         "addr": "0.0.0.0:5000",
         "host": "",  # public base URL (https://registry.example.com:5000); derived from the request when empty
-        "workers": "auto",  # one worker process per CPU the server may run on
+        "workers": 1,  # or auto: one worker process per CPU the server may run on
         "http2": False,
         "insecure": False,  # plain HTTP listener, only for use behind a TLS-terminating proxy
         # Seconds: request headers must be complete this long after their first byte; a request body may pause

@@ -35,9 +35,10 @@ def _wait(condition, timeout: float = 20) -> None:  # type: ignore[no-untyped-de
         time.sleep(0.05)
 
 
-def test_default_worker_count_is_the_cpu_count(tmp_path: Path) -> None:
-    assert load_settings(None, None, base_dir=tmp_path).workers == len(os.sched_getaffinity(0))
+def test_auto_worker_count_is_the_cpu_count(tmp_path: Path) -> None:
+    assert load_settings(None, {"http": {"workers": "auto"}}, base_dir=tmp_path).workers == len(os.sched_getaffinity(0))
     assert load_settings(None, {"http": {"workers": 3}}, base_dir=tmp_path).workers == 3
+    assert load_settings(None, None, base_dir=tmp_path).workers == 1
 
 
 def test_three_workers_one_parent_and_a_dead_worker_comes_back(tmp_path: Path) -> None:

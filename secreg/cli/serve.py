@@ -29,7 +29,7 @@ def register(sub: Any) -> None:
     p.add_argument("--storage", help="storage directory (storage.filesystem.rootdirectory, default ./data)")
     p.add_argument("--certs", help="certificate directory (default ./certs)")
     p.add_argument("--auth-dir", help="directory of htpasswd, groups and policy.yaml (default ./auth)")
-    p.add_argument("--workers", type=int, help="worker processes (default: one per CPU)")
+    p.add_argument("--workers", type=int, help="worker processes, or auto: one per CPU (default 1)")
     p.add_argument("--role", choices=["all", "registry", "auth"], default="all",
                    help="all: registry + token server (default); registry or auth: one of them")
     p.add_argument("--delete-enabled", action="store_true", default=None, help="allow DELETE of blobs and manifests")
