@@ -1,7 +1,7 @@
 """Serving with N worker processes where the serving process is worker 0.
 
 Hypercorn's own multi-worker mode keeps a parent that only supervises (43 MiB of RSS here with secreg's
-imports) next to N spawned workers (~51 MiB each). With the worker count defaulting to the CPU count, that
+imports) next to N spawned workers (~51 MiB each). With one worker per CPU (`http.workers: auto`), that
 parent alone would put a 2-core machine over the memory budget of a 1 GiB push. Here the process that ran
 `secreg serve` serves too and spawns N-1 Hypercorn workers on the same listening sockets:
 
@@ -12,27 +12,22 @@ parent alone would put a 2-core machine over the memory budget of a 1 GiB push. 
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from secreg.workers import SOCKETS_ENV
 
 log = logging.getLogger("secreg.serve")
-_PR_SET_PDEATHSIG = 1
 _RESPAWN_INTERVAL = 1.0
 
 
-def _worker_function(config: Any) -> Any:
+def worker_function(config: Any) -> Any:
     if config.worker_class == "uvloop":
         from hypercorn.asyncio.run import uvloop_worker
 
@@ -58,7 +53,7 @@ class _Workers:
     def _start(self) -> subprocess.Popen[bytes]:
         environment = dict(os.environ)
         environment[SOCKETS_ENV] = json.dumps({"secure": self._secure, "insecure": self._insecure})
-        return subprocess.Popen([sys.executable, "-m", "secreg.supervisor"], env=environment,
+        return subprocess.Popen([sys.executable, "-m", "secreg.cli.worker"], env=environment,
                                 pass_fds=[*self._secure, *self._insecure], stdin=subprocess.DEVNULL)
 
     def _watch(self) -> None:
@@ -94,38 +89,10 @@ def serve(config: Any, workers: int) -> int:
     sockets = config.create_sockets()
     spawned = _Workers(sockets, workers - 1) if workers > 1 else None
     try:
-        _worker_function(config)(config=config, sockets=sockets)
+        worker_function(config)(config=config, sockets=sockets)
     finally:
         if spawned is not None:
             spawned.stop(timeout=float(config.graceful_timeout) + 5.0)
         for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
             sock.close()
     return 0
-
-
-def _spawned_worker() -> None:
-    """A spawned worker: the settings `secreg serve` resolved, the sockets it opened."""
-    from hypercorn.config import Config, Sockets
-
-    from secreg.cli.serve import SERVE_ENV, hypercorn_config
-    from secreg.config import load_settings
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: the server's SIGTERM still reaches its process group
-        pass
-    spec = json.loads(os.environ.get(SERVE_ENV) or "{}")
-    settings = load_settings(spec.get("config"), spec.get("overrides"), base_dir=Path(spec.get("base_dir") or "."))
-    config = hypercorn_config(settings, Config())
-    config.application_path = "secreg.asgi:app"
-    descriptors = json.loads(os.environ[SOCKETS_ENV])
-    sockets = Sockets(
-        secure_sockets=[socket.socket(fileno=fd) for fd in descriptors["secure"]],
-        insecure_sockets=[socket.socket(fileno=fd) for fd in descriptors["insecure"]],
-        quic_sockets=[],
-    )
-    _worker_function(config)(config=config, sockets=sockets)
-
-
-if __name__ == "__main__":
-    _spawned_worker()
