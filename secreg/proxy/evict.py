@@ -17,8 +17,8 @@ import logging
 import time
 from dataclasses import dataclass
 
+from secreg.config.proxy import Upstream
 from secreg.digest import Digest
-from secreg.proxy.settings import Upstream
 from secreg.registry.blobs import list_repositories
 from secreg.storage import layout
 from secreg.storage.driver import PathNotFound, StorageDriver

@@ -31,12 +31,12 @@ import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
+from secreg.config.proxy import ProxySettings, Upstream
 from secreg.digest import Digest
 from secreg.proxy.evict import evict
 from secreg.proxy.fetch import BlobFetch, BlobFetcher, FetchFailed
 from secreg.proxy.metrics import ProxyMetrics
 from secreg.proxy.routing import ProxiedName, Router
-from secreg.proxy.settings import ProxySettings, Upstream
 from secreg.proxy.upstream import UpstreamClient, UpstreamError, UpstreamNotFound
 from secreg.registry.errors import (
     BlobUnknown,

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from secreg.config.proxy import ProxySettings, Upstream
 from secreg.errors import ErrorCode, RegistryError
 from secreg.names import MAX_NAME_LENGTH, NAME_PATTERN
-from secreg.proxy.settings import ProxySettings, Upstream
 
 DOCKER_HUB_OFFICIAL = "library/"
 

@@ -30,10 +30,10 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
+from secreg.config.proxy import Upstream
 from secreg.digest import Digest
 from secreg.errors import RegistryError
 from secreg.proxy.metrics import ProxyMetrics
-from secreg.proxy.settings import Upstream
 
 log = logging.getLogger("secreg.proxy")
 

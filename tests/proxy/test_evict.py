@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from secreg.config.proxy import Upstream
 from secreg.digest import Digest
 from secreg.proxy.evict import evict, plan_eviction
-from secreg.proxy.settings import Upstream
 from secreg.registry.blobs import BlobStore
 from secreg.registry.gc import collect_garbage
 from secreg.registry.manifests import ManifestStore

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from secreg.config import ConfigError, load_settings
+from secreg.config.proxy import parse_duration, parse_size
 from secreg.errors import RegistryError
 from secreg.proxy.routing import Router
-from secreg.proxy.settings import parse_duration, parse_size
 
 
 def settings(tmp_path: Path, proxy: object, environ: dict[str, str] | None = None):  # type: ignore[no-untyped-def]

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from secreg.config.proxy import Upstream as UpstreamSettings
 from secreg.digest import Digest
 from secreg.proxy.metrics import ProxyMetrics
-from secreg.proxy.settings import Upstream as UpstreamSettings
 from secreg.proxy.upstream import UpstreamClient, UpstreamError, UpstreamNotFound, parse_challenge
 from tests.oci import OCI_MANIFEST
 

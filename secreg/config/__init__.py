@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from secreg.proxy.settings import ProxySettings, parse_proxy
+from secreg.config.proxy import ProxySettings, parse_proxy
 
 ENV_PREFIX = "SECREG_"
 # Named like settings but read by compose.yaml and the Dockerfile, not by secreg (an exported .env must not
@@ -98,7 +98,7 @@ DEFAULTS: dict[str, Any] = {
         "enabled": True,  # the web UI under /ui/ on the same listener
         "session": {"lifetime": 1800},  # seconds a UI login lasts without activity
     },
-    # Pull-through cache (secreg.proxy.settings): upstreams, or registry:2's single remoteurl.
+    # Pull-through cache (secreg.config.proxy): upstreams, or registry:2's single remoteurl.
     "proxy": {"upstreams": [], "remoteurl": "", "username": "", "password": "", "ttl": ""},
 }
 
