@@ -150,8 +150,8 @@ def collect_garbage(
         first = run.scan()
         stored = run.scan_blobs()
         if progress is not None:
-            progress("scan", len(stored), len(stored), sum(size for size, _ in stored.values()))
-        plan = run.plan(first, stored)
+            progress("scan", len(stored), len(stored), sum(size for size, _, _ in stored.values()))
+        plan = run.plan(first, stored, exact=dry_run)
         if dry_run:
             removed, rescued = plan, 0
         else:

@@ -86,13 +86,13 @@ class Marker:
                 repo.tag_history.setdefault(found.digest, []).append(found.tag)
         return repos
 
-    def scan_blobs(self) -> dict[Digest, tuple[int, str]]:
-        """Every blob's size and data path."""
-        found: dict[Digest, tuple[int, str]] = {}
+    def scan_blobs(self) -> dict[Digest, tuple[int, str, float]]:
+        """Every blob's size, data path and mtime, as the listing gives them."""
+        found: dict[Digest, tuple[int, str, float]] = {}
         for info in self.driver.walk_files(layout.BLOBS):
             digest = layout.parse_blob_path(info.path)
             if digest is not None:
-                found[digest] = (info.size, info.path)
+                found[digest] = (info.size, info.path, info.mtime)
         return found
 
     def _read_link(self, path: str) -> Digest | None:
@@ -186,16 +186,21 @@ class Marker:
 
     # --- deciding -----------------------------------------------------------------------------------
 
-    def plan(self, repos: dict[str, Repository], blobs: dict[Digest, tuple[int, str]]) -> list[Item]:
+    def plan(self, repos: dict[str, Repository], blobs: dict[Digest, tuple[int, str, float]], *,
+             exact: bool = True) -> list[Item]:
+        """What to remove. Not `exact`, a blob is judged by the listing's mtime alone (no stat): the list may
+        hold blobs whose ctime is recent, which `recheck` (it stats every item) drops before any rename."""
         kept = {name: self.kept(repo) for name, repo in repos.items()}
         marked = self.marked(repos, kept)
         items: list[Item] = []
         for name, repo in sorted(repos.items()):
             for digest in sorted(set(repo.revisions) - kept[name]):
                 items.append(self._manifest_item(name, digest, repo))
-        candidates = [(digest, size, path) for digest, (size, path) in sorted(blobs.items()) if digest not in marked]
-        for (digest, size, path), changed in zip(candidates, stat_all(self.changed_at, [c[2] for c in candidates]),
-                                                 strict=True):
+        candidates = [(digest, size, path, mtime) for digest, (size, path, mtime) in sorted(blobs.items())
+                      if digest not in marked and mtime <= self.cutoff]
+        changes = (stat_all(self.changed_at, [c[2] for c in candidates]) if exact
+                   else [mtime for _, _, _, mtime in candidates])
+        for (digest, size, path, _), changed in zip(candidates, changes, strict=True):
             if changed <= self.cutoff:
                 items.append(Item("blob", "", digest, (layout.blob_dir(digest),), path, size))
         for name, repo in sorted(repos.items()):
@@ -240,13 +245,23 @@ class Marker:
                 for ref in self.references(digest)}
 
 
+_CHUNK_MIN = 16
+
+
+def chunks(things: list[Any]) -> list[list[Any]]:
+    """`things` cut into one run of consecutive items per thread task: a task per item cost more in futures
+    and thread hand-offs than its syscalls (ThreadPoolExecutor.map ignores `chunksize`)."""
+    size = max(_CHUNK_MIN, math.ceil(len(things) / (SWEEP_THREADS * 4)))
+    return [things[i:i + size] for i in range(0, len(things), size)]
+
+
 def stat_all(check: Callable[[Any], Any], things: list[Any]) -> list[Any]:
     """`check` (a few stats) of every one of `things`, overlapped in threads: a sweep of 30,000 blobs makes
     ~100,000 such calls, each mostly waiting on the filesystem."""
     if len(things) < 64:
         return [check(t) for t in things]
     with ThreadPoolExecutor(SWEEP_THREADS, thread_name_prefix="gc-stat") as pool:
-        return list(pool.map(check, things, chunksize=64))
+        return [r for chunk in pool.map(lambda c: [check(t) for t in c], chunks(things)) for r in chunk]
 
 
 def _any_digests(content: bytes) -> Iterable[Digest]:

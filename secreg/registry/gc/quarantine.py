@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from secreg.registry.gc.mark import SWEEP_THREADS, Item, Marker, Progress, Repository, stat_all
+from secreg.registry.gc.mark import SWEEP_THREADS, Item, Marker, Progress, Repository, chunks, stat_all
 from secreg.storage import layout
 from secreg.storage.driver import AppendWriter, PathNotFound, StorageDriver, StorageError
 
@@ -29,19 +29,19 @@ class Run(Marker):
     """A collection run: the marker's view plus the quarantine of `run_dir`."""
 
     def quarantine(self, items: list[Item]) -> list[Item]:
-        # Each item on its own: renames (and the driver's directory fsyncs) of many items overlap in threads.
+        # Each item on its own: renames of many items overlap in threads (a chunk of items per task).
         done = parallel(self._quarantine_one, items, self.progress, "quarantine")
         return [item for item, moved in zip(items, done, strict=True) if moved]
 
     def _quarantine_one(self, item: Item) -> bool:
-        if self.changed_at(item.marker) > self.cutoff:
-            return False  # written again just now (an upload of the same blob, a re-push)
+        # No look before the rename: `recheck` has just judged the item, and the look after it below is what
+        # catches a write in between (an upload of the same blob, a re-push).
         try:
             self._rename(item.paths[0], self.quarantined(item.paths[0]))
         except (StorageError, OSError):
             return False  # gone already (deleted through the API, say): nothing of ours to remove
         if self.changed_at(self.quarantined(item.marker)) > self.cutoff:
-            # Written between the look above and the rename: put it straight back, not after the settle.
+            # Written since recheck looked, before the rename: put it straight back, not after the settle.
             move_back(self.driver, self.quarantined(item.paths[0]), item.paths[0], item.marker)
             return False
         for path in item.paths[1:]:
@@ -98,14 +98,24 @@ class Run(Marker):
             if item in keep:
                 self._restore(item)
         removed = [item for item in items if item not in keep]
-        parallel(self._delete_quarantined, removed, self.progress, "delete")
+        # What is left in the run directory is removed; all of it goes, in one walk of the tree (on an object
+        # store: one listing and batched deletes, not several requests per item). On a local disk the blob
+        # directories go first, two syscalls each, in threads (with `discard` on ext4 a serial unlink of
+        # 30,000 files took 99 s here, threaded 1.4-6 s).
+        if self.driver.local_path(self.run_dir) is not None:
+            parallel(self._delete_quarantined, removed, self.progress, "delete")
+        elif self.progress is not None:
+            self.progress("delete", 0, len(removed), 0)
         try:
             self.driver.delete(self.run_dir)
         except PathNotFound:
             pass
+        if self.progress is not None and removed and self.driver.local_path(self.run_dir) is None:
+            self.progress("delete", len(removed), len(removed), sum(i.size for i in removed))
         return removed
 
     def _delete_quarantined(self, item: Item) -> bool:
+        """Remove a deleted item's quarantined blob directory (local disk); the rest goes with the run dir."""
         for path in item.paths:
             quarantined = self.quarantined(path)
             local = self.driver.local_path(quarantined)
@@ -118,11 +128,8 @@ class Run(Marker):
                     os.rmdir(local)
                     continue
                 except OSError:
-                    pass  # something else in there: the general way
-            try:
-                self.driver.delete(quarantined)
-            except PathNotFound:
-                pass
+                    pass  # something else in there: it goes with the run directory
+            break
         return True
 
     def _renewed(self, item: Item) -> bool:
@@ -144,11 +151,12 @@ def parallel(work: Callable[[Item], bool], items: list[Item], progress: Progress
     results: list[bool] = []
     total_bytes = sum(i.size for i in items)
     done_bytes = 0
+    parts = chunks(items)
     with ThreadPoolExecutor(SWEEP_THREADS, thread_name_prefix=f"gc-{phase}") as pool:
-        for item, result in zip(items, pool.map(work, items), strict=True):
-            results.append(result)
-            done_bytes += item.size
-            if progress is not None and (len(results) % 256 == 0 or len(results) == len(items)):
+        for part, done in zip(parts, pool.map(lambda c: [work(i) for i in c], parts), strict=True):
+            results.extend(done)
+            done_bytes += sum(i.size for i in part)
+            if progress is not None:
                 progress(phase, len(results), len(items), done_bytes if total_bytes else 0)
     return results
 
