@@ -14,7 +14,7 @@ from urllib.parse import urljoin
 import httpx
 import pytest
 
-from tests.conformance.runner import MT_OCI_IMAGE, REPO1, REPO2, DataSet, GenOpts, digest_of
+from tests.conformance.testdata import MT_OCI_IMAGE, REPO1, REPO2, DataSet, GenOpts, digest_of
 from tests.server import RunningServer, run_secreg
 
 _TYPE = re.compile(r"(?i).*(bearer|basic).*")

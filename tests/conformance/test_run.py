@@ -21,14 +21,6 @@ import httpx
 import pytest
 
 from tests.conformance.runner import (
-    CHUNK_MIN,
-    MT_OCI_IMAGE,
-    MT_OCI_LAYER_PRE,
-    REPO1,
-    REPO2,
-    DataSet,
-    GenOpts,
-    Unsupported,
     blob_delete,
     blob_get,
     blob_get_exists_full,
@@ -42,9 +34,6 @@ from tests.conformance.runner import (
     blob_post_put,
     blob_push_any,
     chunk_min_length,
-    detect_media_type,
-    digest_of,
-    generate_data_sets,
     manifest_delete,
     manifest_get,
     manifest_get_exists,
@@ -52,10 +41,23 @@ from tests.conformance.runner import (
     manifest_head_exists,
     manifest_put,
     ping,
-    rand_text,
     referrer_matches,
     referrers_list,
     tag_list,
+)
+from tests.conformance.testdata import (
+    CHUNK_MIN,
+    MT_OCI_IMAGE,
+    MT_OCI_LAYER_PRE,
+    REPO1,
+    REPO2,
+    DataSet,
+    GenOpts,
+    Unsupported,
+    detect_media_type,
+    digest_of,
+    generate_data_sets,
+    rand_text,
 )
 
 ALGORITHMS = ("sha256", "sha512")
