@@ -1,11 +1,15 @@
 """The one conformance suite for every storage driver (distribution's storage/driver/testsuites).
 
-A driver's test file subclasses `DriverSuite` and gives the `driver` fixture, a fresh empty driver per test:
+A driver's test file subclasses `DriverSuite` and gives the `driver` fixture, a fresh empty driver per test,
+either in the class or once at module level, where the file's other tests use it too:
+
+    @pytest.fixture
+    def driver(tmp_path: Path) -> StorageDriver:
+        return FilesystemDriver(tmp_path / "root")
+
 
     class TestFilesystemDriver(DriverSuite):
-        @pytest.fixture
-        def driver(self, tmp_path: Path) -> StorageDriver:
-            return FilesystemDriver(tmp_path / "root")
+        pass
 
 Everything the registry relies on is asserted here, through the `StorageDriver` protocol only: nothing about
 files, directories or objects, so an object-store driver passes the same tests.
@@ -21,11 +25,8 @@ from secreg.storage.driver import InvalidPath, PathNotFound, StorageDriver
 
 
 class DriverSuite:
-    """Subclass as `Test<Driver>` and define the `driver` fixture."""
-
-    @pytest.fixture
-    def driver(self) -> StorageDriver:
-        raise NotImplementedError("a driver's test file defines the driver fixture")
+    """Subclass as `Test<Driver>` and define the `driver` fixture (in the class or in its module): the tests
+    here take it as an argument and declare no default, which would hide a module-level one."""
 
     def test_write_read_replace(self, driver: StorageDriver) -> None:
         driver.write_bytes("a/b/c", b"one")

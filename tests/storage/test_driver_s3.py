@@ -42,9 +42,7 @@ def driver(moto: ObjectStore) -> S3Driver:
 
 
 class TestS3Driver(DriverSuite):
-    @pytest.fixture
-    def driver(self, moto: ObjectStore) -> S3Driver:
-        return make_driver(moto, f"b-{uuid.uuid4().hex[:12]}", rootdirectory="/some/root/")
+    """The suite on the module's `driver` fixture."""
 
 
 def test_keys_are_distributions(driver: S3Driver) -> None:

@@ -33,9 +33,7 @@ def driver(swift: ObjectStore) -> S3Driver:
 
 
 class TestS3DriverOnSwift(DriverSuite):
-    @pytest.fixture
-    def driver(self, swift: ObjectStore) -> S3Driver:
-        return make_driver(swift, f"b-{uuid.uuid4().hex[:12]}", rootdirectory="root")
+    """The suite on the module's `driver` fixture."""
 
 
 def test_multipart_append_continued_by_another_client(swift: ObjectStore, driver: S3Driver) -> None:
