@@ -35,6 +35,10 @@ def configure_server_logging(settings: Settings) -> None:
     if not root.handlers:
         logging.basicConfig(format=ROOT_FORMAT)
     root.setLevel(settings.log_level.upper())
+    # httpx logs every request's full URL at INFO: with the pull-through cache that is each upstream request,
+    # query included, and the storage URLs upstreams redirect blob downloads to carry signatures there.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
     access = logging.getLogger(accesslog.LOGGER)
     access_handler = accesslog.LineHandler(sys.stdout)
