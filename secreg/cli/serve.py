@@ -40,7 +40,32 @@ def register(sub: Any) -> None:
     p.add_argument("--insecure-http", action="store_true", default=None,
                    help="listen with plain HTTP (only behind a TLS-terminating proxy)")
     p.add_argument("--public-url", help="the URL clients use, e.g. https://registry.example.com:5000")
+    cache = p.add_argument_group("pull-through cache (proxy.*; README \"Mirror / pull-through cache\")")
+    cache.add_argument("--proxy-upstream", action="append", type=_upstream_flag, metavar="KEY=VALUE,...",
+                       help="an upstream to cache, e.g. name=hub,url=https://registry-1.docker.io,prefix=hub,"
+                            "ttl=10m,dockerhub=true (keys of proxy.upstreams[]; password only by passwordfile=); "
+                            "repeatable; replaces the configured list")
+    cache.add_argument("--proxy-remoteurl", metavar="URL", help="proxy.remoteurl: registry:2's single upstream")
+    cache.add_argument("--proxy-username", metavar="NAME", help="proxy.username (for --proxy-remoteurl)")
+    cache.add_argument("--proxy-passwordfile", metavar="FILE", help="proxy.passwordfile: its password (first line)")
+    cache.add_argument("--proxy-ca", metavar="FILE", help="proxy.ca: a CA file (PEM) to trust for it")
+    cache.add_argument("--proxy-ttl", metavar="DURATION", help="proxy.ttl: how long its content is kept (maxage)")
+    cache.add_argument("--proxy-eviction-interval", metavar="DURATION",
+                       help="proxy.eviction.interval: how often maxage/maxsize are applied (default 10m)")
     p.set_defaults(func=run)
+
+
+def _upstream_flag(text: str) -> dict[str, Any]:
+    from secreg.config.proxy import parse_upstream_flag
+
+    try:
+        return parse_upstream_flag(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _absolute(path: str | None) -> str | None:
+    return path and str(Path(path).resolve())
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -66,6 +91,18 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     put("http.http2", args.http2)
     put("http.insecure", args.insecure_http)
     put("http.host", args.public_url)
+    upstreams = [dict(entry) for entry in args.proxy_upstream or []]
+    for entry in upstreams:  # relative to where the command runs, like the other path flags
+        for key in ("ca", "passwordfile"):
+            if entry.get(key):
+                entry[key] = _absolute(entry[key])
+    put("proxy.upstreams", upstreams or None)
+    put("proxy.remoteurl", args.proxy_remoteurl)
+    put("proxy.username", args.proxy_username)
+    put("proxy.passwordfile", _absolute(args.proxy_passwordfile))
+    put("proxy.ca", _absolute(args.proxy_ca))
+    put("proxy.ttl", args.proxy_ttl)
+    put("proxy.eviction.interval", args.proxy_eviction_interval)
     return tree
 
 

@@ -99,7 +99,8 @@ DEFAULTS: dict[str, Any] = {
         "session": {"lifetime": 1800},  # seconds a UI login lasts without activity
     },
     # Pull-through cache (secreg.config.proxy): upstreams, or registry:2's single remoteurl.
-    "proxy": {"upstreams": [], "remoteurl": "", "username": "", "password": "", "ttl": ""},
+    "proxy": {"upstreams": [], "remoteurl": "", "username": "", "password": "", "passwordfile": "", "ca": "",
+              "ttl": "", "eviction": {"interval": 600}},
 }
 
 

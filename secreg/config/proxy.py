@@ -17,8 +17,10 @@
       # name outside the other prefixes is proxied, as registry:2 in proxy mode does):
       remoteurl: https://registry-1.docker.io
       username: ...
-      password: ...
+      password: ...                      # or passwordfile: (a secreg extension, as is ca:)
       ttl: 168h                          # registry:2's meaning: how long cached content is kept (maxage)
+      eviction:
+        interval: 10m                    # how often the server applies maxage/maxsize (default 600 s)
 
 Parsing raises `ValueError` with the key path in the message; `secreg.config` turns it into a ConfigError.
 Credentials are kept out of every `repr`.
@@ -39,7 +41,8 @@ DEFAULT_TTL = 300
 DOCKER_HUB_HOSTS = ("docker.io", "registry-1.docker.io", "index.docker.io")
 _UPSTREAM_KEYS = frozenset({"name", "url", "ca", "username", "password", "passwordfile", "prefix", "ttl",
                             "dockerhub", "hosts", "maxsize", "maxage"})
-PROXY_KEYS = frozenset({"upstreams", "remoteurl", "username", "password", "ttl"})
+PROXY_KEYS = frozenset({"upstreams", "remoteurl", "username", "password", "passwordfile", "ca", "ttl", "eviction"})
+DEFAULT_EVICT_INTERVAL = 600.0
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})$")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -72,6 +75,7 @@ class Upstream:
 @dataclass(frozen=True)
 class ProxySettings:
     upstreams: tuple[Upstream, ...] = ()
+    evict_interval: float = DEFAULT_EVICT_INTERVAL  # seconds between two maxage/maxsize passes in the server
 
     @property
     def enabled(self) -> bool:
@@ -157,6 +161,17 @@ def _password(entry: Mapping[str, Any], where: str, base_dir: Path) -> str:
     return lines[0].strip() if lines else ""
 
 
+def _ca(entry: Mapping[str, Any], where: str, base_dir: Path) -> Path | None:
+    ca_text = _text(entry, "ca", where)
+    if not ca_text:
+        return None
+    ca = Path(ca_text).expanduser()
+    ca = ca if ca.is_absolute() else base_dir / ca
+    if not ca.is_file():
+        raise ValueError(f"{where}.ca: no such file {ca}")
+    return ca
+
+
 def _upstream(entry: Any, where: str, base_dir: Path) -> Upstream:
     if not isinstance(entry, Mapping):
         raise ValueError(f"{where}: expected a mapping with name, url and prefix")
@@ -173,13 +188,7 @@ def _upstream(entry: Any, where: str, base_dir: Path) -> Upstream:
     if not prefix or not NAME_PATTERN.match(prefix):
         raise ValueError(f"{where}.prefix: expected a repository-name prefix such as hub or mirror/ghcr, "
                          f"got {prefix!r}")
-    ca_text = _text(entry, "ca", where)
-    ca = None
-    if ca_text:
-        ca = Path(ca_text).expanduser()
-        ca = ca if ca.is_absolute() else base_dir / ca
-        if not ca.is_file():
-            raise ValueError(f"{where}.ca: no such file {ca}")
+    ca = _ca(entry, where, base_dir)
     username = _text(entry, "username", where)
     password = _password(entry, where, base_dir)
     if bool(username) != bool(password):
@@ -228,20 +237,35 @@ def parse_proxy(section: Any, base_dir: Path) -> ProxySettings:
     if remote:
         # The reference registry's proxy mode: one upstream owning the whole namespace, Docker Hub's default.
         username = _text(section, "username", "proxy")
-        password = _text(section, "password", "proxy")
+        password = _password(section, "proxy", base_dir)
         if bool(username) != bool(password):
             raise ValueError("proxy: username and password go together")
         url = _url(remote, "proxy.remoteurl")
         ttl = section.get("ttl")
         upstreams.append(Upstream(
             name="default", url=url, prefix="", ttl=DEFAULT_TTL, username=username, password=password,
+            ca=_ca(section, "proxy", base_dir),
             dockerhub=not any(u.dockerhub for u in upstreams),
             hosts=tuple(dict.fromkeys([urlsplit(url).netloc.lower(),
                                        *(DOCKER_HUB_HOSTS if "docker.io" in url else ())])),
             maxage=parse_duration(ttl, "proxy.ttl") if ttl not in (None, "", 0) else None,
         ))
     _check_unique(upstreams)
-    return ProxySettings(tuple(upstreams))
+    return ProxySettings(tuple(upstreams), _evict_interval(section.get("eviction")))
+
+
+def _evict_interval(section: Any) -> float:
+    if section is None:
+        return DEFAULT_EVICT_INTERVAL
+    if not isinstance(section, Mapping) or set(section) - {"interval"}:
+        raise ValueError("proxy.eviction: expected a mapping with interval (seconds or a duration such as 10m)")
+    value = section.get("interval")
+    if value in (None, ""):
+        return DEFAULT_EVICT_INTERVAL
+    interval = parse_duration(value, "proxy.eviction.interval")
+    if interval < 1:
+        raise ValueError(f"proxy.eviction.interval: at least 1 second, got {value!r}")
+    return interval
 
 
 def _check_unique(upstreams: list[Upstream]) -> None:
@@ -265,3 +289,34 @@ def _check_unique(upstreams: list[Upstream]) -> None:
             if hosts.setdefault(host, upstream.name) != upstream.name:
                 raise ValueError(f"proxy.upstreams: host {host!r} is routed to both {hosts[host]!r} and "
                                  f"{upstream.name!r}")
+
+
+def parse_upstream_flag(text: str) -> dict[str, Any]:
+    """`--proxy-upstream name=hub,url=https://...,prefix=hub[,ttl=10m,...]` -> one `proxy.upstreams` entry.
+
+    Keys are those of a file's entry; `hosts=` may be repeated, `dockerhub=` takes true/false. A `password=`
+    is refused: the command line is readable by every local user (`ps`), so it takes `passwordfile=` (or the
+    password comes from the config file or the environment)."""
+    entry: dict[str, Any] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        key, value = key.strip().lower(), value.strip()
+        if not sep or not key:
+            raise ValueError(f"expected KEY=VALUE items separated by commas (name=hub,url=https://...,prefix=hub), "
+                             f"got {item!r}")
+        if key == "password":
+            raise ValueError("password= is not taken on the command line (any local user can read it with ps); "
+                             "use passwordfile=PATH, the config file or SECREG_PROXY_UPSTREAMS")
+        if key not in _UPSTREAM_KEYS:
+            raise ValueError(f"unknown key {key!r} (known: {', '.join(sorted(_UPSTREAM_KEYS - {'password'}))})")
+        if key == "hosts":
+            entry.setdefault("hosts", []).append(value)
+        elif key in entry:
+            raise ValueError(f"{key}= given twice")
+        elif key == "dockerhub":
+            if value.lower() not in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+                raise ValueError(f"dockerhub= takes true or false, got {value!r}")
+            entry[key] = value.lower() in ("true", "yes", "1", "on")
+        else:
+            entry[key] = value
+    return entry

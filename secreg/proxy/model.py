@@ -56,8 +56,7 @@ log = logging.getLogger("secreg.proxy")
 HIT, MISS, REVALIDATED, STALE = "hit", "miss", "revalidated", "stale"
 ACCEPT = sorted(MANIFEST_TYPES)
 _PULL_TOUCH_INTERVAL = 60.0  # seconds: a pulled image's "last pulled" mark is rewritten at most this often
-_STAGING_MAX_AGE = 3600.0
-EVICT_INTERVAL = 600.0  # a fetch's staging directory older than this is a crashed process's leftover
+_STAGING_MAX_AGE = 3600.0  # a fetch's staging directory older than this is a crashed process's leftover
 
 
 class FetchingBlobReader:
@@ -85,6 +84,7 @@ class ProxyRegistry(ForwardingModel):
         super().__init__(local)
         self.local = local
         self.router = Router(settings)
+        self.evict_interval = settings.evict_interval
         self.metrics = metrics
         self.clients = {u.name: UpstreamClient(u, metrics, local.settings.manifest_max_size)
                         for u in settings.upstreams}
@@ -105,11 +105,12 @@ class ProxyRegistry(ForwardingModel):
             await client.aclose()
 
     async def evict_forever(self) -> None:
-        """Keep every upstream with a `maxage` or `maxsize` within it, every EVICT_INTERVAL seconds."""
+        """Keep every upstream with a `maxage` or `maxsize` within it, every `proxy.eviction.interval` seconds
+        (the first pass 10-60 s after the start, or one interval when that is shorter)."""
         bounded = [u for u in self.router.upstreams if u.maxage is not None or u.maxsize is not None]
         if not bounded:
             return
-        await asyncio.sleep(random.uniform(10, 60))
+        await asyncio.sleep(min(self.evict_interval, random.uniform(10, 60)))
         while True:
             for upstream in bounded:
                 try:
@@ -119,7 +120,7 @@ class ProxyRegistry(ForwardingModel):
                     continue
                 for _ in evicted:
                     self.metrics.evicted_image(upstream.name)
-            await asyncio.sleep(EVICT_INTERVAL)
+            await asyncio.sleep(self.evict_interval)
 
     def _drop_stale_staging(self) -> None:
         driver = self.local.driver

@@ -104,3 +104,27 @@ def test_routing(tmp_path: Path) -> None:
     assert router.resolve("team/app", ns="unknown.example") is None
     with pytest.raises(RegistryError):
         router.resolve("hub")
+
+
+def test_eviction_interval_and_reference_shape_extensions(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("s3cret\n")
+    (tmp_path / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    s = settings(tmp_path, None, {"SECREG_PROXY_EVICTION_INTERVAL": "2m", "SECREG_PROXY_REMOTEURL": "https://r.example",
+                                  "SECREG_PROXY_USERNAME": "u", "SECREG_PROXY_PASSWORDFILE": "pw",
+                                  "SECREG_PROXY_CA": "ca.pem"})
+    (default,) = s.proxy.upstreams
+    assert s.proxy.evict_interval == 120 and default.password == "s3cret" and default.ca == tmp_path / "ca.pem"
+    assert settings(tmp_path, None).proxy.evict_interval == 600
+    with pytest.raises(ConfigError, match="at least 1 second"):
+        settings(tmp_path, {"eviction": {"interval": "500ms"}})
+
+
+def test_upstream_flag_syntax() -> None:
+    from secreg.config.proxy import parse_upstream_flag
+
+    assert parse_upstream_flag("name=hub,url=https://h.example,prefix=hub,dockerhub=true,hosts=a.io,hosts=b.io") == {
+        "name": "hub", "url": "https://h.example", "prefix": "hub", "dockerhub": True, "hosts": ["a.io", "b.io"]}
+    for bad, message in [("name", "KEY=VALUE"), ("name=a,name=b", "twice"), ("dockerhub=maybe", "true or false"),
+                         ("password=x", "passwordfile"), ("colour=red", "unknown key")]:
+        with pytest.raises(ValueError, match=message):
+            parse_upstream_flag(bad)
