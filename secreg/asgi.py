@@ -25,7 +25,7 @@ def app_from_environment() -> Any:
     configure_server_logging(settings)  # each worker process sets up its own handlers
     hypercorn_tuning.apply()
     connections.install(connections.Limits(settings.max_connections, settings.max_connections_per_client,
-                                           settings.header_timeout))
+                                           settings.header_timeout), settings.workers)
     return create_app(settings, role)
 
 

@@ -1,11 +1,17 @@
 """Bounds on connections, below HTTP: how many, from whom, how long a request's headers may take, and how much
-memory an idle TLS connection holds. Installed into Hypercorn's asyncio worker by `install(limits)` (from
-`secreg.asgi`, in every worker process; each worker counts its own connections).
+memory an idle TLS connection holds. Installed into Hypercorn's asyncio worker by `install(limits, workers)` (from
+`secreg.asgi`, in every worker process).
 
 - **Caps**: at most `total` connections, at most `per_client` from one client address. A new connection over a
   cap first sheds the oldest *idle* connection (between requests) of that client, or of anyone for the total
   cap; only when every counted connection is busy is the new one closed at once. One client holding a thousand
   idle sockets therefore cannot lock out the others, and a busy transfer is never cut for an idle one.
+- **Across workers**: the caps are the server's, not each process's. With several workers (`http.workers`), the
+  counts live in one shared table (`secreg.conntable`, what nginx's `limit_conn` zone is); a worker that must
+  shed asks the others for their oldest idle connection in the cap's scope (a datagram each way over Unix
+  sockets in the workers' private directory) and the oldest of all is closed, wherever it is. Admission takes
+  a file lock for microseconds, once per connection; nothing is shared per request. Each worker also keeps its
+  own descriptor budget (the open-file limit is per process).
 - **Header timeout**: once the first byte of a request arrives on an HTTP/1.1 connection, its headers must be
   complete within `header_timeout` seconds (Go's ReadHeaderTimeout); a trickler is closed. Idle keep-alive
   connections are closed by Hypercorn's `keep_alive_timeout`. Request bodies are bounded by
@@ -21,17 +27,23 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.sslproto as sslproto
+import json
 import logging
 import resource
+import socket
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from ssl import SSLError
 from typing import Any
 
 import hypercorn.asyncio.run as hypercorn_run
 import hypercorn.asyncio.tcp_server as tcp_server
 from hypercorn.events import Closed, Event, RawData, Updated
+
+from secreg import workers as worker_processes
+from secreg.conntable import SharedCounts, TableFull, capacity_for
 
 log = logging.getLogger("secreg.connections")
 FD_RESERVE = 64  # descriptors kept for files, the listening socket and logs when capping by RLIMIT_NOFILE
@@ -45,24 +57,90 @@ class Limits:
 
 
 class _Tracker:
-    """The live connections of this process, in arrival order."""
+    """The live connections of this process, in arrival order, and (with several workers) the server's counts."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, local_total: int | None = None, shared: SharedCounts | None = None,
+                 peers: _Peers | None = None) -> None:
         self.limits = limits
+        self.local_total = limits.total if local_total is None else local_total
+        self.shared = shared
+        self.peers = peers
         self.live: dict[LimitedTCPServer, None] = {}
         self.by_client: dict[str, dict[LimitedTCPServer, None]] = {}
         self.refused = 0
         self._last_report = 0.0
 
-    def admit(self, conn: LimitedTCPServer) -> bool:
+    async def admit(self, conn: LimitedTCPServer) -> bool:
+        if self.shared is None:
+            return self._admit_here(conn)
+        shared = self.shared
+        key = conn.client_key = shared.key(conn.client_address)
+        try:
+            with shared.locked():
+                client, totals = shared.client(key), shared.totals()
+                over_client = sum(client) >= self.limits.per_client
+                over_total = sum(totals) >= self.limits.total
+                over_local = len(self.live) >= self.local_total
+                if not (over_client or over_total or over_local):
+                    shared.add(key)
+                    self._count(conn)
+                    return True
+            if over_client:
+                why = f"{sum(client)} connections from this client (http.limits.perclient)"
+                shed = await self._shed(key, [w for w, n in enumerate(client) if n])
+            elif over_total:
+                why = f"{sum(totals)} connections in all (http.limits.connections)"
+                shed = await self._shed(None, [w for w, n in enumerate(totals) if n])
+            else:
+                why = f"{len(self.live)} connections in this worker (its open-file limit)"
+                shed = await self._shed(None, [shared.index])
+            if not shed:
+                return self._refuse(conn, why)
+            with shared.locked():  # one idle connection is closing: this one takes its place
+                shared.add(key)
+        except TableFull:
+            return self._refuse(conn, "the connection table is full")
+        self._count(conn)
+        return True
+
+    def _admit_here(self, conn: LimitedTCPServer) -> bool:
         peers = self.by_client.setdefault(conn.client_address, {})
         if len(peers) >= self.limits.per_client and not _shed_oldest_idle(peers):
             return self._refuse(conn, f"{len(peers)} connections from this client (http.limits.perclient)")
         if len(self.live) >= self.limits.total and not _shed_oldest_idle(self.live):
             return self._refuse(conn, f"{len(self.live)} connections in all (http.limits.connections)")
-        peers[conn] = None
-        self.live[conn] = None
+        self._count(conn)
         return True
+
+    def _count(self, conn: LimitedTCPServer) -> None:
+        self.by_client.setdefault(conn.client_address, {})[conn] = None
+        self.live[conn] = None
+        conn.counted = True
+
+    def oldest_idle(self, key: bytes | None) -> LimitedTCPServer | None:
+        """This worker's oldest idle connection of the client `key` (None: of anyone)."""
+        idle = [c for c in self.live if c.idle and not c.shed and (key is None or c.client_key == key)]
+        return min(idle, key=lambda c: c.idle_since) if idle else None
+
+    async def _shed(self, key: bytes | None, holders: list[int]) -> bool:
+        """Close the oldest idle connection in scope among the workers `holders`, wherever it is."""
+        assert self.shared is not None
+        here = self.shared.index
+        others = [w for w in holders if w != here and self.peers is not None]
+        answers = await asyncio.gather(*(self.peers.ask(w, "oldest", key) for w in others)) if self.peers else []
+        offers = [(since, w) for w, since in zip(others, answers, strict=True) if isinstance(since, float)]
+        local = self.oldest_idle(key) if here in holders or key is None else None
+        if local is not None:
+            offers.append((local.idle_since, here))
+        for _, worker in sorted(offers):
+            if worker == here:
+                victim = self.oldest_idle(key)  # still idle after the wait?
+                if victim is not None:
+                    victim.shed_now()
+                    return True
+            elif self.peers is not None and await self.peers.ask(worker, "shed", key) is True:
+                return True
+        return False
 
     def remove(self, conn: LimitedTCPServer) -> None:
         self.live.pop(conn, None)
@@ -71,6 +149,10 @@ class _Tracker:
             peers.pop(conn, None)
             if not peers:
                 del self.by_client[conn.client_address]
+        if conn.counted and self.shared is not None:
+            with self.shared.locked():
+                self.shared.remove(conn.client_key)
+        conn.counted = False
 
     def _refuse(self, conn: LimitedTCPServer, why: str) -> bool:
         self.refused += 1
@@ -80,6 +162,82 @@ class _Tracker:
             log.warning("refusing connections from %s: %s, all busy (%d refused so far)", conn.client_address,
                         why, self.refused)
         return False
+
+
+class _Peers:
+    """The other workers, reached by datagrams on Unix sockets in the workers' private directory: "what is your
+    oldest idle connection in this scope" (answered with its idle-since time, a monotonic clock every process
+    shares) and "shed it" (answered with whether one was shed)."""
+
+    TIMEOUT = 5.0  # a worker busy for longer does not get asked again: it is skipped
+
+    def __init__(self, directory: Path, index: int) -> None:
+        self.directory = directory
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        path = self._path(index)
+        path.unlink(missing_ok=True)  # a crashed predecessor in this seat
+        self.sock.bind(str(path))
+        self.sock.setblocking(False)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._next = 0
+
+    def _path(self, index: int) -> Path:
+        return self.directory / f"conn-{index}.sock"
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Answer the others from this event loop (on the first connection: the loop runs by then)."""
+        if self._loop is not loop:
+            loop.add_reader(self.sock.fileno(), self._readable)
+            self._loop = loop
+
+    async def ask(self, worker: int, op: str, key: bytes | None) -> Any:
+        """The answer of `worker` to `op` for scope `key`; None when it does not answer in time."""
+        loop = asyncio.get_running_loop()
+        self.attach(loop)
+        self._next += 1
+        ident = self._next
+        future: asyncio.Future[Any] = loop.create_future()
+        self._waiting[ident] = future
+        message = {"op": op, "key": key.hex() if key is not None else None, "id": ident}
+        try:
+            self.sock.sendto(json.dumps(message).encode(), str(self._path(worker)))
+            return await asyncio.wait_for(future, self.TIMEOUT)
+        except (OSError, TimeoutError):  # not started yet, restarting, or busy
+            return None
+        finally:
+            self._waiting.pop(ident, None)
+
+    def _readable(self) -> None:
+        while True:
+            try:
+                data, sender = self.sock.recvfrom(4096)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            try:
+                message = json.loads(data)
+            except ValueError:
+                continue
+            if "reply" in message:
+                future = self._waiting.get(message["reply"])
+                if future is not None and not future.done():
+                    future.set_result(message.get("value"))
+                continue
+            tracker = _tracker
+            key = bytes.fromhex(message["key"]) if message.get("key") else None
+            victim = tracker.oldest_idle(key) if tracker is not None else None
+            value: Any = None
+            if message.get("op") == "oldest":
+                value = victim.idle_since if victim is not None else None
+            elif message.get("op") == "shed" and victim is not None:
+                victim.shed_now()
+                value = True
+            try:
+                self.sock.sendto(json.dumps({"reply": message.get("id"), "value": value}).encode(), sender)
+            except OSError:
+                pass
 
 
 def _shed_oldest_idle(connections: dict[LimitedTCPServer, None]) -> bool:
@@ -98,6 +256,8 @@ class LimitedTCPServer(tcp_server.TCPServer):
     """Hypercorn's connection, counted by `_Tracker` and with a header timeout."""
 
     client_address: str = "?"
+    client_key: bytes = b""
+    counted: bool = False
     idle: bool = True
     idle_since: float = 0.0
     shed: bool = False
@@ -108,7 +268,9 @@ class LimitedTCPServer(tcp_server.TCPServer):
         peer = self.writer.get_extra_info("peername")
         self.client_address = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
         self.idle_since = time.monotonic()
-        if tracker is not None and not tracker.admit(self):
+        if tracker is not None and tracker.peers is not None:
+            tracker.peers.attach(self.loop)
+        if tracker is not None and not await tracker.admit(self):
             self.writer.transport.abort()
             return
         try:
@@ -196,16 +358,27 @@ def share_tls_read_buffer() -> None:
     protocol._secreg_shared_buffer = True
 
 
-def install(limits: Limits) -> Limits:
-    """Count connections in this worker under `limits` (the total capped by the descriptor limit)."""
+SHARED_FILE = "connections.table"
+
+
+def install(limits: Limits, workers: int = 1) -> Limits:
+    """Count connections under `limits`: in this process alone with one worker, else in the table the `workers`
+    processes of this server share (each one's own total also capped by its descriptor limit)."""
     global _tracker
     descriptors = raise_descriptor_limit()
-    total = max(1, min(limits.total, descriptors - FD_RESERVE))
-    if total < limits.total:
-        log.warning("http.limits.connections lowered from %d to %d: the open-file limit is %d", limits.total,
-                    total, descriptors)
-    limits = Limits(total, min(limits.per_client, total), limits.header_timeout)
-    _tracker = _Tracker(limits)
+    local_total = max(1, min(limits.total, descriptors - FD_RESERVE))
+    directory = worker_processes.shared_directory()
+    if workers <= 1 or directory is None:
+        if local_total < limits.total:
+            log.warning("http.limits.connections lowered from %d to %d: the open-file limit is %d", limits.total,
+                        local_total, descriptors)
+        limits = Limits(local_total, min(limits.per_client, local_total), limits.header_timeout)
+        _tracker = _Tracker(limits)
+    else:
+        index = worker_processes.index()
+        shared = SharedCounts(directory / SHARED_FILE, workers, capacity_for(limits.total), index)
+        limits = Limits(limits.total, min(limits.per_client, limits.total), limits.header_timeout)
+        _tracker = _Tracker(limits, local_total, shared, _Peers(directory, index))
     hypercorn_run.TCPServer = LimitedTCPServer  # type: ignore[attr-defined]
     share_tls_read_buffer()
     return limits

@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from secreg.workers import SOCKETS_ENV
+from secreg.workers import INDEX_ENV, SOCKETS_ENV
 
 log = logging.getLogger("secreg.serve")
 _RESPAWN_INTERVAL = 1.0
@@ -46,12 +46,13 @@ class _Workers:
         self._insecure = [sock.fileno() for sock in sockets.insecure_sockets]
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self.processes: list[subprocess.Popen[bytes]] = [self._start() for _ in range(count)]
+        self.processes: list[subprocess.Popen[bytes]] = [self._start(seat) for seat in range(1, count + 1)]
         self._thread = threading.Thread(target=self._watch, name="secreg-workers", daemon=True)
         self._thread.start()
 
-    def _start(self) -> subprocess.Popen[bytes]:
+    def _start(self, seat: int) -> subprocess.Popen[bytes]:
         environment = dict(os.environ)
+        environment[INDEX_ENV] = str(seat)
         environment[SOCKETS_ENV] = json.dumps({"secure": self._secure, "insecure": self._insecure})
         return subprocess.Popen([sys.executable, "-m", "secreg.cli.worker"], env=environment,
                                 pass_fds=[*self._secure, *self._insecure], stdin=subprocess.DEVNULL)
@@ -66,7 +67,7 @@ class _Workers:
                                 process.returncode)
                     if self._stopping.wait(_RESPAWN_INTERVAL):
                         return
-                    self.processes[index] = self._start()
+                    self.processes[index] = self._start(index + 1)
 
     def stop(self, timeout: float) -> None:
         self._stopping.set()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 ENV = "_SECREG_SHARED_DIR"
 SOCKETS_ENV = "_SECREG_WORKER_SOCKETS"  # set in workers 1..N-1 (secreg.supervisor): the inherited sockets
+INDEX_ENV = "_SECREG_WORKER_INDEX"  # set in workers 1..N-1: the seat a worker takes (a restarted one keeps it)
 
 
 def prepare(workers: int) -> Path | None:
@@ -34,3 +35,8 @@ def spawned() -> bool:
     """True in a worker `secreg serve` spawned (not in the serving process itself, worker 0). Events that
     describe the server rather than a request (the policy file loaded) are logged by worker 0 alone."""
     return bool(os.environ.get(SOCKETS_ENV))
+
+
+def index() -> int:
+    """This process's worker number: 0 for the serving process, 1..N-1 for the ones it spawned."""
+    return int(os.environ.get(INDEX_ENV) or 0) if spawned() else 0

@@ -48,7 +48,8 @@ DEFAULTS: dict[str, Any] = {
         # Seconds: request headers must be complete this long after their first byte; a request body may pause
         # this long between two pieces; an idle keep-alive connection is closed after this long.
         "timeouts": {"header": 20, "body": 60, "idle": 75},
-        # Connections per worker process, in total and from one client address (oldest idle ones shed first).
+        # Connections to the server (all workers together), in total and from one client address (oldest idle
+        # ones shed first).
         "limits": {"connections": 4096, "perclient": 256},
         "tls": {
             "certificate": "",  # default: <certs>/server.crt
