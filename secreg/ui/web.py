@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from secreg.auth.users import UserStore
 from secreg.auth.viewer import Viewer, ViewerFactory
 from secreg.observability import USER_KEY
+from secreg.requestbody import drain_unread
 from secreg.ui import logic
 from secreg.ui.session import COOKIE, SECURE_COOKIE, Logouts, Session, SessionSigner
 
@@ -50,6 +51,9 @@ def templates() -> Environment:
     env.filters["time"] = logic.format_time
     env.filters["short"] = lambda digest: str(digest).split(":", 1)[-1][:12]
     return env
+
+
+_REFUSED_FORM_LIMIT = 256 * 1024  # what Go's server reads of a body it does not want
 
 
 class UIMiddleware:
@@ -100,8 +104,11 @@ class UIMiddleware:
             await send(message)
 
         if scope["method"] not in ("GET", "HEAD") and not _same_origin(scope):
+            # The unread form is dropped first (or the answer says Connection: close): Hypercorn silently closes
+            # an HTTP/1.1 connection with an unread body, and a client reusing it would find it gone.
+            drained = await drain_unread(scope, receive, limit=_REFUSED_FORM_LIMIT)
             response = HTMLResponse("<!doctype html><title>Forbidden</title><p>Cross-site request refused.",
-                                    status_code=403)
+                                    status_code=403, headers=None if drained else {"Connection": "close"})
             await response(scope, receive, send_with_headers)
             return
         await self.app(scope, receive, send_with_headers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -426,3 +427,26 @@ def test_cosign_style_signature_tags_are_listed_under_their_image(admin: httpx.C
     html = admin.get("/ui/repo/public/hello/-/manifest/1.0").text
     signatures = html.split("<h3>Signatures</h3>", 1)[1].split("</table>", 1)[0]
     assert signature in signatures and f"tag {tag}" in signatures
+
+
+def test_a_cross_site_post_is_refused_and_its_connection_stays_usable(ui_server: RunningServer) -> None:
+    """The Origin check answers before any handler reads the form: the form is dropped first, so the client's
+    next request on the same connection is answered (Hypercorn closes a connection with an unread body)."""
+    import socket
+
+    form = b"csrf=x&name=" + b"a" * 20000
+    with socket.create_connection(("127.0.0.1", ui_server.port), timeout=30) as raw, \
+            ui_server.ssl_context().wrap_socket(raw, server_hostname="127.0.0.1") as sock:
+        sock.sendall(b"POST /ui/admin/users HTTP/1.1\r\nHost: x\r\nOrigin: https://evil.example\r\n"
+                     b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n" % len(form))
+        time.sleep(0.3)  # the form after the headers, as a browser or httpx may send it (a server that answers
+        sock.sendall(form)  # before reading it would have closed the connection by now)
+        first = b""
+        while b"Cross-site request refused." not in first:
+            chunk = sock.recv(65536)
+            assert chunk, first
+            first += chunk
+        assert first.startswith(b"HTTP/1.1 403 ") and b"connection: close" not in first.lower()
+        sock.sendall(b"GET /ui/login HTTP/1.1\r\nHost: x\r\n\r\n")
+        second = sock.recv(65536)
+        assert second.startswith(b"HTTP/1.1 200 "), second[:200]
