@@ -69,6 +69,9 @@ DEFAULTS: dict[str, Any] = {
         },
         "redirect": {"enabled": False, "expiry": 60},  # blob GET: 307 to a presigned object-store URL (S3 only)
         "delete": {"enabled": False},
+        # Seconds a tag's digest is kept in memory for writers outside this server (other replicas, tools on the
+        # same tree); this server's own tag writes are seen by all its workers at once. 0: read every time.
+        "cache": {"tagmaxage": 1},
         "maintenance": {
             "readonly": {"enabled": False},
             "uploadpurging": {"enabled": True, "age": 604800, "interval": 86400},
@@ -218,6 +221,7 @@ class Settings:
     ui: UISettings = field(default_factory=lambda: UISettings(True, 1800))
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
     proxy: ProxySettings = field(default_factory=ProxySettings)
+    tag_cache_max_age: int = 1
 
     @property
     def bind(self) -> str:
@@ -497,6 +501,7 @@ def validate(tree: Mapping[str, Any], base_dir: Path) -> Settings:
         ),
         raw=copy.deepcopy(dict(tree)),
         proxy=_proxy(tree, base_dir),
+        tag_cache_max_age=_int(tree, "storage.cache.tagmaxage", 0),
     )
 
 

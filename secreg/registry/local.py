@@ -11,6 +11,7 @@ from typing import Any
 
 import anyio.to_thread
 
+from secreg import workers
 from secreg.config import Settings
 from secreg.digest import Digest
 from secreg.registry.blobs import BlobStore
@@ -19,6 +20,7 @@ from secreg.registry.errors import Unsupported
 from secreg.registry.health import probe_storage
 from secreg.registry.manifests import ManifestStore
 from secreg.registry.model import BlobInfo, ChunkRange, Manifest, PutResult, UploadState
+from secreg.registry.tagcache import TagCache, counters_for
 from secreg.registry.uploads import UploadStore
 from secreg.storage.driver import StorageDriver
 from secreg.storage.factory import driver_from_settings
@@ -79,7 +81,8 @@ class LocalRegistry:
     @classmethod
     def over(cls, settings: Settings, driver: StorageDriver) -> LocalRegistry:
         blobs = BlobStore(driver)
-        return cls(settings, driver, blobs, UploadStore(driver, blobs), ManifestStore(driver, blobs))
+        tags = TagCache(counters_for(workers.shared_directory()), settings.tag_cache_max_age)
+        return cls(settings, driver, blobs, UploadStore(driver, blobs), ManifestStore(driver, blobs, tags))
 
     def require_delete(self) -> None:
         if not self.settings.delete_enabled:

@@ -18,6 +18,7 @@ from secreg.registry.manifest_format import (
     referrer_descriptor,
 )
 from secreg.registry.model import PutResult
+from secreg.registry.tagcache import Counters, Resolved, TagCache
 from secreg.storage import layout
 from secreg.storage.driver import PathNotFound, StorageDriver
 
@@ -61,10 +62,11 @@ class _ContentCache:
 
 
 class ManifestStore:
-    def __init__(self, driver: StorageDriver, blobs: BlobStore) -> None:
+    def __init__(self, driver: StorageDriver, blobs: BlobStore, tags: TagCache | None = None) -> None:
         self.driver = driver
         self.blobs = blobs
         self._cache = _ContentCache(_CACHE_BYTES)
+        self._tags = tags if tags is not None else TagCache(Counters(), max_age=0)
 
     # --- reading -----------------------------------------------------------------------------------
 
@@ -79,6 +81,12 @@ class ManifestStore:
             raise ManifestUnknown(reference) from None
 
     def get(self, name: str, reference: str | Digest) -> StoredManifest:
+        stamp = 0
+        if isinstance(reference, str):  # by tag: from memory while no worker of this server changed the tag
+            hit = self._tags.get(name, reference)
+            if hit is not None and (cached := self._cache.get(hit.digest)) is not None:
+                return StoredManifest(hit.digest, hit.media_type, cached)
+            stamp = self._tags.stamp(name, reference)  # before reading, so a change meanwhile is not missed
         digest = self.resolve(name, reference)
         if not isinstance(reference, Digest) and not self.driver.exists(layout.revision_link(name, digest)):
             raise ManifestUnknown(reference)
@@ -89,7 +97,10 @@ class ManifestStore:
             except PathNotFound:
                 raise ManifestUnknown(reference) from None
             self._cache.put(digest, content)
-        return StoredManifest(digest, self._media_type(name, digest, content), content)
+        media_type = self._media_type(name, digest, content)
+        if isinstance(reference, str):
+            self._tags.put(name, reference, stamp, Resolved(digest, media_type))
+        return StoredManifest(digest, media_type, content)
 
     def _media_type(self, name: str, digest: Digest, content: bytes) -> str:
         try:
@@ -138,6 +149,7 @@ class ManifestStore:
             announce = self.blobs.repositories.tag_changes(name, tag)
             self.driver.write_bytes(layout.tag_index_link(name, tag, digest), layout.link_content(digest))
             self.driver.write_bytes(layout.tag_current_link(name, tag), layout.link_content(digest))
+            self._tags.changed(name, tag)
             announce()
         self._cache.put(digest, content)
         return PutResult(digest, parsed.subject.digest if parsed.subject else None)
@@ -161,7 +173,10 @@ class ManifestStore:
             if not self.driver.exists(layout.tag_current_link(name, reference)):
                 raise ManifestUnknown(reference)
             gone = self.blobs.repositories.tag_changes(name, reference, deleted=True)
-            self.driver.delete(layout.tag_dir(name, reference))
+            try:
+                self.driver.delete(layout.tag_dir(name, reference))
+            finally:
+                self._tags.changed(name, reference)
             gone()
             return
         if not self.exists(name, reference):
@@ -178,6 +193,7 @@ class ManifestStore:
                     self.driver.delete(layout.tag_dir(name, tag))
                 except PathNotFound:
                     pass
+                self._tags.changed(name, tag)
                 gone()
         try:
             self.driver.delete(layout.revision_dir(name, reference))
