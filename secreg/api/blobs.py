@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Send
 
 from secreg.api.base import model_of, repository, respond
 from secreg.api.fileresponse import FileRangeResponse
@@ -13,7 +15,10 @@ from secreg.api.headers import API_VERSION, CACHE_HEADER
 from secreg.digest import Digest
 from secreg.errors import ErrorCode, RegistryError
 from secreg.numbers import MAX_DIGITS, parse_count
+from secreg.registry.errors import BlobInterrupted
 from secreg.registry.model import BlobInfo, BlobReader
+
+log = logging.getLogger("secreg")
 
 _RANGE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$")
 _HUGE = 10**MAX_DIGITS  # an offset with more digits: past the end of any blob
@@ -89,8 +94,20 @@ async def get_blob(request: Request) -> Response:
         return respond(status, headers=headers)
     if blob.local_path is not None:
         return FileRangeResponse(blob.local_path, start, length, status, headers)
-    return StreamingResponse(blob.chunks(start, length, OBJECT_CHUNK), status_code=status,
-                             headers={API_VERSION[0]: API_VERSION[1], **headers})
+    return _BlobStream(blob.chunks(start, length, OBJECT_CHUNK), status_code=status,
+                       headers={API_VERSION[0]: API_VERSION[1], **headers})
+
+
+class _BlobStream(StreamingResponse):
+    """A streamed blob that may stop short (BlobInterrupted): the answer then simply ends without its last
+    message, so Hypercorn closes the connection with the body incomplete. The cause is logged where it
+    happened; an exception here would only add a traceback ("Error in ASGI Framework") to the log."""
+
+    async def stream_response(self, send: Send) -> None:
+        try:
+            await super().stream_response(send)
+        except BlobInterrupted as exc:
+            log.info("blob answer cut off: %s", exc)
 
 
 async def delete_blob(request: Request) -> Response:

@@ -34,6 +34,7 @@ MODEL_ERRORS: dict[type[model.ModelError], tuple[ErrorCode, Callable[[model.Mode
     model.ManifestBlobsUnknown: (ErrorCode.MANIFEST_BLOB_UNKNOWN, None),
     model.Unsupported: (ErrorCode.UNSUPPORTED, None),
     model.UpstreamUnavailable: (ErrorCode.UNAVAILABLE, None),
+    model.BlobInterrupted: (ErrorCode.UNAVAILABLE, None),  # only before an answer began; after, the connection is cut
 }
 
 

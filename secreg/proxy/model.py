@@ -39,6 +39,7 @@ from secreg.proxy.metrics import ProxyMetrics
 from secreg.proxy.routing import ProxiedName, Router
 from secreg.proxy.upstream import UpstreamClient, UpstreamError, UpstreamNotFound
 from secreg.registry.errors import (
+    BlobInterrupted,
     BlobUnknown,
     ManifestUnknown,
     NameUnknown,
@@ -74,9 +75,14 @@ class FetchingBlobReader:
     async def redirect_url(self) -> str | None:
         return None  # the bytes are on their way in: only this server can hand them out yet
 
-    def chunks(self, start: int = 0, length: int | None = None, chunk_size: int = 1024 * 1024
-               ) -> AsyncIterator[bytes]:
-        return self._fetch.read(start, length)
+    async def chunks(self, start: int = 0, length: int | None = None, chunk_size: int = 1024 * 1024
+                     ) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._fetch.read(start, length):
+                yield chunk
+        except FetchFailed as exc:
+            # The fetch logged why (once, however many clients were reading); this client's answer is cut off.
+            raise BlobInterrupted(f"proxied blob {self.digest}: {exc.reason}") from None
 
 
 class ProxyRegistry(ForwardingModel):

@@ -25,6 +25,7 @@ from typing import Any
 from secreg.digest import Digest
 
 __all__ = [
+    "BlobInterrupted",
     "BlobUnknown",
     "DigestMismatch",
     "ManifestBlobsUnknown",
@@ -60,6 +61,12 @@ class BlobUnknown(ModelError):
     def __init__(self, digest: Digest | str) -> None:
         super().__init__(None, {"digest": str(digest)})
         self.digest = str(digest)
+
+
+class BlobInterrupted(ModelError):
+    """A blob's bytes stopped short after the answer had begun (the pull-through cache's upstream broke off, or
+    sent bytes that failed their digest). Whoever raises it has logged why; all a server can do is cut the
+    connection, so that the client never takes a part for the whole blob."""
 
 
 class UploadUnknown(ModelError):

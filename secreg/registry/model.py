@@ -83,7 +83,8 @@ class BlobReader(Protocol):
 
     `local_path` is the OS file holding the blob when the implementation has one (the filesystem driver):
     the server may then send from the file itself. `chunks` yields the bytes of [start, start + length)
-    either way (length None: to the end); it opens what it reads and closes it when the iteration ends."""
+    either way (length None: to the end); it opens what it reads and closes it when the iteration ends, and
+    raises BlobInterrupted when the bytes cannot be delivered whole after the first were yielded."""
 
     @property
     def digest(self) -> Digest: ...
