@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -95,19 +96,28 @@ async def get_blob(request: Request) -> Response:
     if blob.local_path is not None:
         return FileRangeResponse(blob.local_path, start, length, status, headers)
     return _BlobStream(blob.chunks(start, length, OBJECT_CHUNK), status_code=status,
-                       headers={API_VERSION[0]: API_VERSION[1], **headers})
+                       headers={API_VERSION[0]: API_VERSION[1], **headers},
+                       http2=request.scope.get("http_version") == "2")
 
 
 class _BlobStream(StreamingResponse):
-    """A streamed blob that may stop short (BlobInterrupted): the answer then simply ends without its last
-    message, so Hypercorn closes the connection with the body incomplete. The cause is logged where it
-    happened; an exception here would only add a traceback ("Error in ASGI Framework") to the log."""
+    """A streamed blob that may stop short (BlobInterrupted). Over HTTP/1.1 the answer then simply ends without
+    its last message, so Hypercorn closes the connection with the body incomplete; over HTTP/2 (where that
+    would leave the stream open, the client waiting until its timeout) the stream is ended at once, short of
+    its Content-Length, which clients refuse. The cause is logged where it happened; an exception here would
+    only add a traceback ("Error in ASGI Framework") to the log."""
+
+    def __init__(self, *args: Any, http2: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._http2 = http2
 
     async def stream_response(self, send: Send) -> None:
         try:
             await super().stream_response(send)
         except BlobInterrupted as exc:
             log.info("blob answer cut off: %s", exc)
+            if self._http2:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def delete_blob(request: Request) -> Response:

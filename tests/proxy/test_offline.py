@@ -9,6 +9,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import h2.exceptions
 import httpx
 import pytest
 
@@ -96,3 +97,22 @@ def test_wrong_bytes_from_the_upstream_are_never_kept(fake: FakeUpstream, fake_p
     # One warning line per failed fetch, and no traceback for the answers it cut off.
     warnings = [line for line in log.splitlines() if "WARNING" in line and "bytes whose digest is" in line]
     assert len(warnings) == 2 and "Traceback" not in log
+
+
+def test_wrong_bytes_over_http2_end_the_stream_short(tmp_path: Path, fake: FakeUpstream) -> None:
+    """Over HTTP/2 a cut-off answer ends its stream short of the Content-Length (the client refuses it) instead
+    of leaving the stream open until the client's timeout."""
+    entry = {"name": "fake", "url": fake.url, "ca": str(fake.ca), "prefix": "fake"}
+    config = {**proxy_config(entry), "http": {"http2": True}}
+    with run_secreg(tmp_path / "proxy", config) as proxy, httpx.Client(base_url=proxy.url, verify=proxy.ssl_context(),
+                                                                        http2=True, timeout=120) as client:
+        manifest = client.get("/v2/fake/h2/app/manifests/latest", headers=ACCEPT)
+        assert manifest.http_version == "HTTP/2" and manifest.status_code == 200
+        # httpx hands h2's own InvalidBodyLengthError through unwrapped.
+        with pytest.raises((httpx.HTTPError, h2.exceptions.ProtocolError)) as raised:
+            with client.stream("GET", f"/v2/fake/h2/app/blobs/{fake.layer_digest}") as r:
+                assert r.status_code == 200
+                for _ in r.iter_raw():
+                    pass
+        assert not isinstance(raised.value, httpx.TimeoutException), raised.value
+        assert "Traceback" not in proxy.log()
