@@ -23,7 +23,7 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -38,6 +38,8 @@ from secreg.proxy.metrics import ProxyMetrics
 log = logging.getLogger("secreg.proxy")
 
 MAX_REDIRECTS = 5
+RECEIVE_BYTES = 1024 * 1024  # one blocking read of a blob body (many TLS records)
+PROGRESS_BYTES = 2 * 1024 * 1024  # the event loop hears of a body's progress at most this often
 _TOKEN_MARGIN = 10.0  # seconds: a token this close to expiry is not sent again
 _MAX_TOKEN_BODY = 64 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -182,8 +184,8 @@ class UpstreamClient:
         return _length(response)
 
     @asynccontextmanager
-    async def open_blob(self, remote: str, digest: Digest) -> AsyncIterator[tuple[int | None, AsyncIterator[bytes]]]:
-        """(declared size, raw body chunks) of a blob; the body's errors surface as UpstreamError.
+    async def open_blob(self, remote: str, digest: Digest) -> AsyncIterator[BlobBody]:
+        """The blob's body, ready to be copied (`BlobBody.copy`); its errors surface as UpstreamError.
 
         Once the upstream's auth is known, the body is read by a blocking connection in a thread (OpenSSL
         decrypts without the event loop in between: about twice the rate of an asyncio stream here); the
@@ -193,23 +195,16 @@ class UpstreamClient:
             auth = await self._authorization(f"repository:{remote}:pull")
             threaded = await asyncio.to_thread(self._thread_get, path, auth)
             if threaded is not None:
-                async with threaded.stream(self) as opened:
-                    yield opened
+                try:
+                    yield threaded
+                finally:
+                    await threaded.aclose()
                 return
         response = await self._send("GET", path, remote, {}, kind="blob")
-
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                async for chunk in response.aiter_raw():
-                    self.metrics.fetched(self.upstream.name, len(chunk))
-                    yield chunk
-            except httpx.HTTPError as exc:
-                raise self._error(f"blob download broke off: {type(exc).__name__}") from None
-
         try:
             if self._challenge is None:
                 self._anonymous_ok = True  # no challenge on the way: this upstream serves anonymously
-            yield _length(response), body()
+            yield _AsyncBody(self, response)
         finally:
             await response.aclose()
 
@@ -235,7 +230,7 @@ class UpstreamClient:
                 return None
             if response.status == 200:
                 self.metrics.latency(self.upstream.name, "blob", time.monotonic() - started)
-                return _ThreadedBody(connection, response)
+                return _ThreadedBody(self, connection, response)
             location = response.getheader("location")
             connection.close()
             if response.status not in _REDIRECTS or not location:
@@ -374,53 +369,138 @@ def _digest_header(response: httpx.Response) -> Digest | None:
         return None
 
 
-class _ThreadedBody:
-    """A 200 response on a blocking connection, read 1 MiB at a time in a thread into a bounded queue."""
+Sink = Callable[[memoryview], None]
+Progress = Callable[[int], None]
 
-    def __init__(self, connection: http.client.HTTPSConnection, response: http.client.HTTPResponse) -> None:
+
+class BlobBody:
+    """A blob download whose response headers are in: `size` is what the upstream announced (None: unknown)."""
+
+    size: int | None
+
+    async def copy(self, sink: Sink, progress: Progress) -> int:
+        """Hands every received piece of the body to `sink`, in order, and returns the number of bytes.
+
+        `sink` may run in another thread (the receiving one): it must not touch the event loop, and the view it
+        gets is valid only during the call. An exception from `sink` ends the copy and is raised as it is.
+        `progress(total)` is called on the event loop at least every PROGRESS_BYTES and once at the end.
+        A broken download raises UpstreamError."""
+        raise NotImplementedError
+
+
+class _AsyncBody(BlobBody):
+    """The body of an httpx response (the first request of an upstream): pieces handed over on the loop."""
+
+    def __init__(self, client: UpstreamClient, response: httpx.Response) -> None:
+        self.client = client
+        self.response = response
+        self.size = _length(response)
+
+    async def copy(self, sink: Sink, progress: Progress) -> int:
+        total = 0
+        try:
+            async for chunk in self.response.aiter_raw():
+                sink(memoryview(chunk))
+                total += len(chunk)
+                self.client.metrics.fetched(self.client.upstream.name, len(chunk))
+                progress(total)
+        except httpx.HTTPError as exc:
+            raise self.client._error(f"blob download broke off: {type(exc).__name__}") from None
+        progress(total)
+        return total
+
+
+class _ReceiveError(Exception):
+    """The upstream connection failed while the body was being received (not the sink)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(type(cause).__name__)
+        self.cause = cause
+
+
+class _ThreadedBody(BlobBody):
+    """A 200 response on a blocking connection. One thread receives, and hands each RECEIVE_BYTES piece to the
+    sink itself (hashing and writing in that same thread): no byte crosses to the event loop, which only hears
+    how far the copy got, at most once per PROGRESS_BYTES."""
+
+    def __init__(self, client: UpstreamClient, connection: http.client.HTTPSConnection,
+                 response: http.client.HTTPResponse) -> None:
+        self.client = client
         self.connection = connection
         self.response = response
         self.size = int(length) if (length := response.getheader("content-length", "")).isdigit() else None
+        self._stop = threading.Event()
+        self._receiving: asyncio.Future[int] | None = None
 
-    @asynccontextmanager
-    async def stream(self, client: UpstreamClient) -> AsyncIterator[tuple[int | None, AsyncIterator[bytes]]]:
+    async def copy(self, sink: Sink, progress: Progress) -> int:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(maxsize=4)
-        stop = threading.Event()
+        name = self.client.upstream.name
+        metrics = self.client.metrics
 
-        def pump() -> None:
-            try:
-                buffer = bytearray(1024 * 1024)
-                while not stop.is_set():
-                    count = self.response.readinto(buffer)  # fills the buffer (many TLS records) or ends
-                    if not count:
-                        break
-                    asyncio.run_coroutine_threadsafe(queue.put(bytes(buffer[:count])), loop).result()
-                item: bytes | BaseException | None = None
-            except BaseException as exc:  # noqa: BLE001 - handed to the event loop as the body's error
-                item = exc
-            if not stop.is_set():
-                with contextlib.suppress(RuntimeError):
-                    asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+        def report(total: int, delta: int) -> None:
+            metrics.fetched(name, delta)
+            progress(total)
 
-        reader = loop.run_in_executor(None, pump)
+        def receive() -> int:
+            view = memoryview(bytearray(RECEIVE_BYTES))
+            total = reported = 0
+            while not self._stop.is_set():
+                try:
+                    count = self.response.readinto(view)  # fills the buffer (many TLS records) or ends
+                except Exception as exc:  # noqa: BLE001 - any failure of the connection ends the download
+                    raise _ReceiveError(exc) from None
+                if not count or self._stop.is_set():
+                    break
+                sink(view[:count])
+                total += count
+                if total - reported >= PROGRESS_BYTES:
+                    loop.call_soon_threadsafe(report, total, total - reported)
+                    reported = total
+            loop.call_soon_threadsafe(report, total, total - reported)
+            return total
 
-        async def body() -> AsyncIterator[bytes]:
-            while (item := await queue.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise client._error(f"blob download broke off: {type(item).__name__}")
-                client.metrics.fetched(client.upstream.name, len(item))
-                yield item
-
+        self._receiving = _in_thread(loop, receive)
         try:
-            yield self.size, body()
-        finally:
-            stop.set()
-            with contextlib.suppress(OSError):
-                if self.connection.sock is not None:
-                    self.connection.sock.shutdown(2)
-            while not queue.empty():
-                queue.get_nowait()
+            total = await asyncio.shield(self._receiving)
+        except _ReceiveError as exc:
+            raise self.client._error(f"blob download broke off: {type(exc.cause).__name__}") from None
+        return total  # the thread's last report was queued before its result: it has run
+
+    async def aclose(self) -> None:
+        """Stops a copy that is still receiving (a cancelled fetch), waits until its thread has left the sink, and
+        closes the connection."""
+        self._stop.set()
+        with contextlib.suppress(OSError):
+            if self.connection.sock is not None:
+                self.connection.sock.shutdown(2)
+        if self._receiving is not None:
             with contextlib.suppress(Exception):
-                await reader
-            self.connection.close()
+                await self._receiving
+        self.connection.close()
+
+
+def _in_thread(loop: asyncio.AbstractEventLoop, function: Callable[[], int]) -> asyncio.Future[int]:
+    """`function()` in a thread of its own (not the default executor: a download holds its thread for as long as
+    it lasts, and the executor's few threads serve every storage call of the server)."""
+    future: asyncio.Future[int] = loop.create_future()
+
+    def settle(result: int | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result or 0)
+
+    def run() -> None:
+        try:
+            result = function()
+        except BaseException as exc:  # noqa: BLE001 - handed to the event loop
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, None, exc)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name="secreg-proxy-fetch", daemon=True).start()
+    return future

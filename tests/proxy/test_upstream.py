@@ -36,8 +36,11 @@ async def _pull(client: UpstreamClient, name: str, tag: str) -> tuple[bytes, byt
     layer = json.loads(fetched.content)["layers"][0]
     digest = Digest.parse(layer["digest"])
     assert await client.head_blob(name, digest) == layer["size"]
-    async with client.open_blob(name, digest) as (size, body):
-        data = b"".join([chunk async for chunk in body])
+    parts: list[bytes] = []
+    async with client.open_blob(name, digest) as body:
+        size = body.size
+        await body.copy(lambda piece: parts.append(bytes(piece)), lambda total: None)
+    data = b"".join(parts)
     assert size == len(data)
     return fetched.content, data
 
