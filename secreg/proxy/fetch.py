@@ -3,12 +3,10 @@
 The first request for a missing blob starts a `BlobFetch`: a task that streams the upstream's body into a
 staging file (`_proxy/<id>/data`), hashing every byte as it arrives. Every request for that blob, the first
 included, reads the *growing file*: it sends what has been written so far and waits for more, so a slow
-client never slows the download and the download never waits for a client. The receiving thread hashes and
-writes each 1 MiB piece itself (through the page cache: the readers read those pages right back) and the event
-loop only hears how far the file got, every 2 MiB (`upstream.PROGRESS_BYTES`): no byte of the body crosses
-between threads, and memory per fetch is one receive buffer, whatever the blob's size. (Measured on 2 cores:
-a queue of 1 MiB batches handed to the loop and on to a writer thread cost 1.2-1.5 s of CPU per 256 MiB, this
-0.9 s.)
+client never slows the download and the download never waits for a client. The body arrives in the one
+receive buffer of the download (`secreg.proxy.download`), is hashed and written from there (through the page
+cache: the readers read those pages right back), and the readers wake every `download.PROGRESS_BYTES`: memory
+per fetch is that buffer, whatever the blob's size.
 
 The last byte is held back from every reader until the digest is verified. When it does not match (or the
 upstream breaks off, or sends more or less than it announced) the staging file is deleted, nothing is

@@ -15,31 +15,28 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
-import http.client
 import json
 import logging
 import re
 import ssl
-import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 
 from secreg.config.proxy import Upstream
 from secreg.digest import Digest
 from secreg.errors import RegistryError
+from secreg.proxy import download
+from secreg.proxy.download import BlobBody, DownloadBroken, HttpxBody, Progress, Sink
 from secreg.proxy.metrics import ProxyMetrics
 
 log = logging.getLogger("secreg.proxy")
 
 MAX_REDIRECTS = 5
-RECEIVE_BYTES = 1024 * 1024  # one blocking read of a blob body (many TLS records)
-PROGRESS_BYTES = 2 * 1024 * 1024  # the event loop hears of a body's progress at most this often
 _TOKEN_MARGIN = 10.0  # seconds: a token this close to expiry is not sent again
 _MAX_TOKEN_BODY = 64 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -185,58 +182,35 @@ class UpstreamClient:
 
     @asynccontextmanager
     async def open_blob(self, remote: str, digest: Digest) -> AsyncIterator[BlobBody]:
-        """The blob's body, ready to be copied (`BlobBody.copy`); its errors surface as UpstreamError.
+        """The blob's body, ready to be copied (`BlobBody.copy`); a broken download raises UpstreamError.
 
-        Once the upstream's auth is known, the body is read by a blocking connection in a thread (OpenSSL
-        decrypts without the event loop in between: about twice the rate of an asyncio stream here); the
-        first request of an upstream goes through the async client, which learns the challenge."""
+        Once the upstream's auth is known the GET goes over a connection of its own on the event loop
+        (`download.get`, the fast path); the first request of an upstream, and any answer but a 200 with a
+        Content-Length, go through httpx, which learns the challenge and turns errors into messages."""
         path = f"/v2/{remote}/blobs/{digest}"
+        body: BlobBody | None = None
         if self._challenge is not None or self._anonymous_ok:
             auth = await self._authorization(f"repository:{remote}:pull")
-            threaded = await asyncio.to_thread(self._thread_get, path, auth)
-            if threaded is not None:
-                try:
-                    yield threaded
-                finally:
-                    await threaded.aclose()
-                return
-        response = await self._send("GET", path, remote, {}, kind="blob")
-        try:
+            started = time.monotonic()
+            body = await download.get(self.upstream.url + path, lambda host: self._blob_headers(host, auth),
+                                      self._ssl, MAX_REDIRECTS)
+            if body is not None:
+                self.metrics.latency(self.upstream.name, "blob", time.monotonic() - started)
+        if body is None:
+            response = await self._send("GET", path, remote, {}, kind="blob")
             if self._challenge is None:
                 self._anonymous_ok = True  # no challenge on the way: this upstream serves anonymously
-            yield _AsyncBody(self, response)
+            body = HttpxBody(response)
+        try:
+            yield _MeteredBody(self, body)
         finally:
-            await response.aclose()
+            await body.aclose()
 
-    def _thread_get(self, path: str, auth: str | None) -> _ThreadedBody | None:
-        """GET `path` on a blocking connection, following redirects under the same rules as `_attempt`;
-        None when the answer is not a 200 (the async path then handles auth, errors and messages)."""
-        url = self.upstream.url + path
-        started = time.monotonic()
-        for _ in range(MAX_REDIRECTS + 1):
-            parts = urlsplit(url)
-            if parts.scheme != "https" or not parts.hostname:
-                return None
-            connection = http.client.HTTPSConnection(parts.hostname, parts.port or 443, timeout=60,
-                                                     context=self._ssl)
-            headers = {"User-Agent": "secreg-proxy/0.1", "Accept-Encoding": "identity"}
-            if auth and parts.netloc.lower() == self._host:
-                headers["Authorization"] = auth
-            try:
-                connection.request("GET", urlunsplit(("", "", parts.path, parts.query, "")), headers=headers)
-                response = connection.getresponse()
-            except (OSError, http.client.HTTPException):
-                connection.close()
-                return None
-            if response.status == 200:
-                self.metrics.latency(self.upstream.name, "blob", time.monotonic() - started)
-                return _ThreadedBody(self, connection, response)
-            location = response.getheader("location")
-            connection.close()
-            if response.status not in _REDIRECTS or not location:
-                return None
-            url = urljoin(url, location)
-        return None
+    def _blob_headers(self, host: str, auth: str | None) -> dict[str, str]:
+        headers = {"User-Agent": "secreg-proxy/0.1"}
+        if auth and host == self._host:
+            headers["Authorization"] = auth  # never to a storage host a redirect leads to
+        return headers
 
     # --- requests, auth and redirects ------------------------------------------------------------
 
@@ -369,138 +343,27 @@ def _digest_header(response: httpx.Response) -> Digest | None:
         return None
 
 
-Sink = Callable[[memoryview], None]
-Progress = Callable[[int], None]
+class _MeteredBody(BlobBody):
+    """A body whose bytes count in the upstream's metrics and whose breakage is an UpstreamError."""
 
-
-class BlobBody:
-    """A blob download whose response headers are in: `size` is what the upstream announced (None: unknown)."""
-
-    size: int | None
-
-    async def copy(self, sink: Sink, progress: Progress) -> int:
-        """Hands every received piece of the body to `sink`, in order, and returns the number of bytes.
-
-        `sink` may run in another thread (the receiving one): it must not touch the event loop, and the view it
-        gets is valid only during the call. An exception from `sink` ends the copy and is raised as it is.
-        `progress(total)` is called on the event loop at least every PROGRESS_BYTES and once at the end.
-        A broken download raises UpstreamError."""
-        raise NotImplementedError
-
-
-class _AsyncBody(BlobBody):
-    """The body of an httpx response (the first request of an upstream): pieces handed over on the loop."""
-
-    def __init__(self, client: UpstreamClient, response: httpx.Response) -> None:
+    def __init__(self, client: UpstreamClient, body: BlobBody) -> None:
         self.client = client
-        self.response = response
-        self.size = _length(response)
+        self.body = body
+        self.size = body.size
 
     async def copy(self, sink: Sink, progress: Progress) -> int:
-        total = 0
-        try:
-            async for chunk in self.response.aiter_raw():
-                sink(memoryview(chunk))
-                total += len(chunk)
-                self.client.metrics.fetched(self.client.upstream.name, len(chunk))
-                progress(total)
-        except httpx.HTTPError as exc:
-            raise self.client._error(f"blob download broke off: {type(exc).__name__}") from None
-        progress(total)
-        return total
+        counted = 0
 
-
-class _ReceiveError(Exception):
-    """The upstream connection failed while the body was being received (not the sink)."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(type(cause).__name__)
-        self.cause = cause
-
-
-class _ThreadedBody(BlobBody):
-    """A 200 response on a blocking connection. One thread receives, and hands each RECEIVE_BYTES piece to the
-    sink itself (hashing and writing in that same thread): no byte crosses to the event loop, which only hears
-    how far the copy got, at most once per PROGRESS_BYTES."""
-
-    def __init__(self, client: UpstreamClient, connection: http.client.HTTPSConnection,
-                 response: http.client.HTTPResponse) -> None:
-        self.client = client
-        self.connection = connection
-        self.response = response
-        self.size = int(length) if (length := response.getheader("content-length", "")).isdigit() else None
-        self._stop = threading.Event()
-        self._receiving: asyncio.Future[int] | None = None
-
-    async def copy(self, sink: Sink, progress: Progress) -> int:
-        loop = asyncio.get_running_loop()
-        name = self.client.upstream.name
-        metrics = self.client.metrics
-
-        def report(total: int, delta: int) -> None:
-            metrics.fetched(name, delta)
+        def metered(total: int) -> None:
+            nonlocal counted
+            self.client.metrics.fetched(self.client.upstream.name, total - counted)
+            counted = total
             progress(total)
 
-        def receive() -> int:
-            view = memoryview(bytearray(RECEIVE_BYTES))
-            total = reported = 0
-            while not self._stop.is_set():
-                try:
-                    count = self.response.readinto(view)  # fills the buffer (many TLS records) or ends
-                except Exception as exc:  # noqa: BLE001 - any failure of the connection ends the download
-                    raise _ReceiveError(exc) from None
-                if not count or self._stop.is_set():
-                    break
-                sink(view[:count])
-                total += count
-                if total - reported >= PROGRESS_BYTES:
-                    loop.call_soon_threadsafe(report, total, total - reported)
-                    reported = total
-            loop.call_soon_threadsafe(report, total, total - reported)
-            return total
-
-        self._receiving = _in_thread(loop, receive)
         try:
-            total = await asyncio.shield(self._receiving)
-        except _ReceiveError as exc:
-            raise self.client._error(f"blob download broke off: {type(exc.cause).__name__}") from None
-        return total  # the thread's last report was queued before its result: it has run
+            return await self.body.copy(sink, metered)
+        except DownloadBroken as exc:
+            raise self.client._error(f"blob download broke off: {exc}") from None
 
     async def aclose(self) -> None:
-        """Stops a copy that is still receiving (a cancelled fetch), waits until its thread has left the sink, and
-        closes the connection."""
-        self._stop.set()
-        with contextlib.suppress(OSError):
-            if self.connection.sock is not None:
-                self.connection.sock.shutdown(2)
-        if self._receiving is not None:
-            with contextlib.suppress(Exception):
-                await self._receiving
-        self.connection.close()
-
-
-def _in_thread(loop: asyncio.AbstractEventLoop, function: Callable[[], int]) -> asyncio.Future[int]:
-    """`function()` in a thread of its own (not the default executor: a download holds its thread for as long as
-    it lasts, and the executor's few threads serve every storage call of the server)."""
-    future: asyncio.Future[int] = loop.create_future()
-
-    def settle(result: int | None, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result or 0)
-
-    def run() -> None:
-        try:
-            result = function()
-        except BaseException as exc:  # noqa: BLE001 - handed to the event loop
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(settle, None, exc)
-            return
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(settle, result, None)
-
-    threading.Thread(target=run, name="secreg-proxy-fetch", daemon=True).start()
-    return future
+        await self.body.aclose()
