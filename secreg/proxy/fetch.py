@@ -1,7 +1,7 @@
-"""Single-flight blob fetches: one upstream GET per missing blob, however many clients want it at once.
+"""Single-flight blob fetches: one upstream GET per missing blob and server, however many clients want it at once.
 
 The first request for a missing blob starts a `BlobFetch`: a task that streams the upstream's body into a
-staging file (`_proxy/<id>/data`), hashing every byte as it arrives. Every request for that blob, the first
+staging file (`<staging>/<id>/data`), hashing every byte as it arrives. Every request for that blob, the first
 included, reads the *growing file*: it sends what has been written so far and waits for more, so a slow
 client never slows the download and the download never waits for a client. The body arrives in the one
 receive buffer of the download (`secreg.proxy.download`), is hashed and written from there (through the page
@@ -11,18 +11,31 @@ per fetch is that buffer, whatever the blob's size.
 The last byte is held back from every reader until the digest is verified. When it does not match (or the
 upstream breaks off, or sends more or less than it announced) the staging file is deleted, nothing is
 committed, and each reader's stream ends with an error: the client sees a broken response, never a complete
-body of wrong bytes. When it matches, the readers get the rest at once while the data is fsynced, moved into
-place like an upload commit, and linked into the caching repository. A client that goes away does not stop the fetch.
+body of wrong bytes. When it matches, the readers get the rest at once while the blob is committed: on the
+filesystem the data is fsynced and moved into place like an upload commit; on an object store (no local
+path) the staging directory is a local spool and the verified bytes are then written through the driver's
+staged writer (published whole, or not at all), after which the spool file goes. Then the blob is linked into
+the caching repository. A client that goes away does not stop the fetch.
 
-One process keeps one fetch per digest; workers of a multi-worker server each fetch on their own.
+Across the worker processes of one server the staging directory is shared, and a fetch is claimed with a
+lock file, `<staging>/<key>.claim` (`_Claim`): the process holding its flock fetches; the others follow the
+lines it appends (where the data is, its size, verified/committed/failed) and serve their clients from the
+same growing file. The kernel drops a dead process's flock, so a claim nobody holds without an outcome is a
+dead owner's: a follower that sees this before the body started takes the fetch over; after, its readers end
+with an error (as when the upstream breaks off) and the next request fetches again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import hashlib
 import logging
 import os
+import shutil
+import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,11 +44,16 @@ from secreg.digest import Digest, Hasher
 from secreg.proxy.upstream import UpstreamClient, UpstreamError, UpstreamNotFound
 from secreg.registry.blobs import BlobStore
 from secreg.storage import layout
-from secreg.storage.driver import PathNotFound, StorageDriver
+from secreg.storage.driver import StagedWriter, StorageDriver
 
 log = logging.getLogger("secreg.proxy")
 
 READ_CHUNK = 256 * 1024
+FOLLOW_POLL = 0.01  # seconds between a follower's looks at the claim and the growing file
+STALE_AGE = 3600.0  # a staging directory whose data did not grow for this long is a crashed fetch's
+_UPLOAD_CHUNK = 4 * 1024 * 1024  # spool → object store
+_TAKEOVERS = 5  # a follower whose owner died before the body started claims again at most this often
+_CLAIM = ".claim"
 
 
 class FetchFailed(Exception):
@@ -48,6 +66,10 @@ class FetchFailed(Exception):
         self.not_found = not_found
 
 
+class FetchOver(Exception):
+    """The fetch finished and closed its file before this reader started: read the blob from storage."""
+
+
 @dataclass
 class _State:
     written: int = 0
@@ -56,33 +78,24 @@ class _State:
 
 
 class BlobFetch:
-    """One blob on its way from the upstream into storage, readable while it grows."""
+    """One blob on its way into storage, readable while it grows: fetched by this process, or followed while
+    another worker of the server fetches it. Its readers share one descriptor of the growing file, closed once
+    the fetch is over and the last reader is done."""
 
-    def __init__(self, digest: Digest, staging: str, local_staging: str) -> None:
+    def __init__(self, digest: Digest, data_path: str, size: int | None = None) -> None:
         self.digest = digest
-        self.staging = staging
-        self.local_staging = local_staging
-        self.size: int | None = None  # what the upstream announced
+        self.data_path = data_path
+        self.size = size  # what the upstream announced
         self.headers_known = asyncio.Event()
         self.state = _State()
         self._changed = asyncio.Event()
-        self.final_local: str | None = None
         self.task: asyncio.Task[None] | None = None
-
-    def _open(self) -> int:
-        # The commit renames the staging file into place: an open descriptor keeps reading the same inode,
-        # and a reader arriving just after the rename opens the committed blob.
-        try:
-            return os.open(self.local_staging, os.O_RDONLY)
-        except FileNotFoundError:
-            if self.state.error is not None:
-                raise self.state.error from None
-            if self.final_local is None:
-                raise FetchFailed("staging file vanished") from None
-            return os.open(self.final_local, os.O_RDONLY)
+        self._fd: int | None = os.open(data_path, os.O_RDONLY | os.O_CLOEXEC)
+        self._readers = 0
+        self._over = False
 
     def advance(self, written: int) -> None:
-        """`written` bytes of the blob are in the staging file (called on the event loop)."""
+        """`written` bytes of the blob are in the file (called on the event loop)."""
         self.state.written = written
         self.notify()
 
@@ -90,29 +103,39 @@ class BlobFetch:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def changed(self) -> None:
-        await self._changed.wait()
+    def over(self) -> None:
+        """The fetch has settled (done or failed): the file closes when its last reader is done."""
+        self._over = True
+        self.notify()
+        self._close_if_unused()
+
+    def _close_if_unused(self) -> None:
+        if self._over and self._readers == 0 and self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     async def read(self, start: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         """Bytes [start, start + length) as they arrive; the last byte only once the digest is verified.
-        Raises FetchFailed when the fetch fails before everything asked for was sent."""
-        fd = self._open()
+        Raises FetchFailed when the fetch fails before everything asked for was sent, FetchOver (before any
+        byte) when the fetch is over and its file closed already."""
+        fd = self._fd
+        if fd is None:
+            if self.state.error is not None:
+                raise self.state.error
+            raise FetchOver()
+        self._readers += 1
         try:
             offset = start
+            end = (start + length) if length is not None else None
             while True:
                 state = self.state
-                end = (start + length) if length is not None else None
                 if state.error is not None:
                     raise state.error
-                if state.done:
-                    available = state.written
-                else:
-                    available = max(state.written - 1, 0)  # held back until verified
+                available = state.written if state.done else max(state.written - 1, 0)  # held back until verified
                 if end is not None:
                     available = min(available, end)
                 if offset < available:
-                    size = min(READ_CHUNK, available - offset)
-                    chunk = os.pread(fd, size, offset)
+                    chunk = os.pread(fd, min(READ_CHUNK, available - offset), offset)
                     if not chunk:
                         raise FetchFailed("staging file shorter than written")
                     offset += len(chunk)
@@ -120,90 +143,311 @@ class BlobFetch:
                     continue
                 if state.done or (end is not None and offset >= end):
                     return
-                await self.changed()
+                await self._changed.wait()
         finally:
-            os.close(fd)
+            self._readers -= 1
+            self._close_if_unused()
+
+
+class _Claim:
+    """Who fetches one (repository, digest) among the processes sharing a staging directory: the one holding
+    the flock of the claim file. The owner appends newline-terminated lines as the fetch goes: `fetch <id>
+    <pid>`, `size <n>` (or `size -`), then `verified`, `committed` or `failed <0|1 not found> <reason>`; then
+    it removes the file and lets go. Others read the complete lines (a half-written last one is ignored)."""
+
+    def __init__(self, path: str, fd: int, owned: bool) -> None:
+        self.path = path
+        self.fd = fd
+        self.owned = owned
+
+    @classmethod
+    def take(cls, path: str) -> _Claim:
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return cls(path, fd, owned=False)
+            except BaseException:
+                os.close(fd)
+                raise
+            try:
+                current: int | None = os.stat(path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(fd).st_ino:
+                return cls(path, fd, owned=True)
+            os.close(fd)  # its owner removed it between our open and our lock: a new claim, from the start
+
+    def lines(self) -> dict[str, str]:
+        """The complete lines so far, by their first word."""
+        data = os.pread(self.fd, 64 * 1024, 0).decode("utf-8", "replace")
+        found: dict[str, str] = {}
+        for line in data.split("\n")[:-1]:
+            word, _, rest = line.partition(" ")
+            found[word] = rest
+        return found
+
+    def append(self, word: str, rest: str = "") -> None:
+        line = f"{word} {' '.join(rest.split())}".rstrip() + "\n"  # one line, whatever the reason says
+        os.write(self.fd, line.encode())
+
+    def restart(self) -> None:
+        os.ftruncate(self.fd, 0)  # a dead owner's lines (its staging directory is gone already)
+
+    def owner_alive(self) -> bool:
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        return False
+
+    def release(self) -> None:
+        """The owner's end: the path goes first, so nobody new follows a finished fetch."""
+        with contextlib.suppress(FileNotFoundError):
+            if self.owned:
+                os.unlink(self.path)
+        os.close(self.fd)
+
+
+def _failure(lines: dict[str, str]) -> FetchFailed | None:
+    if "failed" not in lines:
+        return None
+    flag, _, reason = lines["failed"].partition(" ")
+    return FetchFailed(reason or "the fetch failed", not_found=flag == "1")
 
 
 class BlobFetcher:
-    """The fetches of this process, by digest."""
+    """The fetches of this process, by (cache repository, digest): a fetch proves only that *its* repository
+    has the blob upstream."""
 
-    def __init__(self, driver: StorageDriver, blobs: BlobStore) -> None:
+    def __init__(self, driver: StorageDriver, blobs: BlobStore, spool_key: str) -> None:
         self.driver = driver
         self.blobs = blobs
-        # By (cache repository, digest): a fetch proves only that *its* repository has the blob upstream.
+        local = driver.local_path(layout.PROXY_DIR)
+        # In the storage (the commit is a rename), or a local spool shared by the workers of this server.
+        self.in_storage = local is not None
+        self.directory = local if local is not None else _spool_directory(spool_key)
         self._inflight: dict[tuple[str, Digest], BlobFetch] = {}
+        self._starting: dict[tuple[str, Digest], asyncio.Future[BlobFetch | None]] = {}
 
     def inflight(self, local: str, digest: Digest) -> BlobFetch | None:
         return self._inflight.get((local, digest))
 
-    async def start(self, client: UpstreamClient, remote: str, local: str, digest: Digest) -> BlobFetch:
-        """The running fetch of `digest`, started if there is none, once the upstream's headers are in.
-        Raises FetchFailed when the upstream refuses at once (404, unreachable, 5xx)."""
-        fetch = self._inflight.get((local, digest))
+    async def start(self, client: UpstreamClient, remote: str, local: str, digest: Digest) -> BlobFetch | None:
+        """The running fetch of `digest` (this process's or another worker's), started if there is none, once
+        the upstream's headers are in; None when another worker has committed the blob meanwhile (read it from
+        storage). Raises FetchFailed when the upstream refuses at once (404, unreachable, 5xx)."""
+        key = (local, digest)
+        fetch = self._inflight.get(key)
         if fetch is None:
-            fetch_id = str(uuid.uuid4())
-            staging = layout.proxy_fetch_data(fetch_id)
-            local_staging = self.driver.local_path(staging)
-            if local_staging is None:
-                raise FetchFailed("this storage driver cannot stage proxied blobs")
-            # Created now, so readers can open it at once. Written through the page cache (no O_DIRECT, unlike
-            # uploads): the clients waiting for the blob read these pages right back.
-            os.makedirs(os.path.dirname(local_staging), exist_ok=True)
-            fd = os.open(local_staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            fetch = BlobFetch(digest, staging, local_staging)
-            self._inflight[(local, digest)] = fetch
-            fetch.task = asyncio.create_task(self._run(fetch, fd, client, remote, local, fetch_id))
+            starting = self._starting.get(key)
+            if starting is None:
+                starting = asyncio.ensure_future(self._begin(client, remote, local, digest))
+                self._starting[key] = starting
+                starting.add_done_callback(lambda _: self._starting.pop(key, None))
+            fetch = await asyncio.shield(starting)
+            if fetch is None:
+                return None
         await fetch.headers_known.wait()
         if fetch.state.error is not None:
             raise fetch.state.error
         return fetch
 
-    async def _run(self, fetch: BlobFetch, fd: int, client: UpstreamClient, remote: str, local: str,
+    async def _begin(self, client: UpstreamClient, remote: str, local: str, digest: Digest) -> BlobFetch | None:
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        path = os.path.join(self.directory, _claim_name(local, digest))
+        for _ in range(_TAKEOVERS):
+            claim = _Claim.take(path)
+            if claim.owned:
+                return await self._own(claim, client, remote, local, digest)
+            followed = await self._follow(claim, local, digest)
+            if not isinstance(followed, str):
+                return followed
+        raise FetchFailed("the workers fetching this blob keep stopping")
+
+    # --- this process fetches -------------------------------------------------------------------
+
+    async def _own(self, claim: _Claim, client: UpstreamClient, remote: str, local: str, digest: Digest
+                   ) -> BlobFetch | None:
+        previous = claim.lines().get("fetch", "").split(" ")[0]
+        if previous:
+            self._drop_directory(previous)  # a dead owner's staging directory
+            claim.restart()
+        try:
+            if await asyncio.to_thread(self.blobs.is_linked, local, digest):
+                claim.release()  # committed by another worker since the caller looked
+                return None
+            fetch_id = str(uuid.uuid4())
+            data = os.path.join(self.directory, fetch_id, "data")
+            os.makedirs(os.path.dirname(data), mode=0o700)
+            # Written through the page cache (no O_DIRECT, unlike uploads): the readers read these pages right back.
+            fd = os.open(data, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except BaseException:
+            claim.release()
+            raise
+        claim.append("fetch", f"{fetch_id} {os.getpid()}")
+        fetch = BlobFetch(digest, data)
+        self._inflight[(local, digest)] = fetch
+        fetch.task = asyncio.create_task(self._run(fetch, fd, claim, client, remote, local, fetch_id))
+        return fetch
+
+    async def _run(self, fetch: BlobFetch, fd: int, claim: _Claim, client: UpstreamClient, remote: str, local: str,
                    fetch_id: str) -> None:
         hasher = Hasher(fetch.digest.algorithm)
         committed = False
         try:
-            async with client.open_blob(remote, fetch.digest) as body:
-                size = body.size
-                fetch.size = size
-                fetch.headers_known.set()
-                received = await body.copy(_Sink(fd, hasher, size), fetch.advance)
-            if size is not None and received != size:
-                raise FetchFailed(f"upstream sent {received} of the {size} bytes it announced")
-            actual = hasher.digest()
-            if actual != fetch.digest:
-                raise FetchFailed(f"upstream sent bytes whose digest is {actual}, not {fetch.digest}; discarded")
-            # Verified: every reader may have the last byte now; making it durable happens meanwhile.
-            fetch.final_local = self.driver.local_path(layout.blob_data(fetch.digest))
-            fetch.state.done = True
-            fetch.notify()
-            await asyncio.to_thread(_commit, fd, self.blobs, fetch.staging, fetch.digest, local)
-            committed = True
-        except UpstreamNotFound:
-            fetch.state.error = FetchFailed("the upstream does not have this blob", not_found=True)
-        except UpstreamError as exc:
-            fetch.state.error = FetchFailed(exc.reason, upstream_error=exc)
+            try:
+                async with client.open_blob(remote, fetch.digest) as body:
+                    size = body.size
+                    fetch.size = size
+                    claim.append("size", str(size) if size is not None else "-")
+                    fetch.headers_known.set()
+                    received = await body.copy(_Sink(fd, hasher, size), fetch.advance)
+                if size is not None and received != size:
+                    raise FetchFailed(f"upstream sent {received} of the {size} bytes it announced")
+                actual = hasher.digest()
+                if actual != fetch.digest:
+                    raise FetchFailed(f"upstream sent bytes whose digest is {actual}, not {fetch.digest}; discarded")
+                # Verified: every reader may have the last byte now; making it durable happens meanwhile.
+                claim.append("verified")
+                fetch.state.done = True
+                fetch.notify()
+                await asyncio.to_thread(self._commit, fd, fetch, fetch_id, local)
+                committed = True
+                claim.append("committed")
+            except UpstreamNotFound:
+                raise FetchFailed("the upstream does not have this blob", not_found=True) from None
+            except UpstreamError as exc:
+                raise FetchFailed(exc.reason, upstream_error=exc) from None
         except FetchFailed as exc:
-            log.warning("proxy: blob %s from %s: %s", fetch.digest, client.upstream.name, exc.reason)
-            fetch.state.error = exc
+            if exc.upstream_error is None and not exc.not_found:
+                log.warning("proxy: blob %s from %s: %s", fetch.digest, client.upstream.name, exc.reason)
+            self._fail(fetch, claim, exc)
+        except asyncio.CancelledError:
+            self._fail(fetch, claim, FetchFailed("the server is shutting down"))
+            raise
+        except Exception as exc:  # noqa: BLE001 - a fetch task must always settle its readers
+            log.exception("proxy: blob %s from %s failed", fetch.digest, client.upstream.name)
+            self._fail(fetch, claim, FetchFailed(f"internal error: {type(exc).__name__}"))
+        finally:
+            self._inflight.pop((local, fetch.digest), None)
+            fetch.headers_known.set()
+            if not committed:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            # Failed: the unverified bytes go. Committed: the directory is empty (filesystem) or a spool copy.
+            self._drop_directory(fetch_id)
+            claim.release()
+            fetch.over()
+
+    def _fail(self, fetch: BlobFetch, claim: _Claim, exc: FetchFailed) -> None:
+        if fetch.state.done:
+            log.error("proxy: blob %s verified but not committed: %s", fetch.digest, exc.reason)
+            return  # the readers have every byte; only storage failed (the next pull fetches again)
+        fetch.state.error = exc
+        with contextlib.suppress(OSError):
+            claim.append("failed", f"{int(exc.not_found)} {exc.reason}")
+
+    def _commit(self, fd: int, fetch: BlobFetch, fetch_id: str, local: str) -> None:
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if self.in_storage:
+            self.blobs.commit(layout.proxy_fetch_data(fetch_id), fetch.digest)
+        else:
+            _upload(self.driver, fetch.data_path, fetch.digest)
+        self.blobs.link(local, fetch.digest)
+
+    def _drop_directory(self, fetch_id: str) -> None:
+        if fetch_id and "/" not in fetch_id and not fetch_id.startswith("."):
+            shutil.rmtree(os.path.join(self.directory, fetch_id), ignore_errors=True)
+
+    # --- another worker fetches -------------------------------------------------------------------
+
+    async def _follow(self, claim: _Claim, local: str, digest: Digest) -> BlobFetch | None | str:
+        """A fetch that follows the claim's owner, None when the blob is committed already, "again" when the
+        owner died before its body started."""
+        while True:
+            alive = claim.owner_alive()  # asked before reading: the lines read then are all it wrote
+            lines = claim.lines()
+            failure = _failure(lines)
+            if "committed" in lines or failure is not None or ("size" not in lines and not alive):
+                claim.release()
+                if failure is not None:
+                    raise failure
+                return None if "committed" in lines else "again"
+            if "size" in lines:
+                fetch_id = lines["fetch"].split(" ")[0]
+                try:
+                    fetch = BlobFetch(digest, os.path.join(self.directory, fetch_id, "data"),
+                                      int(lines["size"]) if lines["size"].isdigit() else None)
+                except FileNotFoundError:
+                    if not alive:
+                        claim.release()
+                        return "again"
+                    await asyncio.sleep(FOLLOW_POLL)  # gone with a commit: its line comes next
+                    continue
+                fetch.headers_known.set()
+                self._inflight[(local, digest)] = fetch
+                fetch.task = asyncio.create_task(self._watch(fetch, claim, local))
+                return fetch
+            await asyncio.sleep(FOLLOW_POLL)
+
+    async def _watch(self, fetch: BlobFetch, claim: _Claim, local: str) -> None:
+        try:
+            while True:
+                alive = claim.owner_alive()
+                lines = claim.lines()
+                if "verified" in lines or "committed" in lines:
+                    if not fetch.state.done:
+                        fetch.state.done = True
+                        fetch.advance(fetch.size if fetch.size is not None else os.fstat(_fd(fetch)).st_size)
+                    if "committed" in lines or not alive:
+                        return  # until then this process's new requests keep reading the file too
+                    await asyncio.sleep(FOLLOW_POLL)
+                    continue
+                failure = _failure(lines)
+                if failure is None and not alive:
+                    failure = FetchFailed("the worker fetching this blob stopped")
+                if failure is not None:
+                    fetch.state.error = failure
+                    return
+                written = os.fstat(_fd(fetch)).st_size
+                if written != fetch.state.written:
+                    fetch.advance(written)
+                await asyncio.sleep(FOLLOW_POLL)
         except asyncio.CancelledError:
             fetch.state.error = FetchFailed("the server is shutting down")
             raise
         except Exception as exc:  # noqa: BLE001 - a fetch task must always settle its readers
-            log.exception("proxy: blob %s from %s failed", fetch.digest, client.upstream.name)
-            if not fetch.state.done:
-                fetch.state.error = FetchFailed(f"internal error: {type(exc).__name__}")
+            log.exception("proxy: following the fetch of blob %s failed", fetch.digest)
+            fetch.state.error = FetchFailed(f"internal error: {type(exc).__name__}")
         finally:
             self._inflight.pop((local, fetch.digest), None)
-            fetch.headers_known.set()
-            fetch.notify()
-            if not committed:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            # Failed: the unverified bytes go. Committed: only the empty directory is left.
-            with contextlib.suppress(PathNotFound, OSError):
-                self.driver.delete(layout.proxy_fetch_dir(fetch_id))
+            claim.release()
+            fetch.over()
+
+    # --- housekeeping ---------------------------------------------------------------------------
+
+    def drop_stale(self) -> None:
+        """Remove what crashed fetches left: claims nobody holds, data that did not grow for STALE_AGE."""
+        try:
+            entries = os.listdir(self.directory)
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            path = os.path.join(self.directory, entry)
+            with contextlib.suppress(OSError):
+                if entry.endswith(_CLAIM):
+                    claim = _Claim.take(path)
+                    if claim.owned:
+                        self._drop_directory(claim.lines().get("fetch", "").split(" ")[0])
+                    claim.release()
+                elif time.time() - _newest_mtime(path) > STALE_AGE:
+                    self._drop_directory(entry)
 
     async def aclose(self) -> None:
         tasks = [f.task for f in self._inflight.values() if f.task is not None]
@@ -213,7 +457,7 @@ class BlobFetcher:
 
 
 class _Sink:
-    """Hashes and writes each received piece, in the receiving thread; refuses more than the announced size."""
+    """Hashes and writes each received piece; refuses more than the announced size."""
 
     def __init__(self, fd: int, hasher: Hasher, size: int | None) -> None:
         self.fd = fd
@@ -234,10 +478,43 @@ class _Sink:
             raise FetchFailed(f"cannot write the blob to storage: {exc.strerror or exc}") from None
 
 
-def _commit(fd: int, blobs: BlobStore, staging: str, digest: Digest, local: str) -> None:
+def _upload(driver: StorageDriver, spool: str, digest: Digest) -> None:
+    """The verified spool file into the blob's place through the driver's staged writer: published whole by
+    `sync`, never partly (a failure aborts)."""
+    staged: StagedWriter | None = driver.open_staged(layout.blob_data(digest))
+    if staged is None:
+        raise FetchFailed("this storage driver can neither stage nor publish a blob")
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    blobs.commit(staging, digest)
-    blobs.link(local, digest)
+        with open(spool, "rb", buffering=0) as source:
+            while piece := source.read(_UPLOAD_CHUNK):
+                staged.write_pieces([piece])
+        staged.sync()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            staged.abort()
+        raise
+
+
+def _fd(fetch: BlobFetch) -> int:
+    assert fetch._fd is not None  # the watcher runs before `over`
+    return fetch._fd
+
+
+def _claim_name(local: str, digest: Digest) -> str:
+    return hashlib.sha256(f"{local}\n{digest}".encode()).hexdigest()[:40] + _CLAIM
+
+
+def _spool_directory(key: str) -> str:
+    """A local directory for the fetches of a storage without local paths, the same for every worker of one
+    server (same storage settings) and private to this user."""
+    return os.path.join(tempfile.gettempdir(), f"secreg-proxy-{os.getuid()}",
+                        hashlib.sha256(key.encode()).hexdigest()[:24])
+
+
+def _newest_mtime(path: str) -> float:
+    newest = os.stat(path).st_mtime
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                newest = max(newest, os.stat(os.path.join(root, name)).st_mtime)
+    return newest

@@ -34,7 +34,7 @@ from typing import Any
 from secreg.config.proxy import ProxySettings, Upstream
 from secreg.digest import Digest
 from secreg.proxy.evict import evict
-from secreg.proxy.fetch import BlobFetch, BlobFetcher, FetchFailed
+from secreg.proxy.fetch import BlobFetch, BlobFetcher, FetchFailed, FetchOver
 from secreg.proxy.metrics import ProxyMetrics
 from secreg.proxy.routing import ProxiedName, Router
 from secreg.proxy.upstream import UpstreamClient, UpstreamError, UpstreamNotFound
@@ -57,16 +57,18 @@ log = logging.getLogger("secreg.proxy")
 HIT, MISS, REVALIDATED, STALE = "hit", "miss", "revalidated", "stale"
 ACCEPT = sorted(MANIFEST_TYPES)
 _PULL_TOUCH_INTERVAL = 60.0  # seconds: a pulled image's "last pulled" mark is rewritten at most this often
-_STAGING_MAX_AGE = 3600.0  # a fetch's staging directory older than this is a crashed process's leftover
 
 
 class FetchingBlobReader:
-    """A blob being fetched right now: its bytes come from the growing staging file."""
+    """A blob being fetched right now: its bytes come from the growing staging file, or from storage when the
+    fetch is over before this reader starts."""
 
     local_path: str | None = None
 
-    def __init__(self, fetch: BlobFetch, size: int) -> None:
+    def __init__(self, fetch: BlobFetch, size: int, local: LocalRegistry, name: str) -> None:
         self._fetch = fetch
+        self._local = local
+        self._name = name
         self.digest = fetch.digest
         self.size = size
         # Verified already (being made durable): served from our copy, not fetched for this client.
@@ -80,9 +82,15 @@ class FetchingBlobReader:
         try:
             async for chunk in self._fetch.read(start, length):
                 yield chunk
+            return
+        except FetchOver:
+            pass  # committed and closed between the open and the first read
         except FetchFailed as exc:
             # The fetch logged why (once, however many clients were reading); this client's answer is cut off.
             raise BlobInterrupted(f"proxied blob {self.digest}: {exc.reason}") from None
+        reader = await self._local.open_blob(self._name, self.digest)
+        async for chunk in reader.chunks(start, length, chunk_size):
+            yield chunk
 
 
 class ProxyRegistry(ForwardingModel):
@@ -94,14 +102,14 @@ class ProxyRegistry(ForwardingModel):
         self.metrics = metrics
         self.clients = {u.name: UpstreamClient(u, metrics, local.settings.manifest_max_size)
                         for u in settings.upstreams}
-        self.fetcher = BlobFetcher(local.driver, local.blobs)
+        self.fetcher = BlobFetcher(local.driver, local.blobs, repr(local.settings.storage_s3))
         self._flights: dict[tuple[str, str], asyncio.Task[Manifest]] = {}
         self._touched: dict[tuple[str, Digest], float] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await asyncio.to_thread(self._drop_stale_staging)
+        await asyncio.to_thread(self.fetcher.drop_stale)
 
     async def aclose(self) -> None:
         await self.fetcher.aclose()
@@ -127,19 +135,6 @@ class ProxyRegistry(ForwardingModel):
                 for _ in evicted:
                     self.metrics.evicted_image(upstream.name)
             await asyncio.sleep(self.evict_interval)
-
-    def _drop_stale_staging(self) -> None:
-        driver = self.local.driver
-        try:
-            entries = driver.list(layout.PROXY_DIR)
-        except PathNotFound:
-            return
-        for entry in entries:
-            try:
-                if time.time() - driver.stat(layout.proxy_fetch_dir(entry)).mtime > _STAGING_MAX_AGE:
-                    driver.delete(layout.proxy_fetch_dir(entry))
-            except (PathNotFound, OSError):
-                continue
 
     # --- routing -----------------------------------------------------------------------------------
 
@@ -382,15 +377,17 @@ class ProxyRegistry(ForwardingModel):
             fetch = await self.fetcher.start(client, proxied.remote, proxied.local, digest)
         except FetchFailed as exc:
             raise self._fetch_error(proxied, digest, exc) from None
+        if fetch is None:  # another worker of this server has just fetched it
+            self.metrics.lookup(proxied.upstream.name, "blob", MISS)
+            return dataclasses.replace(await self.local.open_blob(proxied.local, digest), cache=MISS)
         self.metrics.lookup(proxied.upstream.name, "blob", HIT if fetch.state.done else MISS)
         if fetch.size is None:  # no Content-Length upstream: the response can only start once it is all here
-            with contextlib.suppress(FetchFailed):
-                async for _ in fetch.read():
-                    pass
+            if fetch.task is not None:
+                await asyncio.wait([fetch.task])  # committed (or failed) when it ends
             if fetch.state.error is not None:
                 raise self._fetch_error(proxied, digest, fetch.state.error)
             return dataclasses.replace(await self.local.open_blob(proxied.local, digest), cache=MISS)
-        return FetchingBlobReader(fetch, fetch.size)
+        return FetchingBlobReader(fetch, fetch.size, self.local, proxied.local)
 
     async def _upstream_call(self, proxied: ProxiedName, call: Awaitable[int | None], digest: Digest
                              ) -> int | None:

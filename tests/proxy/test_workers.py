@@ -1,0 +1,80 @@
+"""Single flight per server, not per process: a `secreg serve` with two worker processes caching the Go
+registry fetches a missing blob once, however the kernel spreads the clients over the workers."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from tests.server import RunningServer, run_secreg
+
+from .test_pull import proxy_config, upstream_entry
+from .upstreams import Pusher, Upstream, random_bytes
+
+SIZE = 32 * 1024 * 1024
+CLIENTS = 12
+_START = re.compile(r"^process_start_time_seconds (\S+)$", re.M)
+
+
+def _wait_for_workers(server: RunningServer, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        children = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True,
+                                  check=False).stdout.split()
+        if len(children) == count - 1:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{count} workers did not start:\n{server.log()}")
+
+
+def _pull(server: RunningServer, digest: str, delay: float) -> tuple[int, str, int, str, str]:
+    """(status, digest of the body, bytes, X-Cache, which worker answered): the worker is told apart by the
+    process_* metrics it reports on the same connection."""
+    time.sleep(delay)  # clients arrive one after the other, as the workers accept them
+    hasher = hashlib.sha256()
+    received = 0
+    with server.client(limits=httpx.Limits(max_connections=1)) as client:
+        with client.stream("GET", f"/v2/go/workers/blob/blobs/{digest}") as response:
+            for chunk in response.iter_bytes():
+                hasher.update(chunk)
+                received += len(chunk)
+        metrics = client.get("/metrics").text
+    match = _START.search(metrics)
+    worker = match.group(1) if match else "?"
+    return response.status_code, "sha256:" + hasher.hexdigest(), received, response.headers.get("x-cache", ""), worker
+
+
+def test_two_workers_fetch_a_missing_blob_once(tmp_path: Path, go_hub: Upstream, go_pusher: Pusher) -> None:
+    config = {**proxy_config(upstream_entry("go", go_hub, "go")), "http": {"workers": 2}}
+    with run_secreg(tmp_path / "cache", config) as server:
+        _wait_for_workers(server, 2)
+        both = False
+        for attempt in range(4):  # a new blob each time, until the clients of one reached both workers
+            data = random_bytes(SIZE, seed=7000 + attempt)
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            path = tmp_path / f"blob-{attempt}"
+            path.write_bytes(data)
+            go_pusher.blob_file("workers/blob", path, digest)
+            with ThreadPoolExecutor(CLIENTS) as pool:
+                results = list(pool.map(_pull, [server] * CLIENTS, [digest] * CLIENTS,
+                                        [i * 0.02 for i in range(CLIENTS)]))
+            assert all(r[:3] == (200, digest, SIZE) for r in results), [r[:4] for r in results]
+            # One download (a fresh worker's first request is also answered 401 once: the challenge it learns).
+            downloads = re.findall(rf'"GET /v2/workers/blob/blobs/{digest} HTTP/1.1" 200 ', go_hub.log())
+            assert len(downloads) == 1, go_hub.log()[-3000:]
+            # Clients served while the blob was still on its way in, by both workers: the second worker
+            # followed the first one's fetch instead of asking the upstream itself.
+            missed_by = {worker for _status, _digest, _size, cache, worker in results if cache == "miss"}
+            assert "?" not in missed_by
+            if len(missed_by) == 2:
+                both = True
+                break
+        assert both, "the clients never reached both workers while a blob was being fetched"
+        assert not list((server.storage / "docker/registry/v2/_proxy").glob("*/data"))
+        assert not list((server.storage / "docker/registry/v2/_proxy").glob("*.claim"))
