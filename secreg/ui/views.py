@@ -72,8 +72,10 @@ async def tags(ctx: Context) -> Response:
     page = logic.paginate(listed, number, TAGS_PER_PAGE)
     values = {"page": page, "rows": await source.tag_rows(name, list(page.items)), "total": len(listed)}
     deletable = ctx.viewer.may_delete(name) and source.delete_enabled
+    cache_of = (await source.cached([name])).get(name)  # the upstream of a pull-through cache repository
     return render(ctx, "tags.html", {
         **values, "name": name, "sort": sort, "deletable": deletable, "deleted": params.get("deleted", "")[:300],
+        "cache_of": cache_of,
         "repo_url": repo_url, "manifest_url": manifest_url,
         "page_url": lambda n: f"{repo_url(name)}?" + urlencode({"sort": sort, "page": n}),
         "sort_url": lambda s: f"{repo_url(name)}?" + urlencode({"sort": s}),

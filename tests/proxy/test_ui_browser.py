@@ -35,6 +35,9 @@ def test_ui_marks_cached_repositories(tmp_path: Path, go_hub: Upstream, go_pushe
             assert own.count() == 1 and own.locator(".badge").count() == 0
             page.get_by_role("link", name="go/uicache/app", exact=True).click()
             page.wait_for_url("**/ui/repo/go/uicache/app**")
+            assert page.locator(".heading .badge").inner_text() == "cache: go"
             assert page.get_by_text("v7", exact=True).first.is_visible()
+            page.goto("/ui/repo/uiown/app")
+            assert page.locator(".heading .badge").count() == 0
         finally:
             page.context.close()
