@@ -2,6 +2,10 @@
 and group files through `UserStore` / `GroupStore` (atomic, locked, re-read by every worker within a second),
 and record one audit event naming who made the change (`by`). Errors are `AccountError` with a message meant
 for the person who asked.
+
+A password change and a deletion also revoke the user's refresh tokens in the revocation list (when one is
+given): the password fingerprint inside a token revokes it only where the changed `htpasswd` has arrived, the
+list (Redis, with replicas) on every replica at once. `revoke` does that alone, without a password change.
 """
 
 from __future__ import annotations
@@ -11,14 +15,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from secreg.auth.groups import GroupStore, validate_group_name
+from secreg.auth.revocation import Revocations, RevocationUnavailable
 from secreg.auth.users import UserStore, validate_password, validate_user_name
 from secreg.observability import audit
 
-__all__ = ["AccountError", "Accounts", "generate_password"]
+__all__ = ["AccountError", "Accounts", "RevocationFailed", "generate_password"]
 
 
 class AccountError(ValueError):
-    """A change that cannot be made: an invalid name or password, an unknown or existing user."""
+    """A change that cannot be made: an invalid name or password, an unknown or existing user, or a revocation
+    that could not be recorded (the rest of the change is made: see the message)."""
+
+
+class RevocationFailed(AccountError):
+    """The change was made but the revocation list could not record the revocation of the refresh tokens."""
 
 
 def generate_password() -> str:
@@ -38,6 +48,7 @@ def _checked(check: Callable[[str], object], value: str) -> str:
 class Accounts:
     users: UserStore
     groups: GroupStore
+    revocations: Revocations | None = None
 
     def add(self, name: str, password: str, groups: Iterable[str], *, by: str) -> None:
         name = _checked(validate_user_name, name)
@@ -57,6 +68,25 @@ class Accounts:
         if name not in self.users or not self.users.set_password(name, password):
             raise AccountError(f"no user {name!r} (create it with `secreg user add {name}`)")
         audit.event("user.passwd", user=name, by=by)
+        self._revoke(name, by, "the password was changed")
+
+    def revoke(self, name: str, *, by: str) -> None:
+        """Revoke every refresh token (docker login) `name` holds; the password stays."""
+        name = _checked(validate_user_name, name)
+        if name not in self.users:
+            raise AccountError(f"no user {name!r}")
+        if self.revocations is None:
+            raise AccountError("no revocation list here (the token server is not running in this process)")
+        self._revoke(name, by, "nothing was changed")
+
+    def _revoke(self, name: str, by: str, done: str) -> None:
+        if self.revocations is None:
+            return
+        try:
+            self.revocations.revoke_user(name)
+        except RevocationUnavailable as exc:
+            raise RevocationFailed(f"{done}, but revoking the refresh tokens of {name!r} failed: {exc}") from None
+        audit.event("refresh.revoked", user=name, tokens="all", by=by)
 
     def delete(self, name: str, *, by: str) -> frozenset[str]:
         """Remove the user and its group memberships; returns the groups it was in."""
@@ -64,6 +94,7 @@ class Accounts:
             raise AccountError(f"no user {name!r}")
         left = self.groups.remove_user(name)
         audit.event("user.delete", user=name, groups=sorted(left), by=by)
+        self._revoke(name, by, "the user was deleted")
         return left
 
     def change_groups(self, name: str, add: Iterable[str], remove: Iterable[str], *, by: str) -> list[str]:

@@ -16,10 +16,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from secreg.auth.ratelimit import RateLimiter
+from secreg.auth.redisclient import redis_client
 from secreg.config import RateLimitSettings, RedisSettings
 
 log = logging.getLogger("secreg.auth.ratelimit")
@@ -57,9 +56,7 @@ class RedisRateLimiter:
     def from_settings(cls, limits: RateLimitSettings, store: RedisSettings,
                       factors: Mapping[str, int] | None = None) -> RedisRateLimiter:
         # One quick retry, then the local fallback: a login must not wait seconds on an absent Redis.
-        client = redis.Redis(host=store.host, port=store.port, password=store.password or None, db=store.db,
-                             socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 1))
-        return cls(client, limits.attempts, limits.window, limits.lockout, factors)
+        return cls(redis_client(store), limits.attempts, limits.window, limits.lockout, factors)
 
     @staticmethod
     def _keys(key: str) -> tuple[str, str]:

@@ -5,16 +5,23 @@
 credentials and no scope, keeps the `refresh_token`, and later POSTs `grant_type=refresh_token` with the
 scope each operation needs. Requested scopes are cut down to what the policy allows (never an error);
 bad credentials answer 401, repeated failures 429 with `Retry-After`.
+
+`POST /auth/revoke` (RFC 7009: form `token=<refresh token>`) revokes one refresh token on every token server
+that shares the revocation list (`secreg.auth.revocation`); as the RFC says, an invalid or unknown token also
+answers 200, so the endpoint tells a caller nothing about tokens it does not hold. Access tokens cannot be
+revoked (they are checked offline by every replica) and live `auth.token.expiration` seconds (5 minutes).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
+import anyio.to_thread
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -24,6 +31,7 @@ from secreg.auth.groups import GroupStore, groups_file
 from secreg.auth.login import LoginRefused, PasswordLogin, parse_basic
 from secreg.auth.policy import PolicyStore
 from secreg.auth.ratelimit import LoginLimiter, limiter_from_settings
+from secreg.auth.revocation import Revocations, RevocationUnavailable, revocations_from_settings
 from secreg.auth.scope import Access, ScopeError, parse_scopes
 from secreg.auth.tokens import InvalidToken, TokenIssuer
 from secreg.auth.users import UserStore
@@ -37,7 +45,10 @@ from secreg.observability.metrics import auth_failure
 from secreg.requestbody import keeps_connection
 from secreg.scopekeys import USER_KEY
 
-__all__ = ["TOKEN_PATH", "TokenService", "token_routes"]
+__all__ = ["REVOKE_PATH", "TOKEN_PATH", "TokenService", "token_routes"]
+
+log = logging.getLogger("secreg.auth")
+REVOKE_PATH = "/auth/revoke"
 
 MAX_FORM_BYTES = 64 * 1024
 MAX_SCOPES = 64
@@ -92,6 +103,7 @@ class TokenService:
         groups: GroupStore,
         policy: PolicyStore,
         limiter: LoginLimiter,
+        revocations: Revocations,
         realm_name: str = "secreg",
         max_body: int = MAX_FORM_BYTES,
     ) -> None:
@@ -101,6 +113,7 @@ class TokenService:
         self.groups = groups
         self.policy = policy
         self.limiter = limiter
+        self.revocations = revocations
         self.service = issuer.service
         self._basic_challenge = {"WWW-Authenticate": f'Basic realm="{realm_name}"'}
 
@@ -116,6 +129,7 @@ class TokenService:
             groups=groups or GroupStore(groups_file(auth)),
             policy=policy or PolicyStore(auth.policy),
             limiter=limiter_from_settings(auth.ratelimit, settings.redis),
+            revocations=revocations_from_settings(auth, settings.redis),
             realm_name=auth.token.service,
             max_body=auth.token.max_body,
         )
@@ -192,7 +206,7 @@ class TokenService:
             refresh_token = form.get("refresh_token")
             if not refresh_token:
                 raise _bad_request("refresh_token is required for grant_type=refresh_token")
-            login = self._refresh_login(refresh_token, client)
+            login = await self._refresh_login(refresh_token, client)
             request.scope[USER_KEY] = login.subject
         else:
             raise _bad_request(f"unsupported grant_type {grant_type!r}", "unsupported_grant_type")
@@ -268,7 +282,7 @@ class TokenService:
             raise RegistryError(refused.code, refused.message, status=refused.status,
                                 headers=refused.headers) from None
 
-    def _refresh_login(self, token: str, client: str) -> _Login:
+    async def _refresh_login(self, token: str, client: str) -> _Login:
         # Not rate limited: a refresh token cannot be guessed, and a client still holding one revoked by
         # `secreg user passwd` would otherwise lock its own address out of logging in again.
         try:
@@ -281,7 +295,42 @@ class TokenService:
             audit.event("refresh.refused", user=grant.subject, client=client, reason="revoked")
             auth_failure("invalid_refresh_token")
             raise self._unauthorized("refresh token revoked; log in again")
+        try:
+            revoked = await anyio.to_thread.run_sync(
+                self.revocations.revoked, grant.subject, grant.token_id, grant.issued_at)
+        except RevocationUnavailable as exc:
+            # Fail closed: never grant on a token that may have been revoked (module docstring of revocation).
+            audit.event("refresh.refused", user=grant.subject, client=client, reason=f"unavailable: {exc}"[:200])
+            raise _Refused(ErrorCode.UNAVAILABLE, "cannot check refresh-token revocation right now; try again",
+                           oauth_error="temporarily_unavailable", headers={"Retry-After": "5"}) from None
+        if revoked:
+            audit.event("refresh.refused", user=grant.subject, client=client, reason="revoked")
+            auth_failure("invalid_refresh_token")
+            raise self._unauthorized("refresh token revoked; log in again")
         return _Login(grant.subject, False)
+
+    async def revoke(self, request: Request) -> Response:
+        """`POST /auth/revoke` (RFC 7009)."""
+        try:
+            form = await _read_form(request, self.max_body)
+            token = form.get("token")
+            if not token:
+                raise _bad_request("token is required")
+            try:
+                grant = self.issuer.check_refresh(token)
+            except InvalidToken:
+                return Response(status_code=200, headers=_NO_STORE)  # RFC 7009 2.2: invalid tokens are no error
+            try:
+                await anyio.to_thread.run_sync(self.revocations.revoke_token, grant.token_id, grant.expires_at)
+            except RevocationUnavailable as exc:
+                log.warning("refresh-token revocation failed: %s", exc)
+                raise _Refused(ErrorCode.UNAVAILABLE, "cannot record the revocation right now; try again",
+                               oauth_error="temporarily_unavailable", headers={"Retry-After": "5"}) from None
+            audit.event("refresh.revoked", user=grant.subject, client=_client(request), by="token holder")
+            return Response(status_code=200, headers=_NO_STORE)
+        except _Refused as refused:
+            await _settle_body(request, refused, self.max_body)
+            return refused.response(True)
 
     def _refresh_token(self, subject: str, client_id: str) -> str | None:
         fingerprint = self.users.fingerprint(subject)
@@ -355,5 +404,6 @@ async def _read_form(request: Request, limit: int) -> dict[str, str]:
 
 
 def token_routes(service: TokenService, path: str = TOKEN_PATH) -> list[Route]:
-    """The token endpoint as Starlette routes (GET, HEAD and POST on `path`)."""
-    return [Route(path, service.handle, methods=["GET", "POST"], name="auth_token")]
+    """The token endpoint as Starlette routes (GET, HEAD and POST on `path`) and the revocation endpoint."""
+    return [Route(path, service.handle, methods=["GET", "POST"], name="auth_token"),
+            Route(REVOKE_PATH, service.revoke, methods=["POST"], name="auth_revoke")]

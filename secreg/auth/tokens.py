@@ -7,7 +7,9 @@ token certificate chain, tried first) and `kid` (the libtrust key ID, for bundle
 
 Refresh tokens are JWTs too, but with their own `typ` and audience (`<service>#refresh`) and no
 `access` claim, so neither we nor the reference registry accept one as an access token. They carry a
-fingerprint of the user's password hash: changing the password or deleting the user revokes them.
+fingerprint of the user's password hash: changing the password or deleting the user revokes them. Their
+`iat` has millisecond precision (a NumericDate may be fractional) so that a revocation cutoff
+(`secreg.auth.revocation`) separates the tokens issued before it from a login a moment after.
 """
 
 from __future__ import annotations
@@ -87,6 +89,9 @@ class RefreshGrant:
     subject: str
     fingerprint: str
     client_id: str
+    token_id: str = ""  # jti
+    issued_at: float = 0.0
+    expires_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -163,14 +168,15 @@ class TokenIssuer:
 
     def issue_refresh(self, subject: str, fingerprint: str, client_id: str = "") -> str:
         """A refresh token bound to the user's current password hash (see `UserStore.fingerprint`)."""
-        now = int(self._clock())
+        issued = round(self._clock(), 3)
+        now = int(issued)
         claims = {
             "iss": self.issuer,
             "sub": subject,
             "aud": self.refresh_audience,
             "exp": now + self.refresh_expiration,
             "nbf": now,
-            "iat": now,
+            "iat": issued,
             "jti": secrets.token_urlsafe(16),
             "fpr": fingerprint,
             "client_id": client_id,
@@ -191,8 +197,12 @@ class TokenIssuer:
         subject, fingerprint = claims.get("sub"), claims.get("fpr")
         if not isinstance(subject, str) or not subject or not isinstance(fingerprint, str):
             raise InvalidToken("malformed refresh token")
-        client_id = claims.get("client_id")
-        return RefreshGrant(subject, fingerprint, client_id if isinstance(client_id, str) else "")
+        client_id, token_id, issued, expires = (claims.get(k) for k in ("client_id", "jti", "iat", "exp"))
+        if not isinstance(token_id, str) or not token_id:
+            raise InvalidToken("malformed refresh token")
+        return RefreshGrant(subject, fingerprint, client_id if isinstance(client_id, str) else "", token_id,
+                            float(issued) if isinstance(issued, (int, float)) else 0.0,
+                            float(expires) if isinstance(expires, (int, float)) else 0.0)
 
 
 def _decode(

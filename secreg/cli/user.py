@@ -1,6 +1,8 @@
-"""`secreg user add | passwd | del | list | groups`: manage the htpasswd and group files.
+"""`secreg user add | passwd | del | revoke | list | groups`: manage the htpasswd and group files.
 
-Changes take effect in a running registry within a second (it re-reads the files); no restart.
+Changes take effect in a running registry within a second (it re-reads the files); no restart. `passwd`, `del`
+and `revoke` also revoke the user's refresh tokens (docker logins) in the revocation list: in Redis when the
+config sets `redis.addr` (every replica at once), else in the auth directory (`secreg.auth.revocation`).
 Passwords are read from a terminal prompt (asked twice), from stdin (`--password-stdin`) or generated
 (`--generate`, printed once) and never echoed or passed as an argument.
 """
@@ -15,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from secreg.auth.accounts import AccountError, Accounts, generate_password
+from secreg.auth.accounts import AccountError, Accounts, RevocationFailed, generate_password
 from secreg.auth.groups import GroupStore, groups_file, validate_group_name
+from secreg.auth.revocation import Revocations, revocations_from_settings
 from secreg.auth.users import UserStore, validate_password, validate_user_name
 from secreg.cli.main import CliError
-from secreg.config import ConfigError, load_settings
+from secreg.config import AuthSettings, ConfigError, RedisSettings, load_settings
 from secreg.observability.logconfig import configure_audit_file
 
 
@@ -29,6 +32,11 @@ class AuthFiles:
     groups: Path
     policy: Path
     audit_file: Path | None = None
+    auth: AuthSettings | None = None
+    redis: RedisSettings | None = None
+
+    def revocations(self) -> Revocations | None:
+        return None if self.auth is None else revocations_from_settings(self.auth, self.redis)
 
 
 def add_location_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +52,7 @@ def auth_files(args: argparse.Namespace) -> AuthFiles:
     except ConfigError as exc:
         raise CliError(str(exc)) from None
     auth = settings.auth
-    return AuthFiles(auth.htpasswd, groups_file(auth), auth.policy, settings.audit_file)
+    return AuthFiles(auth.htpasswd, groups_file(auth), auth.policy, settings.audit_file, auth, settings.redis)
 
 
 def register(sub: Any) -> None:
@@ -66,10 +74,15 @@ def register(sub: Any) -> None:
     add_location_arguments(passwd)
     passwd.set_defaults(func=_passwd)
 
-    delete = users.add_parser("del", help="delete a user (and its group memberships)")
+    delete = users.add_parser("del", help="delete a user (and its group memberships; revokes its refresh tokens)")
     delete.add_argument("name")
     add_location_arguments(delete)
     delete.set_defaults(func=_delete)
+
+    revoke = users.add_parser("revoke", help="revoke a user's refresh tokens (every docker login), keep the password")
+    revoke.add_argument("name")
+    add_location_arguments(revoke)
+    revoke.set_defaults(func=_revoke)
 
     listing = users.add_parser("list", help="list users and their groups")
     add_location_arguments(listing)
@@ -127,32 +140,35 @@ def _read_password(args: argparse.Namespace) -> tuple[str, bool]:
     return password, False
 
 
-def _stores(args: argparse.Namespace, *, create: bool = False) -> tuple[UserStore, GroupStore]:
+def _stores(args: argparse.Namespace, *, create: bool = False) -> tuple[UserStore, GroupStore, AuthFiles]:
     files = auth_files(args)
     configure_audit_file(files.audit_file)
     if create:
         files.htpasswd.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         files.groups.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     try:
-        return UserStore(files.htpasswd), GroupStore(files.groups)
+        return UserStore(files.htpasswd), GroupStore(files.groups), files
     except ValueError as exc:
         raise CliError(str(exc)) from None
 
 
-def _accounts(users: UserStore, groups: GroupStore) -> Accounts:
-    return Accounts(users, groups)
+def _accounts(users: UserStore, groups: GroupStore, files: AuthFiles) -> Accounts:
+    try:
+        return Accounts(users, groups, files.revocations())
+    except ValueError as exc:  # a broken revocation file
+        raise CliError(str(exc)) from None
 
 
 def _add(args: argparse.Namespace) -> int:
     name = _name(args.name)
     for group in args.group:
         _group_name(group)
-    users, groups = _stores(args, create=True)
+    users, groups, files = _stores(args, create=True)
     if name in users:
         raise CliError(f"user {name!r} already exists (change its password with `secreg user passwd {name}`)")
     password, generated = _read_password(args)
     try:
-        _accounts(users, groups).add(name, password, args.group, by=_operator())
+        _accounts(users, groups, files).add(name, password, args.group, by=_operator())
     except AccountError as exc:
         raise CliError(str(exc)) from None
     print(f"created user {name}" + (f" (groups: {', '.join(args.group)})" if args.group else ""))
@@ -163,32 +179,49 @@ def _add(args: argparse.Namespace) -> int:
 
 def _passwd(args: argparse.Namespace) -> int:
     name = _name(args.name)
-    users, groups = _stores(args)
+    users, groups, files = _stores(args)
     if name not in users:
         raise CliError(f"no user {name!r} (create it with `secreg user add {name}`)")
     password, generated = _read_password(args)
+    failed: RevocationFailed | None = None
     try:
-        _accounts(users, groups).set_password(name, password, by=_operator())
+        _accounts(users, groups, files).set_password(name, password, by=_operator())
+    except RevocationFailed as exc:
+        failed = exc  # the password did change: still show it
     except AccountError as exc:
         raise CliError(str(exc)) from None
-    print(f"changed the password of {name}; its refresh tokens (docker logins) no longer work")
+    if failed is None:
+        print(f"changed the password of {name}; its refresh tokens (docker logins) no longer work")
     if generated:
         print(f"password (shown only this once): {password}")
+    if failed is not None:
+        print(f"secreg: error: {failed}", file=sys.stderr)
+        return 1
     return 0
 
 
 def _delete(args: argparse.Namespace) -> int:
-    users, groups = _stores(args)
+    users, groups, files = _stores(args)
     try:
-        left = _accounts(users, groups).delete(args.name, by=_operator())
+        left = _accounts(users, groups, files).delete(args.name, by=_operator())
     except AccountError as exc:
         raise CliError(str(exc)) from None
     print(f"deleted user {args.name}" + (f" (removed from {', '.join(sorted(left))})" if left else ""))
     return 0
 
 
+def _revoke(args: argparse.Namespace) -> int:
+    users, groups, files = _stores(args)
+    try:
+        _accounts(users, groups, files).revoke(args.name, by=_operator())
+    except AccountError as exc:
+        raise CliError(str(exc)) from None
+    print(f"revoked the refresh tokens of {args.name}: its docker logins must log in again")
+    return 0
+
+
 def _list(args: argparse.Namespace) -> int:
-    users, groups = _stores(args)
+    users, groups, _ = _stores(args)
     names = users.users()
     if not names:
         print("no users", file=sys.stderr)
@@ -207,12 +240,12 @@ def _group_name(group: str) -> str:
 
 
 def _groups(args: argparse.Namespace) -> int:
-    users, groups = _stores(args)
+    users, groups, files = _stores(args)
     name = args.name
     for group in args.add:
         _group_name(group)
     try:
-        not_member = _accounts(users, groups).change_groups(name, args.add, args.remove, by=_operator())
+        not_member = _accounts(users, groups, files).change_groups(name, args.add, args.remove, by=_operator())
     except AccountError as exc:
         raise CliError(str(exc)) from None
     for group in not_member:

@@ -4,7 +4,8 @@
 `login.failed user=bob client=::1` (for humans and caplog) and whose `audit` attribute holds the fields;
 `AuditFormatter` writes that as one JSON line: `{"time": ..., "event": "login.failed", "user": "bob", ...}`.
 
-Events: login.ok, login.failed, login.throttled, refresh.refused, scope.denied (token server downscoped a
+Events: login.ok, login.failed, login.throttled, refresh.refused, refresh.revoked (one token, or `all` of a
+user's), scope.denied (token server downscoped a
 request), access.denied (registry refused a token: invalid_token / insufficient_scope), manifest.push,
 manifest.delete, blob.delete, user.add, user.passwd, user.delete, user.groups (CLI), policy.loaded,
 policy.invalid. Passwords and tokens are never fields.

@@ -133,7 +133,8 @@ def create_ui(settings: Settings, model: RegistryModel, browse: Browse, state: o
     ui.state.token_service = service
     ui.state.policy = policy
     ui.state.groups = groups
-    ui.state.accounts = Accounts(service.users, groups) if service is not None and groups is not None else None
+    ui.state.accounts = (Accounts(service.users, groups, service.revocations)
+                         if service is not None and groups is not None else None)
     ui.state.public_url = settings.public_url
     ui.state.auth_enabled = auth_on
     ui.add_middleware(UIMiddleware, signer=signer, users=service.users if service is not None else None,

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp
 from secreg.auth.groups import GroupStore
 from secreg.auth.policy import DEFAULT_POLICY, PolicyStore
 from secreg.auth.ratelimit import RateLimiter
+from secreg.auth.revocation import LOCAL_FILE, LocalRevocations
 from secreg.auth.server import TokenService
 from secreg.auth.tokens import TokenIssuer, TokenVerifier
 from secreg.auth.users import UserStore
@@ -101,6 +102,7 @@ def make_service(auth_dir: Path, certs: CertificateFiles, limiter: RateLimiter |
         groups=GroupStore(auth_dir / "groups", check_interval=0),
         policy=PolicyStore(auth_dir / "policy.yaml", check_interval=0),
         limiter=limiter or RateLimiter(attempts=3, window=60, lockout=30),
+        revocations=LocalRevocations(auth_dir / LOCAL_FILE, 30 * 24 * 3600),
     )
 
 
