@@ -87,12 +87,16 @@ def run(args: argparse.Namespace) -> int:
     for upload in report.uploads_purged:
         print(f"{verb} upload session {upload.repository} {upload.upload_id} (idle {_duration(upload.idle)}, "
               f"{_size(upload.size)})")
+    for write in report.writes_aborted:
+        print(f"{'would abort' if report.dry_run else 'aborted'} incomplete multipart upload at {write.path} "
+              f"(idle {_duration(write.idle)}, {_size(write.size)})")
     print(
         f"gc{' (dry run)' if report.dry_run else ''}: {verb} {len(report.blobs_removed)} blob(s) "
         f"({_size(report.bytes_freed)}), {len(report.manifests_removed)} manifest(s), "
         f"{len(report.links_removed)} link(s), {len(report.uploads_purged)} upload session(s) "
         f"in {report.duration:.1f} s"
         + (f"; {report.rescued} item(s) found in use again and kept" if report.rescued else "")
+        + (f"; {len(report.writes_aborted)} incomplete multipart upload(s) aborted" if report.writes_aborted else "")
     )
     return 0
 

@@ -21,6 +21,10 @@ async def purge_uploads_forever(registry: LocalRegistry) -> None:
             removed = await asyncio.to_thread(registry.uploads.purge_stale, settings.upload_purge_age)
             if removed:
                 log.info("purged %d upload session(s) older than %d s", len(removed), settings.upload_purge_age)
+            aborted = await asyncio.to_thread(registry.uploads.abort_stale_writes, settings.upload_purge_age)
+            if aborted:
+                log.info("aborted %d incomplete write(s) no upload session owned (%d bytes)", len(aborted),
+                         sum(w.size for w in aborted))
         except Exception:  # keep the loop alive: a storage hiccup must not end upkeep for good
             log.exception("upload purge failed")
         await asyncio.sleep(settings.upload_purge_interval)

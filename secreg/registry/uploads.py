@@ -24,7 +24,7 @@ from secreg.registry.blobs import BlobStore
 from secreg.registry.errors import DigestMismatch, RangeMismatch, SizeMismatch, UploadUnknown
 from secreg.registry.model import ChunkRange
 from secreg.storage import layout
-from secreg.storage.driver import AppendWriter, PathNotFound, StagedWriter, StorageDriver
+from secreg.storage.driver import AppendWriter, IncompleteWrite, PathNotFound, StagedWriter, StorageDriver
 
 UPLOAD_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # The event loop hands the writer thread 4 MiB at a time: each hand-over costs the loop a future, a wake-up and
@@ -35,6 +35,11 @@ BATCH_BYTES = 4 * 1024 * 1024
 # (PIPELINE_DEPTH + 1) * BATCH_BYTES.
 PIPELINE_DEPTH = 2
 _HASHER_CACHE_SIZE = 4096
+# A write no session owns (a monolithic push written at its blob key, a server-side copy into blobs/, a cache
+# fill) has no lock that says a request is still writing it: only the age of its last byte does. An hour is
+# far longer than a live request goes without completing a part, so nothing in flight is ever aborted, even
+# with `secreg gc --upload-age 0`.
+INCOMPLETE_MIN_IDLE = 3600.0
 
 
 @dataclass(frozen=True)
@@ -370,6 +375,29 @@ class UploadStore:
                 if writer is not None:
                     writer.close()
         return removed
+
+    def stale_writes(self, max_idle: float, now: float | None = None) -> list[IncompleteWrite]:
+        """Incomplete writes (an object store's multipart uploads) that no upload session owns and that received
+        nothing for more than `max_idle` seconds (and at least INCOMPLETE_MIN_IDLE): what an interrupted push
+        or copy left behind. A session's own writes go with the session (`purge_idle`)."""
+        from secreg.registry.blobs import list_repositories
+
+        now = time.time() if now is None else now
+        # Listed before the sessions: a write begun after this listing is too young to be a candidate anyway.
+        candidates = self.driver.stale_writes(layout.V2, now - max(max_idle, INCOMPLETE_MIN_IDLE))
+        if not candidates:
+            return []
+        live = tuple(f"{layout.upload_dir(name, upload_id)}/"
+                     for name in list_repositories(self.driver, include_upload_only=True)
+                     for upload_id in self.list_sessions(name))
+        return [write for write in candidates if not write.path.startswith(live)]
+
+    def abort_stale_writes(self, max_idle: float, now: float | None = None) -> list[IncompleteWrite]:
+        """Abort the `stale_writes`; returns them."""
+        writes = self.stale_writes(max_idle, now)
+        for write in writes:
+            self.driver.abort_write(write)
+        return writes
 
     def list_sessions(self, name: str) -> list[str]:
         try:

@@ -6,6 +6,7 @@ from validated names and digests. A driver for an object store implements the sa
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
@@ -31,6 +32,17 @@ class FileInfo:
     size: int
     mtime: float
     is_dir: bool
+
+
+@dataclass(frozen=True)
+class IncompleteWrite:
+    """A write begun and never finished that the storage keeps apart from its files (an object store's
+    multipart upload): invisible to reads and listings, yet it holds storage until it is aborted."""
+
+    path: str
+    write_id: str
+    last_written: float  # when its last byte arrived (when it began, if none did)
+    size: int
 
 
 class AppendWriter(Protocol):
@@ -121,4 +133,13 @@ class StorageDriver(Protocol):
 
     def redirect_url(self, path: str) -> str | None:
         """A short-lived URL a client may fetch the file from directly (object stores with redirects on)."""
+        ...
+
+    def stale_writes(self, path: str, before: float) -> builtins.list[IncompleteWrite]:
+        """Incomplete writes at or below `path` whose last byte arrived before `before` (epoch seconds); always
+        empty where every write is a file (the filesystem: a crashed write leaves a file a path names)."""
+        ...
+
+    def abort_write(self, write: IncompleteWrite) -> None:
+        """Discard an incomplete write (and the storage it holds); one already gone is no error."""
         ...

@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from secreg.files import atomic_write, fsync_dir
 from secreg.storage.appendfile import FileAppendWriter
-from secreg.storage.driver import FileInfo, InvalidPath, PathNotFound
+from secreg.storage.driver import FileInfo, IncompleteWrite, InvalidPath, PathNotFound
 
 _TEMP_SUFFIX = ".tmp-secreg"
 
@@ -35,6 +35,12 @@ class FilesystemDriver:
         return self._full(path)
 
     def redirect_url(self, path: str) -> str | None:
+        return None
+
+    def stale_writes(self, path: str, before: float) -> list[IncompleteWrite]:
+        return []  # upload data is a file under _uploads/, purged with its session
+
+    def abort_write(self, write: IncompleteWrite) -> None:
         return None
 
     def open_staged(self, path: str) -> None:

@@ -25,7 +25,7 @@ import botocore.config
 import botocore.session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from secreg.storage.driver import FileInfo, InvalidPath, PathNotFound, StorageError
+from secreg.storage.driver import FileInfo, IncompleteWrite, InvalidPath, PathNotFound, StorageError
 from secreg.storage.s3options import S3Options
 
 log = logging.getLogger("secreg.storage.s3")
@@ -296,6 +296,39 @@ class S3Driver:
                 if name == key or name.startswith(f"{key}/"):
                     found.append((name, upload["UploadId"]))
         return found
+
+    def stale_writes(self, path: str, before: float) -> builtins.list[IncompleteWrite]:
+        """Multipart uploads below `path` (ListMultipartUploads) begun before `before` whose last part also
+        arrived before it (ListParts, asked only of those begun early enough)."""
+        prefix = self._dir_prefix(path)
+        found: builtins.list[IncompleteWrite] = []
+        try:
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket,
+                                                                                     Prefix=prefix):
+                for upload in page.get("Uploads", []):
+                    key, upload_id = upload["Key"], upload["UploadId"]
+                    last = float(upload["Initiated"].timestamp())
+                    if not key.startswith(prefix) or last >= before:
+                        continue
+                    size = 0
+                    try:
+                        for parts in self.client.get_paginator("list_parts").paginate(
+                                Bucket=self.bucket, Key=key, UploadId=upload_id):
+                            for part in parts.get("Parts", []):
+                                last = max(last, float(part["LastModified"].timestamp()))
+                                size += int(part["Size"])
+                    except ClientError as exc:
+                        if is_missing(exc):
+                            continue  # completed or aborted meanwhile
+                        raise
+                    if last < before:
+                        found.append(IncompleteWrite(self._path_of(key), upload_id, last, size))
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageError(f"listing multipart uploads below {path}: {exc}") from exc
+        return found
+
+    def abort_write(self, write: IncompleteWrite) -> None:
+        self.abort_multipart(self.key(write.path), write.write_id)
 
     def abort_multipart(self, key: str, upload_id: str) -> None:
         try:

@@ -151,7 +151,8 @@ class S3AppendWriter:
     def __init__(self, driver: S3Driver, path: str, *, staged: bool = False) -> None:
         """`staged`: a StagedWriter (a whole file in one go, e.g. a blob whose digest came with the upload):
         no state object and no tail are ever stored; the bytes appear at `sync` or never (`abort`, a crash:
-        the incomplete multipart upload is invisible; a bucket lifecycle rule reaps it)."""
+        the incomplete multipart upload is invisible; the upload purge aborts it once it is old enough,
+        `UploadStore.abort_stale_writes`)."""
         self._driver = driver
         self._path = path
         self._staged = staged

@@ -238,3 +238,62 @@ def test_staged_writes_appear_whole_or_not_at_all(driver: S3Driver) -> None:
     dropped.abort()
     assert not driver.exists("other/data")
     assert not driver.client.list_multipart_uploads(Bucket=driver.bucket).get("Uploads")
+
+
+def test_gc_aborts_stale_multipart_uploads_no_session_owns(moto: ObjectStore) -> None:
+    from secreg.digest import Digest
+    from secreg.registry.blobs import BlobStore
+    from secreg.registry.gc import collect_garbage
+    from secreg.registry.uploads import UploadStore
+    from secreg.storage import layout
+
+    driver = make_driver(moto, f"b-{uuid.uuid4().hex[:12]}", rootdirectory="/root", chunksize=5 * MIB)
+    outside = "elsewhere/data"  # not secreg's tree: never touched, whatever its age
+    abandoned_outside = driver.open_staged(outside)
+    abandoned_outside.write_pieces([os.urandom(6 * MIB)])
+    abandoned_outside.flush()
+    # An interrupted monolithic push: its multipart upload at the blob key, one part sent (the rest was still in
+    # memory), never completed.
+    blob = layout.blob_data(Digest.of(b"never finished"))
+    interrupted = driver.open_staged(blob)
+    interrupted.write_pieces([os.urandom(6 * MIB)])
+    interrupted.flush()
+    # A live upload session: a PATCH is writing it (it holds the lock) and one part is in the bucket.
+    uploads = UploadStore(driver, BlobStore(driver))
+    upload_id = uploads.start("app")
+    data = layout.upload_data("app", upload_id)
+    writer = driver.open_append(data)
+    assert writer.try_lock()
+    writer.write(os.urandom(6 * MIB))
+    writer.flush()
+
+    def multipart_keys() -> set[str]:
+        listed = driver.client.list_multipart_uploads(Bucket=driver.bucket).get("Uploads", [])
+        return {u["Key"] for u in listed}
+
+    keys = {driver.key(blob), driver.key(data), driver.key(outside)}
+    assert multipart_keys() == keys
+    # Young writes are never aborted, even at --upload-age 0: nothing tells an in-flight push from a dead one
+    # but the age of its last part.
+    report = collect_garbage(driver, grace=3600, delete_untagged=False, dry_run=False, settle=0,
+                             upload_purge_age=0)
+    assert report.writes_aborted == () and report.uploads_purged == () and multipart_keys() == keys
+    later = time.time() + 2 * 3600
+    dry = collect_garbage(driver, grace=3600, delete_untagged=False, dry_run=True, settle=0,
+                          upload_purge_age=3600, now=later)
+    assert [(w.path, w.size) for w in dry.writes_aborted] == [(blob, 5 * MIB)] and multipart_keys() == keys
+    report = collect_garbage(driver, grace=3600, delete_untagged=False, dry_run=False, settle=0,
+                             upload_purge_age=3600, now=later)
+    assert [w.path for w in report.writes_aborted] == [blob], report.to_json()
+    assert report.to_json()["incomplete_writes_aborted"][0]["path"] == blob
+    assert multipart_keys() == {driver.key(data), driver.key(outside)}
+    # The live session is untouched: its upload completes.
+    writer.sync()
+    writer.close()
+    assert driver.stat(data).size == 6 * MIB
+    # The server's own purge (storage.maintenance.uploadpurging) reaps with the same rule.
+    again = driver.open_staged(blob)
+    again.write_pieces([b"x" * (5 * MIB)])
+    again.flush()
+    assert [w.path for w in uploads.abort_stale_writes(3600, now=later)] == [blob]
+    assert driver.key(blob) not in multipart_keys()

@@ -61,7 +61,7 @@ from typing import Any
 from secreg.digest import Digest
 from secreg.registry.gc.mark import SWEEP_THREADS, Progress
 from secreg.registry.gc.quarantine import GcBusy, Run, lock, recover
-from secreg.registry.gc.uploads import PurgedUpload, purge_uploads
+from secreg.registry.gc.uploads import AbortedWrite, PurgedUpload, purge_uploads
 from secreg.storage import layout
 from secreg.storage.driver import StorageDriver
 
@@ -107,6 +107,7 @@ class GcReport:
     duration: float
     dry_run: bool = False
     rescued: int = 0  # quarantined items the final re-mark found in use again and put back
+    writes_aborted: tuple[AbortedWrite, ...] = ()  # incomplete multipart uploads no session owned
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -119,6 +120,8 @@ class GcReport:
             "links_removed": [{"repository": k.repository, "digest": str(k.digest)} for k in self.links_removed],
             "uploads_purged": [{"repository": u.repository, "uuid": u.upload_id, "idle": round(u.idle, 1),
                                 "size": u.size} for u in self.uploads_purged],
+            "incomplete_writes_aborted": [{"path": w.path, "idle": round(w.idle, 1), "size": w.size}
+                                          for w in self.writes_aborted],
             "rescued": self.rescued,
             "duration": round(self.duration, 3),
         }
@@ -145,7 +148,8 @@ def collect_garbage(
     try:
         if not dry_run:
             recover(driver)
-        purged = purge_uploads(driver, upload_purge_age, now, dry_run) if upload_purge_age is not None else ()
+        purged, aborted = (purge_uploads(driver, upload_purge_age, now, dry_run) if upload_purge_age is not None
+                           else ([], []))
         run = Run(driver, cutoff, delete_untagged, layout.gc_run_dir(uuid.uuid4().hex), progress)
         first = run.scan()
         stored = run.scan_blobs()
@@ -175,6 +179,7 @@ def collect_garbage(
         bytes_freed=sum(b.size for b in blobs),
         manifests_removed=tuple(RemovedManifest(i.repository, i.digest) for i in removed if i.kind == "manifest"),
         uploads_purged=tuple(purged),
+        writes_aborted=tuple(aborted),
         links_removed=tuple(RemovedLink(i.repository, i.digest) for i in removed if i.kind == "link"),
         duration=time.monotonic() - started,
         dry_run=dry_run,

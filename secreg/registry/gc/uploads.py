@@ -1,5 +1,6 @@
-"""Purging upload sessions idle longer than a maximum age (part of a collection run, or on its own through
-`UploadStore.purge_idle`)."""
+"""Purging upload sessions idle longer than a maximum age, and aborting the incomplete writes (multipart
+uploads) no session owns that are as old (part of a collection run, or on its own through
+`UploadStore.purge_idle` and `UploadStore.abort_stale_writes`)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,17 @@ class PurgedUpload:
     size: int = 0
 
 
+@dataclass(frozen=True)
+class AbortedWrite:
+    path: str  # where the interrupted write was going (a blob's data, an upload's data)
+    idle: float  # seconds since its last byte
+    size: int  # bytes it held
 
-def purge_uploads(driver: StorageDriver, max_age: float, now: float, dry_run: bool) -> list[PurgedUpload]:
+
+def purge_uploads(driver: StorageDriver, max_age: float, now: float, dry_run: bool
+                  ) -> tuple[list[PurgedUpload], list[AbortedWrite]]:
     uploads = UploadStore(driver, BlobStore(driver))
     sessions = uploads.idle_sessions(max_age, now) if dry_run else uploads.purge_idle(max_age, now)
-    return [PurgedUpload(s.repository, s.upload_id, s.idle, s.size) for s in sessions]
+    writes = uploads.stale_writes(max_age, now) if dry_run else uploads.abort_stale_writes(max_age, now)
+    return ([PurgedUpload(s.repository, s.upload_id, s.idle, s.size) for s in sessions],
+            [AbortedWrite(w.path, now - w.last_written, w.size) for w in writes])
