@@ -327,11 +327,14 @@ def test_registry_and_auth_roles_in_two_processes(tmp_path: Path) -> None:
 def test_compose_scaled_profile_runs_replicas_on_a_bucket_behind_haproxy(compose: dict[str, Any]) -> None:
     services = compose["services"]
     scaled = {n for n, s in services.items() if "scaled" in s.get("profiles", [])}
-    assert scaled == {"objectstore", "redis", "replica", "balancer"}
+    assert scaled == {"redis", "replica", "balancer"}
+    # MinIO only with `--profile minio`: the replicas may use any S3 service instead (SECREG_S3_ENDPOINT).
+    assert services["objectstore"]["profiles"] == ["minio"]
     replica = services["replica"]
     assert replica["command"] == ["serve", "--config", "/etc/secreg/config.yml", "--role", "registry"]
     assert replica["environment"]["SECREG_STORAGE_S3_REGIONENDPOINT"] == "http://objectstore:9000"
     assert replica["environment"]["SECREG_REDIS_ADDR"] == "redis:6379"
+    assert replica["scale"] == 3 and "objectstore" not in replica.get("depends_on", {})
     assert _mounts(replica)["/certs"][1] == "ro" and _mounts(replica)["/auth"][1] == "ro"
     haproxy = (ROOT / "deploy" / "haproxy.cfg").read_text()
     assert "mode tcp" in haproxy and "balance roundrobin" in haproxy and "replica:5000" in haproxy
@@ -340,3 +343,23 @@ def test_compose_scaled_profile_runs_replicas_on_a_bucket_behind_haproxy(compose
         result = subprocess.run([checked, "-c", "-f", str(ROOT / "deploy" / "haproxy.cfg")],
                                 capture_output=True, text=True, timeout=30, check=False)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_replica_environment_loads_into_s3_and_redis_settings(tmp_path: Path) -> None:
+    """What a replica container reads: deploy/config.yml plus the environment compose gives it (resolved by
+    `docker-compose config` from a .env pointing at an S3 service outside compose), and the .env itself exported
+    into the shell does not stop secreg (its variables are compose's, not settings)."""
+    dotenv = {"SECREG_PUBLIC_HOST": PUBLIC_HOST, "SECREG_S3_ENDPOINT": "https://s3.example.internal:8443",
+              "SECREG_S3_BUCKET": "images", "SECREG_S3_ACCESSKEY": "ak", "SECREG_S3_SECRETKEY": "sk-secret",
+              "SECREG_AUTH_PORT": "5001", "SECREG_UID": "10001"}
+    result = _compose_config(tmp_path, dotenv)
+    assert result.returncode == 0, result.stderr
+    replica = yaml.safe_load(result.stdout)["services"]["replica"]
+    environ = {k: str(v) for k, v in replica["environment"].items()}
+    settings = load_settings(ROOT / "deploy" / "config.yml", environ={**dotenv, **environ}, base_dir=tmp_path)
+    s3 = settings.storage_s3
+    assert s3 is not None and (s3.bucket, s3.regionendpoint) == ("images", "https://s3.example.internal:8443")
+    assert (s3.accesskey, s3.secretkey) == ("ak", "sk-secret") and "sk-secret" not in repr(s3)
+    assert settings.redis is not None and (settings.redis.host, settings.redis.port) == ("redis", 6379)
+    assert settings.auth.token.realm == f"https://{PUBLIC_HOST}:5001/auth/token"
+    assert settings.auth.directory == Path("/auth") and settings.tls.directory == Path("/certs")

@@ -26,7 +26,8 @@ from secreg.config.proxy import ProxySettings, parse_proxy
 ENV_PREFIX = "SECREG_"
 # Named like settings but read by compose.yaml and the Dockerfile, not by secreg (an exported .env must not
 # stop `secreg serve`).
-COMPOSE_VARIABLES = frozenset({"PUBLIC_HOST", "AUTH_PORT", "UID"})
+COMPOSE_VARIABLES = frozenset({"PUBLIC_HOST", "AUTH_PORT", "UID",
+                               "S3_ENDPOINT", "S3_BUCKET", "S3_ACCESSKEY", "S3_SECRETKEY"})
 
 DEFAULTS: dict[str, Any] = {
     "version": "0.1",
