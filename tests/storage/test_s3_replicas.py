@@ -170,3 +170,63 @@ def test_a_monolithic_push_is_written_at_its_final_key(replicas: list[RunningSer
     head = driver.head(f"docker/registry/v2/blobs/sha256/{hexdigest[:2]}/{hexdigest}/data")
     assert head is not None and "secreg-mtime" not in head.get("Metadata", {})  # written there, not copied
     assert not driver.client.list_multipart_uploads(Bucket=bucket).get("Uploads")
+
+
+def test_the_compose_balancer_config_passes_tls_through_to_the_replicas(replicas: list[RunningServer],
+                                                                       tmp_path: Path) -> None:
+    """deploy/haproxy.cfg (compose's `balancer`) with only what Docker's DNS would supply replaced: the listen
+    address and the three replica addresses. Clients see the replicas' own certificate (passthrough, verified
+    against the CA), and requests without stickiness land on several replicas."""
+    import re
+    import socket
+    import ssl
+    import subprocess
+    import time
+
+    from tests.e2e.conftest import require_binary
+    from tests.oci import push_blob
+    from tests.server import free_port, stop_process_group
+
+    haproxy = require_binary("haproxy", "haproxy", default="/usr/sbin/haproxy")
+    text = (Path(__file__).resolve().parents[2] / "deploy" / "haproxy.cfg").read_text()
+    template = re.search(r"(?m)^    server-template replica 3 replica:5000 (check check-ssl verify none) "
+                         r"resolvers docker init-addr none$", text)
+    assert template is not None and "    bind :5443\n" in text and "resolvers docker\n" in text
+    port = free_port()
+    servers = "\n".join(f"    server replica{i} 127.0.0.1:{r.port} {template.group(1)}" for i, r in enumerate(replicas))
+    text = text.replace(template.group(0), servers).replace("    bind :5443\n", f"    bind 127.0.0.1:{port}\n")
+    text = re.sub(r"(?m)^resolvers docker\n(?:    .*\n)+", "", text)
+    (tmp_path / "haproxy.cfg").write_text(text)
+    with open(tmp_path / "haproxy.log", "wb") as log:
+        process = subprocess.Popen([haproxy, "-db", "-f", str(tmp_path / "haproxy.cfg")], stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        url = f"https://127.0.0.1:{port}"
+        context = replicas[0].ssl_context()
+        deadline = time.monotonic() + 60
+        while True:  # up once the health checks (TLS + GET /healthz) passed on every replica
+            assert process.poll() is None, (tmp_path / "haproxy.log").read_text()
+            try:
+                with httpx.Client(base_url=url, verify=context, timeout=5) as c:
+                    if all(c.get("/v2/").status_code == 401 for _ in range(6)):
+                        break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, (tmp_path / "haproxy.log").read_text()
+            time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+            seen = tls.getpeercert(binary_form=True)
+        assert seen == ssl.PEM_cert_to_DER_cert((replicas[0].workdir / "certs" / "server.crt").read_text())
+        name = f"balanced/{uuid.uuid4().hex[:8]}"
+        blobs = [os.urandom(1000 + i) for i in range(6)]
+        auth = bearer(replicas[0], f"repository:{name}:pull,push")
+        with httpx.Client(base_url=url, verify=context, headers=auth, timeout=30) as c:
+            digests = [push_blob(c, name, blob) for blob in blobs]
+        for digest, blob in zip(digests, blobs, strict=True):  # a connection each: the balancer picks per connection
+            with httpx.Client(base_url=url, verify=context, headers=auth, timeout=30) as fresh:
+                assert fresh.get(f"/v2/{name}/blobs/{digest}").content == blob
+        served = [r for r in replicas if f"/v2/{name}/blobs/" in r.log()]
+        assert len(served) >= 2, "round robin without stickiness reaches several replicas"
+    finally:
+        stop_process_group(process)
