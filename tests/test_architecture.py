@@ -29,7 +29,7 @@ PUBLIC = {
         "challenge_detail", "mount_hints", "realm_from_request",
     ],
     "secreg.auth.middleware": ["IDENTITY_KEY", "AuthMiddleware", "Identity", "Resolver"],
-    "secreg.auth.server": ["TOKEN_PATH", "TokenService", "token_routes"],
+    "secreg.auth.server": ["REVOKE_PATH", "TOKEN_PATH", "TokenService", "token_routes"],
     "secreg.scopekeys": ["IDENTITY_KEY", "REQUEST_ID_KEY", "USER_KEY"],
     "secreg.httperrors": ["API_VERSION", "error_response"],
     "secreg.api.errors": ["MODEL_ERRORS", "oci_error"],

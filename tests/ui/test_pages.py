@@ -380,7 +380,8 @@ def test_ui_changes_are_audited_like_the_cli(admin: httpx.Client, ui_server: Run
     assert admin.post("/ui/admin/users/audited/delete", data={"csrf": csrf}).status_code == 200
     events = [json.loads(line) for line in ui_server.log().splitlines() if line.startswith('{"time"')]
     mine = [(e["event"], e["by"]) for e in events if e.get("user") == "audited" and "by" in e]
-    assert mine == [("user.add", "ui:admin"), ("user.delete", "ui:admin")]
+    # The deletion also revokes the user's refresh tokens in the revocation list (secreg.auth.revocation).
+    assert mine == [("user.add", "ui:admin"), ("user.delete", "ui:admin"), ("refresh.revoked", "ui:admin")]
     assert any(e.get("event") == "login.ok" and e.get("via") == "ui" for e in events)
 
 
