@@ -32,7 +32,7 @@ from secreg.registry.errors import ModelError
 from secreg.registry.local import LocalRegistry
 from secreg.registry.maintenance import collect_garbage_forever, purge_uploads_forever
 from secreg.registry.model import RegistryModel
-from secreg.requestbody import BodyTimeout, settle_before_error
+from secreg.requestbody import BodyTimeout, SettleUnreadBody, settle_before_error
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 Role = Literal["all", "registry", "auth"]
@@ -167,6 +167,7 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
         ui = create_ui(settings, proxy if proxy is not None else registry, Browse(registry.driver), app.state)
         app.router.routes.append(Mount(UI_PATH, app=ui))
         app.router.routes.append(Route("/", root_redirect, methods=["GET"]))
+    app.add_middleware(SettleUnreadBody)  # inside BodyTimeout: its drain is timed
     app.add_middleware(BodyTimeout, timeout=settings.body_timeout)  # outside auth: its drain is timed too
     if proxy is not None:  # outside auth: containerd's ?ns= requests are authorized as the local name
         app.add_middleware(MirrorNamespaceMiddleware, router=proxy.router)

@@ -8,6 +8,8 @@ closed. Up to DRAIN_LIMIT bytes are read and dropped to keep the connection usab
 All draining is here: `drain_unread` for the layers below the routes (the auth middleware answers before any
 handler runs), `settle_before_error` for a handler or the router answering early (it reads through Starlette's
 `Request`, which knows what has been read already). `secreg.api.base.settles_body` applies it to the routes.
+`SettleUnreadBody` is the net under all of them (the web UI's form checks included):
+an answer that starts before the body was read to its end drains it first, whoever sent it.
 """
 
 from __future__ import annotations
@@ -95,6 +97,44 @@ async def settle_before_error(request: Request, error: RegistryError, limit: int
             drained = True
     if not drained:
         error.headers.setdefault("Connection", "close")
+
+
+class SettleUnreadBody:
+    """Pure ASGI: when an HTTP/1.x answer starts while the request body is not read to its end, read and drop
+    the rest first (up to DRAIN_LIMIT), or add `Connection: close` when there is more (a body declared larger
+    is not waited for, nor one under an answer that already says `Connection: close`). Without this, Hypercorn
+    closes the connection after such an answer without saying so, and a client that sends its next request on
+    it gets no response ("server disconnected")."""
+
+    def __init__(self, app: ASGIApp, limit: int = DRAIN_LIMIT) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not keeps_connection(scope) or not announces_body(scope):
+            await self.app(scope, receive, send)
+            return
+        complete = False
+
+        async def tracked_receive() -> Message:
+            nonlocal complete
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                complete = True
+            return message
+
+        async def settling_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not complete:
+                headers = list(message.get("headers", []))
+                closing = any(name.lower() == b"connection" and b"close" in value.lower() for name, value in headers)
+                declared = declared_length(scope)
+                # An answer that closes anyway (a layer chose not to wait for the body) goes out at once.
+                if not closing and not ((declared is None or declared <= self.limit)
+                                        and await _drop(_messages(tracked_receive), self.limit)):
+                    message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, tracked_receive, settling_send)
 
 
 class BodyTimedOut(Exception):

@@ -3,8 +3,11 @@ shows, CSRF and the security headers, and that every change goes through the reg
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
+import socket
+import ssl
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -243,6 +246,41 @@ def test_every_state_changing_route_refuses_a_missing_or_foreign_csrf_token(
     # nothing happened
     assert admin.get("/ui/repo/public/hello/-/manifest/1.0").status_code == 200
     assert "evil" not in admin.get("/ui/admin/users").text
+
+
+def _read_response(tls: ssl.SSLSocket) -> http.client.HTTPResponse:
+    response = http.client.HTTPResponse(tls)  # type: ignore[arg-type]
+    response.begin()
+    response.read()
+    return response
+
+
+def test_a_post_refused_before_its_body_arrives_leaves_the_connection_usable(ui_server: RunningServer) -> None:
+    """Any answer that goes out before the body was read (here the form check's 400 on a Content-Type; the
+    cross-site 403 has its own test) first waits for the rest of a small body (secreg.requestbody's
+    SettleUnreadBody), so the next request on the same connection is answered: Hypercorn closed the connection
+    after such an answer without a `Connection: close`, and a client reusing it got "server disconnected"."""
+    body = b"csrf=" + b"x" * 40
+    raw = socket.create_connection(("127.0.0.1", ui_server.port), timeout=60)
+    with ui_server.ssl_context().wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(b"POST /ui/logout HTTP/1.1\r\nHost: %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
+                    % (ui_server.host_port.encode(), len(body)))
+        time.sleep(0.3)  # the body comes later: before the fix the answer (and the close) came first
+        tls.sendall(body)
+        refused = _read_response(tls)
+        assert refused.status == 400 and refused.getheader("connection") is None
+        tls.sendall(b"GET /ui/login HTTP/1.1\r\nHost: %s\r\n\r\n" % ui_server.host_port.encode())
+        assert _read_response(tls).status == 200
+
+
+def test_a_post_whose_unread_body_is_too_large_says_connection_close(ui_server: RunningServer) -> None:
+    """A body declared past the drain limit is not waited for: the answer goes out at once and closes."""
+    raw = socket.create_connection(("127.0.0.1", ui_server.port), timeout=60)
+    with ui_server.ssl_context().wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(b"POST /ui/logout HTTP/1.1\r\nHost: %s\r\nContent-Type: text/plain\r\n"
+                    b"Content-Length: %d\r\n\r\n" % (ui_server.host_port.encode(), 1 << 30))
+        refused = _read_response(tls)
+        assert refused.status == 400 and refused.getheader("connection") == "close"
 
 
 def test_a_non_admin_sees_no_admin_pages_and_gets_403(dev: httpx.Client, anonymous: httpx.Client) -> None:
