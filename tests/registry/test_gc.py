@@ -6,18 +6,18 @@ import asyncio
 import io
 import json
 import os
-import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import redirect_stdout
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from secreg.cli.main import main
 from secreg.digest import Digest
 from secreg.registry.blobs import BlobStore
-from secreg.registry.gc import GC_DIR, GC_LOCK, GcBusy, GcReport, collect_garbage
+from secreg.registry.gc import GC_DIR, GC_LOCK, GcBusy, GcReport, Progress, collect_garbage
 from secreg.registry.manifests import ManifestStore
 from secreg.registry.uploads import UploadStore
 from secreg.storage import layout
@@ -87,7 +87,7 @@ class Registry:
         return digest
 
     def gc(self, grace: float = 3600, delete_untagged: bool = False, dry_run: bool = False,
-           later: bool = True, **extra: float) -> GcReport:
+           later: bool = True, **extra: Any) -> GcReport:
         now = time.time() + (LATER if later else 0)
         return collect_garbage(self.driver, grace=grace, delete_untagged=delete_untagged, dry_run=dry_run,
                                now=now, settle=extra.pop("settle", 0), **extra)
@@ -247,23 +247,30 @@ def test_stale_upload_sessions_are_purged(reg: Registry) -> None:
     assert reg.uploads.list_sessions("team/app") == [fresh]
 
 
+def _in_the_settle(action: Callable[[], None]) -> Progress:
+    """A progress callback that runs `action` once, in the settle: after the quarantine, before the final re-mark
+    (what a client racing GC does at the worst moment; no thread, no timing)."""
+    done: list[str] = []
+
+    def progress(phase: str, _done: int, _total: int, _bytes: int) -> None:
+        if phase == "settle" and not done:
+            done.append(phase)
+            action()
+
+    return progress
+
+
 def test_a_link_made_while_quarantined_puts_the_blob_back(reg: Registry) -> None:
     """The race the final re-mark closes: a repository links the blob after GC decided to remove it."""
     orphan = reg.orphan(b"about to be mounted")
-    linked = threading.Event()
+    linked: list[bool] = []
 
-    def link_once_quarantined() -> None:
-        deadline = time.monotonic() + 10
-        while reg.has_blob(orphan) and time.monotonic() < deadline:
-            time.sleep(0.005)
+    def link() -> None:
+        linked.append(not reg.has_blob(orphan))  # quarantined by now
         reg.driver.write_bytes(layout.layer_link("team/late", orphan), layout.link_content(orphan))
-        linked.set()
 
-    thread = threading.Thread(target=link_once_quarantined)
-    thread.start()
-    report = reg.gc(settle=1.0)
-    thread.join()
-    assert linked.is_set()
+    report = reg.gc(settle=0.01, progress=_in_the_settle(link))
+    assert linked == [True]
     assert report.blobs_removed == () and report.rescued == 1
     assert reg.blobs.is_linked("team/late", orphan)
 
@@ -272,40 +279,28 @@ def test_a_revision_pushed_while_quarantined_keeps_its_manifest_blob(reg: Regist
     image = reg.push_image("team/app", "v1", "repushed")
     content = reg.manifests.get("team/app", image).content
     reg.manifests.delete("team/app", image)
-    pushed = threading.Event()
+    pushed: list[bool] = []
 
-    def repush_once_quarantined() -> None:
-        deadline = time.monotonic() + 10
-        while reg.has_blob(image) and time.monotonic() < deadline:
-            time.sleep(0.005)
+    def repush() -> None:
+        pushed.append(not reg.has_blob(image))  # quarantined by now
         # What a PUT that checked the blob just before the quarantine writes next: the revision link.
         reg.driver.write_bytes(layout.revision_link("team/other", image), layout.link_content(image))
-        pushed.set()
 
-    thread = threading.Thread(target=repush_once_quarantined)
-    thread.start()
-    report = reg.gc(settle=1.0)
-    thread.join()
-    assert pushed.is_set() and report.blobs_removed == ()
+    report = reg.gc(settle=0.01, progress=_in_the_settle(repush))
+    assert pushed == [True] and report.blobs_removed == ()
     assert reg.has_blob(image) and reg.manifests.get("team/other", image).content == content
 
 
 def test_a_tag_set_while_quarantined_keeps_the_revision(reg: Registry) -> None:
     untagged = reg.push_image("team/app", None, "tagged-late")
-    tagged = threading.Event()
+    tagged: list[bool] = []
 
-    def tag_once_quarantined() -> None:
-        deadline = time.monotonic() + 10
-        while reg.manifests.exists("team/app", untagged) and time.monotonic() < deadline:
-            time.sleep(0.005)
+    def tag() -> None:
+        tagged.append(not reg.manifests.exists("team/app", untagged))  # quarantined by now
         reg.driver.write_bytes(layout.tag_current_link("team/app", "late"), layout.link_content(untagged))
-        tagged.set()
 
-    thread = threading.Thread(target=tag_once_quarantined)
-    thread.start()
-    report = reg.gc(delete_untagged=True, settle=1.0)
-    thread.join()
-    assert tagged.is_set() and report.manifests_removed == () and report.blobs_removed == ()
+    report = reg.gc(delete_untagged=True, settle=0.01, progress=_in_the_settle(tag))
+    assert tagged == [True] and report.manifests_removed == () and report.blobs_removed == ()
     assert report.rescued == 2  # the revision, and its manifest blob with it
     assert reg.manifests.get("team/app", "late").digest == untagged and reg.has_blob(untagged)
 
