@@ -59,10 +59,14 @@ class RunningServer:
         return ssl.create_default_context(cafile=str(self.ca))
 
     def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, verify=self.ssl_context(), timeout=60, **kwargs)
+        return httpx.Client(base_url=self.url, verify=self.ssl_context(), **{"timeout": 60, **kwargs})
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+class _PortTaken(RuntimeError):
+    """The free port was taken by another process between `free_port` and the server's bind."""
 
 
 @contextmanager
@@ -71,27 +75,39 @@ def run_secreg(
     config: dict[str, Any] | None = None,
     args: list[str] | None = None,
     env: dict[str, str] | None = None,
-    timeout: float = 30,
+    timeout: float = 60,
     host: str = "127.0.0.1",
     wrapper: list[str] | None = None,
 ) -> Iterator[RunningServer]:
     """`host` is the loopback address to listen on: "::1" for registries dockerd must verify TLS for.
-    `wrapper` runs the server through a command that then execs it (e.g. `prlimit --nofile=...`)."""
+    `wrapper` runs the server through a command that then execs it (e.g. `prlimit --nofile=...`).
+    A port another process takes before the server binds it (many test runs share a machine) is retried."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port(host)
     config_path = workdir / "config.yml"
     config_path.write_text(yaml.safe_dump(config or {}))
     log_path = workdir / "server.log"
-    command = [*(wrapper or []), sys.executable, "-m", "secreg", "serve", "--config", str(config_path),
-               "--addr", _host_port(host, port), *(args or [])]
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SECREG_")}
     environment.update(env or {})
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(command, cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT,
-                                   env=environment, start_new_session=True)
-    server = RunningServer(f"https://{_host_port(host, port)}", port, workdir, process, log_path, host=host)
+    for attempt in range(3):
+        port = free_port(host)
+        command = [*(wrapper or []), sys.executable, "-m", "secreg", "serve", "--config", str(config_path),
+                   "--addr", _host_port(host, port), *(args or [])]
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen(command, cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT,
+                                       env=environment, start_new_session=True)
+        server = RunningServer(f"https://{_host_port(host, port)}", port, workdir, process, log_path, host=host)
+        try:
+            _wait_ready(server, timeout)
+        except _PortTaken:
+            stop_process_group(process)
+            if attempt == 2:
+                raise
+            continue
+        except BaseException:
+            stop_process_group(process)
+            raise
+        break
     try:
-        _wait_ready(server, timeout)
         match = re.search(r"shown only this once:\s+(\S+)", server.log())
         server.admin_password = match.group(1) if match else None
         yield server
@@ -103,10 +119,12 @@ def _wait_ready(server: RunningServer, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"secreg exited with {server.process.returncode}:\n{server.log()}")
+            log = server.log()
+            error = _PortTaken if "cannot listen on" in log else RuntimeError
+            raise error(f"secreg exited with {server.process.returncode}:\n{log}")
         if server.ca.exists():
-            try:
-                with server.client() as client:
+            try:  # a probe that hangs (a port taken by a process that never answers) must not use up the wait
+                with server.client(timeout=10) as client:
                     client.get("/healthz")
                 return
             except (httpx.TransportError, ssl.SSLError):
