@@ -28,7 +28,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _wait(condition, timeout: float = 20) -> None:  # type: ignore[no-untyped-def]
+def _wait(condition, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"

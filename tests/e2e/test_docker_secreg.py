@@ -274,7 +274,7 @@ def _token_claims(token: str) -> dict[str, Any]:
     return claims
 
 
-def _wait_for_policy(registry: Registry, user: str, password: str, scope: str, timeout: float = 10) -> None:
+def _wait_for_policy(registry: Registry, user: str, password: str, scope: str, timeout: float = 60) -> None:
     """The server re-reads policy.yaml within a second; wait until its token server grants `scope`."""
     deadline = time.monotonic() + timeout
     while True:

@@ -169,7 +169,7 @@ def test_uploads_in_progress_while_a_body_streams(server: RunningServer) -> None
     thread.start()
     try:
         assert started.wait(30)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while value(scrape(server), "secreg_uploads_in_progress") != 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert value(scrape(server), "secreg_uploads_in_progress") == 1

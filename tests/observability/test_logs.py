@@ -23,7 +23,7 @@ ACCESS_FIELDS = {"time", "request_id", "client", "user", "method", "path", "rout
                  "status", "bytes_in", "bytes_out", "duration", "user_agent", "cache"}
 
 
-def eventually(check: Callable[[], bool], timeout: float = 10) -> None:
+def eventually(check: Callable[[], bool], timeout: float = 60) -> None:
     """The access line (and the push / delete audit event) is written once the response has gone out,
     so a client can read the log before it is there: wait for it."""
     deadline = time.monotonic() + timeout

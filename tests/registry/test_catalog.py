@@ -80,15 +80,16 @@ def test_a_manifest_push_announces_its_repository(tmp_path: Path) -> None:
 
 def test_a_repository_written_behind_secregs_back_shows_after_the_maximum_age(tmp_path: Path) -> None:
     store = _worker(tmp_path)
-    store.repositories = RepositoryIndex(store.driver, list_repositories, max_age=0.2)
+    # Long enough that a stalled test (a loaded machine) does not see the list go stale before it means to.
+    store.repositories = RepositoryIndex(store.driver, list_repositories, max_age=2.0)
     assert store.repositories.names() == []
     link = tmp_path / layout.layer_link("foreign/repo", Digest.of(b"x", "sha256"))
     link.parent.mkdir(parents=True)
     link.write_text("written by another registry")
     assert store.repositories.names() == []  # no token changed: the list in memory still holds
-    time.sleep(0.3)
+    time.sleep(2.1)
     store.repositories.names()  # stale: a background walk starts, the old list is served meanwhile
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while store.repositories.names() != ["foreign/repo"]:
         assert time.monotonic() < deadline, "the background walk never picked the repository up"
         time.sleep(0.05)
