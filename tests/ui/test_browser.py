@@ -93,7 +93,7 @@ def new_page(browser: Any, server: RunningServer) -> Any:
                                   viewport={"width": 1280, "height": 860})
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
     page = context.new_page()
-    page.set_default_timeout(15_000)
+    page.set_default_timeout(60_000)  # waits end when their condition holds: generous for a loaded machine
     return page
 
 
