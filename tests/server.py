@@ -65,6 +65,15 @@ class RunningServer:
         return self.log_path.read_text(errors="replace")
 
 
+def token(server: RunningServer, user: str | None, password: str | None, *scopes: str) -> str:
+    """A bearer token from the server's token endpoint for `scopes` (anonymous without a user and password)."""
+    with server.client() as client:
+        response = client.get("/auth/token", params=[("service", "secreg"), *[("scope", s) for s in scopes]],
+                              auth=(user, password) if user and password else None)
+    assert response.status_code == 200, response.text
+    return str(response.json()["token"])
+
+
 class _PortTaken(RuntimeError):
     """The free port was taken by another process between `free_port` and the server's bind."""
 

@@ -25,6 +25,7 @@ from secreg.storage.filesystem import FilesystemDriver
 from tests.auth.test_auth_registry import add_user
 from tests.oci import OCI_INDEX, OCI_MANIFEST, descriptor, error_code, image_manifest, push_blob, put_manifest
 from tests.server import RunningServer, run_secreg
+from tests.server import token as server_token
 
 DESCRIPTION = "org.opencontainers.image.description"
 POLICY = """
@@ -65,11 +66,8 @@ def push(client: httpx.Client, name: str, tag: str, *, annotation: str | None = 
 
 
 def token(server: RunningServer, user: str | None, *scopes: str) -> str:
-    with server.client() as client:
-        response = client.get("/auth/token", params=[("service", "secreg"), *[("scope", s) for s in scopes]],
-                              auth=(user, PASSWORDS.get(user, server.admin_password or "")) if user else None)
-    assert response.status_code == 200, response.text
-    return str(response.json()["token"])
+    password = PASSWORDS.get(user, server.admin_password or "") if user else None
+    return server_token(server, user, password, *scopes)
 
 
 def basic(user: str, password: str) -> dict[str, str]:

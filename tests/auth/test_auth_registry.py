@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.oci import error_code, push_blob, push_image, sha256
-from tests.server import RunningServer, run_secreg, worker_environment
+from tests.server import RunningServer, run_secreg, token, worker_environment
 
 
 def add_user(server: RunningServer, name: str, password: str, *groups: str) -> None:
@@ -30,14 +30,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
         add_user(s, "alice", "alice-password")
         add_user(s, "bob", "bob-password")
         yield s
-
-
-def token(server: RunningServer, user: str | None, password: str | None, *scopes: str) -> str:
-    with server.client() as c:
-        r = c.get("/auth/token", params=[("service", "secreg"), *[("scope", s) for s in scopes]],
-                  auth=(user, password) if user and password else None)
-        assert r.status_code == 200, r.text
-        return str(r.json()["token"])
 
 
 def authed(server: RunningServer, bearer: str) -> httpx.Client:

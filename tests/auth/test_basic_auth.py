@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.oci import DOCKER_MANIFEST, descriptor, error_code, manifest_bytes, push_blob, sha256
-from tests.server import RunningServer, run_secreg
+from tests.server import RunningServer, run_secreg, token
 
 CURL = shutil.which("curl")
 
@@ -165,10 +165,7 @@ def test_mount_without_pull_on_the_source_asks_for_it(server: RunningServer) -> 
         push_blob(c, "alice/base", layer)
 
     def bearer(user: str, password: str, *scopes: str) -> str:
-        with server.client() as c:
-            r = c.get("/auth/token", params=[("service", "secreg"), *[("scope", s) for s in scopes]],
-                      auth=(user, password))
-            return str(r.json()["token"])
+        return token(server, user, password, *scopes)
 
     mount = {"mount": sha256(layer), "from": "alice/base"}
     push_only = bearer("alice", "alice-password", "repository:alice/app:pull,push")

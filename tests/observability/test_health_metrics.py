@@ -22,7 +22,7 @@ from secreg.config import load_settings
 from secreg.observability.metrics import Metrics
 from tests.auth.test_auth_registry import add_user
 from tests.oci import error_code, push_image, sha256
-from tests.server import RunningServer, run_secreg, worker_environment
+from tests.server import RunningServer, run_secreg, token, worker_environment
 
 OPEN = {"auth": {"enabled": False}}
 
@@ -52,11 +52,7 @@ class Authed:
     server: RunningServer
 
     def token(self, user: str, password: str, *scopes: str) -> str:
-        with self.server.client() as client:
-            response = client.get("/auth/token", params=[("service", "secreg"), *[("scope", s) for s in scopes]],
-                                  auth=(user, password))
-        assert response.status_code == 200, response.text
-        return str(response.json()["token"])
+        return token(self.server, user, password, *scopes)
 
 
 @pytest.fixture(scope="module")

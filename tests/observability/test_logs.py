@@ -17,7 +17,7 @@ import pytest
 
 from tests.auth.test_auth_registry import add_user
 from tests.oci import push_blob, push_image, sha256
-from tests.server import RunningServer, run_secreg
+from tests.server import RunningServer, run_secreg, token
 
 ACCESS_FIELDS = {"time", "request_id", "client", "user", "method", "path", "route", "repository", "action",
                  "status", "bytes_in", "bytes_out", "duration", "user_agent", "cache"}
@@ -58,14 +58,6 @@ def access_lines(server: RunningServer) -> list[dict[str, Any]]:
 
 def audit_events(server: RunningServer, event: str) -> list[dict[str, Any]]:
     return [line for line in json_lines(server) if line.get("event") == event]
-
-
-def token(server: RunningServer, user: str, password: str, *scopes: str) -> str:
-    with server.client() as client:
-        response = client.get("/auth/token", params=[("service", "secreg"), *[("scope", s) for s in scopes]],
-                              auth=(user, password))
-    assert response.status_code == 200, response.text
-    return str(response.json()["token"])
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server import RunningServer, run_secreg
+from tests.server import RunningServer, run_secreg, token
 
 POLICY = """\
 rules:
@@ -53,14 +53,6 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServe
     with run_secreg(workdir, {"storage": {"delete": {"enabled": True}}, "gc": {"grace": 0}}) as server:
         add_user(workdir, "dev", DEV_PASSWORD)
         yield server
-
-
-def token(server: RunningServer, user: str, password: str, *scopes: str) -> str:
-    with server.client() as client:
-        r = client.get("/auth/token", params=[("service", "secreg"), *[("scope", s) for s in scopes]],
-                       auth=(user, password))
-        assert r.status_code == 200, r.text
-        return str(r.json()["token"])
 
 
 def api_client(server: RunningServer, user: str, password: str, *names: str) -> httpx.Client:
