@@ -12,9 +12,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from secreg.digest import Digest
 from secreg.registry.gc import CLOCK_SLACK
 from secreg.storage import layout
-from tests.oci import push_blob, sha256
+from secreg.storage.filesystem import FilesystemDriver
+from tests.oci import sha256
 from tests.server import run_secreg
 
 OLD = time.time() - 3 * 86400
@@ -85,13 +87,12 @@ def test_idle_upload_sessions_are_removed_but_never_one_being_written(tmp_path: 
 
 
 def test_progress_is_a_line_per_phase_or_one_line_on_a_terminal(tmp_path: Path) -> None:
-    config = {"auth": {"enabled": False}, "storage": {"delete": {"enabled": True}}}
-    with run_secreg(tmp_path, config) as server, server.client() as c:
-        for i in range(300):  # orphans: pushed without a manifest, then unlinked
-            digest = push_blob(c, "orphans/x", f"orphan {i}".encode())
-            assert c.delete(f"/v2/orphans/x/blobs/{digest}").status_code == 202
     storage = tmp_path / "data"
-    # `--grace 0` still spares what changed within the clock slack (1 s) before the run: let the last push age.
+    driver = FilesystemDriver(storage)
+    for i in range(300):  # orphans: blobs no repository links (what a push without a manifest leaves, unlinked)
+        data = f"orphan {i}".encode()
+        driver.write_bytes(layout.blob_data(Digest.of(data)), data)
+    # `--grace 0` still spares what changed within the clock slack (1 s) before the run: let the last write age.
     time.sleep(CLOCK_SLACK + 0.2)
     plain = _gc(storage, "--grace", "0", "--dry-run")
     lines = [line for line in plain.splitlines() if line.startswith("gc: ")]
