@@ -44,7 +44,7 @@ def test_redirect_to_another_https_host_without_our_credentials(scripted: Script
         assert head.status_code == 200 and head.headers["content-length"] == str(image.layer_size)
         manifest = client.get("/v2/s/redirect/app/manifests/v1", headers=ACCEPT)
         assert manifest.status_code == 200, manifest.text
-        # Then the blobs, on the threaded download path.
+        # Then the blobs, on the blob download path (secreg.proxy.download) once the challenge is known.
         for digest in (image.config_digest, image.layer_digest):
             blob = client.get(f"/v2/s/redirect/app/blobs/{digest}")
             assert blob.status_code == 200 and sha256(blob.content) == digest, blob.text
@@ -76,7 +76,7 @@ def test_bad_redirects_fail_cleanly_and_cache_nothing(mode: str, message: str, s
                 assert "upstream registry s is unavailable" in error["message"]
         metrics = client.get("/metrics").text
     assert scripted.count("plain") == 0  # no request ever went out in plain HTTP
-    # Each client path (async and threaded) stops at 5 redirects: a bounded number of requests, not a loop.
+    # Each client path (httpx and the blob download) stops at 5 redirects: a bounded count, not a loop.
     assert scripted.count("upstream", "GET", image.layer_digest) <= 2 * 6
     assert not stored(proxy, image.layer_digest)
     staging = proxy.storage / "docker/registry/v2/_proxy"
