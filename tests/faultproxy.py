@@ -1,5 +1,6 @@
-"""An HTTP/1.1 proxy in front of an object server that injects faults: a 503 answer to chosen requests, or a
-response body cut off part way. One request per client connection (it answers `Connection: close`)."""
+"""An HTTP/1.1 proxy in front of an object server that injects faults: a 503 answer to chosen requests, a
+response body cut off part way, or a request held until the test releases it (a slow store, ordered by events
+instead of timings). One request per client connection (it answers `Connection: close`)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,14 @@ class Fault:
 
     pattern: str
     times: int = 1
-    action: str = "503"  # "503", or "cut": forward only the first `cut_after` body bytes, then drop
+    action: str = "503"  # "503"; "cut": forward only the first `cut_after` body bytes, then drop; "hold": see below
     cut_after: int = 1024 * 1024
     hits: int = 0
+    # "hold": `arrived` is set when a matching request reached the proxy; it is forwarded once `release` is set
+    # (or after `hold_max` seconds, so a failing test cannot hang the object store's clients for ever).
+    arrived: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+    hold_max: float = 60.0
 
 
 @dataclass
@@ -77,12 +83,15 @@ class FaultProxy:
                 client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/xml\r\n"
                                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(message), message))
                 return
+            if fault is not None and fault.action == "hold":
+                fault.arrived.set()
+                fault.release.wait(fault.hold_max)
             kept = [line for line in lines if not line.lower().startswith("connection:")]
             request = ("\r\n".join(kept) + "\r\nConnection: close\r\n\r\n").encode("latin-1") + body
             with socket.create_connection(self.upstream) as upstream:
                 upstream.sendall(request)
                 sent = 0
-                limit = fault.cut_after if fault is not None else None
+                limit = fault.cut_after if fault is not None and fault.action == "cut" else None
                 header_done = False
                 while chunk := upstream.recv(1024 * 1024):
                     if limit is not None:

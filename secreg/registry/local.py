@@ -3,7 +3,6 @@ stored in the reference registry's tree), with the settings that change what it 
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from secreg.registry.errors import Unsupported
 from secreg.registry.health import probe_storage
 from secreg.registry.manifests import ManifestStore
 from secreg.registry.model import BlobInfo, ChunkRange, Manifest, PutResult, UploadState
+from secreg.registry.offload import Offload
 from secreg.registry.tagcache import TagCache, counters_for
 from secreg.registry.uploads import UploadStore
 from secreg.storage.driver import StorageDriver
@@ -70,9 +70,12 @@ class LocalRegistry:
     uploads: UploadStore
     manifests: ManifestStore
     descriptions: Descriptions = field(init=False)
+    offload: Offload = field(init=False)
 
     def __post_init__(self) -> None:
         self.descriptions = Descriptions(self.driver, self.manifests, self.blobs)
+        # Store calls: inline on the filesystem, in threads on an object store (see registry/offload.py).
+        self.offload = self.uploads.offload
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalRegistry:
@@ -82,7 +85,8 @@ class LocalRegistry:
     def over(cls, settings: Settings, driver: StorageDriver) -> LocalRegistry:
         blobs = BlobStore(driver)
         tags = TagCache(counters_for(workers.shared_directory()), settings.tag_cache_max_age)
-        return cls(settings, driver, blobs, UploadStore(driver, blobs), ManifestStore(driver, blobs, tags))
+        uploads = UploadStore(driver, blobs, Offload(driver))
+        return cls(settings, driver, blobs, uploads, ManifestStore(driver, blobs, tags))
 
     def require_delete(self) -> None:
         if not self.settings.delete_enabled:
@@ -99,10 +103,10 @@ class LocalRegistry:
     async def catalog(self) -> list[str]:
         # Usually the in-memory list; a walk when another process announced a repository (in a thread, so
         # other requests keep moving meanwhile).
-        return await asyncio.to_thread(self.blobs.repositories.names)
+        return await self.offload.thread(self.blobs.repositories.names)
 
     async def description(self, name: str) -> str:
-        return await asyncio.to_thread(self.descriptions.of, name)
+        return await self.offload.thread(self.descriptions.of, name)
 
     async def cached_repositories(self, names: list[str]) -> dict[str, str]:
         return {}
@@ -113,39 +117,39 @@ class LocalRegistry:
     # --- blobs -------------------------------------------------------------------------------------
 
     async def stat_blob(self, name: str, digest: Digest) -> BlobInfo:
-        info = self.blobs.stat(name, digest)
+        info = await self.offload.run(self.blobs.stat, name, digest)
         return BlobInfo(info.digest, info.size)
 
     async def open_blob(self, name: str, digest: Digest) -> LocalBlobReader:
-        info = self.blobs.stat(name, digest)
+        info = await self.offload.run(self.blobs.stat, name, digest)
         return LocalBlobReader(digest, info.size, self.driver.local_path(info.path), self.driver, info.path)
 
     async def repositories_with_blob(self, digest: Digest) -> list[str]:
         # A stat per repository: in a thread.
-        return await asyncio.to_thread(lambda: list(self.blobs.repositories_linking(digest)))
+        return await self.offload.thread(lambda: list(self.blobs.repositories_linking(digest)))
 
     async def mount_blob(self, name: str, digest: Digest, source: str) -> bool:
         self.require_writable()
-        if not self.blobs.is_linked(source, digest):
+        if not await self.offload.run(self.blobs.is_linked, source, digest):
             return False
-        self.blobs.link(name, digest)
+        await self.offload.run(self.blobs.link, name, digest)
         return True
 
     async def unlink_blob(self, name: str, digest: Digest) -> None:
         self.require_delete()
         self.require_writable()
-        self.blobs.stat(name, digest)
-        self.blobs.unlink(name, digest)
+        await self.offload.run(self.blobs.stat, name, digest)
+        await self.offload.run(self.blobs.unlink, name, digest)
 
     # --- uploads -----------------------------------------------------------------------------------
 
     async def start_upload(self, name: str) -> UploadState:
         self.require_writable()
-        upload_id = await asyncio.to_thread(self.uploads.start, name)  # fsyncs: off the event loop
+        upload_id = await self.offload.thread(self.uploads.start, name)  # fsyncs: off the event loop
         return UploadState(name, upload_id, 0)
 
     async def upload_status(self, name: str, upload_id: str) -> UploadState:
-        return UploadState(name, upload_id, self.uploads.size(name, upload_id))
+        return UploadState(name, upload_id, await self.offload.run(self.uploads.size, name, upload_id))
 
     async def append_upload(self, name: str, upload_id: str, body: AsyncIterator[bytes],
                             chunk: ChunkRange | None = None, length: int | None = None) -> UploadState:
@@ -161,7 +165,7 @@ class LocalRegistry:
         return BlobInfo(digest, size)
 
     async def cancel_upload(self, name: str, upload_id: str) -> None:
-        self.uploads.cancel(name, upload_id)
+        await self.offload.run(self.uploads.cancel, name, upload_id)
 
     async def put_blob(self, name: str, digest: Digest, body: AsyncIterator[bytes],
                        length: int | None = None) -> BlobInfo:
@@ -172,22 +176,22 @@ class LocalRegistry:
     # --- manifests and tags ------------------------------------------------------------------------
 
     async def get_manifest(self, name: str, reference: str | Digest) -> Manifest:
-        stored = self.manifests.get(name, reference)
+        stored = await self.offload.run(self.manifests.get, name, reference)
         return Manifest(stored.digest, stored.media_type, stored.content)
 
     async def put_manifest(self, name: str, reference: str | Digest, content: bytes, media_type: str | None,
                            tags: list[str] | None = None) -> PutResult:
         self.require_writable()
         # Several small fsynced writes: in a thread, so other requests keep moving meanwhile.
-        return await asyncio.to_thread(self.manifests.put, name, reference, content, media_type, tags or [])
+        return await self.offload.thread(self.manifests.put, name, reference, content, media_type, tags or [])
 
     async def delete_manifest(self, name: str, reference: str | Digest) -> None:
         self.require_delete()
         self.require_writable()
-        await asyncio.to_thread(self.manifests.delete, name, reference)
+        await self.offload.thread(self.manifests.delete, name, reference)
 
     async def list_tags(self, name: str) -> list[str]:
-        return self.manifests.tag_names(name)
+        return await self.offload.run(self.manifests.tag_names, name)
 
     async def referrers(self, name: str, subject: Digest, artifact_type: str | None = None) -> list[dict[str, Any]]:
-        return self.manifests.referrers(name, subject, artifact_type)
+        return await self.offload.run(self.manifests.referrers, name, subject, artifact_type)

@@ -23,6 +23,7 @@ from secreg.digest import Digest, Hasher
 from secreg.registry.blobs import BlobStore
 from secreg.registry.errors import DigestMismatch, RangeMismatch, SizeMismatch, UploadUnknown
 from secreg.registry.model import ChunkRange
+from secreg.registry.offload import Offload
 from secreg.storage import layout
 from secreg.storage.driver import AppendWriter, IncompleteWrite, PathNotFound, StagedWriter, StorageDriver
 
@@ -51,9 +52,10 @@ class IdleSession:
 
 
 class UploadStore:
-    def __init__(self, driver: StorageDriver, blobs: BlobStore) -> None:
+    def __init__(self, driver: StorageDriver, blobs: BlobStore, offload: Offload | None = None) -> None:
         self.driver = driver
         self.blobs = blobs
+        self.offload = offload or Offload(driver)
         self._hashers: OrderedDict[tuple[str, str], Hasher] = OrderedDict()
 
     # --- session lifecycle -------------------------------------------------------------------------
@@ -113,13 +115,13 @@ class UploadStore:
     ) -> int:
         """Append a request body to the session; returns the new size. With `save_hash`, the running hash
         state is stored beside the data afterwards, so the next request may land on any worker or replica."""
-        data_path = self._check(name, upload_id)
-        loop = asyncio.get_running_loop()
+        run, thread = self.offload.run, self.offload.thread
+        data_path = await run(self._check, name, upload_id)
         # Opening, locking and closing are requests to an object store: off the event loop.
-        writer = await loop.run_in_executor(None, self.driver.open_append, data_path)
+        writer = await thread(self.driver.open_append, data_path)
         hasher: Hasher | None = None
         try:
-            if not await loop.run_in_executor(None, writer.try_lock):
+            if not await thread(writer.try_lock):
                 raise RangeMismatch(writer.size, "another request is writing to this upload")
             start = writer.size
             if chunk_range is not None:
@@ -130,10 +132,10 @@ class UploadStore:
                 if content_length is not None and content_length != chunk_range.length:
                     raise RangeMismatch(start, "Content-Range and Content-Length disagree")
             expected = chunk_range.length if chunk_range is not None else content_length
-            hasher = await loop.run_in_executor(None, self._take_hasher, name, upload_id, start, None)
+            hasher = await thread(self._take_hasher, name, upload_id, start, None)
             received = await self._receive(body, writer, hasher)
             if expected is not None and received != expected:
-                await loop.run_in_executor(None, writer.truncate, start)
+                await thread(writer.truncate, start)
                 raise SizeMismatch(f"received {received} bytes, expected {expected}; chunk discarded")
             size = writer.size
         except BaseException:
@@ -141,11 +143,11 @@ class UploadStore:
             raise
         finally:
             # Shielded: a request cancelled mid-body still leaves its bytes stored and the writer closed.
-            await asyncio.shield(loop.run_in_executor(None, writer.close))
+            await asyncio.shield(thread(writer.close))
         if hasher is not None:
             self._remember_hasher(name, upload_id, hasher)
             if save_hash:
-                await loop.run_in_executor(None, self._save_hash_state, name, upload_id, hasher)
+                await thread(self._save_hash_state, name, upload_id, hasher)
         return size
 
     async def _receive(self, body: AsyncIterator[bytes], writer: AppendWriter | StagedWriter,
@@ -252,28 +254,28 @@ class UploadStore:
         On a digest mismatch the session is discarded and nothing is stored."""
         if body is not None:
             await self.append(name, upload_id, body, chunk_range, content_length, save_hash=False)
-        data_path = self._check(name, upload_id)
-        loop = asyncio.get_running_loop()
-        writer = await loop.run_in_executor(None, self.driver.open_append, data_path)
+        run, thread = self.offload.run, self.offload.thread
+        data_path = await run(self._check, name, upload_id)
+        writer = await thread(self.driver.open_append, data_path)
         try:
-            if not await loop.run_in_executor(None, writer.try_lock):
+            if not await thread(writer.try_lock):
                 raise RangeMismatch(writer.size, "another request is writing to this upload")
             size = writer.size
-            hasher = await loop.run_in_executor(None, self._take_hasher, name, upload_id, size, digest.algorithm)
+            hasher = await thread(self._take_hasher, name, upload_id, size, digest.algorithm)
             if hasher is not None:
                 actual = hasher.digest()
             else:
                 # No running hash (a session continued where no state was saved): finish the data, hash it.
-                await loop.run_in_executor(None, writer.sync)
-                actual = await loop.run_in_executor(None, self._hash_file, data_path, digest.algorithm)
+                await thread(writer.sync)
+                actual = await thread(self._hash_file, data_path, digest.algorithm)
             if actual != digest:
-                self.cancel(name, upload_id)
+                await thread(self.cancel, name, upload_id)
                 raise DigestMismatch(digest, actual)
-            await loop.run_in_executor(None, writer.sync)
+            await thread(writer.sync)
         finally:
-            await asyncio.shield(loop.run_in_executor(None, writer.close))
+            await asyncio.shield(thread(writer.close))
         # Renames, link writes and directory fsyncs: off the event loop, so other transfers keep moving.
-        await loop.run_in_executor(None, self._commit, name, upload_id, data_path, digest)
+        await thread(self._commit, name, upload_id, data_path, digest)
         return size
 
     def _commit(self, name: str, upload_id: str, data_path: str, digest: Digest) -> None:
@@ -300,12 +302,12 @@ class UploadStore:
         """`POST ?digest=` with the whole blob in the body. Where the driver can publish a file atomically at its
         final path (an object store), the bytes go straight to the blob's place, verified before they appear:
         no session, no copy. Otherwise (or when the blob exists already) through a session like any upload."""
-        loop = asyncio.get_running_loop()
-        if not await loop.run_in_executor(None, self.blobs.exists_global, digest):
-            staged = await loop.run_in_executor(None, self.driver.open_staged, layout.blob_data(digest))
+        thread = self.offload.thread
+        if not await thread(self.blobs.exists_global, digest):
+            staged = await thread(self.driver.open_staged, layout.blob_data(digest))
             if staged is not None:
                 return await self._monolithic_staged(name, digest, body, content_length, staged)
-        upload_id = await asyncio.get_running_loop().run_in_executor(None, self.start, name)
+        upload_id = await thread(self.start, name)
         hasher = Hasher(digest.algorithm)
         self._remember_hasher(name, upload_id, hasher)
         try:
@@ -313,12 +315,12 @@ class UploadStore:
             return await self.complete(name, upload_id, digest)
         except BaseException:
             self._hashers.pop((name, upload_id), None)
-            self._discard(name, upload_id)
+            await asyncio.shield(self.offload.run(self._discard, name, upload_id))
             raise
 
     async def _monolithic_staged(self, name: str, digest: Digest, body: AsyncIterator[bytes],
                                  content_length: int | None, staged: StagedWriter) -> int:
-        loop = asyncio.get_running_loop()
+        thread = self.offload.thread
         hasher = Hasher(digest.algorithm)
         try:
             received = await self._receive(body, staged, hasher)
@@ -326,11 +328,11 @@ class UploadStore:
                 raise SizeMismatch(f"received {received} bytes, expected {content_length}")
             if hasher.digest() != digest:
                 raise DigestMismatch(digest, hasher.digest())
-            await loop.run_in_executor(None, staged.sync)
+            await thread(staged.sync)
         except BaseException:
-            await asyncio.shield(loop.run_in_executor(None, staged.abort))
+            await asyncio.shield(thread(staged.abort))
             raise
-        await loop.run_in_executor(None, self.blobs.link, name, digest)
+        await thread(self.blobs.link, name, digest)
         return received
 
     def purge_stale(self, max_age: float, now: float | None = None) -> list[tuple[str, str]]:

@@ -1,0 +1,97 @@
+"""A slow object store stalls only the requests waiting on it: the model's store calls on a non-local driver run
+off the event loop (secreg/registry/offload.py), so while one request's HEAD to the bucket is held, the same
+server answers `/v2/` and reads other repositories. Ordered by events (the proxy says when the held request
+arrived; the test releases it), never by timings."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future
+
+import httpx
+import pytest
+
+from tests.faultproxy import Fault, FaultProxy
+from tests.objectstores import ObjectStore
+from tests.server import RunningServer, run_secreg
+from tests.storage.test_driver_s3 import moto  # noqa: F401  (the session's moto server)
+
+BLOB = b"layer bytes " * 1000
+DIGEST = f"sha256:{hashlib.sha256(BLOB).hexdigest()}"
+
+
+@pytest.fixture(scope="module")
+def proxied(moto: ObjectStore, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
+            ) -> Iterator[tuple[FaultProxy, RunningServer]]:
+    host, port = moto.endpoint.removeprefix("http://").split(":")
+    proxy = FaultProxy((host, int(port)))
+    endpoint = proxy.start()
+    settings = moto.s3_settings(f"slow-{uuid.uuid4().hex[:10]}", regionendpoint=endpoint)
+    try:
+        with run_secreg(tmp_path_factory.mktemp("slow"), {"auth": {"enabled": False}, "storage": {"s3": settings}},
+                        timeout=60) as server:
+            yield proxy, server
+    finally:
+        proxy.close()
+
+
+def _push(client: httpx.Client, name: str) -> None:
+    r = client.post(f"/v2/{name}/blobs/uploads/", params={"digest": DIGEST}, content=BLOB,
+                    headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 201, r.text
+
+
+def _held(proxy: FaultProxy, pattern: str) -> Fault:
+    fault = Fault(pattern, action="hold")
+    proxy.faults.append(fault)
+    return fault
+
+
+def _in_background(call: object) -> Future[httpx.Response]:
+    outcome: Future[httpx.Response] = Future()
+
+    def run() -> None:
+        try:
+            outcome.set_result(call())  # type: ignore[operator]
+        except BaseException as exc:  # noqa: BLE001  (handed to the test thread)
+            outcome.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True).start()
+    return outcome
+
+
+@pytest.mark.parametrize("route", ["blob HEAD", "manifest GET", "upload status"])
+def test_a_held_store_request_does_not_block_the_server(proxied: tuple[FaultProxy, RunningServer],
+                                                        route: str) -> None:
+    proxy, server = proxied
+    slow, other = f"slow/{uuid.uuid4().hex[:8]}", f"other/{uuid.uuid4().hex[:8]}"
+    with httpx.Client(base_url=server.url, verify=server.ssl_context(), timeout=60) as client:
+        _push(client, slow)
+        _push(client, other)
+        if route == "blob HEAD":
+            fault = _held(proxy, rf"^(HEAD|GET) /\S+/{slow}/_layers/")
+            path, method = f"/v2/{slow}/blobs/{DIGEST}", "HEAD"
+        elif route == "manifest GET":
+            fault = _held(proxy, rf"^(HEAD|GET) /\S+/{slow}/_manifests/")
+            path, method = f"/v2/{slow}/manifests/latest", "GET"
+        else:
+            location = client.post(f"/v2/{slow}/blobs/uploads/").headers["Location"]
+            fault = _held(proxy, rf"^(HEAD|GET) /\S+/{slow}/_uploads/")
+            path, method = location, "GET"
+        background = httpx.Client(base_url=server.url, verify=server.ssl_context(), timeout=90)
+        held = _in_background(lambda: background.request(method, path))
+        try:
+            assert fault.arrived.wait(60), "the request never reached the object store"
+            # The held request is inside a store call now. The same server still answers others at once:
+            # the version check (no store call) and a blob HEAD of another repository (store calls of its own).
+            assert client.get("/v2/").status_code == 200
+            assert client.head(f"/v2/{other}/blobs/{DIGEST}").status_code == 200
+            assert not held.done() and not fault.release.is_set()  # ...while the first one still waits
+        finally:
+            fault.release.set()
+        answer = held.result(90)
+        background.close()
+        assert answer.status_code == {"blob HEAD": 200, "manifest GET": 404, "upload status": 204}[route], answer.text
