@@ -37,7 +37,8 @@ def configure_server_logging(settings: Settings) -> None:
     root.setLevel(settings.log_level.upper())
     # httpx logs every request's full URL at INFO: with the pull-through cache that is each upstream request,
     # query included, and the storage URLs upstreams redirect blob downloads to carry signatures there.
-    for noisy in ("httpx", "httpcore"):
+    # hpack logs every HTTP/2 header it decodes at DEBUG, a client's Authorization included.
+    for noisy in ("httpx", "httpcore", "hpack"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     access = logging.getLogger(accesslog.LOGGER)

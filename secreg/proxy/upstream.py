@@ -257,6 +257,8 @@ class UpstreamClient:
                 response = await self._http.send(request, stream=True)
             except httpx.HTTPError as exc:
                 raise self._error(f"{method} {_safe_url(url)} failed: {type(exc).__name__}: {exc}") from None
+            # httpx's own request log is off (it prints query strings): this one stops at the path.
+            log.debug("upstream %s: %s %s -> %d", self.upstream.name, method, _safe_url(url), response.status_code)
             if response.status_code not in _REDIRECTS or "location" not in response.headers:
                 return response
             await response.aclose()

@@ -27,7 +27,8 @@ def scripted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScriptedUpstr
 def proxy(tmp_path_factory: pytest.TempPathFactory, scripted: ScriptedUpstream) -> Iterator[RunningServer]:
     entry = {"name": "s", "url": scripted.url, "ca": str(scripted.ca), "username": USER, "password": PASSWORD,
              "prefix": "s", "ttl": "1h"}
-    with run_secreg(tmp_path_factory.mktemp("redirect-proxy"), proxy_config(entry)) as server:
+    config = {**proxy_config(entry), "log": {"level": "debug"}}
+    with run_secreg(tmp_path_factory.mktemp("redirect-proxy"), config) as server:
         yield server
 
 
@@ -58,6 +59,8 @@ def test_redirect_to_another_https_host_without_our_credentials(scripted: Script
     assert scripted.count("upstream", "GET", image.layer_digest, authorized=True) == 1
     assert scripted.count("blobhost", authorized=True) == 0
     log = proxy.log()
+    # At log.level debug each upstream request is one line, without the query the storage URL carries.
+    assert f"upstream s: HEAD {scripted.blob_url}/storage/{image.layer_digest} -> 200" in log
     assert "not-for-logs" not in log and PASSWORD not in log
 
 
