@@ -167,3 +167,17 @@ def worker_environment(parent: int) -> dict[str, str]:
         if "PROMETHEUS_MULTIPROC_DIR" in environment:
             return environment
     raise AssertionError(f"no worker of {parent} has PROMETHEUS_MULTIPROC_DIR ({children})")
+
+
+def need_event_loop(loop: str) -> None:
+    """Skip (fail in CI) a test of `http.eventloop: uvloop` where uvloop is not installed."""
+    import importlib.util
+
+    import pytest
+
+    from tests.e2e.harness import ci_mode
+
+    if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        if ci_mode():
+            pytest.fail("uvloop is not installed (CI is set: failing instead of skipping)", pytrace=False)
+        pytest.skip("uvloop is not installed (pip install -e '.[test]')")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,14 @@ def test_unknown_environment_keys_are_refused(tmp_path: Path) -> None:
     # compose.yaml's own variables share the prefix and are not settings
     assert load_settings(environ={"SECREG_PUBLIC_HOST": "r.example.com", "SECREG_AUTH_PORT": "5001"},
                          base_dir=tmp_path).port == 5000
+
+
+def test_event_loop_setting(tmp_path: Path) -> None:
+    assert load_settings(None, None, base_dir=tmp_path).event_loop == "asyncio"
+    installed = importlib.util.find_spec("uvloop") is not None
+    assert load_settings(None, {"http": {"eventloop": "auto"}}, base_dir=tmp_path).event_loop == (
+        "uvloop" if installed else "asyncio")
+    if installed:
+        assert load_settings(None, {"http": {"eventloop": "uvloop"}}, base_dir=tmp_path).event_loop == "uvloop"
+    with pytest.raises(ConfigError, match="http.eventloop"):
+        load_settings(None, {"http": {"eventloop": "trio"}}, base_dir=tmp_path)

@@ -15,7 +15,7 @@ import pytest
 
 from tests.e2e.harness import ci_mode
 from tests.oci import sha256
-from tests.server import run_secreg
+from tests.server import need_event_loop, run_secreg
 
 OPEN = {"auth": {"enabled": False}, "http": {"workers": 1}}
 
@@ -65,13 +65,16 @@ def test_expect_100_continue_still_answers_first(tmp_path: Path) -> None:
     assert done.stdout == "201", done.stderr
 
 
-def test_http2_push_and_pull_come_back_intact(tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_http2_push_and_pull_come_back_intact(tmp_path: Path, loop: str) -> None:
+    need_event_loop(loop)
     curl = _tool("curl")
     data = os.urandom(5 * 1024 * 1024 + 123)  # many 16 KiB frames, more than one window of 64 KiB
     digest = sha256(data)
     payload = tmp_path / "blob"
     payload.write_bytes(data)
-    with run_secreg(tmp_path, OPEN, args=["--http2"]) as server:
+    config = {**OPEN, "http": {**OPEN["http"], "eventloop": loop}}
+    with run_secreg(tmp_path, config, args=["--http2"]) as server:
         base = f"https://{server.host_port}"
         common = [curl, "-sS", "--http2", "--cacert", str(server.ca), "-w", "%{http_code} %{http_version}"]
         pushed = subprocess.run(
@@ -101,3 +104,25 @@ def test_httpx_over_http2_reuses_one_connection(tmp_path: Path) -> None:
             for _ in range(5):
                 r = c.get("/v2/")
                 assert r.status_code == 200 and r.http_version == "HTTP/2"
+
+
+def test_concurrent_http2_streams_interleave_intact(tmp_path: Path) -> None:
+    """Several blob answers on one HTTP/2 connection at once: their DATA frames (built a write at a time,
+    `hypercorn_tuning._bulk_data_framer`) interleave and each body comes back whole."""
+    pytest.importorskip("h2")
+    import asyncio
+
+    blobs = [os.urandom(3 * 1024 * 1024 + n) for n in range(3)]
+    with run_secreg(tmp_path, OPEN, args=["--http2"]) as server, server.client() as c:
+        for blob in blobs:
+            r = c.post("/v2/t/many/blobs/uploads/", params={"digest": sha256(blob)}, content=blob)
+            assert r.status_code == 201
+
+        async def pull_all() -> list[bytes]:
+            async with httpx.AsyncClient(base_url=f"https://{server.host_port}", verify=server.ssl_context(),
+                                         http2=True, timeout=120) as client:
+                answers = await asyncio.gather(*(client.get(f"/v2/t/many/blobs/{sha256(b)}") for b in blobs))
+                assert {a.http_version for a in answers} == {"HTTP/2"}
+                return [a.content for a in answers]
+
+        assert asyncio.run(pull_all()) == blobs

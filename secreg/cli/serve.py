@@ -158,6 +158,7 @@ def hypercorn_config(settings: Settings, config: Any) -> Any:
     config.keep_alive_max_requests = 1_000_000
     config.graceful_timeout = 10
     config.h11_max_incomplete_size = 64 * 1024
+    config.worker_class = settings.event_loop  # asyncio or uvloop (secreg.supervisor picks Hypercorn's worker)
     if not settings.insecure:
         config.certfile = str(settings.tls.certificate)
         config.keyfile = str(settings.tls.key)

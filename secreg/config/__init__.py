@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import importlib.util
 import ipaddress
 import os
 from collections.abc import Mapping
@@ -45,6 +46,7 @@ DEFAULTS: dict[str, Any] = {
         "host": "",  # public base URL (https://registry.example.com:5000); derived from the request when empty
         "workers": 1,  # or auto: one worker process per CPU the server may run on
         "http2": False,
+        "eventloop": "asyncio",  # or uvloop (pip install uvloop), or auto: uvloop when it is installed
         "insecure": False,  # plain HTTP listener, only for use behind a TLS-terminating proxy
         # Seconds: request headers must be complete this long after their first byte; a request body may pause
         # this long between two pieces; an idle keep-alive connection is closed after this long.
@@ -223,6 +225,7 @@ class Settings:
     raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
     proxy: ProxySettings = field(default_factory=ProxySettings)
     tag_cache_max_age: int = 1
+    event_loop: str = "asyncio"
 
     @property
     def bind(self) -> str:
@@ -349,6 +352,20 @@ def _int(tree: Mapping[str, Any], dotted: str, minimum: int = 0) -> int:
     if number < minimum:
         raise ConfigError(f"{dotted}: must be at least {minimum}, got {number}")
     return number
+
+
+def _event_loop(tree: Mapping[str, Any]) -> str:
+    """`http.eventloop`: asyncio, uvloop, or auto (uvloop when it can be imported)."""
+    choice = _str(tree, "http.eventloop").strip().lower() or "asyncio"
+    if choice not in ("asyncio", "uvloop", "auto"):
+        raise ConfigError(f"http.eventloop: expected asyncio, uvloop or auto, got {choice!r}")
+    if choice == "asyncio":
+        return choice
+    if importlib.util.find_spec("uvloop") is None:
+        if choice == "uvloop":
+            raise ConfigError("http.eventloop: uvloop is not installed (pip install uvloop)")
+        return "asyncio"
+    return "uvloop"
 
 
 def _workers(tree: Mapping[str, Any]) -> int:
@@ -503,6 +520,7 @@ def validate(tree: Mapping[str, Any], base_dir: Path) -> Settings:
         raw=copy.deepcopy(dict(tree)),
         proxy=_proxy(tree, base_dir),
         tag_cache_max_age=_int(tree, "storage.cache.tagmaxage", 0),
+        event_loop=_event_loop(tree),
     )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server import RunningServer, run_secreg
+from tests.server import RunningServer, need_event_loop, run_secreg
 
 
 @pytest.fixture(scope="module")
@@ -143,11 +143,12 @@ def _closed(socks: list[ssl.SSLSocket], within: float) -> list[ssl.SSLSocket]:
     return closed
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_one_client_cannot_take_every_connection(tmp_path: Path, workers: int) -> None:
+@pytest.mark.parametrize(("workers", "loop"), [(1, "asyncio"), (2, "asyncio")])
+def test_one_client_cannot_take_every_connection(tmp_path: Path, workers: int, loop: str) -> None:
     """The caps are the server's, whichever worker accepted a connection: the oldest idle ones of all go first."""
+    need_event_loop(loop)
     config = {"auth": {"enabled": False},
-              "http": {"workers": workers, "limits": {"connections": 120, "perclient": 40}}}
+              "http": {"workers": workers, "eventloop": loop, "limits": {"connections": 120, "perclient": 40}}}
     with run_secreg(tmp_path, config) as server:
         hog = [_connect(server, "127.0.4.1") for _ in range(100)]  # idle: the oldest are shed for the newest
         assert len(_closed(hog[:60], within=30)) == 60
