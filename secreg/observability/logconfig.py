@@ -18,6 +18,8 @@ from secreg.observability import accesslog, audit
 __all__ = ["ROOT_FORMAT", "configure_audit_file", "configure_server_logging"]
 
 ROOT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Libraries whose INFO/DEBUG lines carry secrets (below): kept at WARNING whatever log.level says.
+NOISY_LOGGERS = ("httpx", "httpcore", "hpack", "botocore", "urllib3")
 _MARK = "_secreg_handler"
 
 
@@ -37,8 +39,9 @@ def configure_server_logging(settings: Settings) -> None:
     root.setLevel(settings.log_level.upper())
     # httpx logs every request's full URL at INFO: with the pull-through cache that is each upstream request,
     # query included, and the storage URLs upstreams redirect blob downloads to carry signatures there.
-    # hpack logs every HTTP/2 header it decodes at DEBUG, a client's Authorization included.
-    for noisy in ("httpx", "httpcore", "hpack"):
+    # hpack logs every HTTP/2 header it decodes at DEBUG, a client's Authorization included; botocore and urllib3
+    # log the object store's signed requests and URLs at DEBUG.
+    for noisy in NOISY_LOGGERS:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
     access = logging.getLogger(accesslog.LOGGER)

@@ -199,3 +199,28 @@ def test_access_log_can_be_turned_off(tmp_path: Path) -> None:
         with running.client() as client:
             assert client.get("/v2/").headers["X-Request-Id"]
         assert '"request_id"' not in running.log()
+
+
+def test_debug_level_keeps_libraries_that_print_secrets_quiet(tmp_path: Path) -> None:
+    """At log.level debug our own loggers speak up, but httpx (URLs with signed queries), hpack (decoded HTTP/2
+    headers, Authorization included), botocore and urllib3 (signed object-store requests) stay at WARNING."""
+    script = (
+        "import logging\n"
+        "from secreg.config import load_settings\n"
+        "from secreg.observability.logconfig import NOISY_LOGGERS, configure_server_logging\n"
+        "configure_server_logging(load_settings(overrides={'log': {'level': 'debug'}}, environ={}))\n"
+        "print(logging.getLogger('secreg.proxy').getEffectiveLevel(),"
+        " *sorted({logging.getLogger(n).getEffectiveLevel() for n in NOISY_LOGGERS}))\n"
+        "print(*NOISY_LOGGERS)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          check=True)
+    levels, names = done.stdout.splitlines()
+    assert levels.split() == [str(logging_level("DEBUG")), str(logging_level("WARNING"))]
+    assert {"httpx", "hpack", "botocore", "urllib3"} <= set(names.split())
+
+
+def logging_level(name: str) -> int:
+    import logging
+
+    return int(logging.getLevelName(name))
