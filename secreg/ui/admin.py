@@ -64,6 +64,16 @@ async def change_password(ctx: Context) -> Response:
                        password=password if generated else "", password_for=name)
 
 
+async def revoke_logins(ctx: Context) -> Response:
+    """`secreg user revoke`: every refresh token (docker login) of the user stops working; the password stays."""
+    name: str = ctx.request.path_params["user"]
+    try:
+        await anyio.to_thread.run_sync(lambda: _accounts(ctx).revoke(name, by=_by(ctx)))
+    except AccountError as exc:
+        return await users(ctx, error=str(exc), status=400)
+    return await users(ctx, message=f"revoked the docker logins of {name}: they must log in again")
+
+
 async def delete_user(ctx: Context) -> Response:
     name: str = ctx.request.path_params["user"]
     if name == ctx.viewer.subject:

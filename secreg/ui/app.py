@@ -60,6 +60,7 @@ PAGES: tuple[PageRoute, ...] = (
     PageRoute("/admin/users", admin.add_user, ("POST",), "admin"),
     PageRoute("/admin/users/{user}/password", admin.change_password, ("POST",), "admin"),
     PageRoute("/admin/users/{user}/delete", admin.delete_user, ("POST",), "admin"),
+    PageRoute("/admin/users/{user}/revoke", admin.revoke_logins, ("POST",), "admin"),
     PageRoute("/admin/users/{user}/groups", admin.set_groups, ("POST",), "admin"),
     PageRoute("/admin/policy", admin.policy, ("GET",), "admin"),
     PageRoute("/admin/storage", admin.storage, ("GET",), "admin"),

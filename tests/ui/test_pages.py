@@ -292,7 +292,7 @@ def test_a_non_admin_sees_no_admin_pages_and_gets_403(dev: httpx.Client, anonymo
                      "/ui/admin/policy?user=dev&repository=x&action=pull"):
             assert client.get(path).status_code == 403, path
     for path in ("/ui/admin/users", "/ui/admin/users/admin/delete", "/ui/admin/users/dev/groups",
-                 "/ui/admin/users/admin/password", "/ui/admin/gc"):
+                 "/ui/admin/users/admin/password", "/ui/admin/users/admin/revoke", "/ui/admin/gc"):
         assert dev.post(path, data={"csrf": csrf, "name": "x", "groups": "admins", "mode": "run"}).status_code == 403
     assert "admins" not in dev.get("/ui/").text
 
@@ -339,6 +339,17 @@ def test_users_added_in_the_ui_log_in_at_the_token_endpoint(admin: httpx.Client,
     assert re.search(r'aria-label="groups of carol"', html) and 'value="ops team"' in html
     r = admin.post("/ui/admin/users/carol/groups", data={"csrf": csrf, "groups": "team"})
     assert 'value="team"' in r.text
+    # "Revoke logins": carol's docker login (a refresh token) stops working, her password does not.
+    with ui_server.client() as client:
+        login = client.get("/auth/token", params={"service": "secreg", "offline_token": "true", "client_id": "docker"},
+                           auth=("carol", password))
+        grant = {"grant_type": "refresh_token", "refresh_token": login.json()["refresh_token"],
+                 "client_id": "docker", "service": "secreg"}
+        assert client.post("/auth/token", data=grant).status_code == 200
+        r = admin.post("/ui/admin/users/carol/revoke", data={"csrf": csrf})
+        assert r.status_code == 200 and "revoked the docker logins of carol" in r.text
+        assert client.post("/auth/token", data=grant).status_code == 401
+        assert client.get("/auth/token", params={"service": "secreg"}, auth=("carol", password)).status_code == 200
     r = admin.post("/ui/admin/users/carol/password", data={"csrf": csrf, "generate": "on"})
     new_password = re.search(r'<code id="generated-password">([^<]+)</code>', r.text).group(1)  # type: ignore[union-attr]
     with ui_server.client() as client:
