@@ -184,6 +184,16 @@ def test_a_user_added_in_the_admin_pages_can_docker_login(admin_page: Any, serve
     admin_page.reload()
     assert admin_page.locator("#generated-password").count() == 0, "shown only once"
     assert admin_page.locator("#users tr[data-user='erin']").count() == 1
+    # "Revoke logins" (confirmed in the dialog): docker's stored identity token (a refresh token) is refused.
+    image = f"{server.host_port}/team/none:1"
+    before = docker_engine.run("pull", image, check=False)
+    assert "unauthorized" not in (before.stdout + before.stderr).lower(), before.stderr  # (not found: no image)
+    admin_page.once("dialog", lambda dialog: dialog.accept())
+    with admin_page.expect_navigation():
+        admin_page.click("#users tr[data-user='erin'] form[action$='/revoke'] button")
+    assert "revoked the docker logins of erin" in admin_page.content()
+    after = docker_engine.run("pull", image, check=False)
+    assert after.returncode != 0 and "revoked" in (after.stdout + after.stderr), after.stderr
 
 
 def test_the_policy_explainer(admin_page: Any, screenshots: Path) -> None:
