@@ -228,7 +228,7 @@ class BlobFetcher:
         local = driver.local_path(layout.PROXY_DIR)
         # In the storage (the commit is a rename), or a local spool shared by the workers of this server.
         self.in_storage = local is not None
-        self.directory = local if local is not None else _spool_directory(spool_key)
+        self.directory = local if local is not None else spool_directory(spool_key)
         self._inflight: dict[tuple[str, Digest], BlobFetch] = {}
         self._starting: dict[tuple[str, Digest], asyncio.Future[BlobFetch | None]] = {}
 
@@ -504,7 +504,7 @@ def _claim_name(local: str, digest: Digest) -> str:
     return hashlib.sha256(f"{local}\n{digest}".encode()).hexdigest()[:40] + _CLAIM
 
 
-def _spool_directory(key: str) -> str:
+def spool_directory(key: str) -> str:
     """A local directory for the fetches of a storage without local paths, the same for every worker of one
     server (same storage settings) and private to this user."""
     return os.path.join(tempfile.gettempdir(), f"secreg-proxy-{os.getuid()}",
