@@ -506,9 +506,10 @@ def _claim_name(local: str, digest: Digest) -> str:
 
 def spool_directory(key: str) -> str:
     """A local directory for the fetches of a storage without local paths, the same for every worker of one
-    server (same storage settings) and private to this user."""
-    return os.path.join(tempfile.gettempdir(), f"secreg-proxy-{os.getuid()}",
-                        hashlib.sha256(key.encode()).hexdigest()[:24])
+    server (same storage settings) and private to this user: under $TMPDIR, else /var/tmp (a disk, where /tmp
+    is often memory), else the system's temp directory."""
+    base = os.environ.get("TMPDIR") or ("/var/tmp" if os.access("/var/tmp", os.W_OK) else tempfile.gettempdir())
+    return os.path.join(base, f"secreg-proxy-{os.getuid()}", hashlib.sha256(key.encode()).hexdigest()[:24])
 
 
 def _newest_mtime(path: str) -> float:
