@@ -167,7 +167,10 @@ def test_concurrent_pulls_of_a_missing_blob_make_one_upstream_get(client: httpx.
     assert all(r == (200, digest, size) for r in results), results
     assert go_hub.requests_to("GET", f"/v2/big/blob/blobs/{digest}") == 1
     stored = proxy.storage / "docker/registry/v2/blobs/sha256" / digest[7:9] / digest[7:] / "data"
-    assert stored.stat().st_size == size
+    deadline = time.monotonic() + 60  # the clients had every byte once it was verified; the commit follows
+    while not (stored.exists() and stored.stat().st_size == size):
+        assert time.monotonic() < deadline, "the blob was not committed"
+        time.sleep(0.05)
 
 
 def test_metrics_and_access_log_say_hit_or_miss(client: httpx.Client, proxy: RunningServer, go_pusher: Pusher,
