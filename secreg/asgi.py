@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from secreg import connections, hypercorn_tuning
+from secreg import connections, hypercorn_tuning, memory
 from secreg.app import Role, create_app
 from secreg.cli.serve import SERVE_ENV
 from secreg.config import load_settings
@@ -23,6 +23,7 @@ def app_from_environment() -> Any:
     settings = load_settings(spec.get("config"), spec.get("overrides"), base_dir=Path(spec.get("base_dir") or "."))
     role: Role = spec.get("role", "all")
     configure_server_logging(settings)  # each worker process sets up its own handlers
+    memory.tune()  # before the threads that allocate start: see secreg/memory.py
     hypercorn_tuning.apply()
     connections.install(connections.Limits(settings.max_connections, settings.max_connections_per_client,
                                            settings.header_timeout), settings.workers)

@@ -6,8 +6,9 @@ object, so any process that reaches the bucket continues it.
     <path>.append/tail-<offset>-<rand>  bytes past the last full part (smaller than a part; S3 wants >= 5 MiB)
     <path>.append/lock/<owner>          who is writing now (see `BucketLock`)
 
-Bytes are buffered until a part of `chunksize` is full, and that part is sent at once: memory per writer stays
-below one part plus one batch. `flush` stores the partial tail as its own small object and the state after it,
+Bytes are buffered until a part of `chunksize` is full, and that part is sent at once from the buffer itself
+(`PartBuffer`: one allocation per writer, refilled in place): memory per writer stays below one part plus one
+batch. `flush` stores the partial tail as its own small object and the state after it,
 so a crash loses nothing that `flush` returned for, and a state always names parts and a tail that exist.
 A part sent after the last state was written is simply not named, and is sent again under the same number.
 `sync` sends the tail as the last part and completes the upload into `<path>`.
@@ -145,6 +146,58 @@ class BucketLock:
             log.warning("releasing lock %s failed (it expires in %d s): %s", self._key, LOCK_TTL, exc)
 
 
+class PartBuffer:
+    """The bytes not yet sent as a part: one allocation that grows to the part size with the first part and is
+    then refilled in place, part after part, and sent as it is (a full part is the buffer itself, no copy).
+    Growing a fresh bytearray for every part and freeing it after was 10 MiB of heap churn per part, which glibc
+    kept after load (see secreg/memory.py)."""
+
+    def __init__(self, capacity: int, initial: bytes = b"") -> None:
+        self.capacity = capacity
+        self._data = bytearray(initial)
+        self.size = len(initial)
+
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def full(self) -> bool:
+        return self.size >= self.capacity
+
+    def fill(self, view: memoryview) -> memoryview:
+        """Copy as much of `view` as fits into the part; returns what did not fit."""
+        count = min(self.capacity - self.size, len(view))
+        in_place = min(count, len(self._data) - self.size)
+        if in_place:
+            # Through a memoryview: `bytearray[a:b] = view` would first copy `view` into a temporary bytearray.
+            with memoryview(self._data) as target:
+                target[self.size:self.size + in_place] = view[:in_place]
+        if count > in_place:  # the first part only: the buffer grows (realloc) to the part size, then never again
+            self._data += view[in_place:count]
+        self.size += count
+        return view[count:]
+
+    def body(self) -> bytes | bytearray:
+        """The bytes as a request body: the buffer itself when it is exactly full, else a copy of what it holds
+        (only the last part and a tail are partial)."""
+        if self.size == len(self._data):
+            return self._data
+        return bytes(memoryview(self._data)[: self.size])
+
+    def take_front(self, count: int) -> bytes:
+        """Remove and return the first `count` bytes (a tail loaded larger than a part: rare)."""
+        front = bytes(memoryview(self._data)[:count])
+        del self._data[:count]
+        self.size -= count
+        return front
+
+    def truncate(self, size: int) -> None:
+        self.size = min(size, self.size)
+
+    def clear(self) -> None:
+        self.size = 0
+
+
 class S3AppendWriter:
     """The driver's AppendWriter over a multipart upload (see the module docstring)."""
 
@@ -167,7 +220,7 @@ class S3AppendWriter:
         self._opened = found or AppendState()
         self._state = self._opened
         self._written = found is not None  # the state object exists
-        self._buffer: bytearray | None = None  # the tail plus new bytes not yet in a part; loaded when needed
+        self._buffer: PartBuffer | None = None  # the tail plus new bytes not yet in a part; loaded when needed
         self._dirty = False
         self._lock: BucketLock | None = None
         self.size = self._state.size
@@ -188,9 +241,11 @@ class S3AppendWriter:
         if self._finished:
             raise StorageError(f"{self._path} is complete; it cannot be appended to")
         buffer = self._load_buffer()
-        while len(buffer) >= self._chunk:  # a tail left larger than a part (a part that failed to send)
-            self._send_part(bytes(memoryview(buffer)[: self._chunk]))
-            del buffer[: self._chunk]
+        while len(buffer) > self._chunk:  # a tail left larger than a part (a smaller chunksize since)
+            self._send_part(buffer.take_front(self._chunk))
+        if buffer.full:  # a tail of exactly one part (that part failed to send)
+            self._send_part(buffer.body())
+            buffer.clear()
         for piece in pieces:
             view = memoryview(piece).cast("B")
             if observe is not None:
@@ -198,12 +253,10 @@ class S3AppendWriter:
             self.size += len(view)
             self._dirty = True
             while view:
-                room = self._chunk - len(buffer)
-                buffer += view[:room]
-                view = view[room:]
-                if len(buffer) == self._chunk:
-                    # The buffer itself is the part's body (no copy); emptied once the part is stored.
-                    self._send_part(buffer)
+                view = buffer.fill(view)
+                if buffer.full:
+                    # The buffer itself is the part's body (no copy); refilled once the part is stored.
+                    self._send_part(buffer.body())
                     buffer.clear()
 
     def flush(self) -> None:
@@ -214,7 +267,7 @@ class S3AppendWriter:
         tail = None
         if buffer:
             tail = f"{self._sidecar}/tail-{self._state.parts_size}-{uuid.uuid4().hex[:8]}"
-            self._put(tail, bytes(buffer))
+            self._put(tail, buffer.body())
         self._state = replace(self._state, size=self.size, tail=tail, tail_size=len(buffer))
         self._put(f"{self._sidecar}/state", self._state.to_json())
         self._written, self._dirty = True, False
@@ -229,17 +282,17 @@ class S3AppendWriter:
         client, bucket = self._driver.client, self._driver.bucket
         try:
             if self._state.upload_id is None:
-                client.put_object(Bucket=bucket, Key=self._key, Body=bytes(buffer))
+                client.put_object(Bucket=bucket, Key=self._key, Body=buffer.body())
             else:
                 if buffer or not self._state.parts:
-                    self._send_part(buffer)
+                    self._send_part(buffer.body())
                 parts = [{"PartNumber": n, "ETag": e} for n, e, _s in self._state.parts]
                 client.complete_multipart_upload(Bucket=bucket, Key=self._key, UploadId=self._state.upload_id,
                                                  MultipartUpload={"Parts": parts})
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"completing {self._path}: {exc}") from exc
         self._finished = True
-        self._buffer = bytearray()
+        self._buffer = PartBuffer(0)
         if self._staged:
             return
         for item in list(self._driver.list_keys(f"{self._sidecar}/")):
@@ -251,7 +304,7 @@ class S3AppendWriter:
         if not self._finished and self._state.upload_id is not None:
             self._driver.abort_multipart(self._key, self._state.upload_id)
         self._finished = True
-        self._buffer = bytearray()
+        self._buffer = PartBuffer(0)
 
     def truncate(self, size: int) -> None:
         """Back to the size at open (drops what this writer appended), or within the unsent tail."""
@@ -261,7 +314,7 @@ class S3AppendWriter:
         if self._finished or not self._state.parts_size <= size <= self.size:
             raise StorageError(f"cannot truncate {self._path} to {size}: those bytes are in sent parts")
         buffer = self._load_buffer()
-        del buffer[size - self._state.parts_size:]
+        buffer.truncate(size - self._state.parts_size)
         self.size, self._dirty = size, True
 
     def close(self) -> None:
@@ -274,16 +327,17 @@ class S3AppendWriter:
 
     # --- parts ------------------------------------------------------------------------------------
 
-    def _load_buffer(self) -> bytearray:
+    def _load_buffer(self) -> PartBuffer:
         if self._buffer is None:
-            self._buffer = bytearray()
+            tail = b""
             if self._state.tail:
                 answer = self._driver.client.get_object(Bucket=self._driver.bucket, Key=self._state.tail)
                 with answer["Body"] as body:
-                    self._buffer += body.read()
-                if len(self._buffer) != self._state.tail_size:
-                    raise StorageError(f"tail of {self._path} holds {len(self._buffer)} bytes, "
+                    tail = body.read()
+                if len(tail) != self._state.tail_size:
+                    raise StorageError(f"tail of {self._path} holds {len(tail)} bytes, "
                                        f"expected {self._state.tail_size}")
+            self._buffer = PartBuffer(self._chunk, tail)
         return self._buffer
 
     def _send_part(self, data: bytes | bytearray) -> None:
@@ -300,7 +354,7 @@ class S3AppendWriter:
             raise StorageError(f"sending part of {self._path}: {exc}") from exc
         self._state = replace(state, parts=(*state.parts, (number, str(answer["ETag"]), len(data))))
 
-    def _put(self, key: str, data: bytes) -> None:
+    def _put(self, key: str, data: bytes | bytearray) -> None:
         try:
             self._driver.client.put_object(Bucket=self._driver.bucket, Key=key, Body=data)
         except (ClientError, BotoCoreError) as exc:
