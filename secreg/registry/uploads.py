@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from secreg import memory
 from secreg.digest import Digest, Hasher
 from secreg.registry.blobs import BlobStore
 from secreg.registry.errors import DigestMismatch, RangeMismatch, SizeMismatch, UploadUnknown
@@ -41,6 +42,13 @@ _HASHER_CACHE_SIZE = 4096
 # far longer than a live request goes without completing a part, so nothing in flight is ever aborted, even
 # with `secreg gc --upload-age 0`.
 INCOMPLETE_MIN_IDLE = 3600.0
+
+
+def _close(writer: AppendWriter) -> None:
+    try:
+        writer.close()
+    finally:
+        memory.trim()  # the request's buffers are free now: their pages go back to the system (secreg/memory.py)
 
 
 @dataclass(frozen=True)
@@ -143,7 +151,7 @@ class UploadStore:
             raise
         finally:
             # Shielded: a request cancelled mid-body still leaves its bytes stored and the writer closed.
-            await asyncio.shield(thread(writer.close))
+            await asyncio.shield(thread(_close, writer))
         if hasher is not None:
             self._remember_hasher(name, upload_id, hasher)
             if save_hash:
@@ -273,7 +281,7 @@ class UploadStore:
                 raise DigestMismatch(digest, actual)
             await thread(writer.sync)
         finally:
-            await asyncio.shield(thread(writer.close))
+            await asyncio.shield(thread(_close, writer))
         # Renames, link writes and directory fsyncs: off the event loop, so other transfers keep moving.
         await thread(self._commit, name, upload_id, data_path, digest)
         return size
@@ -332,6 +340,8 @@ class UploadStore:
         except BaseException:
             await asyncio.shield(thread(staged.abort))
             raise
+        finally:
+            await asyncio.shield(thread(memory.trim))
         await thread(self.blobs.link, name, digest)
         return received
 
