@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from bench.s3 import PIECE, MiB, pull, push
+from bench.s3 import PIECE, MiB, _rss, pull, push
 from tests.objectstores import ObjectStore, moto_server, swift_server
 from tests.server import RunningServer, run_secreg
 
@@ -46,13 +46,6 @@ def memory_map(pid: int) -> dict[str, float]:
             kinds[current] += int(fields[1]) * 1024
     threads = len(list(Path(f"/proc/{pid}/task").iterdir()))
     return {**{k: round(v / MiB, 1) for k, v in kinds.items()}, "threads": threads}
-
-
-def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def measured_push(server: RunningServer, client: httpx.Client, block: bytes, mib: int, name: str
