@@ -114,6 +114,12 @@ class AuthUnavailable(Exception):
     """secreg does not issue tokens (auth not wired in, or no admin password printed)."""
 
 
+def _default_workers() -> int:
+    from secreg.config import load_settings
+
+    return load_settings(None, None, base_dir=Path.cwd()).workers
+
+
 def fetch_token(server: Server, scope: str) -> str:
     credentials = base64.b64encode(f"admin:{server.admin_password}".encode()).decode()
     query = urllib.parse.urlencode({"service": "secreg", "scope": scope})
@@ -396,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
             "order": "pairs back to back; secreg first in even repetitions, Go first in odd ones",
             "ratio": "secreg/Go per pair, then median (and min, max) of those ratios",
             "secreg": "python -m secreg serve, default workers and settings, fresh storage, auth off except (4), (5)",
-            "secreg_workers": len(os.sched_getaffinity(0)),  # http.workers: auto
+            "secreg_workers": _default_workers(),  # what `secreg serve` starts with default settings
             "go": f"{go_binary} serve via tests/e2e/harness.start_go_registry (its default log settings)",
             "go_registry_binary": go_binary,
             "go_registry_version": go_version,
