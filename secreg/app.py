@@ -33,6 +33,7 @@ from secreg.registry.local import LocalRegistry
 from secreg.registry.maintenance import collect_garbage_forever, purge_uploads_forever
 from secreg.registry.model import RegistryModel
 from secreg.requestbody import BodyTimeout, SettleUnreadBody, settle_before_error
+from secreg.storage import InvalidPath, PathNotFound, StorageError
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 Role = Literal["all", "registry", "auth"]
@@ -82,6 +83,20 @@ async def _os_error(request: Request, exc: Exception) -> Response:
         await settle_before_error(request, error)
         return error_response(error, head=request.method == "HEAD")
     return await _unexpected(request, exc)
+
+
+async def _storage_error(request: Request, exc: Exception) -> Response:
+    """The storage backend failed (an object store answering 5xx or throttling after the driver's own retries, a
+    connection refused): 503 UNAVAILABLE with `Retry-After`, one ERROR line, no traceback. Nothing is lost: an
+    upload keeps what was stored before the failure and can be resumed. A missing or invalid path that escaped
+    the registry code is a bug and stays an internal error."""
+    if isinstance(exc, (PathNotFound, InvalidPath)):
+        return await _unexpected(request, exc)
+    log.error("storage backend failed on %s %s: %s", request.method, request.url.path[:300], str(exc)[:500])
+    error = RegistryError(ErrorCode.UNAVAILABLE, "the storage backend is unavailable or failed; retry later",
+                          status=503, headers={"Retry-After": "5"})
+    await settle_before_error(request, error)
+    return error_response(error, head=request.method == "HEAD")
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -144,6 +159,7 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
             ModelError: _model_error,
             HTTPException: _http_error,
             OSError: _os_error,
+            StorageError: _storage_error,
             ClientDisconnect: _client_gone,
             Exception: _unexpected,
         },

@@ -95,3 +95,28 @@ def test_a_held_store_request_does_not_block_the_server(proxied: tuple[FaultProx
         answer = held.result(90)
         background.close()
         assert answer.status_code == {"blob HEAD": 200, "manifest GET": 404, "upload status": 204}[route], answer.text
+
+
+def test_a_failing_store_answers_503_unavailable_not_500(proxied: tuple[FaultProxy, RunningServer]) -> None:
+    """The object store answering 503 to every try (after the driver's own retries): the client gets the spec's
+    JSON error, `UNAVAILABLE` with 503 and `Retry-After`, never a 500; once the store is back the same blob is
+    served (nothing was lost)."""
+    proxy, server = proxied
+    name = f"failing/{uuid.uuid4().hex[:8]}"
+    with httpx.Client(base_url=server.url, verify=server.ssl_context(), timeout=120) as client:
+        _push(client, name)
+        fault = Fault(rf"^(HEAD|GET) /\S+/{name}/_layers/", times=1000)
+        proxy.faults.append(fault)
+        try:
+            head = client.head(f"/v2/{name}/blobs/{DIGEST}")
+            get = client.get(f"/v2/{name}/blobs/{DIGEST}")
+        finally:
+            fault.times = 0
+        assert fault.hits > 0
+        for answer in (head, get):
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["Retry-After"] == "5"
+        assert get.json()["errors"][0]["code"] == "UNAVAILABLE"
+        assert client.get(f"/v2/{name}/blobs/{DIGEST}").content == BLOB
+    log = server.log()
+    assert "storage backend failed" in log and "Traceback" not in log
