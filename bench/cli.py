@@ -28,8 +28,10 @@ from bench.servers import (
     go_registry_binary,
     go_registry_version,
     go_token_auth,
+    haproxy_binary,
     make_certificates,
     start_go,
+    start_haproxy,
     start_secreg,
 )
 from secreg.tls import CertificateFiles
@@ -49,7 +51,7 @@ ORDER = [
     "h2_blob_pull", "h2_blob_push", *H2_EXTRA,
     "docker_push_pull",
     "rss_blob_workloads", "rss_1gib_push",
-    "proxy_cold_pull", "proxy_warm_pull",
+    "proxy_cold_pull", "proxy_warm_pull", "proxy_ceiling",
     *GROWTH,
 ]
 EXTRA = ["manifest_get_open", "v2_get_open"]  # without auth; only with --only
@@ -290,7 +292,7 @@ def docker_phase(cfg: wl.Settings, files: CertificateFiles, out: dict[str, Workl
         run_step("docker_push_pull", lambda: wl.docker_push_pull(cfg, engine, [secreg, go], DOCKER_NAME), out)
 
 
-PROXY_PHASE = {"proxy_cold_pull", "proxy_warm_pull"}
+PROXY_PHASE = {"proxy_cold_pull", "proxy_warm_pull", "proxy_ceiling"}
 
 
 def proxy_phase(cfg: wl.Settings, files: CertificateFiles, selected: set[str], out: dict[str, Workload]) -> None:
@@ -298,8 +300,15 @@ def proxy_phase(cfg: wl.Settings, files: CertificateFiles, selected: set[str], o
     with start_go(cfg.workdir / "proxy-upstream", files) as upstream:
         cache = {"proxy": {"upstreams": [{"name": "up", "url": upstream.url, "ca": str(files.ca_cert),
                                           "prefix": "up"}]}}
-        with start_secreg(cfg.workdir / "proxy-secreg", files, extra=cache) as proxy:
-            for w in wl.proxy_pulls(cfg, proxy, upstream, "up", selected):
+        with contextlib.ExitStack() as stack:
+            proxy = stack.enter_context(start_secreg(cfg.workdir / "proxy-secreg", files, extra=cache))
+            ceiling, missing = None, None
+            if "proxy_ceiling" in selected:
+                if haproxy_binary() is None:
+                    missing = "haproxy not installed"
+                else:  # the reference: a TLS proxy doing less than a cache, in C (stopped by PID with the stack)
+                    ceiling = stack.enter_context(start_haproxy(cfg.workdir / "proxy-haproxy", files, upstream))
+            for w in wl.proxy_pulls(cfg, proxy, upstream, "up", selected, ceiling, missing):
                 out[w.name] = w
                 log(summary_line(w))
 

@@ -163,6 +163,64 @@ def start_go(
         yield Server("go", host, port, registry.process.pid, certs.ca_cert, registry.log_path)
 
 
+HAPROXY_CONFIG = """global
+    maxconn 64
+defaults
+    mode tcp
+    timeout connect 10s
+    timeout client 120s
+    timeout server 120s
+frontend bench
+    bind {bind} ssl crt {pem}
+    default_backend upstream
+backend upstream
+    server up {upstream} ssl verify required ca-file {ca} verifyhost localhost
+"""
+
+
+def haproxy_binary() -> str | None:
+    return shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.access("/usr/sbin/haproxy", os.X_OK) else None)
+
+
+@contextlib.contextmanager
+def start_haproxy(workdir: Path, certs: CertificateFiles, upstream: Server, timeout: float = 30.0) -> Iterator[Server]:
+    """haproxy (Debian's, its default threads) terminating TLS with the shared certificate and re-encrypting
+    to `upstream`, whose certificate it verifies against the CA: a TLS proxy doing nothing but decrypt, copy
+    and encrypt, in optimized C. Stopped by its process group when done."""
+    binary = haproxy_binary()
+    if binary is None:
+        raise FileNotFoundError("haproxy is not installed")
+    workdir.mkdir(parents=True, exist_ok=True)
+    pem = workdir / "haproxy.pem"
+    pem.write_bytes(certs.server_cert.read_bytes() + certs.server_key.read_bytes())
+    pem.chmod(0o600)
+    port = free_port(upstream.host)
+    bind = f"[{upstream.host}]:{port}" if ":" in upstream.host else f"{upstream.host}:{port}"
+    config = workdir / "haproxy.cfg"
+    config.write_text(HAPROXY_CONFIG.format(bind=bind, pem=pem, upstream=upstream.host_port, ca=certs.ca_cert))
+    log_path = workdir / "haproxy.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([binary, "-db", "-f", str(config)], stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server("haproxy", upstream.host, port, process.pid, certs.ca_cert, log_path)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"haproxy exited with {process.returncode}: {log_path.read_text()[-2000:]}")
+            try:
+                if https_get(f"{server.url}/v2/", server.ca, timeout=2).status < 500:
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    tail = log_path.read_text()[-2000:]
+                    raise RuntimeError(f"haproxy did not answer in {timeout}s: {tail}") from None
+                time.sleep(0.05)
+        yield server
+    finally:
+        stop_process_group(process)
+
+
 # --- resident memory ------------------------------------------------------------------------------------
 
 
