@@ -74,6 +74,20 @@ def token(server: RunningServer, user: str | None, password: str | None, *scopes
     return str(response.json()["token"])
 
 
+WORKERS_ENV = "TEST_SECREG_WORKERS"
+
+
+def with_test_workers(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` with `http.workers` set from TEST_SECREG_WORKERS (e.g. `auto`) when the test sets none itself:
+    `TEST_SECREG_WORKERS=auto pytest tests/proxy` runs those tests against multi-worker servers. Unset (the
+    default runs), the config is as the test wrote it."""
+    workers = os.environ.get(WORKERS_ENV)
+    http = config.get("http") or {}
+    if not workers or "workers" in http:
+        return config
+    return {**config, "http": {**http, "workers": workers}}
+
+
 class _PortTaken(RuntimeError):
     """The free port was taken by another process between `free_port` and the server's bind."""
 
@@ -93,7 +107,7 @@ def run_secreg(
     A port another process takes before the server binds it (many test runs share a machine) is retried."""
     workdir.mkdir(parents=True, exist_ok=True)
     config_path = workdir / "config.yml"
-    config_path.write_text(yaml.safe_dump(config or {}))
+    config_path.write_text(yaml.safe_dump(with_test_workers(config or {})))
     log_path = workdir / "server.log"
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SECREG_")}
     environment.update(env or {})

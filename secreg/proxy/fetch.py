@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -41,6 +40,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from secreg.digest import Digest, Hasher
+from secreg.proxy.claim import Claim as _Claim
 from secreg.proxy.upstream import UpstreamClient, UpstreamError, UpstreamNotFound
 from secreg.registry.blobs import BlobStore
 from secreg.storage import layout
@@ -147,68 +147,6 @@ class BlobFetch:
         finally:
             self._readers -= 1
             self._close_if_unused()
-
-
-class _Claim:
-    """Who fetches one (repository, digest) among the processes sharing a staging directory: the one holding
-    the flock of the claim file. The owner appends newline-terminated lines as the fetch goes: `fetch <id>
-    <pid>`, `size <n>` (or `size -`), then `verified`, `committed` or `failed <0|1 not found> <reason>`; then
-    it removes the file and lets go. Others read the complete lines (a half-written last one is ignored)."""
-
-    def __init__(self, path: str, fd: int, owned: bool) -> None:
-        self.path = path
-        self.fd = fd
-        self.owned = owned
-
-    @classmethod
-    def take(cls, path: str) -> _Claim:
-        while True:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return cls(path, fd, owned=False)
-            except BaseException:
-                os.close(fd)
-                raise
-            try:
-                current: int | None = os.stat(path).st_ino
-            except FileNotFoundError:
-                current = None
-            if current == os.fstat(fd).st_ino:
-                return cls(path, fd, owned=True)
-            os.close(fd)  # its owner removed it between our open and our lock: a new claim, from the start
-
-    def lines(self) -> dict[str, str]:
-        """The complete lines so far, by their first word."""
-        data = os.pread(self.fd, 64 * 1024, 0).decode("utf-8", "replace")
-        found: dict[str, str] = {}
-        for line in data.split("\n")[:-1]:
-            word, _, rest = line.partition(" ")
-            found[word] = rest
-        return found
-
-    def append(self, word: str, rest: str = "") -> None:
-        line = f"{word} {' '.join(rest.split())}".rstrip() + "\n"  # one line, whatever the reason says
-        os.write(self.fd, line.encode())
-
-    def restart(self) -> None:
-        os.ftruncate(self.fd, 0)  # a dead owner's lines (its staging directory is gone already)
-
-    def owner_alive(self) -> bool:
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
-        return False
-
-    def release(self) -> None:
-        """The owner's end: the path goes first, so nobody new follows a finished fetch."""
-        with contextlib.suppress(FileNotFoundError):
-            if self.owned:
-                os.unlink(self.path)
-        os.close(self.fd)
 
 
 def _failure(lines: dict[str, str]) -> FetchFailed | None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import random
 import time
@@ -35,6 +36,7 @@ from secreg.config.proxy import ProxySettings, Upstream
 from secreg.digest import Digest
 from secreg.proxy.evict import evict
 from secreg.proxy.fetch import BlobFetch, BlobFetcher, FetchFailed, FetchOver
+from secreg.proxy.flight import Flight, Flights
 from secreg.proxy.metrics import ProxyMetrics
 from secreg.proxy.routing import ProxiedName, Router
 from secreg.proxy.upstream import UpstreamClient, UpstreamError, UpstreamNotFound
@@ -103,7 +105,7 @@ class ProxyRegistry(ForwardingModel):
         self.clients = {u.name: UpstreamClient(u, metrics, local.settings.manifest_max_size)
                         for u in settings.upstreams}
         self.fetcher = BlobFetcher(local.driver, local.blobs, repr(local.settings.storage_s3))
-        self._flights: dict[tuple[str, str], asyncio.Task[Manifest]] = {}
+        self.flights = Flights(self.fetcher.directory)
         self._touched: dict[tuple[str, Digest], float] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -113,8 +115,7 @@ class ProxyRegistry(ForwardingModel):
 
     async def aclose(self) -> None:
         await self.fetcher.aclose()
-        for task in list(self._flights.values()):
-            task.cancel()
+        await self.flights.aclose()
         for client in self.clients.values():
             await client.aclose()
 
@@ -220,13 +221,24 @@ class ProxyRegistry(ForwardingModel):
         proxied = self.route(name)
         if proxied is None:
             return await self.inner.list_tags(name)
-        try:
-            return await self.clients[proxied.upstream.name].list_tags(proxied.remote)
-        except UpstreamNotFound:
-            raise NameUnknown(name) from None
-        except UpstreamError as exc:
-            log.warning("proxy: tags of %s: %s; listing the cached tags", name, exc.reason)
-            return self.local.manifests.tags(proxied.local, missing_ok=True)
+
+        async def own() -> list[str]:
+            try:
+                return await self.clients[proxied.upstream.name].list_tags(proxied.remote)
+            except UpstreamNotFound:
+                raise NameUnknown(name) from None
+            except UpstreamError as exc:
+                log.warning("proxy: tags of %s: %s; listing the cached tags", name, exc.reason)
+                return self.local.manifests.tags(proxied.local, missing_ok=True)
+
+        async def follow(record: str) -> list[str]:
+            document = json.loads(record)
+            if document.get("unknown"):
+                raise NameUnknown(name)
+            return [str(tag) for tag in document["tags"]]
+
+        # One upstream exchange per repository however many clients of however many workers ask at once.
+        return await self.flights.run(f"tags\n{proxied.local}", Flight(own, _nothing, _share_tags, follow))
 
     # --- manifests -------------------------------------------------------------------------------------
 
@@ -245,17 +257,36 @@ class ProxyRegistry(ForwardingModel):
                 return Manifest(cached.digest, cached.media_type, cached.content, STALE)
             raise Unsupported("the registry is in read-only maintenance mode; only content already in the "
                               "pull-through cache is served")
-        key = (proxied.local, str(reference))
-        task = self._flights.get(key)
-        if task is None:
-            # One upstream exchange per manifest however many clients ask at once; it finishes even when
-            # the client that started it goes away.
-            task = asyncio.create_task(self._from_upstream(proxied, reference, cached))
-            self._flights[key] = task
-            task.add_done_callback(lambda _: self._flights.pop(key, None))
-        result = await asyncio.shield(task)
+        # One upstream exchange per manifest however many clients of however many workers ask at once.
+        result = await self.flights.run(f"manifest\n{proxied.local}\n{reference}",
+                                        self._manifest_flight(proxied, reference))
         self._pulled(proxied, result.digest, "manifest", result.cache or MISS)
         return result
+
+    def _manifest_flight(self, proxied: ProxiedName, reference: str | Digest) -> Flight[Manifest]:
+        cached: Manifest | None = None
+
+        async def settled() -> Manifest | None:
+            # Read again once the flight is ours: another worker's flight may have cached it just now.
+            nonlocal cached
+            cached = await self._cached_manifest(proxied, reference)
+            if cached is not None and (isinstance(reference, Digest) or self._fresh(proxied, reference)):
+                return Manifest(cached.digest, cached.media_type, cached.content, HIT)
+            return None
+
+        async def own() -> Manifest:
+            return await self._from_upstream(proxied, reference, cached)
+
+        async def follow(record: str) -> Manifest:
+            document = json.loads(record)
+            if "unavailable" in document:
+                raise UpstreamUnavailable(proxied.upstream.name, str(document["unavailable"]))
+            if "digest" not in document:
+                raise ManifestUnknown(reference)
+            found = await self.local.get_manifest(proxied.local, Digest.parse(document["digest"]))
+            return Manifest(found.digest, found.media_type, found.content, str(document["cache"]))
+
+        return Flight(own, settled, _share_manifest, follow)
 
     async def _cached_manifest(self, proxied: ProxiedName, reference: str | Digest) -> Manifest | None:
         try:
@@ -402,6 +433,29 @@ class ProxyRegistry(ForwardingModel):
         if exc.not_found:
             return BlobUnknown(digest)
         return _unavailable(proxied.upstream, exc.upstream_error or UpstreamError(proxied.upstream.name, exc.reason))
+
+
+async def _nothing() -> None:
+    return None  # tag lists are not cached: every flight asks the upstream
+
+
+def _share_manifest(outcome: Manifest | Exception) -> str | None:
+    """A flight's outcome for the other workers: where the manifest is, or the error to answer with."""
+    if isinstance(outcome, Manifest):
+        return json.dumps({"digest": str(outcome.digest), "cache": outcome.cache or MISS})
+    if isinstance(outcome, ManifestUnknown):
+        return json.dumps({"unknown": True})
+    if isinstance(outcome, UpstreamUnavailable):
+        return json.dumps({"unavailable": outcome.message})
+    return None  # anything else (storage failing): each worker tries on its own
+
+
+def _share_tags(outcome: list[str] | Exception) -> str | None:
+    if isinstance(outcome, list):
+        return json.dumps({"tags": outcome})
+    if isinstance(outcome, NameUnknown):
+        return json.dumps({"unknown": True})
+    return None
 
 
 def _unavailable(upstream: Upstream, exc: UpstreamError) -> UpstreamUnavailable:

@@ -9,7 +9,8 @@
       _readyz/<pid>-<random>                                 secreg: the readiness probe's short-lived file
       _gcstatus/last.json                                    secreg: summary of the last collection (web UI)
       _proxy/<uuid>/data                                     secreg: a blob being fetched from an upstream
-      _proxy/<key>.claim                                     secreg: lock file of the worker fetching it (flock)
+      _proxy/<key>.claim                                     secreg: lock file of the worker fetching it (flock),
+                                                             or asking for a manifest or tag list
       _catalog/generation                                    secreg: a token replaced when a repository appears
       _catalog/tags/<name>/generation                        secreg: ... when a tag of <name> appears or goes
       _catalog/blobs/<alg>/<hex>/<name with + for />         secreg: <name> linked this blob (mount hints)

@@ -4,7 +4,7 @@ that sends blob downloads to a storage service looks like. What each repository 
 - `redirect/<x>`: blob GET and HEAD answer 307 to the blob host (`https://localhost:<other port>/...?sig=...`);
 - `plain/<x>`: blob requests answer 307 to a plain-HTTP listener (which must never be asked anything);
 - `loop/<x>`: blob requests redirect to themselves, forever;
-- `slow/<x>`: manifest GETs are held until `release` is set (concurrent misses must share one of them).
+- `slow/<x>`: manifest and tag list GETs are held until `release` is set (concurrent misses must share one).
 
 Every request is recorded with whether it carried an Authorization header."""
 
@@ -131,6 +131,11 @@ def scripted_upstream(workdir: Path, layer_size: int = 200_000) -> Iterator[Scri
                 image = images[parts[2]]
                 self.answer(200, image.manifest, {"Content-Type": OCI_MANIFEST,
                                                   "Docker-Content-Digest": image.manifest_digest})
+            elif path.endswith("/tags/list") and parts[2] in images:
+                if parts[2] == "slow":
+                    state.release.wait(timeout=30)
+                self.answer(200, json.dumps({"name": "/".join(parts[2:-2]), "tags": ["v1"]}).encode(),
+                            {"Content-Type": "application/json"})
             elif "/blobs/" in path and parts[-1] in blobs:
                 digest = parts[-1]
                 if parts[2] == "redirect":

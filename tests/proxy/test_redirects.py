@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
 from tests.oci import sha256
@@ -112,3 +113,26 @@ def test_concurrent_manifest_misses_share_one_upstream_fetch(scripted: ScriptedU
     assert scripted.count("upstream", "HEAD", "/slow/app/manifests/v1", authorized=True) == 1
     assert scripted.count("upstream", "GET", "/slow/app/manifests/", authorized=True) == 1
 
+
+
+def test_concurrent_tag_lists_share_one_upstream_fetch(scripted: ScriptedUpstream, proxy: RunningServer) -> None:
+    clients = [proxy.client(limits=httpx.Limits(max_connections=1)) for _ in range(10)]
+    scripted.release.clear()
+    try:
+        for client in clients:  # connected (and accepted by a worker) before the tag lists are asked for
+            assert client.get("/v2/").status_code == 200
+        with ThreadPoolExecutor(len(clients)) as pool:
+            futures = [pool.submit(client.get, "/v2/s/slow/app/tags/list") for client in clients]
+            deadline = time.monotonic() + 30
+            while scripted.count("upstream", "GET", "/slow/app/tags/list", authorized=True) == 0:
+                assert time.monotonic() < deadline, "the upstream never saw the tag list request"
+                time.sleep(0.05)
+            time.sleep(2)  # the other clients' requests arrive meanwhile: they wait for the one held upstream
+            assert scripted.count("upstream", "GET", "/slow/app/tags/list", authorized=True) == 1
+            scripted.release.set()
+            answers = [f.result(timeout=60) for f in futures]
+        assert all(a.status_code == 200 and a.json()["tags"] == ["v1"] for a in answers), [a.text for a in answers]
+    finally:
+        scripted.release.set()
+        for client in clients:
+            client.close()

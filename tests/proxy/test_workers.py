@@ -1,11 +1,13 @@
 """Single flight per server, not per process: a `secreg serve` with two worker processes caching the Go
-registry fetches a missing blob once, however the kernel spreads the clients over the workers."""
+registry fetches a missing blob, a manifest by tag and a manifest by digest once, however the kernel spreads
+the clients over the workers."""
 
 from __future__ import annotations
 
 import hashlib
 import re
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -14,7 +16,7 @@ import httpx
 
 from tests.server import RunningServer, run_secreg
 
-from .test_pull import proxy_config, upstream_entry
+from .test_pull import ACCEPT, proxy_config, upstream_entry
 from .upstreams import Pusher, Upstream, random_bytes
 
 SIZE = 32 * 1024 * 1024
@@ -82,3 +84,68 @@ def test_two_workers_fetch_a_missing_blob_once(tmp_path: Path, go_hub: Upstream,
         while list(staging.glob("*/data")) or list(staging.glob("*.claim")):
             assert time.monotonic() < deadline, sorted(staging.iterdir())
             time.sleep(0.05)
+
+
+def _worker_of(client: httpx.Client) -> str:
+    match = _START.search(client.get("/metrics").text)
+    assert match, "no process_start_time_seconds in /metrics"
+    return match.group(1)
+
+
+def _clients_on_both_workers(server: RunningServer) -> list[tuple[httpx.Client, str]]:
+    """CLIENTS connections, kept open, at least one on each worker (told apart by their process metrics)."""
+    clients: list[tuple[httpx.Client, str]] = []
+    for _ in range(100):
+        client = server.client(limits=httpx.Limits(max_connections=1))
+        clients.append((client, _worker_of(client)))
+        if len(clients) >= CLIENTS and len({worker for _, worker in clients}) == 2:
+            return clients
+    raise AssertionError("100 connections never reached both workers")
+
+
+def _together(clients: list[tuple[httpx.Client, str]], path: str) -> list[tuple[int, str, str, str]]:
+    """Every client GETs `path` at once: (status, digest, X-Cache, worker) each."""
+    barrier = threading.Barrier(len(clients))
+
+    def get(pair: tuple[httpx.Client, str]) -> tuple[int, str, str, str]:
+        client, worker = pair
+        barrier.wait(timeout=60)
+        r = client.get(path, headers=ACCEPT)
+        return r.status_code, r.headers.get("docker-content-digest", ""), r.headers.get("x-cache", ""), worker
+
+    with ThreadPoolExecutor(len(clients)) as pool:
+        return list(pool.map(get, clients))
+
+
+def test_two_workers_fetch_a_missing_manifest_once(tmp_path: Path, go_hub: Upstream, go_pusher: Pusher) -> None:
+    config = {**proxy_config(upstream_entry("go", go_hub, "go", ttl="1h")), "http": {"workers": 2}}
+    with run_secreg(tmp_path / "cache", config) as server:
+        _wait_for_workers(server, 2)
+        clients = _clients_on_both_workers(server)
+        try:
+            shared = {"tag": False, "digest": False}
+            for attempt in range(8):  # new images, until the misses of each kind were answered by both workers
+                for kind in ("tag", "digest"):
+                    tag = f"{kind}-{attempt}"
+                    digest, _, _ = go_pusher.image("workers/app", tag, [random_bytes(1000, seed=7100 + attempt)],
+                                                   label=tag)
+                    results = _together(clients, f"/v2/go/workers/app/manifests/{tag if kind == 'tag' else digest}")
+                    assert all(r[:2] == (200, digest) for r in results), results
+                    # Counted where the upstream answered 200: a worker's first request is answered 401 once
+                    # (the htpasswd challenge it learns), which asks for nothing.
+                    log = go_hub.log()
+                    heads = log.count(f'"HEAD /v2/workers/app/manifests/{tag} HTTP/1.1" 200 ')
+                    gets = log.count(f'"GET /v2/workers/app/manifests/{digest} HTTP/1.1" 200 ')
+                    assert (heads, gets) == ((1, 1) if kind == "tag" else (0, 1)), (kind, results, log[-3000:])
+                    # Both workers answered clients with what the flight brought in ("miss", not a cached
+                    # "hit"): the second one waited for the first one's upstream exchange instead of asking.
+                    if {worker for *_, cache, worker in results if cache == "miss"} == {w for _, w in clients}:
+                        shared[kind] = True
+                if all(shared.values()):
+                    break
+            assert all(shared.values()), f"a miss was never answered by both workers: {shared}"
+            staging = server.storage / "docker/registry/v2/_proxy"
+            assert not list(staging.glob("*.claim")), sorted(staging.iterdir())
+        finally:
+            for client, _ in clients:
+                client.close()

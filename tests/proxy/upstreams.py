@@ -41,10 +41,12 @@ class Upstream:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def requests_to(self, method: str, path_part: str) -> int:
-        """How many requests the upstream logged for METHOD and a path containing `path_part`."""
-        # Both access-log formats quote "METHOD PATH..." (the Go registry adds " HTTP/1.1").
-        pattern = re.compile(rf'"{method} [^" ]*{re.escape(path_part)}[^" ]*[" ]')
+    def requests_to(self, method: str, path_part: str, status: int | None = None) -> int:
+        """How many requests the upstream logged for METHOD and a path containing `path_part` (answered
+        `status`, when given: 200 counts fetches, not the 401 challenge a worker's first request gets)."""
+        # Both access-log formats quote "METHOD PATH..." then the status (the Go registry adds " HTTP/1.1").
+        answered = rf'(?: HTTP/[0-9.]+)?" {status} ' if status is not None else '[" ]'
+        pattern = re.compile(rf'"{method} [^" ]*{re.escape(path_part)}[^" ]*{answered}')
         return len(pattern.findall(self.log()))
 
 
