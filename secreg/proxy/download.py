@@ -11,8 +11,9 @@ thread cost 1.2-1.5 s of server CPU per pull; the thread hashing and writing its
 0.8 s, mostly decryption, SHA-256, the page-cache write and the TLS of the response (threads that pass the GIL
 back and forth 16,000 times per 256 MiB pay for every hand-off on a busy machine).
 
-A response that is not a 200 with a Content-Length (an error, a chunked body) is not read here: `get` returns
-None and the caller asks through httpx, which knows every other case.
+A 404 or 5xx is final (`Answered`). Any other response that is not a 200 with a Content-Length (a 401 whose
+challenge changed, a chunked body) is not read here: `get` returns None and the caller asks through httpx,
+which knows every other case.
 """
 
 from __future__ import annotations
@@ -38,6 +39,15 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 Sink = Callable[[memoryview], None]
 Progress = Callable[[int], None]
+
+
+class Answered(Exception):
+    """The upstream's final answer to the GET was `status` (404, or 5xx): asking again through httpx would
+    only ask twice."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"answered {status}")
+        self.status = status
 
 
 class DownloadBroken(Exception):
@@ -87,7 +97,8 @@ async def get(url: str, headers_for: Callable[[str], dict[str, str]], context: s
               max_redirects: int) -> LoopBody | None:
     """GET `url` on a connection of its own, following up to `max_redirects` redirects, each to HTTPS only;
     `headers_for(netloc)` gives the request headers for a host (credentials only for the upstream's own).
-    The body of a 200 with a Content-Length, or None for any other answer or a failure to connect."""
+    The body of a 200 with a Content-Length; Answered for a 404 or 5xx; None for any other answer or a failure
+    to connect (httpx asks again and deals with it)."""
     loop = asyncio.get_running_loop()
     for _ in range(max_redirects + 1):
         parts = urlsplit(url)
@@ -113,6 +124,8 @@ async def get(url: str, headers_for: Callable[[str], dict[str, str]], context: s
         if status == 200 and length.isdigit() and not message.get("transfer-encoding"):
             return LoopBody(transport, protocol, int(length))
         transport.abort()
+        if status == 404 or status >= 500:
+            raise Answered(status)
         location = message.get("location")
         if status not in _REDIRECTS or not location:
             return None

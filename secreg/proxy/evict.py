@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from secreg.config.proxy import Upstream
@@ -137,12 +138,17 @@ def plan_eviction(driver: StorageDriver, upstream: Upstream, now: float | None =
     return plan
 
 
-def evict(driver: StorageDriver, upstream: Upstream, now: float | None = None) -> list[Evicted]:
-    """Carry out `plan_eviction`; returns what went."""
+TagDeleted = Callable[[str, str], None]
+
+
+def evict(driver: StorageDriver, upstream: Upstream, now: float | None = None,
+          tag_deleted: TagDeleted | None = None) -> list[Evicted]:
+    """Carry out `plan_eviction`; returns what went. `tag_deleted(repository, tag)` is called after each tag
+    that went (the server's `ManifestStore.forget_tag`: no worker serves it from memory any more)."""
     plan = plan_eviction(driver, upstream, now)
     touched: set[str] = set()
     for item in plan:
-        _drop_revision(driver, item.repository, item.digest)
+        _drop_revision(driver, item.repository, item.digest, tag_deleted)
         touched.add(item.repository)
         log.info("proxy: evicted %s@%s from the cache of %s (%s)", item.repository, item.digest, upstream.name,
                  item.reason)
@@ -151,7 +157,7 @@ def evict(driver: StorageDriver, upstream: Upstream, now: float | None = None) -
     return plan
 
 
-def _drop_revision(driver: StorageDriver, repository: str, digest: Digest) -> None:
+def _drop_revision(driver: StorageDriver, repository: str, digest: Digest, tag_deleted: TagDeleted | None) -> None:
     try:
         tags = driver.list(layout.tags_dir(repository))
     except PathNotFound:
@@ -162,11 +168,15 @@ def _drop_revision(driver: StorageDriver, repository: str, digest: Digest) -> No
         except Exception:  # noqa: BLE001 - an unreadable tag link is left alone
             continue
         if current == digest:
-            for path in (layout.tag_dir(repository, tag), layout.cache_tag_checked(repository, tag)):
-                try:
-                    driver.delete(path)
-                except PathNotFound:
-                    pass
+            try:
+                for path in (layout.tag_dir(repository, tag), layout.cache_tag_checked(repository, tag)):
+                    try:
+                        driver.delete(path)
+                    except PathNotFound:
+                        pass
+            finally:
+                if tag_deleted is not None:
+                    tag_deleted(repository, tag)
     for path in (layout.revision_dir(repository, digest), layout.cache_pulled(repository, digest)):
         try:
             driver.delete(path)

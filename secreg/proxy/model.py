@@ -129,7 +129,8 @@ class ProxyRegistry(ForwardingModel):
         while True:
             for upstream in bounded:
                 try:
-                    evicted = await asyncio.to_thread(evict, self.local.driver, upstream)
+                    evicted = await asyncio.to_thread(evict, self.local.driver, upstream, None,
+                                                      self.local.manifests.forget_tag)
                 except Exception:  # noqa: BLE001 - keep the loop alive: a storage hiccup must not end upkeep
                     log.exception("proxy: eviction for %s failed", upstream.name)
                     continue

@@ -192,8 +192,14 @@ class UpstreamClient:
         if self._challenge is not None or self._anonymous_ok:
             auth = await self._authorization(f"repository:{remote}:pull")
             started = time.monotonic()
-            body = await download.get(self.upstream.url + path, lambda host: self._blob_headers(host, auth),
-                                      self._ssl, MAX_REDIRECTS)
+            try:
+                body = await download.get(self.upstream.url + path, lambda host: self._blob_headers(host, auth),
+                                          self._ssl, MAX_REDIRECTS)
+            except download.Answered as answer:
+                self.metrics.latency(self.upstream.name, "blob", time.monotonic() - started)
+                if answer.status == 404:
+                    raise UpstreamNotFound(path) from None
+                raise self._error(f"answered {answer.status} to GET {path}", answer.status) from None
             if body is not None:
                 self.metrics.latency(self.upstream.name, "blob", time.monotonic() - started)
         if body is None:

@@ -168,6 +168,12 @@ class ManifestStore:
 
     # --- deleting ----------------------------------------------------------------------------------
 
+    def forget_tag(self, name: str, tag: str) -> None:
+        """After `tag` of `name` was deleted in storage by someone else in this server (the pull-through
+        cache's eviction): no worker serves it from memory any more, and the tag list changes."""
+        self._tags.changed(name, tag)
+        self.blobs.repositories.tag_changes(name, tag, deleted=True)()
+
     def delete(self, name: str, reference: str | Digest) -> None:
         if isinstance(reference, str):
             if not self.driver.exists(layout.tag_current_link(name, reference)):

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from secreg.config.proxy import Upstream
 from secreg.digest import Digest
 from secreg.proxy.evict import evict, plan_eviction
 from secreg.registry.blobs import BlobStore
+from secreg.registry.errors import ManifestUnknown
 from secreg.registry.gc import collect_garbage
 from secreg.registry.manifests import ManifestStore
+from secreg.registry.tagcache import Counters, TagCache
 from secreg.storage import layout
 from secreg.storage.filesystem import FilesystemDriver
 from tests.oci import OCI_CONFIG, OCI_LAYER, OCI_MANIFEST
@@ -63,3 +67,18 @@ def test_maxage_evicts_what_was_not_pulled_for_that_long(tmp_path: Path) -> None
     upstream = Upstream("hub", "https://hub.example", "hub", 60, maxage=5000)
     assert [(e.repository, e.reason) for e in plan_eviction(driver, upstream, now=10000)] == [("hub/a", "maxage")]
     assert plan_eviction(driver, Upstream("hub", "https://hub.example", "hub", 60), now=10000) == []
+
+
+def test_an_evicted_tag_is_not_served_from_any_workers_memory(tmp_path: Path) -> None:
+    driver = FilesystemDriver(tmp_path / "storage", direct_io=False)
+    _image(driver, "hub/gone", "1", b"g" * 1000, pulled=1000)
+    counters = tmp_path / "tags.counters"  # the workers' shared counters (secreg.workers' directory)
+    evicting = ManifestStore(driver, BlobStore(driver), TagCache(Counters(counters), max_age=3600))
+    serving = ManifestStore(driver, BlobStore(driver), TagCache(Counters(counters), max_age=3600))
+    assert serving.get("hub/gone", "1").digest  # the tag is in the serving worker's memory now
+
+    evict(driver, Upstream("hub", "https://hub.example", "hub", 60, maxage=10), now=5000,
+          tag_deleted=evicting.forget_tag)
+
+    with pytest.raises(ManifestUnknown):  # at once, not after storage.cache.tagmaxage
+        serving.get("hub/gone", "1")

@@ -200,3 +200,15 @@ def test_catalog_and_ui_mark_cache_repositories(client: httpx.Client, go_pusher:
     page = client.get("/ui/", params={"q": "listed"}).text
     assert "go/listed/app</a> <span class=\"badge\"" in page and "cache: go" in page
     assert "own/listed</a></td>" in page
+
+
+def test_a_blob_the_upstream_lacks_is_asked_for_once(proxy: RunningServer, go_pusher: Pusher,
+                                                      go_hub: Upstream) -> None:
+    _, _, layers = go_pusher.image("lacking/app", "v1", [random_bytes(3000, seed=81)])
+    missing = sha256(b"not upstream")
+    with proxy.client(limits=httpx.Limits(max_connections=1)) as one:  # one connection: one worker
+        # A blob first, so this worker knows the upstream's challenge: the next GET takes the direct path.
+        assert one.get(f"/v2/go/lacking/app/blobs/{layers[0]}").status_code == 200
+        r = one.get(f"/v2/go/lacking/app/blobs/{missing}")
+    assert r.status_code == 404 and r.json()["errors"][0]["code"] == "BLOB_UNKNOWN", r.text
+    assert go_hub.requests_to("GET", f"/v2/lacking/app/blobs/{missing}", status=404) == 1
