@@ -5,9 +5,12 @@ are spawned, not forked). With one worker there is none and everything stays in 
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
 import shutil
+import stat
 import tempfile
+import time
 from pathlib import Path
 
 ENV = "_SECREG_SHARED_DIR"
@@ -15,15 +18,54 @@ SOCKETS_ENV = "_SECREG_WORKER_SOCKETS"  # set in workers 1..N-1 (secreg.supervis
 INDEX_ENV = "_SECREG_WORKER_INDEX"  # set in workers 1..N-1: the seat a worker takes (a restarted one keeps it)
 
 
+PREFIX = "secreg-workers-"
+_LOCK = "server.lock"  # flock'd by the serving process while it lives: a directory nobody locks is a dead one's
+_held: list[int] = []
+
+
 def prepare(workers: int) -> Path | None:
-    """For `workers` > 1: a new 0700 directory, removed when `secreg serve` exits."""
+    """For `workers` > 1: a new 0700 directory in the temp directory, removed when `secreg serve` exits
+    (`remove`, also at exit). One a killed server left (SIGKILL gives it no chance) is removed by the next
+    multi-worker start of the same user: it is the one whose lock file nobody holds."""
     if workers <= 1:
         os.environ.pop(ENV, None)
         return None
-    directory = Path(tempfile.mkdtemp(prefix="secreg-workers-"))
+    drop_abandoned()
+    directory = Path(tempfile.mkdtemp(prefix=PREFIX))
+    fd = os.open(directory / _LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    _held.append(fd)
     os.environ[ENV] = str(directory)
-    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    atexit.register(remove, directory)
     return directory
+
+
+def remove(directory: Path) -> None:
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def drop_abandoned() -> None:
+    """Remove this user's worker directories in the temp directory whose server is gone (none holds the lock,
+    and the directory is older than a server takes to lock it)."""
+    base = Path(tempfile.gettempdir())
+    for entry in base.glob(f"{PREFIX}*"):
+        try:
+            info = entry.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or time.time() - info.st_mtime < 10:
+                continue
+            fd = os.open(entry / _LOCK, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            remove(entry)  # half-made, or an older version's
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its server is alive
+        finally:
+            os.close(fd)
+        remove(entry)
 
 
 def shared_directory() -> Path | None:

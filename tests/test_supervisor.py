@@ -61,3 +61,27 @@ def test_workers_die_with_a_killed_server(tmp_path: Path) -> None:
         server.process.send_signal(signal.SIGKILL)  # no chance to stop its workers
         server.process.wait()
         _wait(lambda: not _alive(worker))
+
+
+def test_the_workers_directory_goes_with_the_server(tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    with run_secreg(tmp_path / "server", {**OPEN, "http": {"workers": 2}}, env={"TMPDIR": str(temp)}) as server:
+        _wait(lambda: len(_children(server.process.pid)) == 1)
+        assert len(list(temp.glob("secreg-workers-*"))) == 1
+    assert list(temp.glob("secreg-workers-*")) == []
+
+
+def test_a_killed_servers_workers_directory_goes_at_the_next_start(tmp_path: Path) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    config = {**OPEN, "http": {"workers": 2}}
+    with run_secreg(tmp_path / "killed", config, env={"TMPDIR": str(temp)}) as server:
+        (left,) = temp.glob("secreg-workers-*")
+        os.killpg(server.process.pid, signal.SIGKILL)  # no chance to clean up
+        server.process.wait()
+    assert left.exists()
+    os.utime(left, (time.time() - 60, time.time() - 60))  # older than a starting server takes to lock its own
+    with run_secreg(tmp_path / "next", config, env={"TMPDIR": str(temp)}) as server:
+        assert not left.exists()
+        assert len(list(temp.glob("secreg-workers-*"))) == 1  # the running server's own stays

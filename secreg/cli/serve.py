@@ -130,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
     from secreg.observability import multiproc
 
     # Before any worker starts: login rate limits and metrics are counted across workers.
-    multiproc.prepare(settings.workers, workers.prepare(settings.workers))
+    shared = workers.prepare(settings.workers)
+    multiproc.prepare(settings.workers, shared)
     config = hypercorn_config(settings, Config())
     config.application_path = "secreg.asgi:app"
     scheme = "http" if settings.insecure else "https"
@@ -144,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
         if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
             raise CliError(f"cannot listen on {settings.bind}: {exc.strerror}") from None
         raise
+    finally:
+        if shared is not None:
+            workers.remove(shared)  # the workers are stopped by now (supervisor.serve waits for them)
 
 
 def hypercorn_config(settings: Settings, config: Any) -> Any:
