@@ -14,6 +14,8 @@ from typing import NoReturn
 
 import pytest
 
+from tests.proxy.fixtures import go_hub, token_upstream
+
 from .harness import (
     GO_REGISTRY_BIN,
     STRICT_NAME,
@@ -25,6 +27,7 @@ from .harness import (
 )
 
 _HERE = Path(__file__).resolve().parent
+__all__ = ["go_hub", "token_upstream"]  # the pull-through cache's upstreams (test_proxy_mirror.py), shared
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

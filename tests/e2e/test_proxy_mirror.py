@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.proxy.upstreams import Pusher, Upstream, go_upstream, secreg_upstream
+from tests.proxy.upstreams import Pusher, Upstream
 from tests.server import RunningServer, run_secreg
 
 from .harness import DockerBinaries, DockerEngine, image_exists, start_containerd, start_docker_engine
@@ -45,27 +45,16 @@ IMAGE = "e2emirror"
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory, go_registry_bin: str) -> Iterator[Upstream]:
-    with go_upstream(tmp_path_factory.mktemp("hub")) as upstream:
-        yield upstream
-
-
-@pytest.fixture(scope="module")
-def second(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
-    with secreg_upstream(tmp_path_factory.mktemp("second")) as upstream:
-        yield upstream
-
-
-@pytest.fixture(scope="module")
-def mirror(tmp_path_factory: pytest.TempPathFactory, hub: Upstream, second: Upstream) -> Iterator[RunningServer]:
+def mirror(tmp_path_factory: pytest.TempPathFactory, go_hub: Upstream, token_upstream: Upstream
+           ) -> Iterator[RunningServer]:
     workdir = tmp_path_factory.mktemp("mirror")
     (workdir / "auth").mkdir()
     (workdir / "auth" / "policy.yaml").write_text(POLICY)
     upstreams: list[dict[str, Any]] = [
-        {"name": "hub", "url": hub.url, "ca": str(hub.ca), "username": hub.username, "password": hub.password,
-         "prefix": "hub", "dockerhub": True, "ttl": "10m"},
-        {"name": "sec", "url": second.url, "ca": str(second.ca), "username": second.username,
-         "password": second.password, "prefix": "sec"},
+        {"name": "hub", "url": go_hub.url, "ca": str(go_hub.ca), "username": go_hub.username,
+         "password": go_hub.password, "prefix": "hub", "dockerhub": True, "ttl": "10m"},
+        {"name": "sec", "url": token_upstream.url, "ca": str(token_upstream.ca), "username": token_upstream.username,
+         "password": token_upstream.password, "prefix": "sec"},
     ]
     with run_secreg(workdir, {"proxy": {"upstreams": upstreams}}) as server:
         yield server
@@ -94,14 +83,14 @@ def _rootfs_tar() -> bytes:
     return buffer.getvalue()
 
 
-def test_docker_pulls_a_short_name_through_registry_mirrors(mirror_engine: DockerEngine, hub: Upstream,
+def test_docker_pulls_a_short_name_through_registry_mirrors(mirror_engine: DockerEngine, go_hub: Upstream,
                                                             mirror: RunningServer, tmp_path: Path) -> None:
     engine = mirror_engine
     tarball = tmp_path / "rootfs.tar"
     tarball.write_bytes(_rootfs_tar())
-    hub_name = hub.url.removeprefix("https://")
+    hub_name = go_hub.url.removeprefix("https://")
     engine.run("import", str(tarball), f"{hub_name}/library/{IMAGE}:latest")
-    engine.login(hub_name, hub.username, hub.password)
+    engine.login(hub_name, go_hub.username, go_hub.password)
     engine.run("push", f"{hub_name}/library/{IMAGE}:latest")
     engine.run("rmi", f"{hub_name}/library/{IMAGE}:latest")
     engine.logout(hub_name)
@@ -115,12 +104,12 @@ def test_docker_pulls_a_short_name_through_registry_mirrors(mirror_engine: Docke
     assert f"{mirror.url}/v2/library/{IMAGE}/manifests/latest" in engine.log_text() or \
         f'"/v2/library/{IMAGE}/manifests/latest"' in mirror.log()
     assert f"/v2/library/{IMAGE}/manifests/latest" in mirror.log()
-    assert hub.requests_to("GET", f"/v2/library/{IMAGE}/manifests/") >= 1
+    assert go_hub.requests_to("GET", f"/v2/library/{IMAGE}/manifests/") >= 1
     # A second engine-side pull after `rmi` is served from the cache: the hub sees no new blob GET.
-    blob_gets = hub.requests_to("GET", f"/v2/library/{IMAGE}/blobs/")
+    blob_gets = go_hub.requests_to("GET", f"/v2/library/{IMAGE}/blobs/")
     engine.run("rmi", f"{IMAGE}:latest")
     engine.run("pull", f"{IMAGE}:latest")
-    assert hub.requests_to("GET", f"/v2/library/{IMAGE}/blobs/") == blob_gets
+    assert go_hub.requests_to("GET", f"/v2/library/{IMAGE}/blobs/") == blob_gets
 
 
 def _oci_image(pusher: Pusher, name: str, tag: str) -> str:
@@ -141,15 +130,15 @@ def _oci_image(pusher: Pusher, name: str, tag: str) -> str:
     return pusher.manifest(name, tag, manifest)
 
 
-def test_containerd_pulls_through_hosts_toml_mirrors(tmp_path: Path, mirror: RunningServer, hub: Upstream,
-                                                     second: Upstream, docker_binaries: DockerBinaries,
+def test_containerd_pulls_through_hosts_toml_mirrors(tmp_path: Path, mirror: RunningServer, go_hub: Upstream,
+                                                     token_upstream: Upstream, docker_binaries: DockerBinaries,
                                                      mirror_engine: DockerEngine) -> None:
-    pusher = Pusher(second)
+    pusher = Pusher(token_upstream)
     try:
         digest = _oci_image(pusher, "tools/ctrtest", "v1")
     finally:
         pusher.close()
-    second_host = second.url.removeprefix("https://")
+    second_host = token_upstream.url.removeprefix("https://")
     hosts_dir = tmp_path / "certs.d"
     for upstream_host in ("docker.io", second_host):
         directory = hosts_dir / upstream_host
@@ -168,5 +157,5 @@ def test_containerd_pulls_through_hosts_toml_mirrors(tmp_path: Path, mirror: Run
     assert f"docker.io/library/{IMAGE}:latest" in listed and f"{second_host}/tools/ctrtest:v1" in listed
     log = mirror.log()
     assert f"/v2/library/{IMAGE}/manifests/latest" in log  # as containerd asked, with ?ns=docker.io
-    assert second.requests_to("GET", f"/v2/tools/ctrtest/manifests/{digest}") + \
-        second.requests_to("GET", "/v2/tools/ctrtest/manifests/v1") >= 1
+    assert token_upstream.requests_to("GET", f"/v2/tools/ctrtest/manifests/{digest}") + \
+        token_upstream.requests_to("GET", "/v2/tools/ctrtest/manifests/v1") >= 1
