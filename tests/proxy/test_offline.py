@@ -75,7 +75,30 @@ def test_upstream_answering_5xx_is_unavailable(fake: FakeUpstream, fake_proxy: R
     assert "503" in r.json()["errors"][0]["message"]
 
 
+def test_a_blob_answered_5xx_is_asked_for_once(fake: FakeUpstream, fake_proxy: RunningServer) -> None:
+    with fake_proxy.client(limits=httpx.Limits(max_connections=1)) as client:
+        # A blob download first (its bytes are wrong, but it was answered 200): this worker knows now that the
+        # upstream serves anonymously, so the next blob GET takes the direct download path.
+        with pytest.raises(httpx.HTTPError):
+            with client.stream("GET", f"/v2/fake/learn/app/blobs/{fake.layer_digest}") as r:
+                for _ in r.iter_raw():
+                    pass
+        fake.mode[0] = "unavailable"
+        try:
+            r = client.get(f"/v2/fake/down/app/blobs/{fake.layer_digest}")
+        finally:
+            fake.mode[0] = "corrupt"
+    assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE", r.text
+    assert "503" in r.json()["errors"][0]["message"]
+    assert fake.requests[f"GET /v2/down/app/blobs/{fake.layer_digest}"] == 1
+
+
+def _digest_warnings(log: str) -> int:
+    return len([line for line in log.splitlines() if "WARNING" in line and "bytes whose digest is" in line])
+
+
 def test_wrong_bytes_from_the_upstream_are_never_kept(fake: FakeUpstream, fake_proxy: RunningServer) -> None:
+    warned = _digest_warnings(fake_proxy.log())  # by the module's other tests
     with fake_proxy.client() as client:
         manifest = client.get("/v2/fake/bad/app/manifests/latest", headers={"Accept": OCI_MANIFEST})
         assert manifest.status_code == 200
@@ -95,8 +118,7 @@ def test_wrong_bytes_from_the_upstream_are_never_kept(fake: FakeUpstream, fake_p
     assert not staging.exists() or not any(staging.iterdir())
     log = fake_proxy.log()
     # One warning line per failed fetch, and no traceback for the answers it cut off.
-    warnings = [line for line in log.splitlines() if "WARNING" in line and "bytes whose digest is" in line]
-    assert len(warnings) == 2 and "Traceback" not in log
+    assert _digest_warnings(log) - warned == 2 and "Traceback" not in log
 
 
 def test_wrong_bytes_over_http2_end_the_stream_short(tmp_path: Path, fake: FakeUpstream) -> None:
