@@ -69,6 +69,10 @@ class Revocations(Protocol):
     def revoked(self, subject: str, token_id: str, issued_at: float) -> bool:
         """Whether this refresh token is revoked; RevocationUnavailable when that cannot be known."""
 
+    def generation(self) -> object | None:
+        """An object that is replaced whenever the list changes (compare by identity), or None when that cannot
+        be known without asking a server (`secreg.auth.reuse` then issues every token fresh)."""
+
 
 def revocations_from_settings(auth: AuthSettings, store: RedisSettings | None) -> Revocations:
     """In Redis when `redis.addr` is set, else the file in the auth directory."""
@@ -111,6 +115,9 @@ class RedisRevocations:
             log.warning("refresh-token revocation: Redis unavailable (%s); refusing refresh grants", exc)
             raise RevocationUnavailable(f"Redis unavailable: {exc}") from None
         return bool(token_revoked) or (cutoff is not None and issued_at <= _float(cutoff))
+
+    def generation(self) -> object | None:
+        return None  # another replica may revoke at any moment: only Redis knows
 
 
 def _float(value: bytes | str) -> float:
@@ -157,6 +164,9 @@ class LocalRevocations:
     def revoke_user(self, subject: str) -> None:
         now = self._clock()
         self._edit(lambda state: state["users"].__setitem__(subject, now))
+
+    def generation(self) -> object | None:
+        return self._file.get()  # parsed anew whenever the file changes (a stat per call)
 
     def revoked(self, subject: str, token_id: str, issued_at: float) -> bool:
         state = self._file.get()

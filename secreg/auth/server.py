@@ -31,9 +31,10 @@ from secreg.auth.groups import GroupStore, groups_file
 from secreg.auth.login import LoginRefused, PasswordLogin, parse_basic
 from secreg.auth.policy import PolicyStore
 from secreg.auth.ratelimit import LoginLimiter, limiter_from_settings
+from secreg.auth.reuse import TokenReuse
 from secreg.auth.revocation import Revocations, RevocationUnavailable, revocations_from_settings
 from secreg.auth.scope import Access, ScopeError, parse_scopes
-from secreg.auth.tokens import InvalidToken, TokenIssuer
+from secreg.auth.tokens import InvalidToken, IssuedToken, TokenIssuer
 from secreg.auth.users import UserStore
 from secreg.config import Settings
 from secreg.errors import ErrorCode, RegistryError
@@ -106,6 +107,7 @@ class TokenService:
         revocations: Revocations,
         realm_name: str = "secreg",
         max_body: int = MAX_FORM_BYTES,
+        reuse: float = 0,
     ) -> None:
         self.issuer = issuer
         self.max_body = max_body
@@ -115,6 +117,7 @@ class TokenService:
         self.limiter = limiter
         self.revocations = revocations
         self.service = issuer.service
+        self.reuse = TokenReuse(reuse, issuer.expiration, clock=issuer.clock)
         self._basic_challenge = {"WWW-Authenticate": f'Basic realm="{realm_name}"'}
 
     @classmethod
@@ -132,6 +135,7 @@ class TokenService:
             revocations=revocations_from_settings(auth, settings.redis),
             realm_name=auth.token.service,
             max_body=auth.token.max_body,
+            reuse=auth.token.reuse,
         )
 
     @property
@@ -170,18 +174,25 @@ class TokenService:
         else:
             login = _Login("", False)
         granted = self._grant(login.subject, requested, client)
-        issued = self.issuer.issue(login.subject, granted)
-        body: dict[str, Any] = {
-            "token": issued.token,
-            "access_token": issued.token,
-            "expires_in": issued.expires_in,
-            "issued_at": issued.issued_at_text,
-        }
+        issued, answer = self._access_token(login.subject, granted)
         if login.password and params.get("offline_token", "").lower() in ("true", "1"):
             refresh = self._refresh_token(login.subject, params.get("client_id", ""))
             if refresh:
-                body["refresh_token"] = refresh
-        return _json(body)
+                return _json({**_get_body(issued), "refresh_token": refresh})
+        return Response(answer, headers=_NO_STORE, media_type="application/json")
+
+    def _access_token(self, subject: str, granted: list[Access]) -> tuple[IssuedToken, bytes]:
+        """The access token for a GET, and its JSON answer: the one issued moments ago for the same grant when
+        `secreg.auth.reuse` allows, else a fresh one."""
+        generation = self.revocations.generation() if self.reuse.seconds > 0 else None
+        key = self.reuse.key(subject, self.users.fingerprint(subject) if subject else None, granted)
+        reused = self.reuse.get(key, generation)
+        if reused is not None:
+            return reused
+        issued = self.issuer.issue(subject, granted)
+        answer = json.dumps(_get_body(issued)).encode()
+        self.reuse.put(key, generation, issued, answer)
+        return issued, answer
 
     # --- POST (oauth.md) ------------------------------------------------------------------------------
 
@@ -349,6 +360,12 @@ class TokenService:
             audit.event("scope.denied", user=subject or "-", client=client,
                         denied=" ".join(a.format() for a in denied))
         return granted
+
+
+def _get_body(issued: IssuedToken) -> dict[str, Any]:
+    # token.md: `expires_in` counts from `issued_at` (the token's own), also for a reused token.
+    return {"token": issued.token, "access_token": issued.token, "expires_in": issued.expires_in,
+            "issued_at": issued.issued_at_text}
 
 
 def _client(request: Request) -> str:

@@ -131,7 +131,7 @@ class TokenIssuer:
         self.service = service
         self.expiration = max(expiration, MIN_LIFETIME)
         self.refresh_expiration = refresh_expiration
-        self._clock = clock
+        self.clock = clock
         self.kid = libtrust_kid(public)
         self._x5c = [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode() for c in chain]
 
@@ -152,7 +152,7 @@ class TokenIssuer:
 
     def issue(self, subject: str, access: Sequence[Access]) -> IssuedToken:
         """An access token for `subject` ("" = anonymous) granting exactly `access`."""
-        now = int(self._clock())
+        now = int(self.clock())
         claims = {
             "iss": self.issuer,
             "sub": subject,
@@ -168,7 +168,7 @@ class TokenIssuer:
 
     def issue_refresh(self, subject: str, fingerprint: str, client_id: str = "") -> str:
         """A refresh token bound to the user's current password hash (see `UserStore.fingerprint`)."""
-        issued = round(self._clock(), 3)
+        issued = round(self.clock(), 3)
         now = int(issued)
         claims = {
             "iss": self.issuer,

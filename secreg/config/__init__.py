@@ -68,6 +68,7 @@ class TokenSettings:
     expiration: int
     refresh_expiration: int
     max_body: int = 64 * 1024
+    reuse: int = 10
 
 
 @dataclass(frozen=True)
@@ -411,6 +412,7 @@ def validate(tree: Mapping[str, Any], base_dir: Path) -> Settings:
                 expiration=_int(tree, "auth.token.expiration", 1),
                 refresh_expiration=_int(tree, "auth.token.refreshexpiration", 1),
                 max_body=_int(tree, "auth.token.maxbody", 1024),
+                reuse=_int(tree, "auth.token.reuse", 0),
             ),
             ratelimit=RateLimitSettings(
                 attempts=_int(tree, "auth.ratelimit.attempts", 1),

@@ -78,6 +78,7 @@ DEFAULTS: dict[str, Any] = {
             "certificate": "",  # default: <certs>/token.crt
             "expiration": 300,
             "refreshexpiration": 30 * 24 * 3600,
+            "reuse": 10,  # s: one client's repeated GET for the same grant gets the same token (0 = off)
             "maxbody": 64 * 1024,  # bytes a POST /auth/token body may hold (larger: 413 at once, unread)
         },
         "ratelimit": {"attempts": 5, "window": 60, "lockout": 60},
