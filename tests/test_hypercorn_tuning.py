@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -35,6 +36,20 @@ def test_every_tuning_finds_what_it_changes() -> None:
 
     assert hypercorn_tuning.apply()
     assert hypercorn_tuning.apply()  # applying twice wraps nothing twice
+
+
+def test_the_cached_date_header_is_the_one_hypercorn_would_write() -> None:
+    import wsgiref.handlers
+
+    import hypercorn.config
+
+    from secreg import hypercorn_tuning
+
+    assert hypercorn_tuning.cache_date_header()
+    cached = hypercorn.config.format_date_time  # type: ignore[attr-defined]
+    for stamp in (1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.0, 1_699_999_999.5, 1_700_000_001.2):
+        assert cached(stamp) == wsgiref.handlers.format_date_time(int(stamp))
+    assert cached(None) in {wsgiref.handlers.format_date_time(time.time() + d) for d in (-1, 0)}
 
 
 def test_http11_heads_bodies_and_keep_alive(tmp_path: Path) -> None:

@@ -38,14 +38,30 @@ def _shown(value: Any) -> str:
     return text if _PLAIN.match(text) else json.dumps(text)
 
 
+class _Summary:
+    """The message `name k=v ...`, built only when a handler asks for it (`AuditFormatter` does not)."""
+
+    __slots__ = ("fields", "name")
+
+    def __init__(self, name: str, fields: dict[str, Any]) -> None:
+        self.name = name
+        self.fields = fields
+
+    def __str__(self) -> str:
+        return " ".join([self.name, *(f"{k}={_shown(v)}" for k, v in self.fields.items())])
+
+
 def event(name: str, **fields: Any) -> None:
     """Record one security event; None-valued fields are left out."""
     present = {k: v for k, v in fields.items() if v is not None}
     level = logging.WARNING if name in _WARNING_EVENTS else logging.INFO
     if not _log.isEnabledFor(level):
         return
-    summary = " ".join([name, *(f"{k}={_shown(v)}" for k, v in present.items())])
-    _log.log(level, "%s", summary, extra={"audit": {"event": name, **present}})
+    # `Logger.log` would also walk the stack for the caller's file and line, which no audit line shows
+    # (the token endpoint records one event per request: the hot path).
+    record = _log.makeRecord(LOGGER, level, __file__, 0, _Summary(name, present), (), None, "event",
+                             {"audit": {"event": name, **present}})
+    _log.handle(record)
 
 
 _second: tuple[int, str] = (0, "")
@@ -72,7 +88,19 @@ class AuditFormatter(logging.Formatter):
         else:  # a plain message logged on this logger by other code
             line["event"] = "message"
             line["message"] = record.getMessage()
+        return _json_line(line)
+
+
+_quote = json.encoder.encode_basestring_ascii  # C speed; what json.dumps writes for a str
+
+
+def _json_line(line: dict[str, Any]) -> str:
+    """`json.dumps(line, default=str)`, with the (usual) string fields written directly: same text, a third of
+    the time."""
+    if not all(isinstance(k, str) for k in line):
         return json.dumps(line, default=str)
+    parts = [f"{_quote(k)}: {_quote(v) if type(v) is str else json.dumps(v, default=str)}" for k, v in line.items()]
+    return "{" + ", ".join(parts) + "}"
 
 
 def open_audit_file(path: Path) -> logging.Handler:
