@@ -11,6 +11,7 @@ Only bcrypt entries can log in (as in the reference registry); other htpasswd fo
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -118,6 +119,10 @@ class VerifiedCache:
         self._entries: OrderedDict[tuple[str, bytes], float] = OrderedDict()
         self._lock = threading.Lock()
 
+    def identify(self, user: str, password: str) -> tuple[str, bytes]:
+        """The user and an HMAC of the password under this process's key (no password is kept)."""
+        return self._id(user, password)
+
     def _id(self, user: str, password: str) -> tuple[str, bytes]:
         secret = password.encode("utf-8", "surrogatepass")[:MAX_PASSWORD_BYTES]
         return user, hmac.new(self._key, secret, hashlib.sha256).digest()
@@ -164,6 +169,7 @@ class UserStore:
         )
         self._file = WatchedFile(self.path, _parse_htpasswd(self.path), check_interval)
         self._cache = VerifiedCache(cache_seconds)
+        self._checks: dict[tuple[object, int, tuple[str, bytes]], asyncio.Future[bool]] = {}
 
     def users(self) -> list[str]:
         return sorted(self._file.get().hashes)
@@ -179,7 +185,9 @@ class UserStore:
     def verify(self, user: str, password: str) -> bool:
         """Check a password. Slow on purpose (bcrypt) unless recently verified: call `verify_async` from the
         event loop."""
-        snapshot = self._file.get()
+        return self._verify(self._file.get(), user, password)
+
+    def _verify(self, snapshot: _Htpasswd, user: str, password: str) -> bool:
         if self._cache.hit(snapshot, user, password):
             return True
         if self._check(snapshot, user, password):
@@ -203,10 +211,22 @@ class UserStore:
             return False
 
     async def verify_async(self, user: str, password: str) -> bool:
-        """`verify`, with bcrypt on a worker thread: it must never block the event loop."""
-        if self._cache.hit(self._file.get(), user, password):
+        """`verify`, with bcrypt on a worker thread: it must never block the event loop.
+
+        Concurrent checks of the same credentials against the same file share one bcrypt run: a client with
+        32 connections whose cached verification just expired would otherwise start 32 at once (seconds of
+        CPU time, requests timing out). A check never joins one begun against an older file."""
+        snapshot = self._file.get()
+        if self._cache.hit(snapshot, user, password):
             return True
-        return await anyio.to_thread.run_sync(self.verify, user, password)
+        key = (asyncio.get_running_loop(), id(snapshot), self._cache.identify(user, password))
+        task = self._checks.get(key)
+        if task is None:
+            # The task holds `snapshot`, so its id is not reused while the key exists.
+            task = asyncio.ensure_future(anyio.to_thread.run_sync(self._verify, snapshot, user, password))
+            self._checks[key] = task
+            task.add_done_callback(lambda _: self._checks.pop(key, None))
+        return await asyncio.shield(task)  # a caller that goes away leaves the check to the others
 
     def add(self, user: str, password: str, *, only_if_empty: bool = False) -> bool:
         """Create `user`; False (and no change) if it exists, or with `only_if_empty` if any user exists."""

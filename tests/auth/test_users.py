@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -7,6 +8,7 @@ import stat
 import subprocess
 import threading
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -233,13 +235,13 @@ def test_verify_async_runs_bcrypt_off_the_event_loop(tmp_path: Path) -> None:
     users = UserStore(tmp_path / "htpasswd", rounds=4, check_interval=0)
     users.add("alice", "alice-secret")
     threads: list[int] = []
-    original = users.verify
+    original = users._check
 
-    def recording_verify(user: str, password: str) -> bool:
+    def recording_check(snapshot: Any, user: str, password: str) -> bool:
         threads.append(threading.get_ident())
-        return original(user, password)
+        return original(snapshot, user, password)
 
-    users.verify = recording_verify  # type: ignore[method-assign]
+    users._check = recording_check  # type: ignore[method-assign]
 
     async def main() -> tuple[bool, bool, int]:
         return (
@@ -251,6 +253,56 @@ def test_verify_async_runs_bcrypt_off_the_event_loop(tmp_path: Path) -> None:
     ok, bad, loop_thread = anyio.run(main)
     assert ok and not bad
     assert threads and all(t != loop_thread for t in threads)
+
+
+def test_concurrent_checks_of_the_same_credentials_share_one_bcrypt_run(tmp_path: Path) -> None:
+    users = UserStore(tmp_path / "htpasswd", rounds=4, check_interval=0)
+    users.add("alice", "alice-secret")
+    checks: list[str] = []
+    original = users._check
+
+    def counting_check(snapshot: Any, user: str, password: str) -> bool:
+        checks.append(password)
+        return original(snapshot, user, password)
+
+    users._check = counting_check  # type: ignore[method-assign]
+
+    async def main() -> list[bool]:
+        right = [users.verify_async("alice", "alice-secret") for _ in range(20)]
+        wrong = [users.verify_async("alice", "not-the-secret") for _ in range(20)]
+        return list(await asyncio.gather(*right, *wrong))
+
+    results = asyncio.run(main())
+    assert results == [True] * 20 + [False] * 20
+    assert sorted(checks) == ["alice-secret", "not-the-secret"]  # one bcrypt run each
+
+
+def test_a_check_never_joins_one_begun_against_an_older_file(tmp_path: Path) -> None:
+    users = UserStore(tmp_path / "htpasswd", rounds=4, check_interval=0)
+    users.add("alice", "alice-secret")
+    release = threading.Event()
+    started = threading.Event()
+    original = users._check
+
+    def held_check(snapshot: Any, user: str, password: str) -> bool:
+        started.set()
+        release.wait(30)
+        return original(snapshot, user, password)
+
+    users._check = held_check  # type: ignore[method-assign]
+
+    async def main() -> tuple[bool, bool]:
+        before = asyncio.ensure_future(users.verify_async("alice", "alice-secret"))
+        await asyncio.to_thread(started.wait, 30)  # in flight against the old file
+        UserStore(tmp_path / "htpasswd", rounds=4).set_password("alice", "alice-new-secret")  # another process
+        after = asyncio.ensure_future(users.verify_async("alice", "alice-secret"))
+        await asyncio.sleep(0)
+        release.set()
+        return await before, await after
+
+    began_before, after_change = asyncio.run(main())
+    assert began_before  # checked against the file as it was when it began
+    assert not after_change  # its own check, against the new file
 
 
 def test_long_and_odd_passwords(tmp_path: Path) -> None:
