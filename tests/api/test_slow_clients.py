@@ -215,3 +215,26 @@ def test_descriptor_limit_is_raised_to_the_hard_limit(tmp_path: Path) -> None:
         limits = Path(f"/proc/{server.process.pid}/limits").read_text()
     line = next(line for line in limits.splitlines() if line.startswith("Max open files"))
     assert line.split()[3:5] == [str(hard), str(hard)], line
+
+
+def _get_v2(sock: ssl.SSLSocket) -> bytes:
+    sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(65536)
+        assert chunk, "closed before the answer"
+        head += chunk
+    return head.split(b"\r\n", 1)[0]
+
+
+def test_idle_keep_alive_connections_are_closed_after_the_idle_timeout(tmp_path: Path) -> None:
+    """Between requests a connection is closed after http.timeouts.idle (secreg's timer, not Hypercorn's task per
+    idle spell); while in use it keeps being served."""
+    config = {"auth": {"enabled": False}, "http": {"timeouts": {"idle": 2}}}
+    with run_secreg(tmp_path, config) as server, _tls(server) as sock:
+        for _ in range(3):
+            assert b" 200 " in _get_v2(sock)  # keep-alive: each request restarts the idle clock
+        assert _closed_by_server(sock, within=60)
+        with _tls(server) as other:  # and the server goes on serving
+            assert b" 200 " in _get_v2(other)
+        assert "Traceback" not in server.log(), server.log()[-3000:]
