@@ -10,6 +10,9 @@ issue (at most the token's lifetime less the 60 s token.md asks a token to have 
 token's own `issued_at` with its full `expires_in`: token.md counts `expires_in` from `issued_at`, so
 clients that follow it (docker, containerd, containers/image) see the true expiry; one that counted from the
 response would overestimate it by at most the reuse window, well inside the 60 s leeway verifiers allow.
+
+At most `max_entries` grants are kept (a token and its answer, `x5c` chain included, are ~4 KiB: ~4 MiB at most), so a
+caller asking for thousands of distinct scopes pushes out only what would have been signed again anyway.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ class _Entry:
 
 
 class TokenReuse:
-    def __init__(self, seconds: float, lifetime: int, *, max_entries: int = 10_000,
+    def __init__(self, seconds: float, lifetime: int, *, max_entries: int = 1_000,
                  clock: Callable[[], float] = time.time) -> None:
         self.seconds = max(0.0, min(seconds, lifetime - MIN_LIFETIME))
         self._max = max_entries
