@@ -56,10 +56,13 @@ class Flights:
         return cast(T, await asyncio.shield(task))
 
     async def _across(self, key: str, flight: Flight[T]) -> T:
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
         path = os.path.join(self.directory, claim_name(key))
         for _ in range(_TAKEOVERS):
-            claim = Claim.take(path)
+            try:
+                os.makedirs(self.directory, mode=0o700, exist_ok=True)
+                claim = Claim.take(path)
+            except OSError:  # no claim to be had (a read-only or full disk): this process asks on its own
+                return await flight.own()
             if claim.owned:
                 return await self._own(claim, flight)
             record = await self._follow(claim)
