@@ -7,9 +7,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -141,3 +144,93 @@ def test_concurrent_http2_streams_interleave_intact(tmp_path: Path) -> None:
                 return [a.content for a in answers]
 
         assert asyncio.run(pull_all()) == blobs
+
+
+def _h2_socket(server: Any, receive_buffer: int | None = None) -> ssl.SSLSocket:
+    context = server.ssl_context()
+    context.set_alpn_protocols(["h2"])
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if receive_buffer is not None:  # before connecting, so the window the kernel advertises stays small
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    raw.settimeout(60)
+    raw.connect((server.host, server.port))
+    sock = context.wrap_socket(raw, server_hostname=server.host)
+    assert sock.selected_alpn_protocol() == "h2"
+    return sock
+
+
+def test_http2_slow_reader_gets_a_large_blob_within_its_windows(tmp_path: Path) -> None:
+    """A client that reads a little at a time and widens no window (64 KiB for the connection, 16 KiB per
+    stream): the server's batched frames and gathered flushes must wait for its WINDOW_UPDATEs and for the socket
+    (h2 on the client side refuses a DATA frame past its window), and the blob arrives whole."""
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.settings
+
+    blob = os.urandom(3 * 1024 * 1024 + 11)
+    with run_secreg(tmp_path, OPEN, args=["--http2"]) as server:
+        with server.client() as c:
+            assert c.post("/v2/t/slow/blobs/uploads/", params={"digest": sha256(blob)}, content=blob).status_code == 201
+        connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding=None))
+        connection.local_settings = h2.settings.Settings(
+            client=True, initial_values={h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 16 * 1024})
+        connection.initiate_connection()
+        with _h2_socket(server, receive_buffer=16 * 1024) as sock:
+            sock.sendall(connection.data_to_send())
+            stream = connection.get_next_available_stream_id()
+            connection.send_headers(stream, [(b":method", b"GET"), (b":scheme", b"https"),
+                                             (b":authority", server.host_port.encode()),
+                                             (b":path", f"/v2/t/slow/blobs/{sha256(blob)}".encode())], end_stream=True)
+            sock.sendall(connection.data_to_send())
+            body, status, ended = bytearray(), None, False
+            while not ended:
+                data = sock.recv(4096)
+                assert data, "the server closed the connection"
+                for event in connection.receive_data(data):
+                    if isinstance(event, h2.events.ResponseReceived):
+                        status = dict(event.headers)[b":status"]
+                    elif isinstance(event, h2.events.DataReceived):
+                        body += event.data
+                        connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, h2.events.StreamEnded):
+                        ended = True
+                    elif isinstance(event, (h2.events.StreamReset, h2.events.ConnectionTerminated)):
+                        raise AssertionError(f"the server gave up: {event}")
+                sock.sendall(connection.data_to_send())
+                time.sleep(0.0005)  # a slow reader (not a measurement)
+    assert status == b"200"
+    assert sha256(bytes(body)) == sha256(blob) and len(body) == len(blob)
+
+
+def test_many_small_http2_streams_on_one_connection_each_get_their_answer(tmp_path: Path) -> None:
+    """64 small answers at once on one connection (their flushes gathered into shared writes), next to a large
+    pull on the same connection; then 3,000 requests 32 at a time from h2load, every one answered."""
+    h2load = _tool("h2load")
+    pytest.importorskip("h2")
+    import asyncio
+
+    smalls = [os.urandom(100 + n) for n in range(64)]
+    large = os.urandom(4 * 1024 * 1024 + 5)
+    with run_secreg(tmp_path, OPEN, args=["--http2"]) as server:
+        with server.client() as c:
+            for blob in [*smalls, large]:
+                assert c.post("/v2/t/small/blobs/uploads/", params={"digest": sha256(blob)},
+                              content=blob).status_code == 201
+
+        async def pull_all() -> list[bytes]:
+            limits = httpx.Limits(max_connections=1)
+            async with httpx.AsyncClient(base_url=f"https://{server.host_port}", verify=server.ssl_context(),
+                                         http2=True, timeout=120, limits=limits) as client:
+                answers = await asyncio.gather(*(client.get(f"/v2/t/small/blobs/{sha256(b)}")
+                                                 for b in [large, *smalls]))
+                assert {a.http_version for a in answers} == {"HTTP/2"}
+                assert {a.status_code for a in answers} == {200}
+                return [a.content for a in answers]
+
+        assert asyncio.run(pull_all()) == [large, *smalls]
+        done = subprocess.run([h2load, "-n3000", "-c1", "-m32", f"https://{server.host_port}/v2/"],
+                              capture_output=True, text=True, timeout=300, check=False)
+    assert "Application protocol: h2" in done.stdout, done.stdout
+    assert re.search(r"requests: 3000 total, 3000 started, 3000 done, 3000 succeeded", done.stdout), done.stdout
+    assert re.search(r"status codes: 3000 2xx", done.stdout), done.stdout
