@@ -234,3 +234,126 @@ def test_many_small_http2_streams_on_one_connection_each_get_their_answer(tmp_pa
     assert "Application protocol: h2" in done.stdout, done.stdout
     assert re.search(r"requests: 3000 total, 3000 started, 3000 done, 3000 succeeded", done.stdout), done.stdout
     assert re.search(r"status codes: 3000 2xx", done.stdout), done.stdout
+
+
+class _RawH2:
+    """A client-side h2 connection over TLS to `server` (the h2 library), with raw frames when a test needs
+    to send what a correct client would not."""
+
+    def __init__(self, server: Any) -> None:
+        import h2.config
+        import h2.connection
+
+        self.server = server
+        self.connection = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None))
+        self.connection.initiate_connection()
+        self.sock = _h2_socket(server)
+        self.flush()
+        import h2.events
+
+        settings = False  # the server's SETTINGS (its stream window) and its connection WINDOW_UPDATE first
+        while not settings or self.connection.outbound_flow_control_window <= 65535:
+            for event in self.connection.receive_data(self.sock.recv(65536)):
+                settings = settings or isinstance(event, h2.events.RemoteSettingsChanged)
+            self.flush()
+
+    def flush(self) -> None:
+        data = self.connection.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def request(self, method: str, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> int:
+        stream = int(self.connection.get_next_available_stream_id())
+        self.connection.send_headers(stream, [(b":method", method.encode()), (b":scheme", b"https"),
+                                              (b":authority", self.server.host_port.encode()),
+                                              (b":path", path.encode()), *(headers or [])],
+                                     end_stream=method == "GET")
+        self.flush()
+        return stream
+
+    def answers(self, streams: set[int]) -> dict[int, Any]:
+        """Status per stream (b"200", ...), or the GOAWAY/RST_STREAM event that ended it."""
+        import h2.events
+
+        done: dict[int, Any] = {}
+        while set(done) < streams:
+            data = self.sock.recv(65536)
+            if not data:
+                return done
+            for event in self.connection.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    done[event.stream_id] = dict(event.headers)[b":status"]
+                elif isinstance(event, h2.events.DataReceived):
+                    self.connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamReset):
+                    done[event.stream_id] = event
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    return {stream: event for stream in streams} | done
+            self.flush()
+        return done
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_interleaved_and_padded_http2_uploads_arrive_intact(tmp_path: Path) -> None:
+    """Two uploads on one connection, their 16 KiB DATA frames interleaved, every third one padded: runs of
+    plain DATA frames of one stream are taken together (`fast_h2_data_frames`), padded frames and stream
+    switches through h2 itself; both blobs are stored whole under their digests."""
+    blobs = [os.urandom(2 * 1024 * 1024 + 333), os.urandom(1024 * 1024 + 77)]
+    with run_secreg(tmp_path, OPEN, args=["--http2"]) as server:
+        client = _RawH2(server)
+        try:
+            streams = [client.request("POST", f"/v2/t/mixed/blobs/uploads/?digest={sha256(b)}",
+                                      [(b"content-type", b"application/octet-stream")]) for b in blobs]
+            offsets = [0, 0]
+            frame = 0
+            while any(offsets[i] < len(blobs[i]) for i in range(2)):
+                for i in range(2):
+                    if offsets[i] >= len(blobs[i]):
+                        continue
+                    # runs of four frames per stream, so both paths are taken
+                    for _ in range(4):
+                        piece = blobs[i][offsets[i]:offsets[i] + 16000]
+                        if not piece:
+                            break
+                        offsets[i] += len(piece)
+                        frame += 1
+                        client.connection.send_data(streams[i], piece, end_stream=offsets[i] >= len(blobs[i]),
+                                                    pad_length=7 if frame % 3 == 0 else None)
+                    client.flush()
+            answers = client.answers(set(streams))
+        finally:
+            client.close()
+        assert answers == {streams[0]: b"201", streams[1]: b"201"}, answers
+        with server.client() as c:
+            for blob in blobs:
+                assert c.get(f"/v2/t/mixed/blobs/{sha256(blob)}").content == blob
+
+
+def test_http2_upload_past_its_content_length_or_frame_size_is_refused(tmp_path: Path) -> None:
+    """More DATA than the request's content-length, or a DATA frame larger than the frame size the server
+    allows: h2's own refusals (stream or connection error) hold on the fast path too, and nothing is stored."""
+    import hyperframe.frame
+
+    blob = os.urandom(100_000)
+    with run_secreg(tmp_path, OPEN, args=["--http2"]) as server:
+        for case in ("length", "frame"):
+            client = _RawH2(server)
+            try:
+                stream = client.request("POST", f"/v2/t/bad/blobs/uploads/?digest={sha256(blob)}",
+                                        [(b"content-type", b"application/octet-stream"),
+                                         (b"content-length", b"50000" if case == "length" else b"100000")])
+                raw = b""
+                pieces = [blob[i:i + 16384] for i in range(0, len(blob), 16384)] if case == "length" else [blob[:20000]]
+                for piece in pieces:
+                    f = hyperframe.frame.DataFrame(stream, data=piece)
+                    raw += f.serialize()
+                client.sock.sendall(raw)
+                answers = client.answers({stream})
+            finally:
+                client.close()
+            assert answers.get(stream) not in (b"201", b"202"), (case, answers)
+        with server.client() as c:
+            assert c.head(f"/v2/t/bad/blobs/{sha256(blob)}").status_code == 404
