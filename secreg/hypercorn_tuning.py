@@ -358,18 +358,19 @@ def cheap_h2_frame_repr() -> bool:
 # --- HTTP/2: the frames of one loop iteration in one write --------------------------------------------------
 
 H2_FLUSH_NOW = 64 * 1024  # pending frames past this are written (and drained) by the caller at once
-H2_FLUSH_DELAY = 1  # loop iterations a gathered flush waits, for the other streams woken with it
 
 
 def coalesce_h2_flushes() -> bool:
     """Hypercorn's HTTP/2 writes h2's output buffer to the socket (one TLS record, one send, one drain) after
     every step: a response's HEADERS, its DATA, its END_STREAM, each WINDOW_UPDATE. A small answer took three
-    writes where HTTP/1.1 takes one, and 32 streams answered together took ~100 sends. Small flushes are
-    instead gathered: the first one schedules a task that writes what h2 holds on the next loop iteration,
-    by which time the other streams woken in this one have added theirs. Backpressure stays: once more than
-    `H2_FLUSH_NOW` bytes are pending, the caller writes them itself and waits for the socket to drain (behind
-    any write in progress: frames leave in the order h2 built them), and so does the reading side when it
-    hands events over. Before the connection is closed what is pending is written first."""
+    writes where HTTP/1.1 takes one. Small flushes are instead gathered: the first one schedules a task that
+    writes what h2 holds on the next loop iteration, by which time the rest of the answer (and whatever other
+    streams woken in this iteration added) is there. (Waiting one iteration more, for more streams, made 32
+    streams on one connection slower: 0.54-0.6 of 8 HTTP/1.1 connections against 0.83 without.)
+    Backpressure stays: once more than `H2_FLUSH_NOW` bytes are pending, the caller (a stream, or the reading
+    side handing events over) writes them itself and waits for the socket to drain, behind any write in
+    progress: frames leave in the order h2 built them. Before the connection is closed what is pending is
+    written first."""
     from hypercorn.events import Closed, RawData
     from hypercorn.protocol import h2 as h2_protocol
 
@@ -388,8 +389,6 @@ def coalesce_h2_flushes() -> bool:
 
     async def later(self: Any) -> None:
         try:
-            for _ in range(H2_FLUSH_DELAY):
-                await asyncio.sleep(0)
             while self.connection._data_to_send:  # what was added while this one waited for the socket
                 await write(self)
         except OSError:
