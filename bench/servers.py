@@ -130,17 +130,20 @@ def start_secreg(
 
 
 def _wait_ready(server: Server, process: subprocess.Popen[bytes], timeout: float) -> None:
+    """Until `server` answers `/v2/` (any status below 500); its log's tail in the error if it exits or stays
+    silent for `timeout` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"secreg exited with {process.returncode}:\n{server.log_path.read_text()[-4000:]}")
+            tail = server.log_path.read_text()[-4000:]
+            raise RuntimeError(f"{server.name} exited with {process.returncode}:\n{tail}")
         try:
             if https_get(f"{server.url}/v2/", server.ca, timeout=2).status < 500:
                 return
         except OSError:
             pass
         time.sleep(0.05)
-    raise RuntimeError(f"secreg did not answer in {timeout}s:\n{server.log_path.read_text()[-4000:]}")
+    raise RuntimeError(f"{server.name} did not answer in {timeout}s:\n{server.log_path.read_text()[-4000:]}")
 
 
 def go_token_auth(secreg: Server) -> dict[str, Any]:
@@ -204,18 +207,7 @@ def start_haproxy(workdir: Path, certs: CertificateFiles, upstream: Server, time
                                    stderr=subprocess.STDOUT, start_new_session=True)
     server = Server("haproxy", upstream.host, port, process.pid, certs.ca_cert, log_path)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"haproxy exited with {process.returncode}: {log_path.read_text()[-2000:]}")
-            try:
-                if https_get(f"{server.url}/v2/", server.ca, timeout=2).status < 500:
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    tail = log_path.read_text()[-2000:]
-                    raise RuntimeError(f"haproxy did not answer in {timeout}s: {tail}") from None
-                time.sleep(0.05)
+        _wait_ready(server, process, timeout)
         yield server
     finally:
         stop_process_group(process)
