@@ -1,8 +1,9 @@
 """The connection counts of all worker processes of one `secreg serve`, in one shared memory-mapped file.
 
 nginx's `limit_conn` keeps its counters in a shared memory zone under a mutex; this is the same for Hypercorn
-workers that accept from one listening socket (the kernel hands a client's connections to whichever worker
-accepts first, so a per-process count would multiply every cap by the number of workers).
+workers that each accept from their own SO_REUSEPORT socket (the kernel spreads a client's connections over the
+workers by a hash of its address and port, so a per-process count would multiply every cap by the number of
+workers).
 
 Layout (little-endian u32 words): a header (magic, workers, capacity, a 16-byte secret), one total per worker,
 then an open-addressing hash table (linear probing, backward-shift deletion) of `capacity` entries. An entry is

@@ -3,8 +3,15 @@
 Hypercorn's own multi-worker mode keeps a parent that only supervises (43 MiB of RSS here with secreg's
 imports) next to N spawned workers (~51 MiB each). With one worker per CPU (`http.workers: auto`), that
 parent alone would put a 2-core machine over the memory budget of a 1 GiB push. Here the process that ran
-`secreg serve` serves too and spawns N-1 Hypercorn workers on the same listening sockets:
+`secreg serve` serves too and spawns N-1 Hypercorn workers, each on listening sockets of its own seat:
 
+- every seat has its own listening socket per address, all bound with `SO_REUSEPORT` (nginx's `reuseport`), so
+  the kernel spreads new connections over the seats by a hash of the client's address and port. On one shared
+  socket, asyncio's accept loop takes up to 100 queued connections per wake-up: the 32 a client opens at once
+  went to one worker in every fourth wrk run here, with the other idle;
+- the serving process opens and listens on every seat's sockets and keeps them open, so a worker started again
+  takes over its seat's socket: connections queued while it was dead (the kernel keeps hashing to it; a restart
+  takes 1-2 s) wait in the backlog and are served, not reset;
 - a spawned worker dies with its parent (`PR_SET_PDEATHSIG`), so no worker outlives a killed server;
 - a worker that exits while the server is up is started again (at most once a second), with a warning;
 - SIGTERM or SIGINT to the server stops its own worker gracefully (Hypercorn's handler), then the others.
@@ -15,11 +22,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
 from typing import Any
+
+from hypercorn.config import Sockets
 
 from secreg.workers import INDEX_ENV, SOCKETS_ENV
 
@@ -39,23 +49,25 @@ def worker_function(config: Any) -> Any:
 
 class _Workers:
     """The spawned workers 1..N-1 (plain subprocesses: multiprocessing's spawn would add a resource-tracker
-    process of ~13 MiB) and the thread that starts a dead one again."""
+    process of ~13 MiB) and the thread that starts a dead one again. `seats[i]` are worker i+1's sockets."""
 
-    def __init__(self, sockets: Any, count: int) -> None:
-        self._secure = [sock.fileno() for sock in sockets.secure_sockets]
-        self._insecure = [sock.fileno() for sock in sockets.insecure_sockets]
+    def __init__(self, seats: list[Sockets]) -> None:
+        self._seats = seats
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self.processes: list[subprocess.Popen[bytes]] = [self._start(seat) for seat in range(1, count + 1)]
+        self.processes: list[subprocess.Popen[bytes]] = [self._start(seat) for seat in range(1, len(seats) + 1)]
         self._thread = threading.Thread(target=self._watch, name="secreg-workers", daemon=True)
         self._thread.start()
 
     def _start(self, seat: int) -> subprocess.Popen[bytes]:
+        sockets = self._seats[seat - 1]
+        secure = [sock.fileno() for sock in sockets.secure_sockets]
+        insecure = [sock.fileno() for sock in sockets.insecure_sockets]
         environment = dict(os.environ)
         environment[INDEX_ENV] = str(seat)
-        environment[SOCKETS_ENV] = json.dumps({"secure": self._secure, "insecure": self._insecure})
+        environment[SOCKETS_ENV] = json.dumps({"secure": secure, "insecure": insecure})
         return subprocess.Popen([sys.executable, "-m", "secreg.cli.worker"], env=environment,
-                                pass_fds=[*self._secure, *self._insecure], stdin=subprocess.DEVNULL)
+                                pass_fds=[*secure, *insecure], stdin=subprocess.DEVNULL)
 
     def _watch(self) -> None:
         while not self._stopping.wait(0.5):
@@ -87,13 +99,73 @@ class _Workers:
 def serve(config: Any, workers: int) -> int:
     """Serve `config` (a Hypercorn Config with `application_path` set) with `workers` processes in all. The
     spawned ones rebuild the same config from the environment `secreg serve` prepared (see `secreg.asgi`)."""
-    sockets = config.create_sockets()
-    spawned = _Workers(sockets, workers - 1) if workers > 1 else None
+    seats = seat_sockets(config, workers)
+    spawned = _Workers(seats[1:]) if workers > 1 else None
     try:
-        worker_function(config)(config=config, sockets=sockets)
+        worker_function(config)(config=config, sockets=seats[0])
     finally:
         if spawned is not None:
             spawned.stop(timeout=float(config.graceful_timeout) + 5.0)
-        for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
-            sock.close()
+        for sockets in seats:
+            for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+                sock.close()
     return 0
+
+
+def seat_sockets(config: Any, workers: int) -> list[Sockets]:
+    """The listening sockets of each of `workers` seats: Hypercorn's own for one worker; for several, one socket
+    per address and seat with `SO_REUSEPORT`, listening already (connections to a seat whose worker is still
+    starting wait for it). With port 0 every seat takes the port the first one got."""
+    if workers <= 1:
+        return [config.create_sockets()]
+    secure = config.bind if config.ssl_enabled else []
+    insecure = config.insecure_bind if config.ssl_enabled else config.bind
+    addresses = [[_address(bind) for bind in secure], [_address(bind) for bind in insecure]]
+    for host, port in [*addresses[0], *addresses[1]]:
+        if port:
+            _check_free(host, port)
+    seats: list[Sockets] = []
+    try:
+        for _ in range(workers):
+            made = [[_listening(host, port, config.backlog) for host, port in group] for group in addresses]
+            seats.append(Sockets(secure_sockets=made[0], insecure_sockets=made[1], quic_sockets=[]))
+            addresses = [[(host, sock.getsockname()[1]) for (host, _), sock in zip(group, socks, strict=True)]
+                         for group, socks in zip(addresses, made, strict=True)]
+    except BaseException:
+        for sockets in seats:
+            for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+                sock.close()
+        raise
+    return seats
+
+
+def _address(bind: str) -> tuple[str, int]:
+    host, _, port = bind.replace("[", "").replace("]", "").rpartition(":")
+    return host, int(port)
+
+
+def _check_free(host: str, port: int) -> None:
+    """EADDRINUSE when anything listens on `host`:`port`: with SO_REUSEPORT alone, a second server of the same
+    user would join the first one's port and take half its connections instead of failing."""
+    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+    finally:
+        probe.close()
+
+
+def _listening(host: str, port: int, backlog: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+        sock.set_inheritable(True)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
