@@ -8,7 +8,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -26,14 +26,15 @@ from secreg.httperrors import error_response
 from secreg.observability.accesslog import AccessLog
 from secreg.observability.metrics import Metrics, get_metrics
 from secreg.observability.middleware import ObserveMiddleware
-from secreg.proxy.metrics import proxy_metrics
-from secreg.proxy.model import ProxyRegistry
 from secreg.registry.errors import ModelError
 from secreg.registry.local import LocalRegistry
 from secreg.registry.maintenance import collect_garbage_forever, purge_uploads_forever
 from secreg.registry.model import RegistryModel
 from secreg.requestbody import BodyTimeout, SettleUnreadBody, settle_before_error
 from secreg.storage import InvalidPath, PathNotFound, StorageError
+
+if TYPE_CHECKING:  # imported when a cache is configured: httpx (with click, rich, pygments) is ~11 MiB per worker
+    from secreg.proxy.model import ProxyRegistry
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 Role = Literal["all", "registry", "auth"]
@@ -135,6 +136,9 @@ def _pull_through_cache(settings: Settings, registry: LocalRegistry | None, metr
                         ) -> ProxyRegistry | None:
     if registry is None or not settings.proxy.enabled:
         return None
+    from secreg.proxy.metrics import proxy_metrics
+    from secreg.proxy.model import ProxyRegistry
+
     return ProxyRegistry(registry, settings.proxy, proxy_metrics(metrics.registry if metrics else None))
 
 

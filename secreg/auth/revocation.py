@@ -31,18 +31,14 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-import redis
-
-from secreg.auth.redisclient import redis_client
 from secreg.auth.watched import WatchedFile, read_locked_edit
 from secreg.config import AuthSettings, RedisSettings
 
 __all__ = [
     "LOCAL_FILE",
     "LocalRevocations",
-    "RedisRevocations",
     "RevocationUnavailable",
     "Revocations",
     "revocations_from_settings",
@@ -52,7 +48,7 @@ log = logging.getLogger("secreg.auth")
 LOCAL_FILE = "refresh-revocations.json"
 PREFIX = "secreg:revoked:"
 # Kept a little past a token's expiry: verification allows this much clock skew (tokens.LEEWAY).
-_SLACK = 60
+SLACK = 60
 
 
 class RevocationUnavailable(Exception):
@@ -77,54 +73,12 @@ class Revocations(Protocol):
 def revocations_from_settings(auth: AuthSettings, store: RedisSettings | None) -> Revocations:
     """In Redis when `redis.addr` is set, else the file in the auth directory."""
     lifetime = auth.token.refresh_expiration
-    if store is not None:
+    if store is not None:  # redis is imported only then: ~10 MiB of every worker's memory otherwise
+        from secreg.auth.redisclient import redis_client
+        from secreg.auth.revocation_redis import RedisRevocations
+
         return RedisRevocations(redis_client(store), lifetime)
     return LocalRevocations(auth.directory / LOCAL_FILE, lifetime)
-
-
-class RedisRevocations:
-    def __init__(self, client: Any, lifetime: int, clock: Callable[[], float] = time.time) -> None:
-        """`lifetime`: auth.token.refreshexpiration, how long a user cutoff must be remembered."""
-        self._client = client
-        self.lifetime = lifetime
-        self._clock = clock
-
-    def revoke_token(self, token_id: str, expires_at: float) -> None:
-        remaining = expires_at + _SLACK - self._clock()
-        if remaining <= 0:
-            return  # expired already: nothing left to refuse
-        try:
-            self._client.set(f"{PREFIX}token:{token_id}", "1", px=math.ceil(remaining * 1000))
-        except redis.RedisError as exc:
-            raise RevocationUnavailable(f"Redis unavailable: {exc}") from None
-
-    def revoke_user(self, subject: str) -> None:
-        try:
-            self._client.set(f"{PREFIX}user:{subject}", repr(self._clock()),
-                             px=(self.lifetime + _SLACK) * 1000)
-        except redis.RedisError as exc:
-            raise RevocationUnavailable(f"Redis unavailable: {exc}") from None
-
-    def revoked(self, subject: str, token_id: str, issued_at: float) -> bool:
-        try:
-            pipe = self._client.pipeline(transaction=False)
-            pipe.exists(f"{PREFIX}token:{token_id}")
-            pipe.get(f"{PREFIX}user:{subject}")
-            token_revoked, cutoff = pipe.execute()
-        except redis.RedisError as exc:
-            log.warning("refresh-token revocation: Redis unavailable (%s); refusing refresh grants", exc)
-            raise RevocationUnavailable(f"Redis unavailable: {exc}") from None
-        return bool(token_revoked) or (cutoff is not None and issued_at <= _float(cutoff))
-
-    def generation(self) -> object | None:
-        return None  # another replica may revoke at any moment: only Redis knows
-
-
-def _float(value: bytes | str) -> float:
-    try:
-        return float(value)
-    except ValueError:
-        return math.inf  # unreadable cutoff: every token of the user is revoked (fail closed)
 
 
 class LocalRevocations:
@@ -142,9 +96,9 @@ class LocalRevocations:
         def edit(old: bytes) -> tuple[bytes, None]:
             current = _parse(old or None)
             state = {
-                "tokens": {jti: at for jti, at in current["tokens"].items() if at + _SLACK > now},
+                "tokens": {jti: at for jti, at in current["tokens"].items() if at + SLACK > now},
                 "users": {user: at for user, at in current["users"].items()
-                          if at + self.lifetime + _SLACK > now},
+                          if at + self.lifetime + SLACK > now},
             }
             change(state)
             return json.dumps(state, sort_keys=True).encode(), None
@@ -158,7 +112,7 @@ class LocalRevocations:
         self._file.invalidate()
 
     def revoke_token(self, token_id: str, expires_at: float) -> None:
-        if expires_at + _SLACK > self._clock():
+        if expires_at + SLACK > self._clock():
             self._edit(lambda state: state["tokens"].__setitem__(token_id, expires_at))
 
     def revoke_user(self, subject: str) -> None:

@@ -18,7 +18,8 @@ import pytest
 import redis
 
 from secreg.auth.redisclient import redis_client
-from secreg.auth.revocation import LocalRevocations, RedisRevocations, RevocationUnavailable
+from secreg.auth.revocation import LocalRevocations, RevocationUnavailable
+from secreg.auth.revocation_redis import RedisRevocations
 from secreg.config import RedisSettings
 from tests.redisserver import redis_server
 from tests.server import RunningServer, free_port, run_secreg
