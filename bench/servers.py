@@ -93,9 +93,11 @@ def start_secreg(
     storage: Path | None = None,
     timeout: float = 60.0,
     extra: dict[str, Any] | None = None,
+    code: Path | None = None,
 ) -> Iterator[Server]:
     """`python -m secreg serve` with fresh storage (or `storage`), the shared certificate and otherwise default
-    settings (plus `extra`, deep-merged: e.g. a `proxy` section, or `http.workers`)."""
+    settings (plus `extra`, deep-merged: e.g. a `proxy` section, or `http.workers`); from the source tree `code`
+    (first on PYTHONPATH: older code for an A/B) instead of the installed secreg when given."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port(host)
     config: dict[str, Any] = {
@@ -115,6 +117,8 @@ def start_secreg(
     if http2:
         argv.append("--http2")
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SECREG_")}
+    if code is not None:
+        environment["PYTHONPATH"] = os.pathsep.join([str(code.resolve()), *filter(None, [os.environ.get("PYTHONPATH")])])
     log_path = workdir / "secreg.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(argv, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log,

@@ -139,16 +139,22 @@ def plan_eviction(driver: StorageDriver, upstream: Upstream, now: float | None =
 
 
 TagDeleted = Callable[[str, str], None]
+RevisionDeleted = Callable[[str, Digest], None]
 
 
 def evict(driver: StorageDriver, upstream: Upstream, now: float | None = None,
-          tag_deleted: TagDeleted | None = None) -> list[Evicted]:
+          tag_deleted: TagDeleted | None = None, revision_deleted: RevisionDeleted | None = None) -> list[Evicted]:
     """Carry out `plan_eviction`; returns what went. `tag_deleted(repository, tag)` is called after each tag
-    that went (the server's `ManifestStore.forget_tag`: no worker serves it from memory any more)."""
+    that went, `revision_deleted(repository, digest)` after each manifest (the server's
+    `ManifestStore.forget_tag` and `forget_revision`: no worker serves them from memory any more)."""
     plan = plan_eviction(driver, upstream, now)
     touched: set[str] = set()
     for item in plan:
-        _drop_revision(driver, item.repository, item.digest, tag_deleted)
+        try:
+            _drop_revision(driver, item.repository, item.digest, tag_deleted)
+        finally:
+            if revision_deleted is not None:
+                revision_deleted(item.repository, item.digest)
         touched.add(item.repository)
         log.info("proxy: evicted %s@%s from the cache of %s (%s)", item.repository, item.digest, upstream.name,
                  item.reason)

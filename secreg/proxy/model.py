@@ -130,7 +130,8 @@ class ProxyRegistry(ForwardingModel):
             for upstream in bounded:
                 try:
                     evicted = await asyncio.to_thread(evict, self.local.driver, upstream, None,
-                                                      self.local.manifests.forget_tag)
+                                                      self.local.manifests.forget_tag,
+                                                      self.local.manifests.forget_revision)
                 except Exception:  # noqa: BLE001 - keep the loop alive: a storage hiccup must not end upkeep
                     log.exception("proxy: eviction for %s failed", upstream.name)
                     continue

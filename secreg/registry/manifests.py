@@ -81,12 +81,13 @@ class ManifestStore:
             raise ManifestUnknown(reference) from None
 
     def get(self, name: str, reference: str | Digest) -> StoredManifest:
-        stamp = 0
-        if isinstance(reference, str):  # by tag: from memory while no worker of this server changed the tag
-            hit = self._tags.get(name, reference)
-            if hit is not None and (cached := self._cache.get(hit.digest)) is not None:
-                return StoredManifest(hit.digest, hit.media_type, cached)
-            stamp = self._tags.stamp(name, reference)  # before reading, so a change meanwhile is not missed
+        # From memory while no worker of this server changed the tag, or removed or rewrote the revision (a
+        # digest's text has a colon, a tag cannot: the two never share a key).
+        key = reference if isinstance(reference, str) else str(reference)
+        hit = self._tags.get(name, key)
+        if hit is not None and (cached := self._cache.get(hit.digest)) is not None:
+            return StoredManifest(hit.digest, hit.media_type, cached)
+        stamp = self._tags.stamp(name, key)  # before reading, so a change meanwhile is not missed
         digest = self.resolve(name, reference)
         if not isinstance(reference, Digest) and not self.driver.exists(layout.revision_link(name, digest)):
             raise ManifestUnknown(reference)
@@ -98,8 +99,7 @@ class ManifestStore:
                 raise ManifestUnknown(reference) from None
             self._cache.put(digest, content)
         media_type = self._media_type(name, digest, content)
-        if isinstance(reference, str):
-            self._tags.put(name, reference, stamp, Resolved(digest, media_type))
+        self._tags.put(name, key, stamp, Resolved(digest, media_type))
         return StoredManifest(digest, media_type, content)
 
     def _media_type(self, name: str, digest: Digest, content: bytes) -> str:
@@ -137,7 +137,10 @@ class ManifestStore:
         announce = self.blobs.repositories.appears(name, layout.manifests_dir(name))
         # Media type before the link: a reader who finds the link always finds its type.
         self.driver.write_bytes(layout.revision_media_type(name, digest), parsed.media_type.encode())
-        self.driver.write_bytes(layout.revision_link(name, digest), layout.link_content(digest))
+        try:
+            self.driver.write_bytes(layout.revision_link(name, digest), layout.link_content(digest))
+        finally:
+            self._tags.changed(name, str(digest))  # its media type may have been rewritten
         announce()
         if parsed.subject is not None:
             entry = referrer_descriptor(parsed, digest, len(content))
@@ -174,6 +177,11 @@ class ManifestStore:
         self._tags.changed(name, tag)
         self.blobs.repositories.tag_changes(name, tag, deleted=True)()
 
+    def forget_revision(self, name: str, digest: Digest) -> None:
+        """After the revision `digest` of `name` was deleted in storage by someone else in this server (the
+        pull-through cache's eviction): no worker serves it by digest from memory any more."""
+        self._tags.changed(name, str(digest))
+
     def delete(self, name: str, reference: str | Digest) -> None:
         if isinstance(reference, str):
             if not self.driver.exists(layout.tag_current_link(name, reference)):
@@ -205,6 +213,8 @@ class ManifestStore:
             self.driver.delete(layout.revision_dir(name, reference))
         except PathNotFound:
             raise ManifestUnknown(reference) from None
+        finally:
+            self._tags.changed(name, str(reference))
 
     def _drop_referrer_entry(self, name: str, digest: Digest) -> None:
         try:

@@ -1,4 +1,6 @@
-"""Tag -> (digest, media type) in memory, so a manifest GET or HEAD by tag reads nothing from storage.
+"""Tag -> (digest, media type) in memory, so a manifest GET or HEAD by tag reads nothing from storage; the
+same for a manifest by digest (keyed by the digest's text, which no tag can spell: the revision's media type,
+and that its link exists), bumped when the revision is pushed or deleted.
 
 Correct across the worker processes of one server: every tag write or deletion bumps a change counter after it,
 in an array the workers share (a memory-mapped file in their private directory, `secreg.workers`; in memory

@@ -82,3 +82,18 @@ def test_an_evicted_tag_is_not_served_from_any_workers_memory(tmp_path: Path) ->
 
     with pytest.raises(ManifestUnknown):  # at once, not after storage.cache.tagmaxage
         serving.get("hub/gone", "1")
+
+
+def test_an_evicted_manifest_is_not_served_by_digest_from_any_workers_memory(tmp_path: Path) -> None:
+    driver = FilesystemDriver(tmp_path / "storage", direct_io=False)
+    digest = _image(driver, "hub/gone", "1", b"g" * 1000, pulled=1000)
+    counters = tmp_path / "tags.counters"
+    evicting = ManifestStore(driver, BlobStore(driver), TagCache(Counters(counters), max_age=3600))
+    serving = ManifestStore(driver, BlobStore(driver), TagCache(Counters(counters), max_age=3600))
+    assert serving.get("hub/gone", digest).digest == digest  # in the serving worker's memory now
+
+    evict(driver, Upstream("hub", "https://hub.example", "hub", 60, maxage=10), now=5000,
+          tag_deleted=evicting.forget_tag, revision_deleted=evicting.forget_revision)
+
+    with pytest.raises(ManifestUnknown):
+        serving.get("hub/gone", digest)

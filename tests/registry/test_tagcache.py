@@ -104,3 +104,64 @@ def test_max_age_zero_reads_every_time(tmp_path: Path) -> None:
     before = driver.reads
     a.get("team/app", "latest")
     assert driver.reads > before
+
+
+def test_a_manifest_by_digest_is_served_from_memory_until_any_worker_deletes_it(tmp_path: Path) -> None:
+    clock = Clock()
+    a, _ = _worker(tmp_path / "data", tmp_path / "counters", clock, max_age=3600)
+    b, b_driver = _worker(tmp_path / "data", tmp_path / "counters", clock, max_age=3600)
+    content = _manifest(a, "team/app", "one")
+    digest = a.put("team/app", "latest", content, MEDIA, []).digest
+    assert b.get("team/app", digest).content == content
+    before = b_driver.reads
+    for _ in range(3):
+        hit = b.get("team/app", digest)
+        assert (hit.digest, hit.media_type, hit.content) == (digest, MEDIA, content)
+    assert b_driver.reads == before  # from memory: no stat of the revision link, no read of its media type
+    with pytest.raises(ManifestUnknown):  # the revision of one repository says nothing of another
+        b.get("team/other", digest)
+
+    a.delete("team/app", digest)
+    with pytest.raises(ManifestUnknown):  # the other worker's deletion: no max-age wait
+        b.get("team/app", digest)
+    a.put("team/app", digest, content, MEDIA, [])  # pushed again: found again
+    assert b.get("team/app", digest).digest == digest
+
+
+def test_a_manifest_rewritten_with_another_media_type_is_seen_at_once(tmp_path: Path) -> None:
+    """Bytes without a `mediaType` take it from the push's Content-Type, so the same digest can be pushed again
+    with another type."""
+    clock = Clock()
+    a, _ = _worker(tmp_path / "data", tmp_path / "counters", clock, max_age=3600)
+    b, _ = _worker(tmp_path / "data", tmp_path / "counters", clock, max_age=3600)
+    document = json.loads(_manifest(a, "team/app", "one"))
+    del document["mediaType"]
+    content = json.dumps(document).encode()
+    docker = "application/vnd.docker.distribution.manifest.v2+json"
+    digest = a.put("team/app", "latest", content, MEDIA, []).digest
+    assert b.get("team/app", digest).media_type == MEDIA
+    a.put("team/app", digest, content, docker, [])
+    assert b.get("team/app", digest).media_type == docker
+
+
+def test_a_manifest_deleted_outside_this_server_is_seen_by_digest_after_max_age(tmp_path: Path) -> None:
+    clock = Clock()
+    a, _ = _worker(tmp_path / "data", tmp_path / "counters", clock)
+    digest = a.put("team/app", "latest", _manifest(a, "team/app", "one"), MEDIA, []).digest
+    assert a.get("team/app", digest).digest == digest
+    other, _ = _worker(tmp_path / "data", tmp_path / "elsewhere", clock)  # another replica: its own counters
+    other.delete("team/app", digest)
+    assert a.get("team/app", digest).digest == digest  # cached; the other server's deletion is not known here
+    clock.now += 1.0
+    with pytest.raises(ManifestUnknown):
+        a.get("team/app", digest)
+
+
+def test_max_age_zero_reads_a_manifest_by_digest_every_time(tmp_path: Path) -> None:
+    clock = Clock()
+    a, driver = _worker(tmp_path / "data", tmp_path / "counters", clock, max_age=0)
+    digest = a.put("team/app", "latest", _manifest(a, "team/app", "one"), MEDIA, []).digest
+    a.get("team/app", digest)
+    before = driver.reads
+    a.get("team/app", digest)
+    assert driver.reads > before
