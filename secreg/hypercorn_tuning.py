@@ -16,6 +16,8 @@ from typing import Any
 
 import hypercorn.asyncio.tcp_server as tcp_server
 
+from secreg import hypercorn_h2
+
 READ_BYTES = 1024 * 1024
 log = logging.getLogger("secreg.serve")
 
@@ -26,7 +28,7 @@ def apply() -> bool:
     quiet_tls_close()
     results = [widen_reads(), coalesce_h11_responses(), widen_h2_windows(), batch_h2_sends(),
                merge_h2_data_events(), cheap_h2_frame_repr(), cache_date_header(), coalesce_h2_flushes(),
-               direct_small_h2_bodies(), fast_h2_data_frames()]
+               direct_small_h2_bodies(), fast_h2_data_frames(), hypercorn_h2.apply()]
     return all(results)
 
 

@@ -1,0 +1,187 @@
+"""The HTTP/2 per-request tunings (secreg/hypercorn_h2.py): response heads in one pass with answer-unique values
+kept out of the HPACK table, the round-robin send scheduler, hpack's silenced debug calls, the frozen startup
+objects; through a real server over TLS where a client can see the difference."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import weakref
+from pathlib import Path
+
+import h2.exceptions
+import hpack
+import pytest
+from priority import priority
+
+from secreg import hypercorn_h2
+from tests.oci import sha256
+from tests.server import run_secreg
+from tests.test_hypercorn_tuning import OPEN, _RawH2
+
+
+def test_response_head_is_what_h2_would_send() -> None:
+    """The one-pass head against h2's own outbound normalization and validation, header by header."""
+    from h2.utilities import HeaderValidationFlags, normalize_outbound_headers, validate_outbound_headers
+
+    flags = HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=True, is_push_promise=False)
+    heads = [
+        [(b":status", b"200"), (b"Content-Type", b" text/plain "), (b"x-request-id", b"abc")],
+        [(b":status", b"401"), (b"connection", b"close"), (b"www-authenticate", b'Bearer realm="x"'),
+         (b"Keep-Alive", b"5"), (b"transfer-encoding", b"chunked"), (b"upgrade", b"h2c")],
+        [(b":status", b"200"), (b"authorization", b"secret"), (b"cookie", b"short=1"), (b"te", b"trailers"),
+         (b"set-cookie", b"a=b; HttpOnly"), hpack.NeverIndexedHeaderTuple(b"x-private", b"v")],
+    ]
+    for head in heads:
+        ours = hypercorn_h2.response_head(head)
+        theirs = list(validate_outbound_headers(normalize_outbound_headers(head, flags), flags))
+        assert ours == theirs
+        assert [type(h) for h in ours] == [type(h) for h in theirs]  # never-indexed where h2 would
+
+
+@pytest.mark.parametrize("head", [
+    [(b":status", b"200"), (b":status", b"200")],
+    [(b"content-type", b"x"), (b":status", b"200")],
+    [(b":status", b"200"), (b":path", b"/")],
+    [(b":status", b"200"), (b"te", b"gzip")],
+    [(b"content-type", b"x")],
+])
+def test_response_head_refuses_what_h2_refuses(head: list[tuple[bytes, bytes]]) -> None:
+    from h2.utilities import HeaderValidationFlags, normalize_outbound_headers, validate_outbound_headers
+
+    flags = HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=True, is_push_promise=False)
+    with pytest.raises(h2.exceptions.ProtocolError):
+        list(validate_outbound_headers(normalize_outbound_headers(head, flags), flags))
+    with pytest.raises(h2.exceptions.ProtocolError):
+        hypercorn_h2.response_head(head)
+
+
+def test_the_encoder_keeps_unique_values_out_of_its_table() -> None:
+    encoder, decoder = hypercorn_h2.Encoder(), hpack.Decoder()
+    for n in range(50):
+        head = [(b":status", b"200"), (b"docker-distribution-api-version", b"registry/2.0"),
+                (b"x-request-id", os.urandom(16).hex().encode()), (b"location", f"/v2/a/blobs/uploads/{n}".encode())]
+        assert decoder.decode(encoder.encode(head), raw=True) == head
+    names = {name for name, _ in encoder.header_table.dynamic_entries}
+    assert names == {b"docker-distribution-api-version"}
+    assert {name for name, _ in decoder.header_table.dynamic_entries} == names
+
+
+def test_http2_answers_keep_request_ids_out_of_the_clients_hpack_table(tmp_path: Path) -> None:
+    """Over a real connection: every answer carries its own x-request-id and all its headers, the repeated
+    ones come from the client's dynamic table, the unique ones never enter it."""
+    import h2.events
+
+    with run_secreg(tmp_path, OPEN, args=["--http2"]) as server:
+        client = _RawH2(server)
+        try:
+            heads: dict[int, dict[bytes, bytes]] = {}
+            for _ in range(3):
+                streams = {client.request("GET", "/v2/") for _ in range(20)}
+                done: set[int] = set()
+                while done < streams:
+                    data = client.sock.recv(65536)
+                    assert data
+                    for event in client.connection.receive_data(data):
+                        if isinstance(event, h2.events.ResponseReceived):
+                            heads[event.stream_id] = dict(event.headers)
+                        elif isinstance(event, h2.events.StreamEnded):
+                            done.add(event.stream_id)
+                    client.flush()
+            table = {name for name, _ in client.connection.decoder.header_table.dynamic_entries}
+        finally:
+            client.close()
+    assert len(heads) == 60 and {h[b":status"] for h in heads.values()} == {b"200"}
+    assert len({h[b"x-request-id"] for h in heads.values()}) == 60
+    assert all(h[b"docker-distribution-api-version"] == b"registry/2.0" for h in heads.values())
+    assert b"docker-distribution-api-version" in table and b"x-request-id" not in table
+
+
+def test_round_robin_takes_streams_in_turn() -> None:
+    tree = hypercorn_h2.RoundRobin()
+    for stream in (1, 3, 5):
+        tree.insert_stream(stream)
+    assert [next(tree) for _ in range(6)] == [1, 3, 5, 1, 3, 5]
+    tree.block(3)
+    assert [next(tree) for _ in range(4)] == [1, 5, 1, 5]
+    tree.unblock(3)
+    tree.unblock(3)  # twice: still once in the line
+    assert sorted(next(tree) for _ in range(3)) == [1, 3, 5]
+    tree.remove_stream(1)
+    tree.block(5)
+    tree.reprioritize(3, weight=200)
+    assert [next(tree) for _ in range(2)] == [3, 3]
+    tree.block(3)
+    with pytest.raises(priority.DeadlockError):
+        next(tree)
+    with pytest.raises(priority.DuplicateStreamError):
+        tree.insert_stream(3)
+    for action in (tree.block, tree.unblock, tree.remove_stream, tree.reprioritize):
+        with pytest.raises(priority.MissingStreamError):
+            action(7)
+    with pytest.raises(priority.PseudoStreamError):
+        tree.block(0)
+    small = hypercorn_h2.RoundRobin(maximum_streams=2)
+    small.insert_stream(1)
+    small.insert_stream(3)
+    with pytest.raises(priority.TooManyStreamsError):
+        small.insert_stream(5)
+
+
+def test_blobs_on_one_connection_share_it_in_turn(tmp_path: Path) -> None:
+    """Three large answers at once on one connection through the round-robin scheduler (their pieces wait for
+    the client's windows, so the send task takes turns between them): each arrives whole."""
+    import asyncio
+
+    import httpx
+
+    blobs = [os.urandom(2 * 1024 * 1024 + n) for n in range(3)]
+    with run_secreg(tmp_path, OPEN, args=["--http2"]) as server, server.client() as c:
+        for blob in blobs:
+            assert c.post("/v2/t/turn/blobs/uploads/", params={"digest": sha256(blob)}, content=blob).status_code == 201
+
+        async def pull() -> list[bytes]:
+            async with httpx.AsyncClient(base_url=f"https://{server.host_port}", verify=server.ssl_context(),
+                                         http2=True, timeout=120, limits=httpx.Limits(max_connections=1)) as client:
+                answers = await asyncio.gather(*(client.get(f"/v2/t/turn/blobs/{sha256(b)}") for b in blobs))
+                assert {a.http_version for a in answers} == {"HTTP/2"}
+                return [a.content for a in answers]
+
+        assert asyncio.run(pull()) == blobs
+
+
+def test_hpack_debug_calls_are_silenced_only_when_nobody_listens() -> None:
+    import hpack.hpack
+
+    original = hpack.hpack.log
+    logger = logging.getLogger("hpack.hpack")
+    try:
+        hpack.hpack.log = logger
+        logger.setLevel(logging.DEBUG)
+        assert hypercorn_h2.quiet_hpack_debug()
+        assert hpack.hpack.log is logger  # someone asked for hpack's debug lines: kept
+        logger.setLevel(logging.NOTSET)
+        assert hypercorn_h2.quiet_hpack_debug()
+        assert hpack.hpack.log is not logger
+        head = [(b":status", b"200"), (b"content-type", b"text/plain")]
+        assert hpack.Decoder().decode(hpack.Encoder().encode(head), raw=True) == head
+    finally:
+        hpack.hpack.log = original
+        logger.setLevel(logging.NOTSET)
+
+
+def test_startup_objects_are_frozen_after_a_collection() -> None:
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+    garbage = weakref.ref(Cycle())  # startup garbage: collected first, not kept frozen
+    kept = Cycle()
+    try:
+        assert hypercorn_h2.freeze_startup_objects()
+        assert garbage() is None
+        assert gc.get_freeze_count() > 0
+        assert not any(o is kept for o in gc.get_objects())  # out of the collector's walks
+    finally:
+        gc.unfreeze()
