@@ -45,6 +45,7 @@ import hypercorn.asyncio.tcp_server as tcp_server
 from hypercorn.events import Closed, Event, RawData, Updated
 
 from secreg import workers as worker_processes
+from secreg.bodyreads import PieceReader
 from secreg.conntable import SharedCounts, TableFull, capacity_for
 
 log = logging.getLogger("secreg.connections")
@@ -328,7 +329,9 @@ class LimitedTCPServer(tcp_server.TCPServer):
         await super()._close()
 
     async def _read_data(self) -> None:
-        # Hypercorn's loop (tcp_server.TCPServer._read_data) with one addition: the header timer.
+        # Hypercorn's loop (tcp_server.TCPServer._read_data) with two additions: the header timer, and a reader
+        # that hands on what the transport delivered without copying it (secreg.bodyreads).
+        PieceReader.adopt(self.reader)
         h11 = self.writer.get_extra_info("ssl_object") is None or (
             self.writer.get_extra_info("ssl_object").selected_alpn_protocol() != "h2")
         while not self.reader.at_eof():

@@ -16,7 +16,7 @@ from typing import Any
 
 import hypercorn.asyncio.tcp_server as tcp_server
 
-from secreg import hypercorn_h2
+from secreg import bodyreads, hypercorn_h2
 
 READ_BYTES = 1024 * 1024
 log = logging.getLogger("secreg.serve")
@@ -26,9 +26,9 @@ def apply() -> bool:
     """Called in every worker process before it serves (from `secreg.asgi`). False when this Hypercorn lacks
     what a tuning changes (the test suite checks that ours has it all); serving works either way, only slower."""
     quiet_tls_close()
-    results = [widen_reads(), coalesce_h11_responses(), widen_h2_windows(), batch_h2_sends(),
-               merge_h2_data_events(), cheap_h2_frame_repr(), cache_date_header(), coalesce_h2_flushes(),
-               direct_small_h2_bodies(), fast_h2_data_frames(), hypercorn_h2.apply()]
+    results = [widen_reads(), coalesce_h11_responses(), bodyreads.pass_body_through(), widen_h2_windows(),
+               batch_h2_sends(), merge_h2_data_events(), cheap_h2_frame_repr(), cache_date_header(),
+               coalesce_h2_flushes(), direct_small_h2_bodies(), fast_h2_data_frames(), hypercorn_h2.apply()]
     return all(results)
 
 

@@ -1,0 +1,203 @@
+"""Request bodies without copies (secreg/bodyreads.py): the piece reader on its own, and bodies through a real
+server over TLS sent in pieces that end mid-body, at the body's end, and with the next request right behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from secreg.bodyreads import PieceReader
+from tests.oci import sha256
+from tests.server import RunningServer, run_secreg
+
+OPEN = {"auth": {"enabled": False}}
+
+
+class _Transport:
+    """Records pause/resume calls, as a socket transport receives them from its reader."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pause_reading(self) -> None:
+        self.calls.append("pause")
+
+    def resume_reading(self) -> None:
+        self.calls.append("resume")
+
+
+def _reader(limit: int = 10) -> tuple[PieceReader, _Transport]:
+    plain = asyncio.StreamReader(limit=limit)
+    transport = _Transport()
+    plain.set_transport(transport)  # type: ignore[arg-type]
+    plain.feed_data(b"already")  # what came before the reader was adopted stays first
+    PieceReader.adopt(plain)
+    assert isinstance(plain, PieceReader)
+    return plain, transport
+
+
+def test_pieces_are_handed_on_as_they_came() -> None:
+    async def run() -> None:
+        reader, _ = _reader(limit=1000)
+        piece = os.urandom(300)
+        reader.feed_data(piece)
+        assert await reader.read(1000) == b"already" + piece  # several waiting: joined up to n
+        reader.feed_data(piece)
+        got = await reader.read(1000)
+        assert got is piece  # one waiting: the very object, not a copy
+        reader.feed_data(bytearray(b"view"))  # a buffer the transport may reuse is copied
+        assert await reader.read(1000) == b"view"
+        reader.feed_data(b"0123456789")
+        assert await reader.read(4) == b"0123" and await reader.read(100) == b"456789"  # split past n
+        reader.feed_data(b"end")
+        reader.feed_eof()
+        assert not reader.at_eof()
+        assert await reader.read(-1) == b"end" and reader.at_eof() and await reader.read(10) == b""
+
+    asyncio.run(run())
+
+
+def test_reading_pauses_and_resumes_at_the_stream_readers_limits() -> None:
+    async def run() -> None:
+        reader, transport = _reader(limit=10)
+        reader.feed_data(b"x" * 13)  # 20 waiting: not past 2 x limit
+        assert transport.calls == []
+        reader.feed_data(b"y")
+        assert transport.calls == ["pause"]
+        assert await reader.read(7) == b"already"  # 14 left: above the limit, still paused
+        assert transport.calls == ["pause"]
+        assert await reader.read(13) == b"x" * 13
+        assert transport.calls == ["pause", "resume"]
+        waiting = asyncio.ensure_future(reader.read(5))
+        await asyncio.sleep(0)
+        assert await waiting == b"y"
+        exploded = asyncio.ensure_future(reader.read(5))
+        await asyncio.sleep(0)
+        reader.set_exception(ConnectionResetError("gone"))
+        with pytest.raises(ConnectionResetError):
+            await exploded
+        with pytest.raises(NotImplementedError):
+            await reader.readexactly(1)
+
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    with run_secreg(tmp_path_factory.mktemp("bodyreads"), OPEN) as running:
+        yield running
+
+
+def _tls(server: RunningServer) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+    return server.ssl_context().wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def _responses(sock: ssl.SSLSocket, count: int) -> list[bytes]:
+    """`count` response heads (every answer here has Content-Length 0 or a short JSON body)."""
+    data = b""
+    heads: list[bytes] = []
+    while len(heads) < count:
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {heads}"
+            data += chunk
+        head, data = data.split(b"\r\n\r\n", 1)
+        length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        while len(data) < length:
+            data += sock.recv(65536)
+        heads.append(head + b"\r\n\r\n" + data[:length])
+        data = data[length:]
+    return heads
+
+
+def _put_request(repo: str, body: bytes, length: int | None = None) -> bytes:
+    return (f"POST /v2/{repo}/blobs/uploads/?digest={sha256(body)} HTTP/1.1\r\nHost: x\r\n"
+            f"Content-Type: application/octet-stream\r\nContent-Length: {len(body) if length is None else length}"
+            "\r\n\r\n").encode()
+
+
+def test_a_body_in_odd_pieces_with_the_next_request_behind_it(server: RunningServer) -> None:
+    body = os.urandom(3 * 1024 * 1024 + 12345)
+    second = os.urandom(70_000)
+    stream = _put_request("pieces/a", body) + body + _put_request("pieces/b", second) + second + (
+        b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    with _tls(server) as sock:
+        position = 0
+        for size in (100, 1, 65536, 999_999, 7, 2 * 1024 * 1024, 123_457):  # ends mid-body and mid-head
+            sock.sendall(stream[position:position + size])
+            position += size
+        sock.sendall(stream[position:])
+        first, following, v2 = _responses(sock, 3)
+    assert first.startswith(b"HTTP/1.1 201 ") and following.startswith(b"HTTP/1.1 201 ")
+    assert v2.startswith(b"HTTP/1.1 200 ")
+    with server.client() as client:
+        assert client.get(f"/v2/pieces/a/blobs/{sha256(body)}").content == body
+        assert client.get(f"/v2/pieces/b/blobs/{sha256(second)}").content == second
+
+
+def test_chunked_transfer_encoding_still_goes_through_h11(server: RunningServer) -> None:
+    body = os.urandom(500_000)
+    head = (f"POST /v2/chunked/a/blobs/uploads/?digest={sha256(body)} HTTP/1.1\r\nHost: x\r\n"
+            "Transfer-Encoding: chunked\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+    framed = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 70_001]), body[i:i + 70_001])
+                      for i in range(0, len(body), 70_001))
+    with _tls(server) as sock:
+        sock.sendall(head + framed + b"0\r\n\r\n")
+        assert _responses(sock, 1)[0].startswith(b"HTTP/1.1 201 ")
+    with server.client() as client:
+        assert client.get(f"/v2/chunked/a/blobs/{sha256(body)}").content == body
+
+
+def test_a_body_cut_short_stores_nothing_and_the_server_goes_on(server: RunningServer) -> None:
+    body = os.urandom(2 * 1024 * 1024)
+    with _tls(server) as sock:
+        sock.sendall(_put_request("short/a", body) + body[: len(body) // 2])
+    with server.client() as client:
+        assert client.head(f"/v2/short/a/blobs/{sha256(body)}").status_code == 404
+        r = client.post(f"/v2/short/a/blobs/uploads/?digest={sha256(body)}", content=body)
+        assert r.status_code == 201
+        assert client.get(f"/v2/short/a/blobs/{sha256(body)}").content == body
+
+
+def test_bytes_past_the_content_length_are_the_next_request(server: RunningServer) -> None:
+    body = os.urandom(1024 * 1024)
+    with _tls(server) as sock:  # the body is followed by garbage in the same write: h11 sees it as a request
+        sock.sendall(_put_request("over/a", body) + body + b"NOT HTTP AT ALL\r\n\r\n")
+        first, refused = _responses(sock, 2)
+    assert first.startswith(b"HTTP/1.1 201 ") and refused.startswith(b"HTTP/1.1 400 ")
+    wrong = os.urandom(1024 * 1024)
+    with _tls(server) as sock:  # the digest is checked on the bytes that came: a mismatch stores nothing
+        sock.sendall(_put_request("over/b", body) + wrong)
+        assert b"DIGEST_INVALID" in _responses(sock, 1)[0]
+    with server.client() as client:
+        assert client.get(f"/v2/over/a/blobs/{sha256(body)}").content == body
+        assert client.head(f"/v2/over/b/blobs/{sha256(body)}").status_code == 404
+
+
+def test_chunk_ranges_are_still_checked(server: RunningServer, tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024 * 1024)
+    with server.client() as client:
+        start = client.post("/v2/ranges/a/blobs/uploads/")
+        location = start.headers["location"]
+        r = client.patch(location, content=data[:1024 * 1024],
+                         headers={"Content-Range": "0-1048575", "Content-Type": "application/octet-stream"})
+        assert r.status_code == 202
+        location = r.headers["location"]
+        wrong = client.patch(location, content=data[1024 * 1024:],
+                             headers={"Content-Range": "5-2097156", "Content-Type": "application/octet-stream"})
+        assert wrong.status_code == 416
+        r = client.patch(location, content=data[1024 * 1024:],
+                         headers={"Content-Range": f"1048576-{len(data) - 1}",
+                                  "Content-Type": "application/octet-stream"})
+        assert r.status_code == 202
+        done = client.put(r.headers["location"], params={"digest": sha256(data)})
+        assert done.status_code == 201
+        assert client.get(f"/v2/ranges/a/blobs/{sha256(data)}").content == data
