@@ -43,7 +43,25 @@ def _wait(condition, timeout: float = 60) -> None:  # type: ignore[no-untyped-de
 def test_auto_worker_count_is_the_cpu_count(tmp_path: Path) -> None:
     assert load_settings(None, {"http": {"workers": "auto"}}, base_dir=tmp_path).workers == len(os.sched_getaffinity(0))
     assert load_settings(None, {"http": {"workers": 3}}, base_dir=tmp_path).workers == 3
-    assert load_settings(None, None, base_dir=tmp_path).workers == 1
+    assert load_settings(None, None, base_dir=tmp_path).workers == len(os.sched_getaffinity(0))  # the default
+
+
+def test_the_default_on_a_one_cpu_mask_is_one_worker(tmp_path: Path) -> None:
+    script = ("import os; from pathlib import Path; from secreg.config import load_settings; "
+              "os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+              "print(load_settings(None, None, base_dir=Path.cwd()).workers)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECREG_")}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, env=env,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "1"
+
+
+def test_workers_flag_takes_a_count_or_auto() -> None:
+    from secreg.cli.main import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["serve", "--workers", "auto"]).workers == "auto"
+    assert parser.parse_args(["serve", "--workers", "3"]).workers == 3
 
 
 def test_three_workers_one_parent_and_a_dead_worker_comes_back(tmp_path: Path) -> None:

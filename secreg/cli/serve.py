@@ -29,7 +29,8 @@ def register(sub: Any) -> None:
     p.add_argument("--storage", help="storage directory (storage.filesystem.rootdirectory, default ./data)")
     p.add_argument("--certs", help="certificate directory (default ./certs)")
     p.add_argument("--auth-dir", help="directory of htpasswd, groups and policy.yaml (default ./auth)")
-    p.add_argument("--workers", type=int, help="worker processes, or auto: one per CPU (default 1)")
+    p.add_argument("--workers", type=_workers_flag, metavar="N|auto",
+                   help="worker processes, or auto: one per CPU this process may run on (default auto)")
     p.add_argument("--role", choices=["all", "registry", "auth"], default="all",
                    help="all: registry + token server (default); registry or auth: one of them")
     p.add_argument("--delete-enabled", action="store_true", default=None, help="allow DELETE of blobs and manifests")
@@ -54,6 +55,15 @@ def register(sub: Any) -> None:
     cache.add_argument("--proxy-eviction-interval", metavar="DURATION",
                        help="proxy.eviction.interval: how often maxage/maxsize are applied (default 10m)")
     p.set_defaults(func=run)
+
+
+def _workers_flag(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a count or auto: {text!r}") from None
 
 
 def _upstream_flag(text: str) -> dict[str, Any]:

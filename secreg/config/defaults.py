@@ -28,7 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "http": {
         "addr": "0.0.0.0:5000",
         "host": "",  # public base URL (https://registry.example.com:5000); derived from the request when empty
-        "workers": 1,  # or auto: one worker process per CPU the server may run on
+        "workers": "auto",  # one worker process per CPU the server may run on (its affinity mask), or a count
         "http2": False,
         "eventloop": "asyncio",  # or uvloop (pip install uvloop), or auto: uvloop when it is installed
         "insecure": False,  # plain HTTP listener, only for use behind a TLS-terminating proxy
