@@ -18,7 +18,14 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from secreg.api.errors import oci_error
 from secreg.api.mirror import MirrorNamespaceMiddleware
-from secreg.api.routes import HEALTH_ROUTES, METRICS_ROUTES, REGISTRY_ROUTES, access_table, build_routes
+from secreg.api.routes import (
+    HEALTH_ROUTES,
+    METRICS_ROUTES,
+    REGISTRY_ROUTES,
+    access_table,
+    build_routes,
+    dispatch_matched,
+)
 from secreg.auth.access import AccessResolver
 from secreg.config import Settings
 from secreg.errors import ErrorCode, RegistryError
@@ -168,6 +175,7 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
             Exception: _unexpected,
         },
     )
+    app.router.middleware_stack = dispatch_matched(app.router)  # type: ignore[assignment]  # typed as the bound method
     app.state.settings = settings
     # What the handlers see: the interface, not the stores (the cache wraps the local registry).
     model: RegistryModel | None = proxy if proxy is not None else registry

@@ -30,11 +30,11 @@ PUBLIC = {
     ],
     "secreg.auth.middleware": ["IDENTITY_KEY", "AuthMiddleware", "Identity", "Resolver"],
     "secreg.auth.server": ["REVOKE_PATH", "TOKEN_PATH", "TokenService", "token_routes"],
-    "secreg.scopekeys": ["IDENTITY_KEY", "REQUEST_ID_KEY", "USER_KEY"],
+    "secreg.scopekeys": ["IDENTITY_KEY", "REQUEST_ID_KEY", "ROUTE_MATCH_KEY", "USER_KEY"],
     "secreg.httperrors": ["API_VERSION", "error_response"],
     "secreg.api.errors": ["MODEL_ERRORS", "oci_error"],
     "secreg.api.routes": ["HEALTH_ROUTES", "METRICS_ROUTES", "REGISTRY_ROUTES", "RouteSpec", "access_table",
-                          "build_routes"],
+                          "build_routes", "dispatch_matched"],
 }
 
 

@@ -10,8 +10,9 @@ Each route of `secreg.api.routes` names a `Need`:
     SEARCH          registry:catalog:search, or HTTP Basic credentials the route checks itself (`docker search`
                     sends a password unless `docker login` stored an identity token)
 
-`AccessResolver` matches a request against the same routes the router uses; the auth middleware asks it what
-to demand and builds its challenge with `challenge`; the observer labels requests with `action_of`. As the
+`AccessResolver` matches a request against the same routes the router uses (and leaves the route it found in
+the scope, so the router need not search again: `secreg.api.routes.dispatch_matched`); the auth middleware asks
+it what to demand and builds its challenge with `challenge`; the observer labels requests with `action_of`. As the
 reference registry (registry/auth/token/accesscontroller.go): `error="invalid_token"` for a bad token,
 `error="insufficient_scope"` for a good one that grants too little, so the client fetches a new token.
 """
@@ -29,6 +30,7 @@ from starlette.types import Scope
 
 from secreg.auth.scope import DELETE, PULL, PUSH, Access, format_challenge_scope
 from secreg.names import NAME_PATTERN
+from secreg.scopekeys import ROUTE_MATCH_KEY
 
 __all__ = ["SEARCH", "TOKEN_PATH", "AccessResolver", "Need", "action_of", "actions_for", "allows", "challenge",
            "challenge_detail", "mount_hints", "realm_from_request"]
@@ -116,6 +118,7 @@ class AccessResolver:
         for route, need in self._table:
             match, child = route.matches(scope)
             if match is Match.FULL:
+                scope[ROUTE_MATCH_KEY] = (route, child)
                 return need, child.get("path_params", {})
             if match is Match.PARTIAL and partial is None:
                 partial = need, child.get("path_params", {})

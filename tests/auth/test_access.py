@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+from starlette.routing import Match
 
 from secreg.api.routes import REGISTRY_ROUTES, access_table, build_routes
+from secreg.app import create_app
 from secreg.auth.access import SEARCH, TOKEN_PATH, AccessResolver, Need, challenge, challenge_detail
 from secreg.auth.scope import Access
+from secreg.config import load_settings
+from secreg.scopekeys import ROUTE_MATCH_KEY
 
 RESOLVER = AccessResolver(access_table(build_routes(REGISTRY_ROUTES), REGISTRY_ROUTES))
 
@@ -71,3 +76,26 @@ def test_mount_hint_and_challenge() -> None:
         {"Type": "repository", "Class": "", "Name": "team/app", "Action": "pull"},
         {"Type": "repository", "Class": "", "Name": "team/app", "Action": "push"},
     ]
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", "/v2/"), ("GET", "/v2/team/app/manifests/v1"), ("HEAD", "/v2/team/app/manifests/sha256:" + "a" * 64),
+    ("PUT", "/v2/team/app/manifests/v1"), ("DELETE", "/v2/a/b/c/manifests/v1"), ("GET", "/v2/team/app/tags/list"),
+    ("GET", "/v2/team/tags/list/tags/list"), ("GET", "/v2/team/app/blobs/sha256:" + "b" * 64),
+    ("POST", "/v2/team/app/blobs/uploads/"), ("PATCH", "/v2/team/app/blobs/uploads/some-id"),
+    ("GET", "/v2/team/manifests/x/manifests/y"), ("GET", "/v2/_catalog"), ("GET", "/v1/search"),
+    ("GET", "/v1/_ping"), ("POST", "/v2/team/app/manifests/v1"), ("GET", "/v2/no/such/route"),
+])
+def test_the_router_dispatches_to_the_route_the_resolver_matched(tmp_path: Path, method: str, path: str) -> None:
+    """`dispatch_matched` skips the router's own search: it must have found the same route (the first full
+    match in the whole router, whose other routes come before the registry's)."""
+    app = create_app(load_settings(None, {"auth": {"enabled": False}}, base_dir=tmp_path))
+    request = scope(method, path)
+    app.state.resolver(request)
+    full = [r for r in app.router.routes if r.matches(scope(method, path))[0] is Match.FULL]
+    if ROUTE_MATCH_KEY in request:
+        route, child = request[ROUTE_MATCH_KEY]
+        assert full and route is full[0]
+        assert child == full[0].matches(scope(method, path))[1]
+    else:  # no full match among the registry's routes: the router searches its whole table itself
+        assert not any(r in full for r, _ in app.state.resolver._table)
