@@ -55,6 +55,22 @@ def test_the_cached_date_header_is_the_one_hypercorn_would_write() -> None:
     assert cached(None) in {wsgiref.handlers.format_date_time(time.time() + d) for d in (-1, 0)}
 
 
+def test_h11_headers_iterate_as_the_sequence_they_are() -> None:
+    from collections.abc import Sequence
+
+    import h11
+
+    from secreg import hypercorn_tuning
+
+    assert hypercorn_tuning.iterate_h11_headers()
+    request = h11.Request(method="GET", target="/v2/", headers=[
+        ("Host", "example.org"), ("X-Two", "a"), ("x-two", "b"), ("Authorization", "Bearer t")])
+    generic = list(Sequence.__iter__(request.headers))
+    assert list(request.headers) == generic == [
+        (b"host", b"example.org"), (b"x-two", b"a"), (b"x-two", b"b"), (b"authorization", b"Bearer t")]
+    assert request.headers == generic and [name for name, _ in request.headers] == [n for n, _ in generic]
+
+
 def test_http11_heads_bodies_and_keep_alive(tmp_path: Path) -> None:
     data = os.urandom(300_000)
     digest = sha256(data)
