@@ -10,18 +10,20 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
+from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
 from secreg.auth.groups import GroupStore
 from secreg.auth.policy import DEFAULT_POLICY, PolicyStore
 from secreg.auth.ratelimit import RateLimiter
 from secreg.auth.revocation import LOCAL_FILE, LocalRevocations
-from secreg.auth.server import TokenService
+from secreg.auth.server import TokenService, token_routes
 from secreg.auth.tokens import TokenIssuer, TokenVerifier
 from secreg.auth.users import UserStore
 from secreg.tls import CertificateFiles, generate_certificates, load_certificate_chain, load_private_key
@@ -95,14 +97,16 @@ def make_auth_dir(directory: Path) -> Path:
     return directory
 
 
-def make_service(auth_dir: Path, certs: CertificateFiles, limiter: RateLimiter | None = None) -> TokenService:
+def make_service(auth_dir: Path, certs: CertificateFiles, limiter: RateLimiter | None = None, *,
+                 clock: Callable[[], float] | None = None, reuse: float = 0) -> TokenService:
     return TokenService(
-        issuer=make_issuer(certs),
+        issuer=make_issuer(certs) if clock is None else make_issuer(certs, clock=clock),
         users=UserStore(auth_dir / "htpasswd", rounds=4, check_interval=0),
         groups=GroupStore(auth_dir / "groups", check_interval=0),
         policy=PolicyStore(auth_dir / "policy.yaml", check_interval=0),
         limiter=limiter or RateLimiter(attempts=3, window=60, lockout=30),
         revocations=LocalRevocations(auth_dir / LOCAL_FILE, 30 * 24 * 3600),
+        reuse=reuse,
     )
 
 
@@ -190,7 +194,7 @@ def new_verifier() -> Callable[[CertificateFiles], TokenVerifier]:
 
 @pytest.fixture(scope="session")
 def new_service() -> Callable[..., TokenService]:
-    """`new_service(auth_dir, certs, limiter=None)`."""
+    """`new_service(auth_dir, certs, limiter=None, *, clock=None, reuse=0)`."""
     return make_service
 
 
@@ -205,3 +209,21 @@ def tls_server(certs: CertificateFiles) -> Iterator[Callable[[ASGIApp], str]]:
 def https_client(certs: CertificateFiles) -> Callable[[str], httpx.Client]:
     """`https_client(base_url)`: an httpx client trusting the test CA."""
     return lambda url: client_for(url, certs)
+
+
+ServeTokens = Callable[..., tuple[str, TokenService, httpx.Client]]
+
+
+@pytest.fixture()
+def serve_tokens(auth_dir: Path, certs: CertificateFiles,
+                 tls_server: Callable[[ASGIApp], str]) -> Iterator[ServeTokens]:
+    """`serve_tokens(**make_service keyword arguments) -> (base URL, service, client)`: a token server on the
+    test's auth directory over TLS, and an httpx client of it, both until the test ends."""
+    with ExitStack() as stack:
+
+        def serve(**options: Any) -> tuple[str, TokenService, httpx.Client]:
+            service = make_service(auth_dir, certs, **options)
+            url = tls_server(Starlette(routes=token_routes(service)))
+            return url, service, stack.enter_context(client_for(url, certs))
+
+        yield serve

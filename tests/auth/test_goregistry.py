@@ -15,17 +15,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import jwt
 import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
-from starlette.applications import Starlette
 
 from secreg.auth.scope import Access
-from secreg.auth.server import TokenService, token_routes
+from secreg.auth.server import TokenService
 from secreg.auth.tokens import TokenIssuer
 from secreg.tls import CertificateFiles, libtrust_kid, load_certificate_chain, load_private_key
 
@@ -109,13 +107,8 @@ def start_go_registry(
 
 
 @pytest.fixture()
-def token_server(
-    auth_dir: Path,
-    certs: CertificateFiles,
-    new_service: Callable[..., TokenService],
-    tls_server: Callable[[Any], str],
-) -> str:
-    return tls_server(Starlette(routes=token_routes(new_service(auth_dir, certs)))) + "/auth/token"
+def token_server(serve_tokens: Callable[..., tuple[str, TokenService, httpx.Client]]) -> str:
+    return serve_tokens()[0] + "/auth/token"
 
 
 @pytest.fixture(params=["ca.crt", "token.crt"])

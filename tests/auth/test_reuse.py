@@ -6,27 +6,22 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import jwt
 import pytest
-from starlette.applications import Starlette
 
 from secreg.auth.accounts import Accounts
 from secreg.auth.groups import GroupStore
-from secreg.auth.policy import PolicyStore
-from secreg.auth.ratelimit import RateLimiter
 from secreg.auth.reuse import TokenReuse
 from secreg.auth.revocation import LOCAL_FILE, LocalRevocations
 from secreg.auth.scope import Access
-from secreg.auth.server import TokenService, token_routes
-from secreg.auth.tokens import IssuedToken, TokenIssuer, TokenVerifier
+from secreg.auth.server import TokenService
+from secreg.auth.tokens import IssuedToken, TokenVerifier
 from secreg.auth.users import UserStore
-from secreg.tls import CertificateFiles
 
 ALICE = ("alice", "alice-password")
 PULL = {"service": "secreg", "scope": "repository:alice/app:pull,push"}
@@ -52,26 +47,10 @@ class Server:
 
 
 @pytest.fixture()
-def server(
-    auth_dir: Path,
-    certs: CertificateFiles,
-    new_issuer: Callable[..., TokenIssuer],
-    tls_server: Callable[[Any], str],
-    https_client: Callable[[str], httpx.Client],
-) -> Iterator[Server]:
+def server(auth_dir: Path, serve_tokens: Callable[..., tuple[str, TokenService, httpx.Client]]) -> Server:
     clock = Clock()
-    service = TokenService(
-        issuer=new_issuer(certs, clock=clock),
-        users=UserStore(auth_dir / "htpasswd", rounds=4),
-        groups=GroupStore(auth_dir / "groups"),
-        policy=PolicyStore(auth_dir / "policy.yaml"),
-        limiter=RateLimiter(attempts=3, window=60, lockout=30),
-        revocations=LocalRevocations(auth_dir / LOCAL_FILE, 30 * 24 * 3600),
-        reuse=10,
-    )
-    url = tls_server(Starlette(routes=token_routes(service)))
-    with https_client(url) as client:
-        yield Server(client, service, auth_dir, clock)
+    _, service, client = serve_tokens(clock=clock, reuse=10)
+    return Server(client, service, auth_dir, clock)
 
 
 def token_of(response: httpx.Response) -> str:

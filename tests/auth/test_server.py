@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from secreg.auth.ratelimit import RateLimiter
 from secreg.auth.scope import Access
-from secreg.auth.server import TokenService, token_routes
+from secreg.auth.server import TokenService
 from secreg.auth.tokens import TokenVerifier
 from secreg.auth.users import UserStore
 from secreg.tls import CertificateFiles
@@ -32,17 +30,9 @@ class Server:
 
 
 @pytest.fixture()
-def server(
-    auth_dir: Path,
-    certs: CertificateFiles,
-    new_service: Callable[..., TokenService],
-    tls_server: Callable[[Any], str],
-    https_client: Callable[[str], httpx.Client],
-) -> Iterator[Server]:
-    service = new_service(auth_dir, certs)
-    url = tls_server(Starlette(routes=token_routes(service)))
-    with https_client(url) as client:
-        yield Server(url, service, client, auth_dir)
+def server(auth_dir: Path, serve_tokens: Callable[..., tuple[str, TokenService, httpx.Client]]) -> Server:
+    url, service, client = serve_tokens()
+    return Server(url, service, client, auth_dir)
 
 
 def access_of(verifier: TokenVerifier, token: str) -> set[tuple[str, str, frozenset[str]]]:

@@ -7,6 +7,7 @@ import re
 import stat
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -231,17 +232,26 @@ def test_unknown_user_costs_as_much_as_a_wrong_password(tmp_path: Path) -> None:
     assert [cost(h) for h, _ in verifications("nobody", "wrong-secret")] == [5]
 
 
+def _record_checks(users: UserStore, before: Callable[[], None] | None = None) -> list[tuple[int, str]]:
+    """Wrap `users._check` (one bcrypt run): each call is recorded as (thread id, password), then runs `before`
+    (if any) and the real check."""
+    calls: list[tuple[int, str]] = []
+    original = users._check
+
+    def check(snapshot: Any, user: str, password: str) -> bool:
+        calls.append((threading.get_ident(), password))
+        if before is not None:
+            before()
+        return original(snapshot, user, password)
+
+    users._check = check  # type: ignore[method-assign]
+    return calls
+
+
 def test_verify_async_runs_bcrypt_off_the_event_loop(tmp_path: Path) -> None:
     users = UserStore(tmp_path / "htpasswd", rounds=4, check_interval=0)
     users.add("alice", "alice-secret")
-    threads: list[int] = []
-    original = users._check
-
-    def recording_check(snapshot: Any, user: str, password: str) -> bool:
-        threads.append(threading.get_ident())
-        return original(snapshot, user, password)
-
-    users._check = recording_check  # type: ignore[method-assign]
+    calls = _record_checks(users)
 
     async def main() -> tuple[bool, bool, int]:
         return (
@@ -252,20 +262,13 @@ def test_verify_async_runs_bcrypt_off_the_event_loop(tmp_path: Path) -> None:
 
     ok, bad, loop_thread = anyio.run(main)
     assert ok and not bad
-    assert threads and all(t != loop_thread for t in threads)
+    assert calls and all(thread != loop_thread for thread, _ in calls)
 
 
 def test_concurrent_checks_of_the_same_credentials_share_one_bcrypt_run(tmp_path: Path) -> None:
     users = UserStore(tmp_path / "htpasswd", rounds=4, check_interval=0)
     users.add("alice", "alice-secret")
-    checks: list[str] = []
-    original = users._check
-
-    def counting_check(snapshot: Any, user: str, password: str) -> bool:
-        checks.append(password)
-        return original(snapshot, user, password)
-
-    users._check = counting_check  # type: ignore[method-assign]
+    calls = _record_checks(users)
 
     async def main() -> list[bool]:
         right = [users.verify_async("alice", "alice-secret") for _ in range(20)]
@@ -274,7 +277,7 @@ def test_concurrent_checks_of_the_same_credentials_share_one_bcrypt_run(tmp_path
 
     results = asyncio.run(main())
     assert results == [True] * 20 + [False] * 20
-    assert sorted(checks) == ["alice-secret", "not-the-secret"]  # one bcrypt run each
+    assert sorted(password for _, password in calls) == ["alice-secret", "not-the-secret"]  # one bcrypt run each
 
 
 def test_a_check_never_joins_one_begun_against_an_older_file(tmp_path: Path) -> None:
@@ -282,14 +285,12 @@ def test_a_check_never_joins_one_begun_against_an_older_file(tmp_path: Path) -> 
     users.add("alice", "alice-secret")
     release = threading.Event()
     started = threading.Event()
-    original = users._check
 
-    def held_check(snapshot: Any, user: str, password: str) -> bool:
+    def hold() -> None:
         started.set()
         release.wait(30)
-        return original(snapshot, user, password)
 
-    users._check = held_check  # type: ignore[method-assign]
+    _record_checks(users, hold)
 
     async def main() -> tuple[bool, bool]:
         before = asyncio.ensure_future(users.verify_async("alice", "alice-secret"))
