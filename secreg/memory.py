@@ -17,7 +17,15 @@ retained; setting it also turns the dynamic adjustment off) and caps the arenas 
 after-load peaks on moto to ~125-137 MiB. 4 MiB rather than lower: blob reads from the bucket come in 1 MiB
 pieces, and a freshly mapped block costs a page fault per 4 KiB (~0.6 s of CPU per GiB here), which a 10 MiB
 part buffer pays once per upload request (~6 ms) but a 1 MiB read would pay on every read. Settings given in
-the environment (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_) win: `tune` leaves those alone.
+the environment (MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_) win: `tune` leaves those alone.
+
+Giving pages back has a price: a page handed back and used again is a page fault (~0.6 s of CPU per GiB here).
+Fixing the mmap threshold also fixes glibc's trim threshold at its 128 KiB default, so the heap's top was cut
+back whenever 128 KiB at its top were free, and every upload request ended with a `malloc_trim`: a 256 MiB push
+faulted in ~100 MiB (monolithic) to ~230 MiB (16 PATCHes) of fresh pages, and 0.1-0.3 s of its server CPU went
+to that. Now the top of the heap is cut back only past TRIM_THRESHOLD, and `trim_soon` hands everything back
+once no upload request has ended for IDLE_TRIM_SECONDS: a push's requests reuse the same pages, and what a
+load leaves behind still goes back to the system a second after it.
 """
 
 from __future__ import annotations
@@ -26,12 +34,17 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import threading
+import time
 
-__all__ = ["ARENA_MAX", "MMAP_THRESHOLD", "trim", "tune"]
+__all__ = ["ARENA_MAX", "IDLE_TRIM_SECONDS", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "trim", "trim_soon", "tune"]
 
 MMAP_THRESHOLD = 4 * 1024 * 1024
+TRIM_THRESHOLD = 32 * 1024 * 1024
 ARENA_MAX = 2
-_M_MMAP_THRESHOLD = -3  # glibc malloc.h
+IDLE_TRIM_SECONDS = 1.0
+_M_TRIM_THRESHOLD = -1  # glibc malloc.h
+_M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
 log = logging.getLogger("secreg.serve")
@@ -60,6 +73,8 @@ def tune() -> bool:
     ok = True
     if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
         ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and ok
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        ok = bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)) and ok
     if "MALLOC_ARENA_MAX" not in os.environ:
         ok = bool(libc.mallopt(_M_ARENA_MAX, ARENA_MAX)) and ok
     if not ok:
@@ -74,3 +89,44 @@ def trim() -> None:
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+class _IdleTrim:
+    """`trim` IDLE_TRIM_SECONDS after the last `soon`, by one timer thread at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0.0
+        self._timer: threading.Timer | None = None
+        self.trims = 0  # how many trims ran (for tests)
+
+    def soon(self) -> None:
+        with self._lock:
+            self._last = time.monotonic()
+            if self._timer is None:
+                self._arm(IDLE_TRIM_SECONDS)
+
+    def _arm(self, delay: float) -> None:
+        timer = threading.Timer(delay, self._fire)
+        timer.daemon = True
+        self._timer = timer
+        timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            left = self._last + IDLE_TRIM_SECONDS - time.monotonic()
+            if left > 0:  # a request ended since: wait for the quiet second after it
+                self._arm(left)
+                return
+            self._timer = None
+        trim()
+        self.trims += 1
+
+
+_idle_trim = _IdleTrim()
+
+
+def trim_soon() -> None:
+    """An upload request's buffers are free: `trim` once no other upload request has ended for
+    IDLE_TRIM_SECONDS (see the module docstring). Never blocks."""
+    _idle_trim.soon()

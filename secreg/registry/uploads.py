@@ -48,7 +48,7 @@ def _close(writer: AppendWriter) -> None:
     try:
         writer.close()
     finally:
-        memory.trim()  # the request's buffers are free now: their pages go back to the system (secreg/memory.py)
+        memory.trim_soon()  # the request's buffers are free: their pages go back once uploads pause (secreg/memory.py)
 
 
 @dataclass(frozen=True)
@@ -341,7 +341,7 @@ class UploadStore:
             await asyncio.shield(thread(staged.abort))
             raise
         finally:
-            await asyncio.shield(thread(memory.trim))
+            memory.trim_soon()
         await thread(self.blobs.link, name, digest)
         return received
 
