@@ -15,7 +15,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.storage_root == tmp_path / "data" and s.storage_direct_io
     assert not load_settings(environ={"SECREG_STORAGE_FILESYSTEM_DIRECTIO": "false"}).storage_direct_io
     assert s.tls.certificate == tmp_path / "certs" / "server.crt"
-    assert s.auth.enabled and not s.delete_enabled and not s.http2 and not s.insecure
+    assert s.auth.enabled and not s.delete_enabled and s.http2 and not s.insecure
     assert s.manifest_max_size == 4 * 1024 * 1024
     assert s.auth.token.expiration == 300
 

@@ -38,7 +38,7 @@ def register(sub: Any) -> None:
     p.add_argument("--no-auth", action="store_true", default=None,
                    help="turn token authentication off (anyone may push and pull; logged at every start)")
     p.add_argument("--http2", action=argparse.BooleanOptionalAction, default=None,
-                   help="offer HTTP/2 by ALPN (--no-http2: HTTP/1.1 only, over a config file that turns it on)")
+                   help="offer HTTP/2 by ALPN (the default; --no-http2: HTTP/1.1 only, whatever the config file says)")
     p.add_argument("--insecure-http", action="store_true", default=None,
                    help="listen with plain HTTP (only behind a TLS-terminating proxy)")
     p.add_argument("--public-url", help="the URL clients use, e.g. https://registry.example.com:5000")

@@ -29,7 +29,7 @@ DEFAULTS: dict[str, Any] = {
         "addr": "0.0.0.0:5000",
         "host": "",  # public base URL (https://registry.example.com:5000); derived from the request when empty
         "workers": "auto",  # one worker process per CPU the server may run on (its affinity mask), or a count
-        "http2": False,
+        "http2": True,  # offer h2 by ALPN next to HTTP/1.1 (TLS listeners)
         "eventloop": "asyncio",  # or uvloop (pip install uvloop), or auto: uvloop when it is installed
         "insecure": False,  # plain HTTP listener, only for use behind a TLS-terminating proxy
         # Seconds: request headers must be complete this long after their first byte; a request body may pause

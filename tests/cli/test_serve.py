@@ -9,6 +9,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -44,7 +45,7 @@ def test_dev_certificates_generated_once_and_tls_floor(tmp_path: Path) -> None:
             assert tls.version() in ("TLSv1.2", "TLSv1.3")
             assert tls.selected_alpn_protocol() is None
         with _handshake(server.port, server.ca, alpn=["h2", "http/1.1"]) as tls:
-            assert tls.selected_alpn_protocol() == "http/1.1"  # HTTP/2 is opt-in
+            assert tls.selected_alpn_protocol() == "h2"  # HTTP/2 is offered by default
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             old = ssl.TLSVersion.TLSv1_1
@@ -54,16 +55,23 @@ def test_dev_certificates_generated_once_and_tls_floor(tmp_path: Path) -> None:
         assert "generated a development CA" not in server.log()
 
 
-def test_http2_is_an_option_and_the_flag_overrides_the_file(tmp_path: Path) -> None:
-    with run_secreg(tmp_path / "flag", OPEN, args=["--http2"]) as server:
+def test_http2_is_offered_by_default_and_the_flag_overrides_the_file(tmp_path: Path) -> None:
+    def alpn(server: Any) -> str | None:
         with _handshake(server.port, server.ca, alpn=["h2", "http/1.1"]) as tls:
-            assert tls.selected_alpn_protocol() == "h2"
-    with run_secreg(tmp_path / "setting", {**OPEN, "http": {"http2": True}}) as server:
-        with _handshake(server.port, server.ca, alpn=["h2", "http/1.1"]) as tls:
-            assert tls.selected_alpn_protocol() == "h2"
-    with run_secreg(tmp_path / "off", {**OPEN, "http": {"http2": True}}, args=["--no-http2"]) as server:
-        with _handshake(server.port, server.ca, alpn=["h2", "http/1.1"]) as tls:
+            return tls.selected_alpn_protocol()
+
+    with run_secreg(tmp_path / "default", OPEN) as server:
+        assert alpn(server) == "h2"
+        with _handshake(server.port, server.ca, alpn=["http/1.1"]) as tls:  # a client that asks for HTTP/1.1 only
             assert tls.selected_alpn_protocol() == "http/1.1"
+    with run_secreg(tmp_path / "setting", {**OPEN, "http": {"http2": False}}) as server:
+        assert alpn(server) == "http/1.1"
+    with run_secreg(tmp_path / "flag", {**OPEN, "http": {"http2": False}}, args=["--http2"]) as server:
+        assert alpn(server) == "h2"
+    with run_secreg(tmp_path / "off", {**OPEN, "http": {"http2": True}}, args=["--no-http2"]) as server:
+        assert alpn(server) == "http/1.1"
+    with run_secreg(tmp_path / "env", OPEN, env={"SECREG_HTTP_HTTP2": "false"}) as server:
+        assert alpn(server) == "http/1.1"
 
 
 def test_environment_settings(tmp_path: Path) -> None:
