@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from bench.servers import process_tree, rss_bytes
 from tests.objectstores import swift_available, swift_server
 from tests.server import RunningServer, run_secreg
 
@@ -68,22 +69,16 @@ def pull(client: httpx.Client, name: str, digest: str) -> float:
 
 
 def _rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    """Summed RSS of the server process and its children: with `http.workers` above 1 a push may be served by a
+    spawned worker, not the serving process."""
+    return rss_bytes(process_tree(pid))
 
 
 def peak_rss(pid: int, stop: threading.Event, out: list[int]) -> None:
-    """Highest VmRSS of the server process while `stop` is unset (sampled every 20 ms)."""
+    """Highest summed RSS of the server's processes while `stop` is unset (sampled every 20 ms)."""
     high = 0
     while not stop.wait(0.02):
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    high = max(high, int(line.split()[1]) * 1024)
-        except OSError:
-            break
+        high = max(high, _rss(pid))
     out.append(high)
 
 
