@@ -1,5 +1,5 @@
 """HTTP/2 per-request costs in Hypercorn + h2 that HTTP/1.1 does not pay (the rest of the tuning is in
-`secreg.hypercorn_tuning`, which applies these too).
+`secreg.hypercorn_h11` and `secreg.hypercorn_h2_frames`; `secreg.hypercorn_tuning.apply` applies them all).
 
 Under py-spy, 32 manifest GETs multiplexed on one connection cost ~1.35x the server CPU of the same over
 HTTP/1.1 connections; what h2 adds: the response head (h2's generator chain of outbound normalization and

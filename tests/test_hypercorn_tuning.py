@@ -1,6 +1,6 @@
-"""The Hypercorn tunings (secreg/hypercorn_tuning.py) through a real server over TLS: responses whose head and
-body go out in one write, HTTP/2 with wider windows, batched frames and merged DATA events, and connections
-that are not closed after 1,000 requests."""
+"""The Hypercorn tunings (applied by secreg/hypercorn_tuning.py; in hypercorn_h11.py and hypercorn_h2_frames.py)
+through a real server over TLS: responses whose head and body go out in one write, HTTP/2 with wider windows,
+batched frames and merged DATA events, and connections that are not closed after 1,000 requests."""
 
 from __future__ import annotations
 
@@ -46,9 +46,9 @@ def test_the_cached_date_header_is_the_one_hypercorn_would_write() -> None:
 
     import hypercorn.config
 
-    from secreg import hypercorn_tuning
+    from secreg import hypercorn_h11
 
-    assert hypercorn_tuning.cache_date_header()
+    assert hypercorn_h11.cache_date_header()
     cached = hypercorn.config.format_date_time  # type: ignore[attr-defined]
     for stamp in (1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.0, 1_699_999_999.5, 1_700_000_001.2):
         assert cached(stamp) == wsgiref.handlers.format_date_time(int(stamp))
@@ -60,9 +60,9 @@ def test_h11_headers_iterate_as_the_sequence_they_are() -> None:
 
     import h11
 
-    from secreg import hypercorn_tuning
+    from secreg import hypercorn_h11
 
-    assert hypercorn_tuning.iterate_h11_headers()
+    assert hypercorn_h11.iterate_h11_headers()
     request = h11.Request(method="GET", target="/v2/", headers=[
         ("Host", "example.org"), ("X-Two", "a"), ("x-two", "b"), ("Authorization", "Bearer t")])
     generic = list(Sequence.__iter__(request.headers))
@@ -142,7 +142,7 @@ def test_httpx_over_http2_reuses_one_connection(tmp_path: Path) -> None:
 
 def test_concurrent_http2_streams_interleave_intact(tmp_path: Path) -> None:
     """Several blob answers on one HTTP/2 connection at once: their DATA frames (built a write at a time,
-    `hypercorn_tuning._bulk_data_framer`) interleave and each body comes back whole."""
+    `hypercorn_h2_frames._bulk_data_framer`) interleave and each body comes back whole."""
     pytest.importorskip("h2")
     import asyncio
 

@@ -184,10 +184,10 @@ def test_hypercorn_read_size_is_raised() -> None:
     """The tuning reaches into a Hypercorn module constant: this fails when an upgrade moves it."""
     import hypercorn.asyncio.tcp_server as tcp_server
 
-    from secreg import hypercorn_tuning
+    from secreg import hypercorn_h11, hypercorn_tuning
 
     assert hypercorn_tuning.apply()
-    assert tcp_server.MAX_RECV == hypercorn_tuning.READ_BYTES
+    assert tcp_server.MAX_RECV == hypercorn_h11.READ_BYTES
 
 
 def test_version() -> None:
