@@ -12,8 +12,11 @@ this module removes the other seven:
 - `pass_body_through` lets Hypercorn's HTTP/1.1 protocol hand a piece of a Content-Length body straight to the
   request's stream when h11 would only have copied it (h11's buffer is empty and it waits for body bytes):
   h11's count of what is left is kept exact, so it still finds the end of the body, refuses a short one and
-  parses a pipelined request after it. Chunked bodies, `Expect: 100-continue` before the first body byte and
-  anything h11 has buffered go through h11 as before.
+  parses a pipelined request after it. The same for a piece inside the data of a chunk of a chunked body
+  (what docker and other Go clients send for a layer PATCH): h11 still parses every chunk header, the CRLF
+  after each chunk's data and the trailer; only the data bytes it would have copied out of its buffer are
+  handed on, and its count of what is left in the chunk is kept exact. `Expect: 100-continue` before the
+  first body byte and anything h11 has buffered go through h11 as before.
 """
 
 from __future__ import annotations
@@ -124,7 +127,7 @@ def pass_body_through() -> bool:
     """Wrap Hypercorn's `H11Protocol.handle` (see the module docstring). False when this h11 or Hypercorn lacks
     what the shortcut relies on (the test suite checks ours has it); bodies then go through h11 as before."""
     import h11
-    from h11._readers import ContentLengthReader
+    from h11._readers import ChunkedReader, ContentLengthReader
     from hypercorn.events import RawData
     from hypercorn.protocol import h11 as h11_protocol
     from hypercorn.protocol.events import Body
@@ -134,8 +137,10 @@ def pass_body_through() -> bool:
     if getattr(original, "_secreg_pass_through", False):
         return True
     probe = h11.Connection(h11.SERVER)
+    chunked = ChunkedReader()
     if not all(hasattr(probe, name) for name in ("_reader", "_receive_buffer", "their_state")) or not hasattr(
-            ContentLengthReader(1), "_remaining"):
+            ContentLengthReader(1), "_remaining") or not all(
+            hasattr(chunked, name) for name in ("_bytes_in_chunk", "_bytes_to_discard", "_reading_trailer")):
         log.warning("h11 internals not as expected: request bodies go through h11's buffer")
         return False
     stream_id = h11_protocol.STREAM_ID
@@ -155,6 +160,17 @@ def pass_body_through() -> bool:
                     await original(self, RawData(data=data[count:]))  # the end of the body, then what follows
                 elif reader._remaining == 0:
                     await self._handle_events()  # h11 ends the body (no new bytes: b"" would mean end of file)
+                return
+            if (type(reader) is ChunkedReader and reader._bytes_in_chunk > 0 and not reader._bytes_to_discard
+                    and not reader._reading_trailer):
+                data = event.data
+                count = min(len(data), reader._bytes_in_chunk)
+                reader._bytes_in_chunk -= count
+                if reader._bytes_in_chunk == 0:
+                    reader._bytes_to_discard = b"\r\n"  # as h11 does at a chunk's end: the CRLF comes next
+                await self.stream.handle(Body(stream_id=stream_id, data=data if count == len(data) else data[:count]))
+                if count < len(data):
+                    await original(self, RawData(data=data[count:]))  # CRLF, the next chunk header, ...
                 return
         await original(self, event)
 

@@ -143,17 +143,65 @@ def test_a_body_in_odd_pieces_with_the_next_request_behind_it(server: RunningSer
         assert client.get(f"/v2/pieces/b/blobs/{sha256(second)}").content == second
 
 
-def test_chunked_transfer_encoding_still_goes_through_h11(server: RunningServer) -> None:
-    body = os.urandom(500_000)
-    head = (f"POST /v2/chunked/a/blobs/uploads/?digest={sha256(body)} HTTP/1.1\r\nHost: x\r\n"
+def _chunked_request(repo: str, body: bytes) -> bytes:
+    return (f"POST /v2/{repo}/blobs/uploads/?digest={sha256(body)} HTTP/1.1\r\nHost: x\r\n"
             "Transfer-Encoding: chunked\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
-    framed = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 70_001]), body[i:i + 70_001])
-                      for i in range(0, len(body), 70_001))
+
+
+def _framed(body: bytes, size: int, trailer: bytes = b"") -> bytes:
+    return b"".join(b"%x;ext=1\r\n%s\r\n" % (len(body[i:i + size]), body[i:i + size])
+                    for i in range(0, len(body), size)) + b"0\r\n" + trailer + b"\r\n"
+
+
+def test_a_chunked_body_in_odd_pieces_with_the_next_request_behind_it(server: RunningServer) -> None:
+    # Pieces end inside chunk data, inside a chunk header, between the data and its CRLF, inside the CRLF and
+    # inside the trailer: h11 parses the framing, the data inside a chunk is passed through.
+    body = os.urandom(2 * 1024 * 1024 + 4321)
+    second = os.urandom(70_001)
+    stream = (_chunked_request("chunked/a", body) + _framed(body, 70_001, b"X-Trailer: yes\r\n")
+              + _chunked_request("chunked/b", second) + _framed(second, 32768)
+              + b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
     with _tls(server) as sock:
-        sock.sendall(head + framed + b"0\r\n\r\n")
-        assert _responses(sock, 1)[0].startswith(b"HTTP/1.1 201 ")
+        position = 0
+        for size in (150, 3, 70_000, 1, 1, 1, 5, 65536, 999_999, 7, 300_000, 123_457):
+            sock.sendall(stream[position:position + size])
+            position += size
+        while position < len(stream):  # the rest in pieces of a prime size, ending anywhere in the framing
+            sock.sendall(stream[position:position + 40_009])
+            position += 40_009
+        first, following, v2 = _responses(sock, 3)
+    assert first.startswith(b"HTTP/1.1 201 ") and following.startswith(b"HTTP/1.1 201 ")
+    assert v2.startswith(b"HTTP/1.1 200 ")
     with server.client() as client:
         assert client.get(f"/v2/chunked/a/blobs/{sha256(body)}").content == body
+        assert client.get(f"/v2/chunked/b/blobs/{sha256(second)}").content == second
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_a_chunk_longer_than_its_header_says_is_refused(server: RunningServer, split: bool) -> None:
+    # A chunk announcing 1000 bytes followed by 1010: the bytes after the 1000th are not the chunk's CRLF.
+    body = os.urandom(1010)
+    framed = b"%x\r\n" % 1000 + body + b"\r\n0\r\n\r\n"
+    head = _chunked_request(f"chunked/long{int(split)}", body)
+    with _tls(server) as sock:
+        if split:  # the header alone, then the data in one piece: the over-long piece is passed through
+            sock.sendall(head + framed[:5])
+            sock.sendall(framed[5:])
+        else:
+            sock.sendall(head + framed)
+        answer = _responses(sock, 1)[0]
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    with server.client() as client:
+        assert client.head(f"/v2/chunked/long{int(split)}/blobs/{sha256(body)}").status_code == 404
+        assert client.get("/v2/").status_code == 200
+
+
+def test_a_chunked_body_cut_short_stores_nothing(server: RunningServer) -> None:
+    body = os.urandom(300_000)
+    with _tls(server) as sock:
+        sock.sendall(_chunked_request("chunked/short", body) + b"%x\r\n" % len(body) + body[:200_000])
+    with server.client() as client:
+        assert client.head(f"/v2/chunked/short/blobs/{sha256(body)}").status_code == 404
 
 
 def test_a_body_cut_short_stores_nothing_and_the_server_goes_on(server: RunningServer) -> None:
