@@ -125,11 +125,28 @@ class UploadStore:
         state is stored beside the data afterwards, so the next request may land on any worker or replica."""
         run, thread = self.offload.run, self.offload.thread
         data_path = await run(self._check, name, upload_id)
-        # Opening, locking and closing are requests to an object store: off the event loop.
-        writer = await thread(self.driver.open_append, data_path)
-        hasher: Hasher | None = None
+        # Opening, locking, closing and saving the hash are requests to an object store: off the event loop, one
+        # thread hop before the body and one after (each hop is a future, a wake-up and a GIL exchange: under
+        # load, a wait for a CPU).
+        writer, hasher = await thread(self._begin, name, upload_id, data_path, None, chunk_range, content_length)
         try:
-            if not await thread(writer.try_lock):
+            await self._append_body(writer, hasher, body, chunk_range, content_length)
+        except BaseException:
+            # Shielded: a request cancelled mid-body still leaves its bytes stored and the writer closed.
+            await asyncio.shield(thread(_close, writer))
+            raise
+        size = writer.size
+        await asyncio.shield(thread(self._end_append, name, upload_id, writer, hasher, save_hash))
+        return size
+
+    def _begin(self, name: str, upload_id: str, data_path: str, algorithm: str | None,
+               chunk_range: ChunkRange | None = None,
+               content_length: int | None = None) -> tuple[AppendWriter, Hasher | None]:
+        """In a thread: the session's data opened and locked, a chunk's range checked against it, and the running
+        hash of what it holds (`_take_hasher`). The writer is closed again when any of it fails."""
+        writer = self.driver.open_append(data_path)
+        try:
+            if not writer.try_lock():
                 raise RangeMismatch(writer.size, "another request is writing to this upload")
             start = writer.size
             if chunk_range is not None:
@@ -139,24 +156,30 @@ class UploadStore:
                     raise RangeMismatch(start, "chunk range ends before it starts")
                 if content_length is not None and content_length != chunk_range.length:
                     raise RangeMismatch(start, "Content-Range and Content-Length disagree")
-            expected = chunk_range.length if chunk_range is not None else content_length
-            hasher = await thread(self._take_hasher, name, upload_id, start, None)
-            received = await self._receive(body, writer, hasher)
-            if expected is not None and received != expected:
-                await thread(writer.truncate, start)
-                raise SizeMismatch(f"received {received} bytes, expected {expected}; chunk discarded")
-            size = writer.size
+            return writer, self._take_hasher(name, upload_id, start, algorithm)
         except BaseException:
-            hasher = None
+            writer.close()
             raise
-        finally:
-            # Shielded: a request cancelled mid-body still leaves its bytes stored and the writer closed.
-            await asyncio.shield(thread(_close, writer))
+
+    async def _append_body(self, writer: AppendWriter, hasher: Hasher | None, body: AsyncIterator[bytes],
+                           chunk_range: ChunkRange | None, content_length: int | None) -> None:
+        """Receive `body` into the open, locked `writer`; a body shorter or longer than announced is cut off
+        again (SizeMismatch)."""
+        start = writer.size
+        expected = chunk_range.length if chunk_range is not None else content_length
+        received = await self._receive(body, writer, hasher)
+        if expected is not None and received != expected:
+            await self.offload.thread(writer.truncate, start)
+            raise SizeMismatch(f"received {received} bytes, expected {expected}; chunk discarded")
+
+    def _end_append(self, name: str, upload_id: str, writer: AppendWriter, hasher: Hasher | None,
+                    save_hash: bool) -> None:
+        """In a thread, after a body was stored: close the writer, keep the running hash (and save its state)."""
+        _close(writer)
         if hasher is not None:
             self._remember_hasher(name, upload_id, hasher)
             if save_hash:
-                await thread(self._save_hash_state, name, upload_id, hasher)
-        return size
+                self._save_hash_state(name, upload_id, hasher)
 
     async def _receive(self, body: AsyncIterator[bytes], writer: AppendWriter | StagedWriter,
                        hasher: Hasher | None) -> int:
@@ -259,17 +282,17 @@ class UploadStore:
         content_length: int | None = None,
     ) -> int:
         """Append the final chunk (if any), verify the digest, commit and link. Returns the blob size.
-        On a digest mismatch the session is discarded and nothing is stored."""
-        if body is not None:
-            await self.append(name, upload_id, body, chunk_range, content_length, save_hash=False)
+        On a digest mismatch the session is discarded and nothing is stored. The final chunk is written
+        through the same open, locked writer the commit uses."""
         run, thread = self.offload.run, self.offload.thread
         data_path = await run(self._check, name, upload_id)
-        writer = await thread(self.driver.open_append, data_path)
+        writer, hasher = await thread(self._begin, name, upload_id, data_path, digest.algorithm,
+                                      chunk_range if body is not None else None,
+                                      content_length if body is not None else None)
         try:
-            if not await thread(writer.try_lock):
-                raise RangeMismatch(writer.size, "another request is writing to this upload")
+            if body is not None:
+                await self._append_body(writer, hasher, body, chunk_range, content_length)
             size = writer.size
-            hasher = await thread(self._take_hasher, name, upload_id, size, digest.algorithm)
             if hasher is not None:
                 actual = hasher.digest()
             else:
@@ -279,12 +302,21 @@ class UploadStore:
             if actual != digest:
                 await thread(self.cancel, name, upload_id)
                 raise DigestMismatch(digest, actual)
-            await thread(writer.sync)
-        finally:
+        except BaseException:
             await asyncio.shield(thread(_close, writer))
-        # Renames, link writes and directory fsyncs: off the event loop, so other transfers keep moving.
-        await thread(self._commit, name, upload_id, data_path, digest)
+            raise
+        # fsync, close, renames, link writes and directory fsyncs: off the event loop in one hop, so other
+        # transfers keep moving.
+        await thread(self._end_complete, name, upload_id, writer, data_path, digest)
         return size
+
+    def _end_complete(self, name: str, upload_id: str, writer: AppendWriter, data_path: str,
+                      digest: Digest) -> None:
+        try:
+            writer.sync()
+        finally:
+            _close(writer)
+        self._commit(name, upload_id, data_path, digest)
 
     def _commit(self, name: str, upload_id: str, data_path: str, digest: Digest) -> None:
         self.blobs.commit(data_path, digest)
@@ -319,8 +351,7 @@ class UploadStore:
         hasher = Hasher(digest.algorithm)
         self._remember_hasher(name, upload_id, hasher)
         try:
-            await self.append(name, upload_id, body, None, content_length, save_hash=False)
-            return await self.complete(name, upload_id, digest)
+            return await self.complete(name, upload_id, digest, body, None, content_length)
         except BaseException:
             self._hashers.pop((name, upload_id), None)
             await asyncio.shield(self.offload.run(self._discard, name, upload_id))

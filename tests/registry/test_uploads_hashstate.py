@@ -12,6 +12,7 @@ import pytest
 
 from secreg.digest import Digest
 from secreg.registry.blobs import BlobStore
+from secreg.registry.errors import DigestMismatch
 from secreg.registry.uploads import UploadStore
 from secreg.storage import layout
 from secreg.storage.filesystem import FilesystemDriver
@@ -47,3 +48,16 @@ def test_without_a_saved_state_the_data_is_hashed_at_commit(tmp_path: Path) -> N
     upload = a.start("app")
     asyncio.run(a.append("app", upload, body(data), save_hash=False))
     assert asyncio.run(b.complete("app", upload, Digest.of(data))) == len(data)
+
+
+def test_a_wrong_digest_after_a_final_chunk_stores_nothing(tmp_path: Path) -> None:
+    """The final chunk and the commit share one writer: a digest that does not match still discards it all."""
+    driver = FilesystemDriver(tmp_path)
+    store = UploadStore(driver, BlobStore(driver))
+    data = os.urandom(200_000)
+    upload = store.start("app")
+    asyncio.run(store.append("app", upload, body(data[:50_000])))
+    with pytest.raises(DigestMismatch):
+        asyncio.run(store.complete("app", upload, Digest.of(b"other"), body(data[50_000:])))
+    assert not driver.exists(layout.blob_data(Digest.of(data)))
+    assert not driver.exists(layout.upload_dir("app", upload))
