@@ -29,9 +29,13 @@ from secreg.storage import layout
 from secreg.storage.driver import AppendWriter, IncompleteWrite, PathNotFound, StagedWriter, StorageDriver
 
 UPLOAD_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-# The event loop hands the writer thread 4 MiB at a time: each hand-over costs the loop a future, a wake-up and
-# a GIL exchange with the writer (1 MiB batches cost the event loop 5-10% more CPU per GiB pushed).
-BATCH_BYTES = 4 * 1024 * 1024
+# The event loop hands the writer thread 2 MiB at a time: each hand-over costs the loop a future, a wake-up and
+# a GIL exchange with the writer. The bytes in flight set a worker's peak RSS during a push: the socket reads
+# held in batches come from glibc's heap, which keeps its top until uploads pause (secreg/memory.py), and with
+# the reads' mixed sizes the heap grew by about twice what was in flight. Interleaved 1 GiB pushes (2 workers,
+# 6 rounds, summed RSS): batches of 4 MiB peaked at 141 MiB, 2 MiB at 128, 1 MiB at 120; server CPU per GiB
+# 2.40 / 2.51 / 2.90 s.
+BATCH_BYTES = 2 * 1024 * 1024
 # Batches queued for the upload's writer thread while the next one is received: a writer that stalls for a
 # moment (page-cache pressure, a busy CPU) does not stop the socket at once. Memory per upload stays below
 # (PIPELINE_DEPTH + 1) * BATCH_BYTES.
