@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from bench.s3 import PIECE, MiB, _rss, pull, push
+from bench.s3 import PIECE, MiB, _rss, peak_rss, pull, push
 from tests.objectstores import ObjectStore, moto_server, swift_server
 from tests.server import RunningServer, run_secreg
 
@@ -51,17 +51,8 @@ def memory_map(pid: int) -> dict[str, float]:
 def measured_push(server: RunningServer, client: httpx.Client, block: bytes, mib: int, name: str
                   ) -> dict[str, Any]:
     pid = server.process.pid
-    stop = threading.Event()
-    high = [0]
-
-    def sample() -> None:
-        while not stop.wait(0.02):
-            try:
-                high[0] = max(high[0], _rss(pid))
-            except OSError:
-                return
-
-    sampler = threading.Thread(target=sample)
+    stop, high = threading.Event(), list[int]()
+    sampler = threading.Thread(target=peak_rss, args=(pid, stop, high))
     sampler.start()
     try:
         push(client, name, block, mib * MiB)
