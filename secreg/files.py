@@ -17,9 +17,12 @@ def fsync_dir(directory: str | Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | Path, data: bytes, mode: int = 0o600, temp_suffix: str = ".tmp") -> None:
+def atomic_write(path: str | Path, data: bytes, mode: int = 0o600, temp_suffix: str = ".tmp", *,
+                 durable: bool = True) -> None:
     """Temporary file beside `path` (created with `mode` from the start, so a private key is never readable
-    by others, even briefly), write, fsync, rename over `path`, fsync the directory."""
+    by others, even briefly), write, fsync, rename over `path`, fsync the directory. `durable=False`: no
+    fsyncs (readers still see the old file or the whole new one; a crash of the machine may lose the rename
+    or leave the file empty)."""
     target = os.fspath(path)
     temp = f"{target}.{uuid.uuid4().hex}{temp_suffix}"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
@@ -28,11 +31,13 @@ def atomic_write(path: str | Path, data: bytes, mode: int = 0o600, temp_suffix: 
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view):]
-        os.fsync(fd)
+        if durable:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         os.unlink(temp)
         raise
     os.close(fd)
     os.replace(temp, target)
-    fsync_dir(os.path.dirname(target) or ".")
+    if durable:
+        fsync_dir(os.path.dirname(target) or ".")

@@ -258,7 +258,7 @@ class UploadStore:
         if size == 0:
             return Hasher(algorithm)
         try:
-            state = self.driver.read_bytes(layout.upload_hash_state(name, upload_id, algorithm, size))
+            state = self.driver.read_transient(layout.upload_hash_state(name, upload_id, algorithm, size))
             return Hasher.restore(algorithm, size, state)
         except (PathNotFound, ValueError):
             return None
@@ -267,7 +267,9 @@ class UploadStore:
         state = hasher.export()
         if state is not None:
             path = layout.upload_hash_state(name, upload_id, hasher.algorithm, hasher.size)
-            self.driver.write_bytes(path, state)
+            # Transient: a state lost in a crash (or one from before it, which the driver refuses) only costs
+            # hashing the data again at commit; a committed blob is fsynced and verified either way.
+            self.driver.write_transient(path, state)
 
     def _remember_hasher(self, name: str, upload_id: str, hasher: Hasher) -> None:
         self._hashers[(name, upload_id)] = hasher

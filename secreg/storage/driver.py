@@ -98,6 +98,17 @@ class StorageDriver(Protocol):
         """Atomically create or replace a small file (temp, fsync, rename)."""
         ...
 
+    def write_transient(self, path: str, data: bytes) -> None:
+        """Atomically create or replace a small file that is worth keeping but may be lost in a crash of the
+        machine (an upload's saved hash state): without waiting for the disk where the driver can tell such a
+        loss afterwards. Read it with `read_transient`."""
+        ...
+
+    def read_transient(self, path: str) -> bytes:
+        """What `write_transient` wrote, exactly; PathNotFound when there is nothing, or nothing trustworthy
+        (written before the machine restarted, maybe not on disk, maybe not matching the files beside it)."""
+        ...
+
     def open_read(self, path: str) -> BinaryIO:
         """Open for streaming reads; the caller seeks and closes. Raises PathNotFound."""
         ...

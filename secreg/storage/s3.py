@@ -202,6 +202,12 @@ class S3Driver:
         except (ClientError, BotoCoreError) as exc:
             raise StorageError(f"PUT {path}: {exc}") from exc
 
+    def write_transient(self, path: str, data: bytes) -> None:
+        self.write_bytes(path, data)  # a PUT is durable once answered: nothing to skip
+
+    def read_transient(self, path: str) -> bytes:
+        return self.read_bytes(path)
+
     def open_append(self, path: str) -> Any:
         from secreg.storage.s3append import S3AppendWriter
 

@@ -14,7 +14,7 @@ from secreg.digest import Digest
 from secreg.registry.blobs import BlobStore
 from secreg.registry.errors import DigestMismatch
 from secreg.registry.uploads import UploadStore
-from secreg.storage import layout
+from secreg.storage import filesystem, layout
 from secreg.storage.filesystem import FilesystemDriver
 
 
@@ -48,6 +48,28 @@ def test_without_a_saved_state_the_data_is_hashed_at_commit(tmp_path: Path) -> N
     upload = a.start("app")
     asyncio.run(a.append("app", upload, body(data), save_hash=False))
     assert asyncio.run(b.complete("app", upload, Digest.of(data))) == len(data)
+
+
+def test_a_state_saved_before_a_restart_of_the_machine_is_not_trusted(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hash states are saved without fsync: after a crash the data they describe may not be on disk, so one from
+    an earlier boot is ignored and the data is hashed again at commit."""
+    driver = FilesystemDriver(tmp_path)
+    data = os.urandom(300_000)
+    a = UploadStore(driver, BlobStore(driver))
+    upload = a.start("app")
+    asyncio.run(a.append("app", upload, body(data[:100_000])))
+    assert driver.read_transient(layout.upload_hash_state("app", upload, "sha256", 100_000))
+    monkeypatch.setattr(filesystem, "BOOT_ID", b"after-a-restart")
+    b = UploadStore(driver, BlobStore(driver))
+    rehashed: list[str] = []
+    real_hash_file = b._hash_file
+    monkeypatch.setattr(b, "_hash_file", lambda path, algorithm: (rehashed.append(path),
+                                                                  real_hash_file(path, algorithm))[1])
+    asyncio.run(b.append("app", upload, body(data[100_000:200_000])))
+    assert asyncio.run(b.complete("app", upload, Digest.of(data), body(data[200_000:]))) == len(data)
+    assert len(rehashed) == 1
+    assert driver.read_bytes(layout.blob_data(Digest.of(data))) == data
 
 
 def test_a_wrong_digest_after_a_final_chunk_stores_nothing(tmp_path: Path) -> None:

@@ -36,6 +36,13 @@ class DriverSuite:
         assert driver.stat("a/b/c").size == 3
         assert driver.exists("a/b/c") and not driver.exists("a/b/d")
 
+    def test_transient_write_read_replace(self, driver: StorageDriver) -> None:
+        for data in (b"\x00state\nwith a newline", b"", b"two"):
+            driver.write_transient("a/hashstates/sha256/5", data)
+            assert driver.read_transient("a/hashstates/sha256/5") == data
+        with pytest.raises(PathNotFound):
+            driver.read_transient("a/hashstates/sha256/6")
+
     def test_empty_file(self, driver: StorageDriver) -> None:
         driver.write_bytes("empty", b"")
         assert driver.read_bytes("empty") == b"" and driver.stat("empty").size == 0

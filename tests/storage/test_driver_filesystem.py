@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from secreg.storage.driver import StorageDriver
+from secreg.storage import filesystem
+from secreg.storage.driver import PathNotFound, StorageDriver
 from secreg.storage.filesystem import FilesystemDriver
 from tests.storage.driver_suite import DriverSuite
 
@@ -31,3 +32,38 @@ def test_files_written_atomically_leave_no_temporaries(tmp_path: Path) -> None:
     for i in range(20):
         driver.write_bytes("x/link", str(i).encode())
     assert os.listdir(tmp_path / "x") == ["link"]
+
+
+def test_transient_files_skip_fsync_and_are_refused_after_a_restart(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """No fsync (a PATCH of a chunked push saved its hash state with two); a file from an earlier boot, or what a
+    crash left of one (empty, cut), reads as absent: it may describe data that never reached the disk."""
+    driver = FilesystemDriver(tmp_path)
+    assert filesystem.BOOT_ID  # Linux
+    synced: list[int] = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    driver.write_transient("u/hashstates/sha256/10", b"state")
+    assert synced == [] and driver.read_transient("u/hashstates/sha256/10") == b"state"
+    assert os.listdir(tmp_path / "u/hashstates/sha256") == ["10"]
+    monkeypatch.setattr(filesystem, "BOOT_ID", b"another-boot")
+    with pytest.raises(PathNotFound):
+        driver.read_transient("u/hashstates/sha256/10")
+    driver.write_transient("u/hashstates/sha256/10", b"state")
+    for leftover in (b"", b"secreg-transient-1", b"state", b"secreg-transient-1 other-boot\nstate"):
+        (tmp_path / "u/hashstates/sha256/10").write_bytes(leftover)
+        with pytest.raises(PathNotFound):
+            driver.read_transient("u/hashstates/sha256/10")
+
+
+def test_transient_files_without_a_boot_id_are_written_durably(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    driver = FilesystemDriver(tmp_path)
+    monkeypatch.setattr(filesystem, "BOOT_ID", b"")
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd)))
+    driver.write_transient("u/state", b"x")
+    assert len(synced) == 2  # the file and its directory
+    assert driver.read_transient("u/state") == b"x"
+    monkeypatch.setattr(filesystem, "BOOT_ID", b"a-later-boot")
+    assert driver.read_transient("u/state") == b"x"  # fsynced: valid after a restart too
