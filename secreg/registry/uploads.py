@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from secreg import memory
 from secreg.digest import Digest, Hasher
 from secreg.registry.blobs import BlobStore
-from secreg.registry.errors import DigestMismatch, RangeMismatch, SizeMismatch, UploadUnknown
+from secreg.registry.errors import BlobUnknown, DigestMismatch, RangeMismatch, SizeMismatch, UploadUnknown
 from secreg.registry.model import ChunkRange
 from secreg.registry.offload import Offload
 from secreg.storage import layout
@@ -311,23 +311,40 @@ class UploadStore:
         except BaseException:
             await asyncio.shield(thread(_close, writer))
             raise
-        # fsync, close, renames, link writes and directory fsyncs: off the event loop in one hop, so other
-        # transfers keep moving.
-        await thread(self._end_complete, name, upload_id, writer, data_path, digest)
+        # Shielded: a request cancelled now still finishes (or undoes) what it started.
+        await asyncio.shield(self._commit_and_link(name, upload_id, writer, data_path, digest))
         return size
 
-    def _end_complete(self, name: str, upload_id: str, writer: AppendWriter, data_path: str,
-                      digest: Digest) -> None:
+    async def _commit_and_link(self, name: str, upload_id: str, writer: AppendWriter, data_path: str,
+                               digest: Digest) -> None:
+        """The verified data fsynced and moved into place, and the repository's link written, in two threads at
+        once: each is a chain of fsyncs (data, its directory / link file, its directory, the linker mark, its
+        directory) and neither needs the other first, since a link whose blob is missing reads as an unknown blob
+        (`BlobStore.stat`). When the data does not make it, a link written for it is taken back."""
+        thread = self.offload.thread
+        linking = asyncio.ensure_future(thread(self.blobs.link, name, digest))
+        try:
+            await thread(self._store_data, name, upload_id, writer, data_path, digest)
+        except BaseException:
+            await asyncio.gather(linking, return_exceptions=True)
+            await thread(self._unlink_unless_stored, name, digest)
+            raise
+        await linking
+
+    def _store_data(self, name: str, upload_id: str, writer: AppendWriter, data_path: str, digest: Digest) -> None:
         try:
             writer.sync()
         finally:
             _close(writer)
-        self._commit(name, upload_id, data_path, digest)
-
-    def _commit(self, name: str, upload_id: str, data_path: str, digest: Digest) -> None:
         self.blobs.commit(data_path, digest)
-        self.blobs.link(name, digest)
         self._discard(name, upload_id)
+
+    def _unlink_unless_stored(self, name: str, digest: Digest) -> None:
+        if not self.blobs.exists_global(digest):
+            try:
+                self.blobs.unlink(name, digest)
+            except BlobUnknown:
+                pass
 
     def _hash_file(self, path: str, algorithm: str) -> Digest:
         hasher = hashlib.new(algorithm)

@@ -83,3 +83,27 @@ def test_a_wrong_digest_after_a_final_chunk_stores_nothing(tmp_path: Path) -> No
         asyncio.run(store.complete("app", upload, Digest.of(b"other"), body(data[50_000:])))
     assert not driver.exists(layout.blob_data(Digest.of(data)))
     assert not driver.exists(layout.upload_dir("app", upload))
+
+
+def test_a_link_written_beside_a_commit_that_fails_is_taken_back(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repository's link is written while the data is fsynced and moved (two threads): when the move fails,
+    the link goes too, and the session is still there to retry."""
+    driver = FilesystemDriver(tmp_path)
+    blobs = BlobStore(driver)
+    store = UploadStore(driver, blobs)
+    data = os.urandom(100_000)
+    upload = store.start("app")
+
+    def failing_commit(source: str, digest: Digest) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(blobs, "commit", failing_commit)
+    with pytest.raises(OSError):
+        asyncio.run(store.complete("app", upload, Digest.of(data), body(data)))
+    assert not driver.exists(layout.layer_link("app", Digest.of(data)))
+    assert not driver.exists(layout.blob_data(Digest.of(data)))
+    assert driver.exists(layout.upload_data("app", upload))
+    monkeypatch.undo()
+    assert asyncio.run(store.complete("app", upload, Digest.of(data))) == len(data)
+    assert blobs.stat("app", Digest.of(data)).size == len(data)
