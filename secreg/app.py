@@ -182,9 +182,15 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
     app.state.registry = model
     app.state.resolver = resolver
     app.state.metrics = metrics
-    from secreg.auth.wiring import wire_auth
+    if settings.auth.enabled:
+        # Imported only when used: tokens (jwt, cryptography), passwords (passlib, bcrypt) and the rate limiter
+        # (sqlite3) are ~10 MiB of every worker's memory.
+        from secreg.auth.wiring import wire_auth
 
-    wire_auth(app, settings, role)
+        wire_auth(app, settings, role)
+    else:
+        log.warning("authentication is OFF (auth.enabled: false): anyone who can reach this registry may "
+                    "push, pull and delete")
     if settings.ui.enabled and role != "all":
         log.info("web UI not served with --role %s (it needs the registry and the token server)", role)
     if settings.ui.enabled and role == "all" and registry is not None:
