@@ -19,6 +19,7 @@ parent alone would put a 2-core machine over the memory budget of a 1 GiB push. 
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -115,53 +116,51 @@ def serve(config: Any, workers: int) -> int:
 def seat_sockets(config: Any, workers: int) -> list[Sockets]:
     """The listening sockets of each of `workers` seats: Hypercorn's own for one worker; for several, one socket
     per address and seat with `SO_REUSEPORT`, listening already (connections to a seat whose worker is still
-    starting wait for it). With port 0 every seat takes the port the first one got."""
+    starting wait for it). The first seat's sockets are Hypercorn's too (it parses the bind addresses, and sets
+    `SO_REUSEPORT` when told of more than one worker); every other seat binds the address each of those got
+    (with port 0, the port the first seat got)."""
     if workers <= 1:
         return [config.create_sockets()]
-    secure = config.bind if config.ssl_enabled else []
-    insecure = config.insecure_bind if config.ssl_enabled else config.bind
-    addresses = [[_address(bind) for bind in secure], [_address(bind) for bind in insecure]]
-    for host, port in [*addresses[0], *addresses[1]]:
-        if port:
-            _check_free(host, port)
-    seats: list[Sockets] = []
+    reusing = copy.copy(config)
+    reusing.workers = workers
+    first = reusing.create_sockets()
+    seats = [first]
     try:
-        for _ in range(workers):
-            made = [[_listening(host, port, config.backlog) for host, port in group] for group in addresses]
+        groups = [first.secure_sockets, first.insecure_sockets]
+        for sock in [*groups[0], *groups[1]]:
+            _check_free(sock)
+            sock.listen(config.backlog)
+        for _ in range(workers - 1):
+            made = [[_listening(sock.family, sock.getsockname(), config.backlog) for sock in group]
+                    for group in groups]
             seats.append(Sockets(secure_sockets=made[0], insecure_sockets=made[1], quic_sockets=[]))
-            addresses = [[(host, sock.getsockname()[1]) for (host, _), sock in zip(group, socks, strict=True)]
-                         for group, socks in zip(addresses, made, strict=True)]
     except BaseException:
         for sockets in seats:
-            for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+            for sock in [*sockets.secure_sockets, *sockets.insecure_sockets, *sockets.quic_sockets]:
                 sock.close()
         raise
     return seats
 
 
-def _address(bind: str) -> tuple[str, int]:
-    host, _, port = bind.replace("[", "").replace("]", "").rpartition(":")
-    return host, int(port)
-
-
-def _check_free(host: str, port: int) -> None:
-    """EADDRINUSE when anything listens on `host`:`port`: with SO_REUSEPORT alone, a second server of the same
-    user would join the first one's port and take half its connections instead of failing."""
-    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+def _check_free(sock: socket.socket) -> None:
+    """EADDRINUSE when anything listens on the address `sock` is bound to (not listening yet): with SO_REUSEPORT
+    alone, a second server of the same user would join the first one's port and take half its connections
+    instead of failing."""
+    probe = socket.socket(sock.family, socket.SOCK_STREAM)
     try:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((host, port))
+        probe.bind(sock.getsockname())
     finally:
         probe.close()
 
 
-def _listening(host: str, port: int, backlog: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+def _listening(family: int, address: Any, backlog: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
+        sock.bind(address)
         sock.listen(backlog)
         sock.setblocking(False)
         sock.set_inheritable(True)
