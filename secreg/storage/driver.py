@@ -94,8 +94,10 @@ class StorageDriver(Protocol):
         """Whole small file (links, manifests). Raises PathNotFound."""
         ...
 
-    def write_bytes(self, path: str, data: bytes) -> None:
-        """Atomically create or replace a small file (temp, fsync, rename)."""
+    def write_bytes(self, path: str, data: bytes, *, durable: bool = True) -> None:
+        """Atomically create or replace a small file (temp, fsync, rename). `durable=False`: without waiting
+        for the disk where the driver can (no fsyncs): a crash of the machine may lose the file or leave it
+        empty, so only for what a reader can do without (an upload's start time: the data's mtime stands in)."""
         ...
 
     def write_transient(self, path: str, data: bytes) -> None:

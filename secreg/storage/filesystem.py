@@ -81,10 +81,10 @@ class FilesystemDriver:
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise PathNotFound(path) from None
 
-    def write_bytes(self, path: str, data: bytes) -> None:
+    def write_bytes(self, path: str, data: bytes, *, durable: bool = True) -> None:
         full = self._full(path)
         os.makedirs(os.path.dirname(full), exist_ok=True)
-        atomic_write(full, data, 0o644, _TEMP_SUFFIX)
+        atomic_write(full, data, 0o644, _TEMP_SUFFIX, durable=durable)
 
     def write_transient(self, path: str, data: bytes) -> None:
         """Temp file and rename, no fsync (two fsyncs saved per PATCH of a chunked push), tagged with the boot

@@ -196,7 +196,8 @@ class S3Driver:
 
     # --- writes -----------------------------------------------------------------------------------
 
-    def write_bytes(self, path: str, data: bytes) -> None:
+    def write_bytes(self, path: str, data: bytes, *, durable: bool = True) -> None:
+        # Durable either way: a PUT is answered once stored.
         try:
             self.client.put_object(Bucket=self.bucket, Key=self.key(path), Body=data)
         except (ClientError, BotoCoreError) as exc:

@@ -4,6 +4,8 @@ import os
 import time
 from pathlib import Path
 
+import pytest
+
 from secreg.registry.blobs import BlobStore
 from secreg.registry.uploads import UploadStore
 from secreg.storage import layout
@@ -21,3 +23,24 @@ def test_purge_removes_only_stale_sessions(tmp_path: Path) -> None:
     removed = uploads.purge_stale(3600)
     assert removed == [("team/app", old)]
     assert uploads.list_sessions("team/app") == [fresh]
+
+
+def test_a_session_starts_without_fsync_and_a_lost_start_time_falls_back_to_the_data(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The start time is written without fsync: after a crash it may be missing or empty; the session's age is
+    then the data file's."""
+    driver = FilesystemDriver(tmp_path)
+    uploads = UploadStore(driver, BlobStore(driver))
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    session = uploads.start("team/app")
+    assert synced == []
+    assert abs(uploads.started_at("team/app", session) - time.time()) < 60
+    stamp = time.time() - 10_000
+    os.utime(tmp_path / layout.upload_data("team/app", session), (stamp, stamp))
+    for leftover in (b"", b"\x00" * 32):
+        (tmp_path / layout.upload_started_at("team/app", session)).write_bytes(leftover)
+        assert uploads.started_at("team/app", session) == pytest.approx(stamp, abs=1)
+    (tmp_path / layout.upload_started_at("team/app", session)).unlink()
+    assert uploads.started_at("team/app", session) == pytest.approx(stamp, abs=1)
