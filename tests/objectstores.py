@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.e2e.processes import dying_with_parent
 from tests.server import free_port, stop_process_group
 
 
@@ -58,7 +59,7 @@ def moto_server(workdir: Path) -> Iterator[ObjectStore]:
     log = workdir / "moto.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            dying_with_parent([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]),
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
@@ -155,7 +156,7 @@ def swift_server(workdir: Path) -> Iterator[ObjectStore]:
         with open(log, "ab") as out:
             for name in ("object", "container", "account", "proxy"):
                 processes.append(subprocess.Popen(
-                    [f"swift-{name}-server", str(etc / f"{name}-server.conf"), "-v"],
+                    dying_with_parent([f"swift-{name}-server", str(etc / f"{name}-server.conf"), "-v"]),
                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=workdir,
                     env={**os.environ, "PYTHONWARNINGS": "ignore"},
                 ))

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.e2e.processes import dying_with_parent
 from tests.server import free_port, stop_process_group
 
 
@@ -25,8 +26,8 @@ def redis_server(workdir: Path) -> Iterator[int]:
         pytest.skip("redis-server is not installed")
     port = free_port()
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
+        dying_with_parent([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                           "--dir", str(workdir)]),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:

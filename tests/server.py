@@ -19,6 +19,8 @@ from typing import Any
 import httpx
 import yaml
 
+from tests.e2e.processes import dying_with_parent
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -113,8 +115,8 @@ def run_secreg(
     environment.update(env or {})
     for attempt in range(3):
         port = free_port(host)
-        command = [*(wrapper or []), sys.executable, "-m", "secreg", "serve", "--config", str(config_path),
-                   "--addr", _host_port(host, port), *(args or [])]
+        command = dying_with_parent([*(wrapper or []), sys.executable, "-m", "secreg", "serve", "--config",
+                                     str(config_path), "--addr", _host_port(host, port), *(args or [])])
         with open(log_path, "wb") as log_file:
             process = subprocess.Popen(command, cwd=workdir, stdout=log_file, stderr=subprocess.STDOUT,
                                        env=environment, start_new_session=True)

@@ -38,7 +38,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .processes import _SHORT_ROOT, HarnessError, MiB, _read_tail, _stop_process, _unmount_under, run_command
+from .processes import (
+    _SHORT_ROOT,
+    HarnessError,
+    MiB,
+    _read_tail,
+    _stop_process,
+    _unmount_under,
+    dying_with_parent,
+    run_command,
+)
 
 CERTS_D = Path("/etc/docker/certs.d")
 # A name only the test dockerd resolves (to ::1): registries there get their TLS verified.
@@ -134,6 +143,8 @@ class DockerEngine:
         ]
         if self.hosts:
             argv = self._in_private_hosts_namespace(argv)
+        # SIGTERM, not SIGKILL, when the test run dies: dockerd then stops its containerd and undoes its mounts.
+        argv = dying_with_parent(argv)
         started = time.monotonic()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(

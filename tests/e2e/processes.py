@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -119,6 +120,16 @@ def _read_tail(path: Path) -> str:
         return _tail(path.read_text(errors="replace"))
     except OSError as exc:
         return f"(no log: {exc})"
+
+
+def dying_with_parent(argv: Sequence[str], signal_name: str = "TERM") -> list[str]:
+    """`argv` started so that the kernel sends it SIG`signal_name` once the process that started it (the test
+    run) dies: util-linux's `setpriv --pdeathsig` sets PR_SET_PDEATHSIG and execs it, and the setting survives
+    further execs (`unshare`, `sh -c 'exec ...'`). A SIGKILLed pytest otherwise left its dockerd running, with
+    its data-root still bind-mounted under /tmp. Strictly it is the starting *thread* whose end sends the signal:
+    start servers that must outlive a helper thread from the main one. Without setpriv, `argv` as it is."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, f"--pdeathsig={signal_name}", "--", *argv] if setpriv else list(argv)
 
 
 def _stop_process(process: subprocess.Popen[bytes], grace: float) -> None:
