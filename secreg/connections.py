@@ -255,23 +255,6 @@ def _shed_oldest_idle(connections: dict[LimitedTCPServer, None]) -> bool:
 _tracker: _Tracker | None = None
 
 
-class _IdleTimer:
-    """Stands in for Hypercorn's idle task (`TCPServer.idle_task`). `TCPServer.run` starts that task when a
-    connection opens, and only `protocol_send` (replaced here by `_watch_idle`) stopped it when a request began: the
-    task kept running and closed every connection `keep_alive_timeout` after it opened, mid-request or not (a push
-    longer than that was cut: the client saw "Server disconnected"). Here the start is `_watch_idle`'s timer
-    instead; `_close` cancels it."""
-
-    def __init__(self, connection: LimitedTCPServer) -> None:
-        self._connection = connection
-
-    async def restart(self, task_group: Any, action: Any) -> None:
-        self._connection._watch_idle(True)
-
-    async def stop(self) -> None:
-        pass
-
-
 class LimitedTCPServer(tcp_server.TCPServer):
     """Hypercorn's connection, counted by `_Tracker` and with a header timeout."""
 
@@ -294,7 +277,6 @@ class LimitedTCPServer(tcp_server.TCPServer):
         if tracker is not None and not await tracker.admit(self):
             self.writer.transport.abort()
             return
-        self.idle_task = _IdleTimer(self)  # type: ignore[assignment]
         try:
             await super().run()
         finally:
