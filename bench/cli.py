@@ -55,7 +55,7 @@ ORDER = [
     *GROWTH,
 ]
 EXTRA = ["manifest_get_open", "v2_get_open"]  # without auth; only with --only
-BLOB_PHASE = {"blob_pull", "blob_push", "blob_push_chunked", "rss_blob_workloads", "rss_1gib_push", *EXTRA}
+BLOB_PHASE = {"blob_pull", "blob_push", "blob_push_chunked", "rss_blob_workloads", "rss_1gib_push"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -149,39 +149,68 @@ def check_auth(secreg: Server) -> None:
 # --- phases -----------------------------------------------------------------------------------------------
 
 
+class Tokens:
+    """A bearer token for `scope` from secreg's token server, fetched again once it is `max_age` s old (tokens
+    live `auth.token.expiration`, 300 s by default: renewed well before that). Call it for the current one."""
+
+    def __init__(self, server: Server, scope: str, max_age: float = 120.0) -> None:
+        self.server, self.scope, self.max_age = server, scope, max_age
+        self._token, self._at = "", 0.0
+
+    def __call__(self) -> str:
+        if not self._token or time.monotonic() - self._at > self.max_age:
+            self._token = fetch_token(self.server, self.scope)
+            self._at = time.monotonic()
+        return self._token
+
+
 def blob_phase(
     cfg: wl.Settings, files: CertificateFiles, base: bytes, selected: set[str], out: dict[str, Workload]
 ) -> None:
-    with (
-        start_secreg(cfg.workdir / "blobs-secreg", files) as secreg,
-        start_go(cfg.workdir / "blobs-go", files) as go,
-        RssSampler([secreg, go]) as rss,
-    ):
-        servers = [secreg, go]
-        steps: list[tuple[str, Callable[[], Workload]]] = [
-            ("blob_pull", lambda: wl.blob_pull(cfg, servers, base, rss)),
-            ("blob_push", lambda: wl.blob_push(cfg, servers, base, rss)),
-            ("blob_push_chunked", lambda: wl.blob_push_chunked(cfg, servers, base, rss)),
-            ("rss_1gib_push", lambda: wl.rss_big_push(cfg, servers, base, rss)),
-        ]
-        for name, step in steps:
-            if name in selected:
-                run_step(name, step, out)
-        if "rss_blob_workloads" in selected:
-            out["rss_blob_workloads"] = wl.rss_blob_workloads(
-                [out[n] for n in ("blob_pull", "blob_push", "blob_push_chunked") if n in out])
-        if selected & {"manifest_get_open", "v2_get_open"}:
-            wl.put_test_manifest(servers, base, None)
-            open_steps = [
-                ("manifest_get_open", lambda: wl.small_requests(
-                    cfg, servers, "manifest_get_open", "manifest GET by tag, no auth",
-                    f"/v2/{wl.REPO}/manifests/latest", lambda: None, None)),
-                ("v2_get_open", lambda: wl.small_requests(
-                    cfg, servers, "v2_get_open", "GET /v2/, no auth", "/v2/", lambda: None, None)),
+    """(1)-(3) and (7) with secreg's default settings, auth on: both registries take secreg's bearer tokens
+    (the Go registry verifying them with `auth.token`, as in the auth phase)."""
+    with start_secreg(cfg.workdir / "blobs-secreg", files, auth=True) as secreg:
+        check_auth(secreg)
+        with (
+            start_go(cfg.workdir / "blobs-go", files, extra=go_token_auth(secreg)) as go,
+            RssSampler([secreg, go]) as rss,
+        ):
+            servers = [secreg, go]
+            token = Tokens(secreg, f"repository:{wl.REPO}:pull,push")
+            steps: list[tuple[str, Callable[[], Workload]]] = [
+                ("blob_pull", lambda: wl.blob_pull(cfg, servers, base, rss, token)),
+                ("blob_push", lambda: wl.blob_push(cfg, servers, base, rss, token)),
+                ("blob_push_chunked", lambda: wl.blob_push_chunked(cfg, servers, base, rss, token)),
+                ("rss_1gib_push", lambda: wl.rss_big_push(cfg, servers, base, rss, token)),
             ]
-            for name, step in open_steps:
+            for name, step in steps:
                 if name in selected:
                     run_step(name, step, out)
+            if "rss_blob_workloads" in selected:
+                out["rss_blob_workloads"] = wl.rss_blob_workloads(
+                    [out[n] for n in ("blob_pull", "blob_push", "blob_push_chunked") if n in out])
+
+
+def open_phase(
+    cfg: wl.Settings, files: CertificateFiles, base: bytes, selected: set[str], out: dict[str, Workload]
+) -> None:
+    """Small requests without auth (only with --only): both registries with auth off."""
+    with (
+        start_secreg(cfg.workdir / "open-secreg", files) as secreg,
+        start_go(cfg.workdir / "open-go", files) as go,
+    ):
+        servers = [secreg, go]
+        wl.put_test_manifest(servers, base, None)
+        open_steps = [
+            ("manifest_get_open", lambda: wl.small_requests(
+                cfg, servers, "manifest_get_open", "manifest GET by tag, no auth",
+                f"/v2/{wl.REPO}/manifests/latest", wl.no_token, None)),
+            ("v2_get_open", lambda: wl.small_requests(
+                cfg, servers, "v2_get_open", "GET /v2/, no auth", "/v2/", wl.no_token, None)),
+        ]
+        for name, step in open_steps:
+            if name in selected:
+                run_step(name, step, out)
 
 
 def auth_phase(
@@ -204,14 +233,7 @@ def auth_phase(
             servers = [secreg, go]
             push_token = fetch_token(secreg, f"repository:{wl.REPO}:pull,push")
             digest = wl.put_test_manifest(servers, base, push_token)
-            tokens: dict[str, str] = {}
-
-            def pull_token() -> str:
-                # Tokens live 5 minutes by default: renew well before that.
-                if not tokens or time.monotonic() - float(tokens["at"]) > 120:
-                    tokens["token"] = fetch_token(secreg, f"repository:{wl.REPO}:pull")
-                    tokens["at"] = str(time.monotonic())
-                return tokens["token"]
+            pull_token = Tokens(secreg, f"repository:{wl.REPO}:pull")
 
             paths = {"manifest_get": f"/v2/{wl.REPO}/manifests/latest", "v2_get": "/v2/"}
             targets = {"manifest_get": Target(">=", 1.2), "v2_get": Target(">=", 1.2)}
@@ -386,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"reps {cfg.reps}, blob {cfg.blob_size // MiB} MiB, workloads: {names}")
         phases: list[tuple[set[str], Callable[[], None]]] = [
             (BLOB_PHASE, lambda: blob_phase(cfg, certs, base, selected, out)),
+            (set(EXTRA), lambda: open_phase(cfg, certs, base, selected, out)),
             ({"manifest_get", "v2_get", *AUTH_EXTRA}, lambda: auth_phase(cfg, certs, base, selected, out)),
             ({"h2_blob_pull", "h2_blob_push", *H2_EXTRA}, lambda: h2_phase(cfg, certs, base, selected, out)),
             ({"docker_push_pull"}, lambda: docker_phase(cfg, certs, out)),
@@ -410,7 +433,12 @@ def main(argv: list[str] | None = None) -> int:
             "docker_layers": cfg.docker_layers, "docker_layer_bytes": cfg.docker_layer_size,
             "order": "pairs back to back; secreg first in even repetitions, Go first in odd ones",
             "ratio": "secreg/Go per pair, then median (and min, max) of those ratios",
-            "secreg": "python -m secreg serve, default workers and settings, fresh storage, auth off except (4), (5)",
+            "secreg": "python -m secreg serve, default workers and settings (auth on), fresh storage; auth off "
+                      "for (5b), (6), the pull-through cache (7a)-(7c) and the store-growth rows (9)",
+            "secreg_auth": {"(1)-(3), (7) peak RSS": True, "(4), (5), (4b), (5c)": True, "(5b), (5d), (5e)": False,
+                            "(6) docker": False, "(7a)-(7c) cache": False, "(9) growth": False,
+                            "*_open (--only)": False},
+            "go_auth": "auth.token verifying secreg's tokens (bench.servers.go_token_auth) wherever secreg has auth on",
             "secreg_workers": _default_workers(),  # what `secreg serve` starts with default settings
             "go": f"{go_binary} serve via tests/e2e/harness.start_go_registry (its default log settings)",
             "go_registry_binary": go_binary,

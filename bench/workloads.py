@@ -66,15 +66,22 @@ def mb_per_s(size: int, seconds: float) -> float:
     return size / 1e6 / seconds
 
 
-def pairs(workload: Workload, servers: list[Server], reps: int, run: Callable[[Server, int], Sample]) -> None:
+def no_token() -> str | None:
+    return None
+
+
+def pairs(workload: Workload, servers: list[Server], reps: int, run: Callable[[Server, int], Sample],
+          token: Callable[[], str | None] = no_token) -> None:
     """`reps` pairs, alternating which registry goes first. Each sample also records the server's CPU time
     (all its processes and threads) during the run: unlike wall time, it barely depends on how busy the
-    shared machine is."""
+    shared machine is. `token()` runs before each measured run, so a token it fetches anew (secreg checks the
+    password: a bcrypt) stays out of the run's server CPU time."""
     by_name = {s.name: s for s in servers}
     for rep in range(reps):
         order = ["secreg", "go"] if rep % 2 == 0 else ["go", "secreg"]
         done = {}
         for name in order:
+            token()
             before = cpu_seconds(by_name[name].pid)
             sample = run(by_name[name], rep)
             sample.extra["server_cpu_seconds"] = round(cpu_seconds(by_name[name].pid) - before, 3)
@@ -102,24 +109,36 @@ def measuring(workload: Workload, rss: RssSampler | None = None) -> Iterator[Wor
 # --- (1)-(3): blobs over HTTP/1.1 -------------------------------------------------------------------
 
 
-def blob_pull(cfg: Settings, servers: list[Server], base: bytes, rss: RssSampler) -> Workload:
+def bearer(token: str | None) -> list[str]:
+    """curl's arguments sending `token` (none without one)."""
+    return ["-H", f"Authorization: Bearer {token}"] if token else []
+
+
+def auth_note(w: Workload, token: Callable[[], str | None]) -> None:
+    w.notes.append("bearer token from secreg's token server (secreg's default: auth on; the Go registry verifies "
+                   "it with auth.token)" if token() else "no auth")
+
+
+def blob_pull(cfg: Settings, servers: list[Server], base: bytes, rss: RssSampler,
+              token: Callable[[], str | None] = no_token) -> Workload:
     w = Workload("blob_pull", f"(1) blob pull {cfg.blob_size // MiB} MiB, HTTP/1.1", "MB/s", True,
                  Target(">=", 1.0))
     w.notes.append("curl --http1.1 -o /dev/null, one GET on a new TLS connection per run (handshake included), "
                    "curl's own time_total; curl's CPU (wait4) in client_cpu_seconds; blob verified by hash "
                    "once, untimed; one warm-up pull each; 3x the repetitions of the other workloads (a pull is "
                    "short and client-bound, so single pairs are noisy)")
+    auth_note(w, token)
     if not have("curl"):
         w.status = "skipped: curl not installed"
         return w
     blob = Blob(base, cfg.blob_size, "pull")
     for server in servers:
-        with Client(server) as client:
+        with Client(server, token()) as client:
             client.push_monolithic(REPO, blob)
-        verify_pull(server, REPO, blob)
+        verify_pull(server, REPO, blob, token())
     with measuring(w, rss):
         def run(server: Server, rep: int) -> Sample:
-            tool, fields = curl(server, [], f"/v2/{REPO}/blobs/{blob.digest}", http2=False)
+            tool, fields = curl(server, bearer(token()), f"/v2/{REPO}/blobs/{blob.digest}", http2=False)
             if fields["status"] != 200 or fields["downloaded"] != blob.size:
                 raise BenchError(f"{server.name}: pull gave {fields}")
             return Sample(mb_per_s(blob.size, fields["seconds"]), fields["seconds"],
@@ -127,7 +146,7 @@ def blob_pull(cfg: Settings, servers: list[Server], base: bytes, rss: RssSampler
 
         for server in servers:
             run(server, -1)
-        pairs(w, servers, cfg.reps * PULL_REPS_FACTOR, run)
+        pairs(w, servers, cfg.reps * PULL_REPS_FACTOR, run, token)
     w.info["client_ceiling_mb_per_s"] = client_ceiling(cfg, base)
     w.notes.append("client_ceiling_mb_per_s: the same blob from `openssl s_server -WWW` (C, no registry logic, "
                    "same certificate) with curl and with the Python client used for pushes: what one TLS stream "
@@ -143,11 +162,13 @@ def load1() -> float:
         return -1.0
 
 
-def blob_push(cfg: Settings, servers: list[Server], base: bytes, rss: RssSampler) -> Workload:
+def blob_push(cfg: Settings, servers: list[Server], base: bytes, rss: RssSampler,
+              token: Callable[[], str | None] = no_token) -> Workload:
     w = Workload("blob_push", f"(2) blob push {cfg.blob_size // MiB} MiB monolithic (POST + PUT)", "MB/s", True,
                  Target(">=", 2.0))
     w.notes.append("POST opens the session, PUT ?digest= carries the whole blob (Content-Length); a new blob "
                    "per repetition; os.sync() before each run; time covers POST + PUT until 201")
+    auth_note(w, token)
     with measuring(w, rss):
         blobs: dict[int, Blob] = {}
 
@@ -156,22 +177,24 @@ def blob_push(cfg: Settings, servers: list[Server], base: bytes, rss: RssSampler
                 blobs[rep] = Blob(base, cfg.blob_size, f"push-{rep}")
             blob = blobs[rep]
             os.sync()
-            with Client(server) as client:
+            with Client(server, token()) as client:
                 _, seconds, cpu = timed(lambda: client.push_monolithic(REPO, blob))
             return Sample(mb_per_s(blob.size, seconds), seconds,
                           {"client_cpu_seconds": round(cpu, 3), "client_cpu_share": round(cpu / seconds, 2),
                            "load1": load1()})
 
-        pairs(w, servers, cfg.reps, run)
+        pairs(w, servers, cfg.reps, run, token)
     return w
 
 
-def blob_push_chunked(cfg: Settings, servers: list[Server], base: bytes, rss: RssSampler) -> Workload:
+def blob_push_chunked(cfg: Settings, servers: list[Server], base: bytes, rss: RssSampler,
+                      token: Callable[[], str | None] = no_token) -> Workload:
     chunks = -(-cfg.blob_size // cfg.chunk_size)
     title = f"(3) blob push {cfg.blob_size // MiB} MiB chunked ({chunks} x {cfg.chunk_size // MiB} MiB PATCH + PUT)"
     w = Workload("blob_push_chunked", title, "MB/s", True, Target(">=", 2.0))
     w.notes.append("POST, PATCHes with Content-Range following each returned Location, PUT ?digest= without "
                    "body; one keep-alive connection; os.sync() before each run")
+    auth_note(w, token)
     with measuring(w, rss):
         blobs: dict[int, Blob] = {}
 
@@ -180,13 +203,13 @@ def blob_push_chunked(cfg: Settings, servers: list[Server], base: bytes, rss: Rs
                 blobs[rep] = Blob(base, cfg.blob_size, f"chunked-{rep}")
             blob = blobs[rep]
             os.sync()
-            with Client(server) as client:
+            with Client(server, token()) as client:
                 _, seconds, cpu = timed(lambda: client.push_chunked(REPO, blob, cfg.chunk_size))
             return Sample(mb_per_s(blob.size, seconds), seconds,
                           {"client_cpu_seconds": round(cpu, 3), "client_cpu_share": round(cpu / seconds, 2),
                            "load1": load1()})
 
-        pairs(w, servers, cfg.reps, run)
+        pairs(w, servers, cfg.reps, run, token)
     return w
 
 
@@ -204,25 +227,27 @@ def rss_blob_workloads(done: list[Workload]) -> Workload:
     return w
 
 
-def rss_big_push(cfg: Settings, servers: list[Server], base: bytes, rss: RssSampler) -> Workload:
+def rss_big_push(cfg: Settings, servers: list[Server], base: bytes, rss: RssSampler,
+                 token: Callable[[], str | None] = no_token) -> Workload:
     size_text = f"{cfg.big_size // (1024 * MiB)} GiB" if cfg.big_size >= 1024 * MiB else f"{cfg.big_size // MiB} MiB"
     w = Workload("rss_1gib_push", f"(7) peak RSS during a {size_text} monolithic push", "MiB", False,
                  Target("<=", 150, absolute=True))
     w.notes.append("peak of the summed RSS of the server's processes while it receives the blob; idle RSS "
                    "just before is in idle_mib; throughput in push_mb_per_s")
+    auth_note(w, token)
     with measuring(w):
         def run(server: Server, rep: int) -> Sample:
             blob = Blob(base, cfg.big_size, f"big-{rep}")
             os.sync()
             idle = rss_bytes(process_tree(server.pid))
             rss.window()
-            with Client(server) as client:
+            with Client(server, token()) as client:
                 _, seconds, _ = timed(lambda: client.push_monolithic(REPO, blob))
             peak = rss.window()[server.name]
             return Sample(round(peak / MiB, 1), seconds,
                           {"idle_mib": round(idle / MiB, 1), "push_mb_per_s": round(mb_per_s(blob.size, seconds))})
 
-        pairs(w, servers, max(1, min(cfg.reps, 3)), run)
+        pairs(w, servers, max(1, min(cfg.reps, 3)), run, token)
     return w
 
 
@@ -334,7 +359,7 @@ def small_requests(
 
         for server in servers:  # warm-up: caches, connection set-up paths
             wrk(f"{server.url}{path}", headers(), cfg.connections, 1)
-        pairs(w, servers, cfg.reps, run)
+        pairs(w, servers, cfg.reps, run, token)
     return w
 
 
