@@ -62,6 +62,8 @@ class Limits:
 class _Tracker:
     """The live connections of this process, in arrival order, and (with several workers) the server's counts."""
 
+    SHED_ROUNDS = 4  # of offers gathered by one shed (see `_shed`)
+
     def __init__(self, limits: Limits, local_total: int | None = None, shared: SharedCounts | None = None,
                  peers: _Peers | None = None) -> None:
         self.limits = limits
@@ -84,23 +86,30 @@ class _Tracker:
                 over_client = sum(client) >= self.limits.per_client
                 over_total = sum(totals) >= self.limits.total
                 over_local = len(self.live) >= self.local_total
-                if not (over_client or over_total or over_local):
-                    shared.add(key)
-                    self._count(conn)
-                    return True
-            if over_client:
-                why = f"{sum(client)} connections from this client (http.limits.perclient)"
-                shed = await self._shed(key, [w for w, n in enumerate(client) if n])
-            elif over_total:
-                why = f"{sum(totals)} connections in all (http.limits.connections)"
-                shed = await self._shed(None, [w for w, n in enumerate(totals) if n])
-            else:
-                why = f"{len(self.live)} connections in this worker (its open-file limit)"
-                shed = await self._shed(None, [shared.index])
+                # Counted at once, also when over a cap: the place of the idle connection shed below is this
+                # one's. (Counted only after the shed, the victim's end freed its place first, and a third
+                # connection arriving in between was admitted without a shed: one over the cap.)
+                shared.add(key)
+            if not (over_client or over_total or over_local):
+                self._count(conn)
+                return True
+            shed = False
+            try:
+                if over_client:
+                    why = f"{sum(client)} connections from this client (http.limits.perclient)"
+                    shed = await self._shed(key, [w for w, n in enumerate(client) if n])
+                elif over_total:
+                    why = f"{sum(totals)} connections in all (http.limits.connections)"
+                    shed = await self._shed(None, [w for w, n in enumerate(totals) if n])
+                else:
+                    why = f"{len(self.live)} connections in this worker (its open-file limit)"
+                    shed = await self._shed(None, [shared.index])
+            finally:
+                if not shed:
+                    with shared.locked():
+                        shared.remove(key)
             if not shed:
                 return self._refuse(conn, why)
-            with shared.locked():  # one idle connection is closing: this one takes its place
-                shared.add(key)
         except TableFull:
             return self._refuse(conn, "the connection table is full")
         self._count(conn)
@@ -126,23 +135,33 @@ class _Tracker:
         return min(idle, key=lambda c: c.idle_since) if idle else None
 
     async def _shed(self, key: bytes | None, holders: list[int]) -> bool:
-        """Close the oldest idle connection in scope among the workers `holders`, wherever it is."""
+        """Close the oldest idle connection in scope among the workers `holders`, wherever it is. The one asked to
+        shed does so only if its oldest is still the one it offered: another admission may have taken that one in
+        the meantime, and its next oldest may be newer than another worker's. Then the offers are gathered again
+        (the last round sheds whatever is oldest by then)."""
         assert self.shared is not None
         here = self.shared.index
         others = [w for w in holders if w != here and self.peers is not None]
-        answers = await asyncio.gather(*(self.peers.ask(w, "oldest", key) for w in others)) if self.peers else []
-        offers = [(since, w) for w, since in zip(others, answers, strict=True) if isinstance(since, float)]
-        local = self.oldest_idle(key) if here in holders or key is None else None
-        if local is not None:
-            offers.append((local.idle_since, here))
-        for _, worker in sorted(offers):
-            if worker == here:
-                victim = self.oldest_idle(key)  # still idle after the wait?
-                if victim is not None:
-                    victim.shed_now()
+        for round_ in range(self.SHED_ROUNDS):
+            answers = await asyncio.gather(*(self.peers.ask(w, "oldest", key) for w in others)) if self.peers else []
+            offers = [(since, w) for w, since in zip(others, answers, strict=True) if isinstance(since, float)]
+            local = self.oldest_idle(key) if here in holders or key is None else None
+            if local is not None:
+                offers.append((local.idle_since, here))
+            if not offers:
+                return False
+            last = round_ == self.SHED_ROUNDS - 1
+            for since, worker in sorted(offers):
+                bound = None if last else since
+                if worker == here:
+                    victim = self.oldest_idle(key)  # still idle after the wait?
+                    if victim is not None and (bound is None or victim.idle_since <= bound):
+                        victim.shed_now()
+                        return True
+                elif self.peers is not None and await self.peers.ask(worker, "shed", key, bound) is True:
                     return True
-            elif self.peers is not None and await self.peers.ask(worker, "shed", key) is True:
-                return True
+                if not last:
+                    break  # taken meanwhile: ask everyone again
         return False
 
     def remove(self, conn: LimitedTCPServer) -> None:
@@ -194,15 +213,16 @@ class _Peers:
             loop.add_reader(self.sock.fileno(), self._readable)
             self._loop = loop
 
-    async def ask(self, worker: int, op: str, key: bytes | None) -> Any:
-        """The answer of `worker` to `op` for scope `key`; None when it does not answer in time."""
+    async def ask(self, worker: int, op: str, key: bytes | None, since: float | None = None) -> Any:
+        """The answer of `worker` to `op` for scope `key` (for "shed": only a connection idle since `since` or
+        longer, if given); None when it does not answer in time."""
         loop = asyncio.get_running_loop()
         self.attach(loop)
         self._next += 1
         ident = self._next
         future: asyncio.Future[Any] = loop.create_future()
         self._waiting[ident] = future
-        message = {"op": op, "key": key.hex() if key is not None else None, "id": ident}
+        message = {"op": op, "key": key.hex() if key is not None else None, "id": ident, "since": since}
         try:
             self.sock.sendto(json.dumps(message).encode(), str(self._path(worker)))
             return await asyncio.wait_for(future, self.TIMEOUT)
@@ -234,9 +254,13 @@ class _Peers:
             value: Any = None
             if message.get("op") == "oldest":
                 value = victim.idle_since if victim is not None else None
-            elif message.get("op") == "shed" and victim is not None:
-                victim.shed_now()
-                value = True
+            elif message.get("op") == "shed":
+                since = message.get("since")
+                if victim is not None and (not isinstance(since, float) or victim.idle_since <= since):
+                    victim.shed_now()
+                    value = True
+                else:
+                    value = False
             try:
                 self.sock.sendto(json.dumps({"reply": message.get("id"), "value": value}).encode(), sender)
             except OSError:
@@ -253,6 +277,25 @@ def _shed_oldest_idle(connections: dict[LimitedTCPServer, None]) -> bool:
 
 
 _tracker: _Tracker | None = None
+
+
+class _IdleTimer:
+    """Stands in for Hypercorn's idle task (`TCPServer.idle_task`). `TCPServer.run` starts that task when a
+    connection opens, and only `protocol_send` (replaced here by `_watch_idle`) stopped it when a request began: the
+    task kept running and closed every connection `keep_alive_timeout` after it opened, mid-request or not (a push
+    longer than that was cut: the client saw "Server disconnected"). It also kept the connection's task group, so
+    `run`, open until then: a client that left at once stayed counted against the caps for that long (Hypercorn's
+    h11 `handle(Closed())` without a stream sends no `Closed`, so `_close` never stopped the task). Here the start
+    is `_watch_idle`'s timer instead; `_close` cancels it."""
+
+    def __init__(self, connection: LimitedTCPServer) -> None:
+        self._connection = connection
+
+    async def restart(self, task_group: Any, action: Any) -> None:
+        self._connection._watch_idle(True)
+
+    async def stop(self) -> None:
+        pass
 
 
 class LimitedTCPServer(tcp_server.TCPServer):
@@ -277,6 +320,7 @@ class LimitedTCPServer(tcp_server.TCPServer):
         if tracker is not None and not await tracker.admit(self):
             self.writer.transport.abort()
             return
+        self.idle_task = _IdleTimer(self)  # type: ignore[assignment]
         try:
             await super().run()
         finally:

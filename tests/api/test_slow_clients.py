@@ -159,6 +159,8 @@ def test_one_client_cannot_take_every_connection(tmp_path: Path, workers: int, l
         assert b" 200 " in hog[-1].recv(4096)
         others = [_connect(server, f"127.0.4.{2 + i // 30}") for i in range(90)]  # past the total: shed idle
         assert len(_closed(hog[60:70], within=30)) == 10  # the oldest idle ones of anyone: the hog's
+        assert not _closed(hog[70:] + others, within=0.5)  # and only those (a closed connection counted on
+        # until Hypercorn's idle task ended, 75 s after it opened, shed 70 here)
         with server.client() as c:
             assert c.get("/v2/").status_code == 200
         for sock in hog + others:
@@ -237,4 +239,33 @@ def test_idle_keep_alive_connections_are_closed_after_the_idle_timeout(tmp_path:
         assert _closed_by_server(sock, within=60)
         with _tls(server) as other:  # and the server goes on serving
             assert b" 200 " in _get_v2(other)
+        assert "Traceback" not in server.log(), server.log()[-3000:]
+
+
+def test_a_connection_in_use_outlives_the_idle_timeout(tmp_path: Path) -> None:
+    """The idle timeout counts from the end of the last request, not from when the connection opened: a body sent
+    over longer than it, then requests a second apart for longer again, all on one connection. (Hypercorn's own
+    idle task, started with each connection, went on running and cut it `http.timeouts.idle` after it opened:
+    bench.s3_rss's parallel pushes saw "Server disconnected without sending a response".)"""
+    import hashlib
+
+    body = b"x" * 40_000
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    config = {"auth": {"enabled": False}, "http": {"timeouts": {"idle": 2}}}
+    with run_secreg(tmp_path, config) as server, _tls(server) as sock:
+        sock.sendall(b"POST /v2/t/a/blobs/uploads/?digest=%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                     % (digest.encode(), len(body)))
+        for offset in range(0, len(body), 5_000):  # 8 pieces 0.5 s apart: 4 s, twice the idle timeout
+            time.sleep(0.5)
+            sock.sendall(body[offset:offset + 5_000])
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(65536)
+            assert chunk, "closed before the answer"
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 201 "), head
+        for _ in range(4):  # 4 s more, each pause shorter than the idle timeout
+            time.sleep(1)
+            assert b" 200 " in _get_v2(sock)
+        assert _closed_by_server(sock, within=60)  # and once idle, it is closed after all
         assert "Traceback" not in server.log(), server.log()[-3000:]
