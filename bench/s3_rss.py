@@ -1,11 +1,12 @@
 """`python -m bench.s3_rss`: peak RSS of a 1 GiB push through the S3 driver, fresh and after load, several runs.
 
-Each run starts a fresh `secreg serve` (auth off, one worker) on the chosen object store and measures the peak
-VmRSS across a `--big-mib` push on the fresh server, then after a workload (`--load-rounds` rounds of
-`--parallel` concurrent pushes and pulls of `--blob-mib` MiB), then once more. Where the memory sits is read
-from /proc/PID/smaps at the end of each push (the brk heap, anonymous mappings — glibc's per-thread arenas and
-large buffers — and file-backed pages) with the thread count. Prints min / median / max per phase and writes
-bench/results/s3-rss-latest.json.
+Each run starts a fresh `secreg serve` (auth off, the default `http.workers`: two here) on the chosen object store
+and measures the peak VmRSS, summed over the server's process tree (the supervisor and its workers), across a
+`--big-mib` push on the fresh server, then after a workload (`--load-rounds` rounds of `--parallel` concurrent
+pushes and pulls of `--blob-mib` MiB), then once more. Where the memory sits is read from /proc/PID/smaps of
+every process of the tree at the end of each push (the brk heap, anonymous mappings — glibc's per-thread arenas
+and large buffers — and file-backed pages, summed) with the thread and process counts. Prints min / median / max
+per phase and writes bench/results/s3-rss-latest.json.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import httpx
 
 from bench.s3 import PIECE, MiB, _rss, peak_rss, pull, push
+from bench.servers import process_tree
 from tests.objectstores import ObjectStore, moto_server, swift_server
 from tests.server import RunningServer, run_secreg
 
@@ -32,20 +34,29 @@ OUTPUT = Path(__file__).resolve().parent / "results" / "s3-rss-latest.json"
 
 
 def memory_map(pid: int) -> dict[str, float]:
-    """RSS by kind of mapping, MiB."""
+    """RSS by kind of mapping, MiB, summed over the process tree of `pid` (the server and its workers), with the
+    number of threads and of processes it has."""
     kinds = {"heap": 0, "anon": 0, "file": 0}
-    current = "anon"
-    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
-        fields = line.split()
-        if not fields:
+    threads = processes = 0
+    for member in process_tree(pid):
+        try:
+            lines = Path(f"/proc/{member}/smaps").read_text().splitlines()
+            member_threads = len(list(Path(f"/proc/{member}/task").iterdir()))
+        except OSError:  # gone meanwhile (a worker restarting)
             continue
-        if not fields[0].endswith(":"):  # a mapping's header line: address perms offset dev inode [path]
-            path = fields[5] if len(fields) > 5 else ""
-            current = "heap" if path == "[heap]" else "file" if path.startswith("/") else "anon"
-        elif fields[0] == "Rss:":
-            kinds[current] += int(fields[1]) * 1024
-    threads = len(list(Path(f"/proc/{pid}/task").iterdir()))
-    return {**{k: round(v / MiB, 1) for k, v in kinds.items()}, "threads": threads}
+        current = "anon"
+        for line in lines:
+            fields = line.split()
+            if not fields:
+                continue
+            if not fields[0].endswith(":"):  # a mapping's header line: address perms offset dev inode [path]
+                path = fields[5] if len(fields) > 5 else ""
+                current = "heap" if path == "[heap]" else "file" if path.startswith("/") else "anon"
+            elif fields[0] == "Rss:":
+                kinds[current] += int(fields[1]) * 1024
+        threads += member_threads
+        processes += 1
+    return {**{k: round(v / MiB, 1) for k, v in kinds.items()}, "threads": threads, "processes": processes}
 
 
 def measured_push(server: RunningServer, client: httpx.Client, block: bytes, mib: int, name: str

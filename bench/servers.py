@@ -118,7 +118,8 @@ def start_secreg(
         argv.append("--http2")
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SECREG_")}
     if code is not None:
-        environment["PYTHONPATH"] = os.pathsep.join([str(code.resolve()), *filter(None, [os.environ.get("PYTHONPATH")])])
+        inherited = os.environ.get("PYTHONPATH")
+        environment["PYTHONPATH"] = os.pathsep.join([str(code.resolve()), *([inherited] if inherited else [])])
     log_path = workdir / "secreg.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(argv, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log,
