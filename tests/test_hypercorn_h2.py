@@ -68,6 +68,85 @@ def test_the_encoder_keeps_unique_values_out_of_its_table() -> None:
     assert {name for name, _ in decoder.header_table.dynamic_entries} == names
 
 
+def test_the_encoders_remembered_headers_are_the_bytes_hpack_would_send() -> None:
+    """The remembered encodings against a fresh computation on an identical encoder, answer by answer, through
+    new entries, evictions (a small table) and a table resize; a decoder that saw every block agrees."""
+    ours, decoder = hypercorn_h2.Encoder(), hpack.Decoder()
+    reference = hypercorn_h2.Encoder()
+    reference.add = lambda to_add, sensitive, huffman=False: hpack.Encoder.add(  # type: ignore[method-assign]
+        reference, to_add, sensitive, huffman) if to_add[0] not in hypercorn_h2.UNINDEXED else \
+        hypercorn_h2.Encoder.add(reference, to_add, sensitive, huffman)
+    for encoder in (ours, reference):
+        encoder.header_table_size = 300  # a few entries: the repeated headers evict each other
+    decoder.header_table_size = 300
+    for n in range(200):
+        if n == 120:
+            for encoder in (ours, reference):
+                encoder.header_table_size = 4096
+            decoder.header_table_size = 4096
+        head = hypercorn_h2.response_head([
+            (b":status", b"200" if n % 3 else b"404"), (b"content-type", b"application/json"),
+            (b"docker-distribution-api-version", b"registry/2.0"), (b"etag", f'"{n % 7}"'.encode()),
+            (b"content-length", str(n % 5).encode()), (b"x-request-id", os.urandom(8).hex().encode()),
+            (b"authorization", b"secret")])
+        block = ours.encode_head(head)
+        assert block == reference.encode(head)
+        assert decoder.decode(block, raw=True) == [tuple(h) for h in head]
+    assert ours._memo  # the last answers' headers were remembered
+
+
+def _served_stream(send_direct: bool) -> tuple[object, list[int]]:
+    """An h2 server connection as Hypercorn's protocol sets it up (our encoder, and our `send_headers` when
+    `send_direct`), with client streams 1, 3, 5, 7 open."""
+    import h2.config
+    import h2.connection
+
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+    server.encoder = hypercorn_h2.Encoder()
+    if send_direct:
+        hypercorn_h2.install_response_heads(server)
+    client.initiate_connection()
+    server.initiate_connection()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    streams = [1, 3, 5, 7]
+    for stream in streams:
+        client.send_headers(stream, [(":method", "GET"), (":path", "/v2/"), (":scheme", "https"),
+                                     (":authority", "x")], end_stream=True)
+    server.receive_data(client.data_to_send())
+    server.data_to_send()
+    return server, streams
+
+
+def test_direct_response_heads_are_the_frames_h2_would_send() -> None:
+    """Our `send_headers` against h2's on two identical connections: the same bytes for final heads (one that
+    needs CONTINUATION frames too), informational heads and trailers (h2's own path), and the same refusals."""
+    import h2.exceptions
+
+    direct, streams = _served_stream(True)
+    plain, _ = _served_stream(False)
+    big = [(b"x-filler-%d" % n, b"v" * 200) for n in range(120)]  # ~26 KiB: past one 16 KiB frame
+    steps: list[tuple[int, list[tuple[bytes, bytes]], bool]] = [
+        (1, [(b":status", b"103"), (b"link", b"</a>")], False),
+        (1, [(b":status", b"200"), (b"content-type", b"text/plain"), (b"x-request-id", b"r1")], False),
+        (3, [(b":status", b"404"), (b"Content-Type", b"application/json "), (b"connection", b"close")], False),
+        (5, [(b":status", b"200"), *big], False),
+        (1, [(b"x-trailer", b"t")], True),
+    ]
+    for stream, head, end in steps:
+        direct.send_headers(stream, head, end_stream=end)  # type: ignore[attr-defined]
+        plain.send_headers(stream, head, end_stream=end)  # type: ignore[attr-defined]
+        assert direct.data_to_send() == plain.data_to_send()  # type: ignore[attr-defined]
+    for connection in (direct, plain):
+        with pytest.raises(h2.exceptions.ProtocolError):  # a second final head on a stream
+            connection.send_headers(3, [(b":status", b"200")])  # type: ignore[attr-defined]
+        with pytest.raises(h2.exceptions.ProtocolError):
+            connection.send_headers(5, [(b"content-type", b"x")])  # type: ignore[attr-defined]
+        with pytest.raises(h2.exceptions.ProtocolError):  # misplaced pseudo-header: refused on the direct path
+            connection.send_headers(7, [(b":status", b"200"), (b"a", b"b"), (b":path", b"/")])  # type: ignore[attr-defined]
+
+
 def test_http2_answers_keep_request_ids_out_of_the_clients_hpack_table(tmp_path: Path) -> None:
     """Over a real connection: every answer carries its own x-request-id and all its headers, the repeated
     ones come from the client's dynamic table, the unique ones never enter it."""
