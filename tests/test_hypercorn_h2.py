@@ -264,3 +264,67 @@ def test_startup_objects_are_frozen_after_a_collection() -> None:
         assert not any(o is kept for o in gc.get_objects())  # out of the collector's walks
     finally:
         gc.unfreeze()
+
+
+_REQUEST = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"r.example"), (b":path", b"/v2/")]
+
+
+@pytest.mark.parametrize("head", [
+    _REQUEST,
+    [*_REQUEST, (b"accept", b"application/json"), (b"user-agent", b"docker/24 go/1.21"), (b"te", b"Trailers")],
+    [(b":method", b"PUT"), (b":scheme", b"https"), (b":path", b"/v2/a/blobs/uploads/x?digest=sha256:00"),
+     (b"host", b"r.example"), (b"content-length", b"3"), (b"authorization", b"Bearer abc")],
+    [*_REQUEST, (b"host", b"r.example"), (b"x-empty", b"")],
+    [*_REQUEST, (b"cookie", b"a=1"), (b"cookie", b"b=2")],  # h2's path: cookies are joined and moved last
+    [(b":method", b"CONNECT"), (b":authority", b"r.example:443")],  # h2's path
+    [*_REQUEST, (b"Accept", b"x")], [*_REQUEST, (b"acc ept", b"x")], [*_REQUEST, (b"acc:ept", b"x")],
+    [*_REQUEST, (b"", b"x")], [*_REQUEST, (b"x", b"a\nb")], [*_REQUEST, (b"x", b"a\0b")], [*_REQUEST, (b"x", b" a")],
+    [*_REQUEST, (b"x", b"a\t")], [*_REQUEST, (b"te", b"gzip")], [*_REQUEST, (b"connection", b"close")],
+    [*_REQUEST, (b"x", b"1"), (b":path", b"/")], [*_REQUEST, (b":path", b"/")], [*_REQUEST, (b":custom", b"1")],
+    [*_REQUEST, (b":status", b"200")], [*_REQUEST, (b":protocol", b"websocket")],
+    [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/")],  # neither :authority nor host
+    [*_REQUEST, (b"host", b"other")], [*_REQUEST, (b"host", b"r.example"), (b"host", b"r.example")],
+    [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"a"), (b":path", b"")],
+    [(b":scheme", b"https"), (b":authority", b"a"), (b":path", b"/")], [(b":method", b"GET"), (b":authority", b"a")],
+])
+def test_request_head_is_what_h2_accepts_or_left_to_h2(head: list[tuple[bytes, bytes]]) -> None:
+    """The one-pass request check against h2's inbound chain: what it vouches for h2 accepts unchanged, and
+    everything h2 refuses it leaves to h2."""
+    from h2.utilities import HeaderValidationFlags, normalize_inbound_headers, validate_headers
+
+    flags = HeaderValidationFlags(is_client=False, is_trailer=False, is_response_header=False, is_push_promise=False)
+    tuples = [hpack.HeaderTuple(*h) for h in head]
+    try:
+        theirs = list(validate_headers(normalize_inbound_headers(tuples, flags), flags))
+    except h2.exceptions.ProtocolError:
+        theirs = None
+    ours = hypercorn_h2.request_head(tuples)
+    if ours is not None:
+        assert theirs is not None and ours == theirs and all(a is b for a, b in zip(ours, theirs, strict=True))
+    elif theirs is not None:
+        assert any(name in (b"cookie", b":method") and (name != b":method" or value == b"CONNECT")
+                   for name, value in head)  # the only valid heads left to h2
+
+
+def test_the_decoders_remembered_blocks_are_what_hpack_decodes() -> None:
+    """Blocks from a client's encoder (repeated requests, new headers, evictions in a small table, a size update)
+    decoded by ours and by hpack's side by side: the same headers every time, remembered ones included."""
+    client, ours, theirs = hpack.Encoder(), hypercorn_h2.Decoder(), hpack.Decoder()
+    for decoder in (ours, theirs):
+        decoder.max_allowed_table_size = 4096
+    client.header_table_size = 256
+    hits = 0
+    for n in range(300):
+        if n == 200:
+            client.header_table_size = 4096
+        head = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"r.example"),
+                (b":path", b"/v2/a/manifests/%d" % (n % 4 if n % 10 else n)), (b"accept", b"application/json")]
+        block = client.encode(head)
+        hits += block in ours._memo
+        decoded = ours.decode(block, raw=True)
+        assert decoded == theirs.decode(block, raw=True) == head
+        assert [type(h) for h in decoded] == [hpack.HeaderTuple] * 5
+    assert hits > 20
+    ours.max_header_list_size = 10  # a changed limit is applied to a remembered block too
+    with pytest.raises(hpack.OversizedHeaderListError):
+        ours.decode(block, raw=True)
