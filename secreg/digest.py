@@ -14,6 +14,7 @@ from secreg.hashstate import ResumableHash
 # Algorithms we store and verify, with their hex length. Anything else is "unsupported", not "invalid".
 ALGORITHMS: dict[str, int] = {"sha256": 64, "sha512": 128}
 _DIGEST = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
+_HEX = "0123456789abcdef"
 
 
 @dataclass(frozen=True, order=True)
@@ -34,10 +35,18 @@ class Digest:
         length = ALGORITHMS.get(algorithm)
         if length is None:
             raise RegistryError(ErrorCode.DIGEST_INVALID, f"unsupported digest algorithm {algorithm!r}")
-        if len(encoded) != length or not all(c in "0123456789abcdef" for c in encoded):
+        if len(encoded) != length or encoded.strip(_HEX):  # strip leaves nothing when every character is hex
             raise RegistryError(
                 ErrorCode.DIGEST_INVALID, f"{algorithm} digest must be {length} lowercase hex characters"
             )
+        return cls(algorithm, encoded)
+
+    @classmethod
+    def from_parts(cls, algorithm: str, encoded: str) -> Digest | None:
+        """The digest `algorithm:encoded` if it is a valid one we store (what `parse` accepts), else None:
+        for names read from a storage tree, without building the text and raising."""
+        if ALGORITHMS.get(algorithm) != len(encoded) or encoded.strip(_HEX):
+            return None
         return cls(algorithm, encoded)
 
     @classmethod

@@ -42,6 +42,13 @@ def test_digest_parse_and_hasher() -> None:
     for bad in ("sha256:" + "a" * 63, "sha384:" + "a" * 96, "SHA256:" + "a" * 64, "sha256:" + "A" * 64, "x"):
         with pytest.raises(RegistryError):
             Digest.parse(bad)
+    for bad in ("sha256:" + "a" * 62 + "g" + "a", "sha256:" + "a" * 32 + "-" + "a" * 31, "sha256:" + "a" * 63 + ":"):
+        with pytest.raises(RegistryError):
+            Digest.parse(bad)
+    assert Digest.from_parts("sha256", d.hex) == d
+    for algorithm, encoded in [("sha256", "a" * 63), ("sha384", "a" * 96), ("SHA256", "a" * 64), ("sha256", "A" * 64),
+                               ("sha256", "a" * 63 + "g"), ("sha256", ""), ("sha256", d.hex + ".tmp")]:
+        assert Digest.from_parts(algorithm, encoded) is None
 
 
 def test_layout_is_reference_registry_tree() -> None:

@@ -132,6 +132,11 @@ class StorageDriver(Protocol):
         """Every file below `path`, recursively (empty if `path` is missing)."""
         ...
 
+    def walk_paths(self, path: str, prune: Callable[[str], bool] | None = None) -> Iterator[str]:
+        """The paths `walk_files` gives, without sizes and times (on a disk: no stat per file). `prune(dir)`
+        true for a directory's path: its files are not needed (a hint: a listing may still include them)."""
+        ...
+
     def move(self, source: str, destination: str) -> None:
         """Atomic rename; replaces `destination`."""
         ...

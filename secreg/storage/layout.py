@@ -41,7 +41,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from secreg.digest import Digest
-from secreg.errors import RegistryError
 
 V2 = "docker/registry/v2"
 BLOBS = f"{V2}/blobs"
@@ -204,10 +203,7 @@ def link_content(digest: Digest) -> bytes:
 
 def digest_of(algorithm: str, hex_: str) -> Digest | None:
     """The digest two path components spell; None for a temporary or half-deleted entry."""
-    try:
-        return Digest.parse(f"{algorithm}:{hex_}")
-    except RegistryError:
-        return None
+    return Digest.from_parts(algorithm, hex_)
 
 
 def parse_blob_path(path: str) -> Digest | None:

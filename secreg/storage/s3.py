@@ -18,7 +18,7 @@ import builtins
 import hashlib
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, cast
 
 import botocore.config
@@ -187,6 +187,9 @@ class S3Driver:
                 if f"{APPEND_SUFFIX}/" in relative:
                     continue
                 yield FileInfo(relative, int(item["Size"]), item["LastModified"].timestamp(), False)
+
+    def walk_paths(self, path: str, prune: Callable[[str], bool] | None = None) -> Iterator[str]:
+        return (info.path for info in self.walk_files(path))  # one listing of every key: nothing to prune
 
     def list_keys(self, prefix: str) -> Iterator[dict[str, Any]]:
         """Every object below a raw key prefix (with Key, Size, LastModified)."""

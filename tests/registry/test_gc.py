@@ -199,6 +199,25 @@ def test_without_delete_untagged_every_revision_is_kept(reg: Registry) -> None:
     assert report.manifests_removed == () and reg.manifests.exists("team/app", untagged)
 
 
+@pytest.mark.parametrize("delete_untagged", [False, True])
+def test_repositories_named_like_layout_directories_keep_their_blobs(reg: Registry, delete_untagged: bool) -> None:
+    # Without delete_untagged the mark skips `_manifests/tags`: a repository whose name has a `tags` (or
+    # `_manifests`-like) component must still be walked, links and revisions alike.
+    names = ["team/tags", "team/tags/app", "tags/manifests/tags", "a/revisions/tags"]
+    images = {name: reg.push_image(name, "v1", name) for name in names}
+    linked = {name: reg.push_blob(name, f"{name} linked only".encode()) for name in names}
+    for name, image in images.items():
+        reg.blobs.unlink(name, Digest.parse(json.loads(reg.manifests.get(name, image).content)["layers"][0]["digest"]))
+    orphan = reg.orphan(b"nobody's")
+    report = reg.gc(delete_untagged=delete_untagged)
+    assert removed_blobs(report) == {orphan} and report.manifests_removed == ()
+    for name, image in images.items():
+        parsed = json.loads(reg.manifests.get(name, image).content)
+        referenced = [Digest.parse(d["digest"]) for d in [parsed["config"], *parsed["layers"]]]
+        for digest in (image, linked[name], *referenced):
+            assert reg.has_blob(digest), (name, digest)
+
+
 def test_deleted_manifest_frees_its_blob_and_unlinked_layers(reg: Registry) -> None:
     keep = reg.push_image("team/keep", "v1", "keep")
     shared_layer = json.loads(reg.manifests.get("team/keep", keep).content)["layers"][0]["digest"]

@@ -67,3 +67,21 @@ def test_transient_files_without_a_boot_id_are_written_durably(tmp_path: Path,
     assert driver.read_transient("u/state") == b"x"
     monkeypatch.setattr(filesystem, "BOOT_ID", b"a-later-boot")
     assert driver.read_transient("u/state") == b"x"  # fsynced: valid after a restart too
+
+
+def test_walk_files_and_paths_cover_a_tree_walked_in_threads(tmp_path: Path) -> None:
+    driver = FilesystemDriver(tmp_path)
+    expected = {}
+    for i in range(300):  # more directories than the walk lists alone before it shares them out
+        path = f"tree/{i % 7}/{i:03d}/data" if i % 2 else f"tree/{i % 7}/{i:03d}/deeper/still/f{i}"
+        driver.write_bytes(path, b"x" * i)
+        expected[path] = i
+    driver.write_bytes("tree/top", b"top")
+    expected["tree/top"] = 3
+    os.symlink(tmp_path / "tree" / "0", tmp_path / "tree" / "link-to-dir")  # never entered
+    infos = list(driver.walk_files("tree"))
+    assert {info.path: info.size for info in infos} == expected
+    assert sorted(driver.walk_paths("tree")) == sorted(expected)
+    assert list(driver.walk_files("missing")) == [] and list(driver.walk_paths("missing")) == []
+    pruned = set(driver.walk_paths("tree", lambda d: d.endswith("/deeper")))
+    assert pruned == {p for p in expected if "/deeper/" not in p}

@@ -67,19 +67,23 @@ class Marker:
     # --- reading the tree ---------------------------------------------------------------------------
 
     def scan(self) -> dict[str, Repository]:
-        """Links, revisions and tags of every repository, in one walk."""
+        """Links, revisions and tags of every repository, in one walk. Tags are read only when they decide
+        anything (`delete_untagged`): otherwise every revision is kept."""
         repos: dict[str, Repository] = {}
-        for info in self.driver.walk_files(layout.REPOSITORIES):
-            found = layout.parse_repository_path(info.path)
+        # Without delete_untagged every revision is kept: tags and their history decide nothing, so the
+        # walk skips `_manifests/tags` (a third of the directories of a store with a tag per repository).
+        prune = None if self.delete_untagged else _tags_directory
+        for path in self.driver.walk_paths(layout.REPOSITORIES, prune):
+            found = layout.parse_repository_path(path)
             if found is None:
                 continue
             repo = repos.setdefault(found.repository, Repository())
             if found.kind == "layer" and found.digest is not None:
-                repo.layers[found.digest] = info.path
+                repo.layers[found.digest] = path
             elif found.kind == "revision" and found.digest is not None:
-                repo.revisions[found.digest] = info.path
-            elif found.kind == "tag" and found.tag is not None:
-                target = self._read_link(info.path)
+                repo.revisions[found.digest] = path
+            elif found.kind == "tag" and found.tag is not None and self.delete_untagged:
+                target = self._read_link(path)
                 if target is not None:
                     repo.tags[found.tag] = target
             elif found.kind == "tag_index" and found.digest is not None and found.tag is not None:
@@ -196,8 +200,8 @@ class Marker:
         for name, repo in sorted(repos.items()):
             for digest in sorted(set(repo.revisions) - kept[name]):
                 items.append(self._manifest_item(name, digest, repo))
-        candidates = [(digest, size, path, mtime) for digest, (size, path, mtime) in sorted(blobs.items())
-                      if digest not in marked and mtime <= self.cutoff]
+        candidates = sorted(((digest, size, path, mtime) for digest, (size, path, mtime) in blobs.items()
+                             if digest not in marked and mtime <= self.cutoff), key=_by_digest)
         changes = (stat_all(self.changed_at, [c[2] for c in candidates]) if exact
                    else [mtime for _, _, _, mtime in candidates])
         for (digest, size, path, _), changed in zip(candidates, changes, strict=True):
@@ -246,6 +250,16 @@ class Marker:
 
 
 _CHUNK_MIN = 16
+
+
+def _tags_directory(path: str) -> bool:
+    """A repository's `_manifests/tags` (no repository name component starts with "_")."""
+    return path.endswith("/_manifests/tags")
+
+
+def _by_digest(candidate: tuple[Digest, int, str, float]) -> tuple[str, str]:
+    """Sort key: the digest's strings (compared in C; Digest's own ordering runs Python per comparison)."""
+    return candidate[0].algorithm, candidate[0].hex
 
 
 def chunks(things: list[Any]) -> list[list[Any]]:
