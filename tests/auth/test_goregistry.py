@@ -26,6 +26,7 @@ from secreg.auth.scope import Access
 from secreg.auth.server import TokenService
 from secreg.auth.tokens import TokenIssuer
 from secreg.tls import CertificateFiles, libtrust_kid, load_certificate_chain, load_private_key
+from tests.e2e.processes import dying_with_parent
 
 GO_REGISTRY = "/usr/bin/docker-registry"
 
@@ -71,7 +72,7 @@ def start_go_registry(
     log_path = workdir / "registry.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [GO_REGISTRY, "serve", str(config_path)],
+            dying_with_parent([GO_REGISTRY, "serve", str(config_path)]),
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

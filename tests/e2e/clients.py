@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .processes import _SHORT_ROOT, HarnessError, _read_tail, _stop_process, _unmount_under, run_command
+from .processes import (
+    _SHORT_ROOT,
+    HarnessError,
+    _read_tail,
+    _stop_process,
+    _unmount_under,
+    dying_with_parent,
+    run_command,
+)
 
 # --- containerd -----------------------------------------------------------------------------------
 
@@ -60,7 +68,8 @@ def start_containerd(workdir: Path, timeout: float = 30.0) -> Iterator[Container
     log_path = workdir / "containerd.log"
     binary = shutil.which("containerd") or "containerd"
     with log_path.open("ab") as log:
-        process = subprocess.Popen([binary, "--config", str(config)], stdin=subprocess.DEVNULL, stdout=log,
+        process = subprocess.Popen(dying_with_parent([binary, "--config", str(config)]), stdin=subprocess.DEVNULL,
+                                   stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     started = Containerd(address, root, log_path, process)
     try:

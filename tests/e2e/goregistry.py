@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .processes import HarnessError, _host_port, _read_tail, _stop_process, https_get
+from .processes import HarnessError, _host_port, _read_tail, _stop_process, dying_with_parent, https_get
 
 GO_REGISTRY_BIN = "/usr/bin/docker-registry"
 
@@ -110,7 +110,8 @@ def start_go_registry(
     argv = [binary or shutil.which("docker-registry") or GO_REGISTRY_BIN, "serve", str(config_path)]
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            dying_with_parent(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     registry = GoRegistry(host, port, config, config_path, storage_root, log_path, process)
     try:

@@ -22,6 +22,7 @@ from tests.storage.test_driver_s3 import make_driver, moto  # noqa: F401  (the s
 
 from .conftest import require_binary
 from .harness import GO_REGISTRY_BIN
+from .processes import dying_with_parent
 
 pytestmark = pytest.mark.e2e
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -45,7 +46,8 @@ def test_secreg_serves_a_bucket_written_by_registry2(moto: ObjectStore, tmp_path
     with open(tmp_path / "go.log", "wb") as log:
         # No AWS_* from the environment (an AWS_CA_BUNDLE makes the Go SDK panic on a plain-HTTP endpoint).
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "REGISTRY_"))}
-        go = subprocess.Popen([binary, "serve", str(tmp_path / "go.yml")], stdout=log, stderr=subprocess.STDOUT,
+        go = subprocess.Popen(dying_with_parent([binary, "serve", str(tmp_path / "go.yml")]), stdout=log,
+                              stderr=subprocess.STDOUT,
                               start_new_session=True, env=env)
     layer = os.urandom(7 * 1024 * 1024 + 3)  # more than one part
     config_blob = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'

@@ -34,6 +34,7 @@ from tests.server import RunningServer, free_port, run_secreg, stop_process_grou
 
 from .conftest import require_binary, unavailable
 from .harness import STRICT_NAME, DockerEngine, MiB, build_image, image_id, trust_ca
+from .processes import dying_with_parent
 
 pytestmark = pytest.mark.e2e
 NAME = "team/scaled"
@@ -124,7 +125,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, swift: ObjectStore, verify
             port=port, pem=pem, auth=auth.port, ca=certs / "ca.crt", name=STRICT_NAME, servers=servers))
         log = open(root / "haproxy.log", "wb")  # noqa: SIM115  (closed by the stack)
         stack.callback(log.close)
-        haproxy = subprocess.Popen([haproxy_bin, "-db", "-f", str(root / "haproxy.cfg")], stdout=log,
+        haproxy = subprocess.Popen(dying_with_parent([haproxy_bin, "-db", "-f", str(root / "haproxy.cfg")]),
+                                   stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         stack.callback(stop_process_group, haproxy)
         _wait_balancer(port, certs / "ca.crt", haproxy, root / "haproxy.log")

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.processes import dying_with_parent
 from tests.objectstores import ObjectStore
 from tests.oci import image_manifest, manifest_bytes
 from tests.server import RunningServer, run_secreg
@@ -198,7 +199,7 @@ def test_the_compose_balancer_config_passes_tls_through_to_the_replicas(replicas
     text = re.sub(r"(?m)^resolvers docker\n(?:    .*\n)+", "", text)
     (tmp_path / "haproxy.cfg").write_text(text)
     with open(tmp_path / "haproxy.log", "wb") as log:
-        process = subprocess.Popen([haproxy, "-db", "-f", str(tmp_path / "haproxy.cfg")], stdout=log,
+        process = subprocess.Popen(dying_with_parent([haproxy, "-db", "-f", str(tmp_path / "haproxy.cfg")]), stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"https://127.0.0.1:{port}"
