@@ -188,9 +188,7 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
         from secreg.auth.wiring import wire_auth
 
         wire_auth(app, settings, role)
-    else:
-        log.warning("authentication is OFF (auth.enabled: false): anyone who can reach this registry may "
-                    "push, pull and delete")
+    # With auth off, `secreg serve` has said so once (cli.serve.prepare_auth), not once more per worker.
     if settings.ui.enabled and role != "all":
         log.info("web UI not served with --role %s (it needs the registry and the token server)", role)
     if settings.ui.enabled and role == "all" and registry is not None:

@@ -199,6 +199,8 @@ def test_auth_off_is_explicit_and_logged(tmp_path: Path) -> None:
         assert "AUTHENTICATION IS OFF" in s.log()
         with s.client() as c:
             assert c.get("/v2/").status_code == 200
+        # once, by `secreg serve` (it also said so once more from every worker's app; a worker is serving by now)
+        assert s.log().lower().count("authentication is off") == 1, s.log()
 
 
 def test_mount_challenge_names_the_source(server: RunningServer) -> None:
