@@ -24,6 +24,7 @@ from typing import Any, BinaryIO, cast
 import botocore.config
 import botocore.session
 from botocore.exceptions import BotoCoreError, ClientError
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from secreg.storage import s3model
 from secreg.storage.driver import FileInfo, IncompleteWrite, InvalidPath, PathNotFound, StorageError
@@ -120,6 +121,8 @@ class S3Driver:
             if is_missing(exc):
                 return None
             raise StorageError(f"HEAD {key}: {exc}") from exc
+        except BotoCoreError as exc:  # unreachable, timed out
+            raise StorageError(f"HEAD {key}: {exc}") from exc
 
     def _any_below(self, path: str) -> bool:
         answer = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._dir_prefix(path), MaxKeys=1)
@@ -148,12 +151,14 @@ class S3Driver:
     def read_bytes(self, path: str) -> bytes:
         try:
             answer = self.client.get_object(Bucket=self.bucket, Key=self.key(path))
+            with answer["Body"] as body:
+                return bytes(body.read())
         except ClientError as exc:
             if is_missing(exc):
                 raise PathNotFound(path) from None
             raise StorageError(f"GET {path}: {exc}") from exc
-        with answer["Body"] as body:
-            return bytes(body.read())
+        except (BotoCoreError, Urllib3Error, OSError) as exc:  # unreachable, timed out, or the body cut short
+            raise StorageError(f"GET {path}: {exc}") from exc
 
     def open_read(self, path: str) -> BinaryIO:
         from secreg.storage.s3read import S3Reader

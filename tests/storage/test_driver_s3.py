@@ -297,3 +297,22 @@ def test_gc_aborts_stale_multipart_uploads_no_session_owns(moto: ObjectStore) ->
     again.flush()
     assert [w.path for w in uploads.abort_stale_writes(3600, now=later)] == [blob]
     assert driver.key(blob) not in multipart_keys()
+
+
+def test_a_small_read_cut_mid_body_or_unreachable_is_a_storage_error(faulty: tuple[FaultProxy, S3Driver],
+                                                                     moto: ObjectStore) -> None:
+    """`read_bytes` (so `read_transient`, an upload's saved hash state) and `head` say StorageError when the
+    object store cuts the answer or cannot be reached, as the writes do: botocore's own errors (not ClientError)
+    went through as they were, a 500 with a traceback instead of the storage error's answer."""
+    proxy, retrying = faulty
+    driver = make_driver(moto, retrying.bucket, endpoint=retrying.options.regionendpoint, attempts=1)
+    driver.write_transient("u/hashstate", os.urandom(3 * MIB))
+    proxy.faults.append(Fault(r"^GET /\S+/u/hashstate ", action="cut", cut_after=MIB, times=100))
+    with pytest.raises(StorageError):
+        driver.read_transient("u/hashstate")
+    assert proxy.faults[0].hits >= 1
+    proxy.close()  # nobody listens there any more
+    with pytest.raises(StorageError):
+        driver.read_bytes("u/hashstate")
+    with pytest.raises(StorageError):
+        driver.stat("u/hashstate")
