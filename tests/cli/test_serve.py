@@ -216,6 +216,28 @@ def test_auth_role_names_what_clients_log_in_to_and_policy_is_announced_once(tmp
     assert log.count('"policy.loaded"') + log.count("policy.loaded path=") == 1, log
 
 
+def test_tls_connections_read_through_one_shared_large_buffer() -> None:
+    """Every TLS connection of a thread reads from its socket into the same buffer, TLS_READ_BYTES at a time
+    (more than asyncio's own size, which stays what it decrypts at a time and allocates per connection)."""
+    import asyncio
+    import asyncio.sslproto as sslproto
+    import ssl
+
+    from secreg import connections
+
+    connections.share_tls_read_buffer()
+    loop = asyncio.new_event_loop()
+    try:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        made = [sslproto.SSLProtocol(loop, asyncio.Protocol(), context, None, server_side=True) for _ in range(2)]
+        views = [protocol.get_buffer(-1) for protocol in made]
+        assert [len(view) for view in views] == [connections.TLS_READ_BYTES] * 2
+        assert views[0].obj is views[1].obj
+        assert connections.TLS_READ_BYTES > sslproto.SSLProtocol.max_size
+    finally:
+        loop.close()
+
+
 def test_connection_limits_reach_into_hypercorn() -> None:
     """secreg.connections subclasses Hypercorn's TCPServer and replaces its name in hypercorn.asyncio.run, and
     shares asyncio's TLS read buffer: this fails when an upgrade moves either."""
