@@ -25,12 +25,12 @@ memory an idle TLS connection holds. Installed into Hypercorn's asyncio worker b
   can share one buffer per thread: ~33 KiB per idle connection instead of ~290.
 - **Read size**: with the buffer shared, a socket read may be larger than asyncio's 256 KiB at no cost per
   connection: TLS_READ_BYTES. A blob push is receive-bound on the event loop, and each socket read travels
-  through sslproto, the reader, h11, Hypercorn and the ASGI queue as one piece: 1 MiB reads (~560 KiB on
-  average, what the socket holds) took a 256 MiB push from 1,288 to 465 `recvfrom`, 1,156 to 294 loop wake-ups
-  and 2,379 to 1,086 futex calls, the event loop's CPU time from 0.51 to 0.42 s and the worker's from 0.77 to
-  0.68 s (interleaved, 8 rounds, loaded machine). Decrypting stays at asyncio's `max_size` per record read:
-  raising that too (each 16 KiB record then allocates 1 MiB, shrunk afterwards) saved nothing more and raised the
-  peak RSS of a 1 GiB push from ~104 to ~144 MiB; with it unchanged, ~117.
+  through sslproto, the reader, h11, Hypercorn and the ASGI queue as one piece: 512 KiB reads took a 256 MiB push
+  from 1,289 to 767 `recvfrom` and 1,061 to 553 loop wake-ups, the event loop's CPU time from 0.62 to 0.48 s and
+  the worker's from 0.89 to 0.74 s (interleaved, 8 rounds, load 10-12). 1 MiB reads saved no more (0.47 s) and
+  raised the peak RSS of a 1 GiB push (bench row, auth on, 2 workers) from 138 to 145 MiB; 512 KiB: 138.
+  Decrypting stays at asyncio's `max_size` per record read: 1 MiB there as well saved nothing more and took that
+  peak (auth off) from ~104 to ~144 MiB.
 """
 
 from __future__ import annotations
@@ -448,7 +448,7 @@ def raise_descriptor_limit() -> int:
     return int(soft)
 
 
-TLS_READ_BYTES = 1024 * 1024
+TLS_READ_BYTES = 512 * 1024
 
 
 def share_tls_read_buffer() -> None:
