@@ -26,7 +26,6 @@ import botocore.session
 from botocore.exceptions import BotoCoreError, ClientError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from secreg.storage import s3model
 from secreg.storage.driver import FileInfo, IncompleteWrite, InvalidPath, PathNotFound, StorageError
 from secreg.storage.s3options import S3Options
 
@@ -74,9 +73,6 @@ class S3Driver:
     @staticmethod
     def _client(options: S3Options, attempts: int) -> Any:
         session = botocore.session.get_session()
-        trimmed = s3model.loader()  # the service model cut to what secreg calls: ~11 MiB less per process
-        if trimmed is not None:
-            session.register_component("data_loader", trimmed)
         endpoint = options.regionendpoint or None
         if endpoint and "://" not in endpoint:
             endpoint = f"{'https' if options.secure else 'http'}://{endpoint}"
