@@ -144,26 +144,33 @@ RevisionDeleted = Callable[[str, Digest], None]
 
 def evict(driver: StorageDriver, upstream: Upstream, now: float | None = None,
           tag_deleted: TagDeleted | None = None, revision_deleted: RevisionDeleted | None = None) -> list[Evicted]:
-    """Carry out `plan_eviction`; returns what went. `tag_deleted(repository, tag)` is called after each tag
-    that went, `revision_deleted(repository, digest)` after each manifest (the server's
-    `ManifestStore.forget_tag` and `forget_revision`: no worker serves them from memory any more)."""
+    """Carry out `plan_eviction`; returns what this call removed. `tag_deleted(repository, tag)` is called after
+    each tag that went, `revision_deleted(repository, digest)` after each manifest (the server's
+    `ManifestStore.forget_tag` and `forget_revision`: no worker serves them from memory any more).
+
+    Every worker (and replica) runs its own passes, so two may plan the same eviction at once: an image counts
+    (and is logged) as evicted only by the pass whose delete removed its revision, so each is counted once."""
     plan = plan_eviction(driver, upstream, now)
     touched: set[str] = set()
+    done: list[Evicted] = []
     for item in plan:
         try:
-            _drop_revision(driver, item.repository, item.digest, tag_deleted)
+            removed = _drop_revision(driver, item.repository, item.digest, tag_deleted)
         finally:
             if revision_deleted is not None:
                 revision_deleted(item.repository, item.digest)
         touched.add(item.repository)
-        log.info("proxy: evicted %s@%s from the cache of %s (%s)", item.repository, item.digest, upstream.name,
-                 item.reason)
+        if removed:
+            done.append(item)
+            log.info("proxy: evicted %s@%s from the cache of %s (%s)", item.repository, item.digest,
+                     upstream.name, item.reason)
     for repository in touched:
         _unlink_unneeded(driver, repository)
-    return plan
+    return done
 
 
-def _drop_revision(driver: StorageDriver, repository: str, digest: Digest, tag_deleted: TagDeleted | None) -> None:
+def _drop_revision(driver: StorageDriver, repository: str, digest: Digest, tag_deleted: TagDeleted | None) -> bool:
+    """Delete the image's tags and revision; True when this call removed the revision (not another pass)."""
     try:
         tags = driver.list(layout.tags_dir(repository))
     except PathNotFound:
@@ -183,11 +190,14 @@ def _drop_revision(driver: StorageDriver, repository: str, digest: Digest, tag_d
             finally:
                 if tag_deleted is not None:
                     tag_deleted(repository, tag)
+    removed = False
     for path in (layout.revision_dir(repository, digest), layout.cache_pulled(repository, digest)):
         try:
             driver.delete(path)
+            removed = removed or path == layout.revision_dir(repository, digest)
         except PathNotFound:
             pass
+    return removed
 
 
 def _unlink_unneeded(driver: StorageDriver, repository: str) -> None:
