@@ -340,6 +340,7 @@ class UploadStore:
             _close(writer)
         self.blobs.commit(data_path, digest)
         self._discard(name, upload_id)
+        memory.trim()  # the upload is over: its buffers go back now, not a quiet second later (secreg/memory.py)
 
     def _unlink_unless_stored(self, name: str, digest: Digest) -> None:
         if not self.blobs.exists_global(digest):
@@ -395,9 +396,9 @@ class UploadStore:
             await thread(staged.sync)
         except BaseException:
             await asyncio.shield(thread(staged.abort))
-            raise
-        finally:
             memory.trim_soon()
+            raise
+        await thread(memory.trim)  # the upload is over: its buffers go back now (secreg/memory.py)
         await thread(self.blobs.link, name, digest)
         return received
 
