@@ -26,8 +26,9 @@ from hpack.hpack import INDEX_NEVER, INDEX_NONE
 from hpack.table import HeaderTable
 from priority import priority
 
-log = logging.getLogger("secreg.serve")
+from secreg.hypercorn_h2_frames import on_new_connection
 
+log = logging.getLogger("secreg.serve")
 
 def apply() -> bool:
     """Called by `hypercorn_tuning.apply`; False when h2, hpack or Hypercorn lack what a tuning changes."""
@@ -156,7 +157,6 @@ def lean_h2_response_headers() -> bool:
     import h2.stream
     import h2.utilities
     import hyperframe.frame
-    from hypercorn.protocol import h2 as h2_protocol
 
     stream_class = h2.stream.H2Stream
     original = getattr(stream_class, "_build_headers_frames", None)
@@ -192,16 +192,12 @@ def lean_h2_response_headers() -> bool:
         frames[-1].flags.add("END_HEADERS")
         return frames
 
-    protocol = h2_protocol.H2Protocol
-    original_init = protocol.__init__
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original_init(self, *args, **kwargs)
-        self.connection.encoder = Encoder()
+    def setup(protocol: Any) -> None:
+        protocol.connection.encoder = Encoder()
 
     _build_headers_frames._secreg_tuned = True  # type: ignore[attr-defined]
     stream_class._build_headers_frames = _build_headers_frames  # type: ignore[method-assign,assignment]
-    protocol.__init__ = __init__  # type: ignore[method-assign]
+    on_new_connection("encoder", setup)
     return True
 
 
@@ -264,24 +260,13 @@ def direct_h2_response_heads() -> bool:
     import h2.config
     import h2.connection
     import h2.stream
-    from hypercorn.protocol import h2 as h2_protocol
 
     probe = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
     if not isinstance(getattr(probe, "_data_to_send", None), bytearray) or not hasattr(probe, "streams") or not all(
             hasattr(h2.stream.H2StreamStateMachine(1), n) for n in ("headers_sent", "client")):
         log.warning("h2 internals differ from the known ones: HTTP/2 response heads take h2's send_headers")
         return False
-    protocol = h2_protocol.H2Protocol
-    original_init = protocol.__init__
-    if getattr(original_init, "_secreg_direct_heads", False):
-        return True
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original_init(self, *args, **kwargs)
-        install_response_heads(self.connection)
-
-    __init__._secreg_direct_heads = True  # type: ignore[attr-defined]
-    protocol.__init__ = __init__  # type: ignore[method-assign]
+    on_new_connection("response heads", lambda protocol: install_response_heads(protocol.connection))
     return True
 
 
@@ -407,21 +392,15 @@ def lean_h2_request_headers() -> bool:
                 return head
         return original(self, headers, flags, header_encoding)
 
-    from hypercorn.protocol import h2 as h2_protocol
-
-    protocol = h2_protocol.H2Protocol
-    original_init = protocol.__init__
-
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original_init(self, *args, **kwargs)
-        old, new = self.connection.decoder, Decoder(self.connection.decoder.max_header_list_size)
+    def setup(protocol: Any) -> None:
+        old, new = protocol.connection.decoder, Decoder(protocol.connection.decoder.max_header_list_size)
         new.max_allowed_table_size = old.max_allowed_table_size
         new.header_table_size = old.header_table_size
-        self.connection.decoder = new
+        protocol.connection.decoder = new
 
     _process_received_headers._secreg_tuned = True  # type: ignore[attr-defined]
     stream_class._process_received_headers = _process_received_headers  # type: ignore[method-assign,assignment]
-    protocol.__init__ = __init__  # type: ignore[method-assign]
+    on_new_connection("decoder", setup)
     return True
 
 
@@ -494,17 +473,10 @@ def round_robin_h2_streams() -> bool:
             "DeadlockError", "MissingStreamError", "DuplicateStreamError", "TooManyStreamsError", "PseudoStreamError")):
         log.warning("Hypercorn's HTTP/2 scheduler is not the one known: streams keep the priority tree")
         return False
-    protocol = h2_protocol.H2Protocol
-    original_init = protocol.__init__
-    if getattr(original_init, "_secreg_round_robin", False):
-        return True
+    def setup(protocol: Any) -> None:
+        protocol.priority = RoundRobin()
 
-    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
-        original_init(self, *args, **kwargs)
-        self.priority = RoundRobin()
-
-    __init__._secreg_round_robin = True  # type: ignore[attr-defined]
-    protocol.__init__ = __init__  # type: ignore[method-assign]
+    on_new_connection("scheduler", setup)
     return True
 
 

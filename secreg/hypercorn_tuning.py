@@ -13,7 +13,8 @@ from secreg import bodyreads, hypercorn_h2, hypercorn_h2_frames, hypercorn_h11
 def apply() -> bool:
     """Called in every worker process before it serves (from `secreg.asgi`). False when this Hypercorn lacks
     what a tuning changes (the test suite checks that ours has it all); serving works either way, only slower.
-    The order is the one the patches were written for: several wrap `H2Protocol.__init__` in turn."""
+    The order is the one the patches were written for: what several add to each new `H2Protocol` runs in this
+    order, from one wrapper of its `__init__` (`hypercorn_h2_frames.on_new_connection`)."""
     h11, h2 = hypercorn_h11, hypercorn_h2_frames
     h11.quiet_tls_close()
     results = [h11.widen_reads(), h11.coalesce_h11_responses(), h11.iterate_h11_headers(),

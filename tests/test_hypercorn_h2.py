@@ -328,3 +328,113 @@ def test_the_decoders_remembered_blocks_are_what_hpack_decodes() -> None:
     ours.max_header_list_size = 10  # a changed limit is applied to a remembered block too
     with pytest.raises(hpack.OversizedHeaderListError):
         ours.decode(block, raw=True)
+
+
+def _upload_connections(fast: bool) -> tuple[object, object]:
+    """A client and a server h2 connection past the handshake, the server with 1 MiB windows (as widened by
+    `widen_h2_windows`) and, when `fast`, the DATA frame path of `fast_h2_data_frames`."""
+    import h2.config
+    import h2.connection
+    import h2.settings
+
+    from secreg import hypercorn_h2_frames, hypercorn_tuning
+
+    hypercorn_tuning.apply()
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
+    if fast:
+        assert hypercorn_h2_frames.install_fast_data(server)
+    client.initiate_connection()
+    server.initiate_connection()
+    server.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
+    server.increment_flow_control_window((1 << 22) - 65535)
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    server.data_to_send()
+    return client, server
+
+
+def _summary(events: list[object]) -> list[object]:
+    """What the application and flow control see: per stream the bytes and their flow-controlled length in
+    order (DATA events merged as Hypercorn's merge does), every other event as itself."""
+    import h2.events
+
+    out: list[object] = []
+    for event in events:
+        if isinstance(event, h2.events.DataReceived):
+            if out and isinstance(out[-1], list) and out[-1][0] == event.stream_id:
+                out[-1][1] += event.data
+                out[-1][2] += event.flow_controlled_length
+                continue
+            out.append([event.stream_id, bytes(event.data), event.flow_controlled_length])
+        elif isinstance(event, h2.events.StreamEnded):
+            out.append(("ended", event.stream_id))
+        else:
+            out.append((type(event).__name__, getattr(event, "stream_id", None)))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_data_frames_taken_in_bulk_are_what_h2_makes_of_them(seed: int) -> None:
+    """The same client bytes (two uploads interleaved, padded frames, a PING, stream ends) fed to h2 in one piece
+    and to the fast DATA path cut at random places (a frame's header or payload split across reads, reads of a
+    few bytes): the same data per stream, flow-controlled lengths, events, windows and answers."""
+    import random
+
+    chance = random.Random(seed)
+    client, plain = _upload_connections(False)
+    _, fast = _upload_connections(True)
+    head = [(":method", "PUT"), (":path", "/v2/a/blobs/uploads/x"), (":scheme", "https"), (":authority", "x")]
+    wire = bytearray()
+    for stream in (1, 3):
+        client.send_headers(stream, head)
+    wire += client.data_to_send()
+    for turn in range(40):
+        stream = (1, 3)[chance.random() < 0.3]
+        size = chance.choice((1, 100, 16384, 16384, 16384, 5000))
+        padding = chance.choice((None, None, None, 7)) if size < 16384 else None
+        client.send_data(stream, os.urandom(size), pad_length=padding)
+        if turn % 13 == 0:
+            client.ping(b"12345678")
+        wire += client.data_to_send()
+    client.end_stream(1)
+    client.send_data(3, os.urandom(16384), end_stream=True)
+    wire += client.data_to_send()
+
+    events = plain.receive_data(bytes(wire))
+    expected = _summary(events)
+    got: list[object] = []
+    position = 0
+    while position < len(wire):
+        step = chance.choice((1, 5, 9, 10, 4096, 16393, 65536, 200_000))
+        got += fast.receive_data(bytes(wire[position:position + step]))
+        position += step
+    assert _summary(got) == expected
+    data_events = [e for e in got if type(e).__name__ == "DataReceived"]
+    assert len(data_events) < len([e for e in events if type(e).__name__ == "DataReceived"])  # taken in bulk
+    assert fast.data_to_send() == plain.data_to_send()
+    assert (fast._inbound_flow_control_window_manager.current_window_size
+            == plain._inbound_flow_control_window_manager.current_window_size)
+    for stream in (1, 3):
+        assert (fast.streams[stream]._inbound_window_manager.current_window_size
+                == plain.streams[stream]._inbound_window_manager.current_window_size)
+
+
+def test_the_per_connection_tunings_share_one_init_hook() -> None:
+    """The windows, the flushes, the DATA frame path, the encoder, the response heads, the decoder and the
+    scheduler are set up by one wrapper of
+    `H2Protocol.__init__`, in the order they were applied; applying again wraps nothing more."""
+    from hypercorn.protocol import h2 as h2_protocol
+
+    from secreg import hypercorn_tuning
+
+    hypercorn_tuning.apply()
+    hooked = h2_protocol.H2Protocol.__init__
+    assert getattr(hooked, "_secreg_connection_setup", False)
+    from secreg import hypercorn_h2_frames
+
+    assert list(hypercorn_h2_frames._CONNECTION_SETUP) == [
+        "windows", "flushes", "data frames", "encoder", "response heads", "decoder", "scheduler"]
+    hypercorn_tuning.apply()
+    assert h2_protocol.H2Protocol.__init__ is hooked
