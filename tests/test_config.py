@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
 import yaml
 
-from secreg.config import ConfigError, env_overrides, load_settings, parse_addr
+from secreg.config import AUTO_WORKERS_MAX, ConfigError, env_overrides, load_settings, parse_addr
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -99,3 +100,13 @@ def test_event_loop_setting(tmp_path: Path) -> None:
         assert load_settings(None, {"http": {"eventloop": "uvloop"}}, base_dir=tmp_path).event_loop == "uvloop"
     with pytest.raises(ConfigError, match="http.eventloop"):
         load_settings(None, {"http": {"eventloop": "trio"}}, base_dir=tmp_path)
+
+
+def test_auto_workers_follow_the_affinity_mask_up_to_a_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    auto = {"http": {"workers": "auto"}}
+    for cpus, expected in ((1, 1), (2, 2), (8, 8), (64, AUTO_WORKERS_MAX)):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda _pid, n=cpus: set(range(n)))
+        assert load_settings(None, auto, base_dir=tmp_path).workers == expected
+    assert AUTO_WORKERS_MAX == 8
+    # a count is taken as given, even past the cap
+    assert load_settings(None, {"http": {"workers": 12}}, base_dir=tmp_path).workers == 12

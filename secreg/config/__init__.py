@@ -284,10 +284,19 @@ def _event_loop(tree: Mapping[str, Any]) -> str:
     return "uvloop"
 
 
+# `http.workers: auto` starts one worker per CPU up to this many. Past it a worker adds memory (40-55 MiB idle
+# each, so 64 would idle at ~3 GiB) and contention on what the workers share (the connection table's and the
+# rate limiter's file locks, the tag cache's counters, the pull-through cache's fetch claims) sooner than
+# throughput: a registry is bound by its disk and network long before 8 Python processes run out of CPU.
+# An explicit count is taken as given.
+AUTO_WORKERS_MAX = 8
+
+
 def _workers(tree: Mapping[str, Any]) -> int:
-    """`http.workers`: a count, or `auto` for one per CPU this process may run on (its affinity mask)."""
+    """`http.workers`: a count, or `auto` for one per CPU this process may run on (its affinity mask), at most
+    AUTO_WORKERS_MAX (a worker costs memory and shared-state contention; past 8 the disk and network bind first)."""
     if str(_get(tree, "http.workers")).strip().lower() == "auto":
-        return max(1, len(os.sched_getaffinity(0)))
+        return max(1, min(AUTO_WORKERS_MAX, len(os.sched_getaffinity(0))))
     return _int(tree, "http.workers", 1)
 
 
