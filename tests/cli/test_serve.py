@@ -14,10 +14,17 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.processes import dying_with_parent
 from tests.oci import sha256
 from tests.server import free_port, run_secreg
 
 OPEN = {"auth": {"enabled": False}}
+
+
+def secreg_command(*args: str) -> list[str]:
+    """`python -m secreg ARGS`, dying with the test process (tests/e2e/processes.dying_with_parent): a
+    SIGKILLed pytest otherwise left a server it started here running (run_secreg's servers die with it too)."""
+    return dying_with_parent([sys.executable, "-m", "secreg", *args])
 
 
 def _handshake(port: int, ca: Path, *, max_version: ssl.TLSVersion | None = None,
@@ -105,7 +112,7 @@ def test_plain_http_only_when_asked_and_loud(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECREG_")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "secreg", "serve", "--no-auth", "--insecure-http", "--addr", f"127.0.0.1:{port}"],
+        secreg_command("serve", "--no-auth", "--insecure-http", "--addr", f"127.0.0.1:{port}"),
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     try:
         for _ in range(100):
@@ -126,7 +133,7 @@ def test_plain_http_only_when_asked_and_loud(tmp_path: Path) -> None:
 def test_custom_certificate_missing_is_a_clear_error(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECREG_")}
     env["SECREG_HTTP_TLS_CERTIFICATE"] = str(tmp_path / "mine.crt")
-    result = subprocess.run([sys.executable, "-m", "secreg", "serve", "--no-auth", "--addr", "127.0.0.1:1"],
+    result = subprocess.run(secreg_command("serve", "--no-auth", "--addr", "127.0.0.1:1"),
                             cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 2
     assert "mine.crt" in result.stderr and "secreg certs generate" in result.stderr
@@ -135,7 +142,7 @@ def test_custom_certificate_missing_is_a_clear_error(tmp_path: Path) -> None:
 def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECREG_")}
     env["SECREG_HTTP_ADDR"] = "nonsense"
-    result = subprocess.run([sys.executable, "-m", "secreg", "serve"], cwd=tmp_path, capture_output=True,
+    result = subprocess.run(secreg_command("serve"), cwd=tmp_path, capture_output=True,
                             text=True, env=env, timeout=60)
     assert result.returncode == 2 and "http.addr" in result.stderr
 
@@ -169,13 +176,13 @@ def test_registry_role_without_policy_is_a_one_line_error(tmp_path: Path) -> Non
 
     tls.generate_certificates(tmp_path / "certs", ["localhost"], ["127.0.0.1"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECREG_")}
-    result = subprocess.run([sys.executable, "-m", "secreg", "serve", "--role", "registry", "--addr", "127.0.0.1:1"],
+    result = subprocess.run(secreg_command("serve", "--role", "registry", "--addr", "127.0.0.1:1"),
                             cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 2
     assert "policy.yaml is missing" in result.stderr and "Traceback" not in result.stderr
     (tmp_path / "auth").mkdir()
     (tmp_path / "auth" / "policy.yaml").write_text("rules:\n  - account: [\n")
-    result = subprocess.run([sys.executable, "-m", "secreg", "serve", "--role", "registry", "--addr", "127.0.0.1:1"],
+    result = subprocess.run(secreg_command("serve", "--role", "registry", "--addr", "127.0.0.1:1"),
                             cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 2 and "policy.yaml" in result.stderr and "Traceback" not in result.stderr
 
@@ -191,7 +198,7 @@ def test_hypercorn_read_size_is_raised() -> None:
 
 
 def test_version() -> None:
-    result = subprocess.run([sys.executable, "-m", "secreg", "--version"], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(secreg_command("--version"), capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("secreg 0.")
 
 
@@ -201,7 +208,7 @@ def test_port_in_use_is_one_line(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         addr = f"127.0.0.1:{taken.getsockname()[1]}"
-        result = subprocess.run([sys.executable, "-m", "secreg", "serve", "--no-auth", "--addr", addr],
+        result = subprocess.run(secreg_command("serve", "--no-auth", "--addr", addr),
                                 cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
     assert result.returncode == 2, result.stderr
     assert f"secreg: error: cannot listen on {addr}: Address already in use" in result.stderr
@@ -254,3 +261,53 @@ def test_connection_limits_reach_into_hypercorn() -> None:
     limits = connections.install(connections.Limits(100, 10, 5))
     assert hypercorn_run.TCPServer is connections.LimitedTCPServer
     assert limits.total <= 100 and limits.per_client == 10
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith(("Z", "X"))
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+def test_a_server_started_here_dies_with_the_test_process(tmp_path: Path) -> None:
+    """What these tests start directly (not through run_secreg) is gone once the process that started it is
+    SIGKILLed, as a killed pytest would be: here a stand-in for pytest starts it the way the tests above do."""
+    import signal
+    import time
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECREG_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    starter = ("import subprocess, sys, time\n"
+               "from tests.cli.test_serve import secreg_command\n"
+               f"p = subprocess.Popen(secreg_command('serve', '--no-auth', '--insecure-http', '--addr', "
+               f"'127.0.0.1:{port}'), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+               "print(p.pid, flush=True)\n"
+               "time.sleep(600)\n")
+    stand_in = subprocess.Popen(dying_with_parent([sys.executable, "-c", starter]), cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, start_new_session=True)
+    server_pid = -1
+    try:
+        assert stand_in.stdout is not None
+        server_pid = int(stand_in.stdout.readline())
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.1)
+        stand_in.kill()
+        stand_in.wait(10)
+        deadline = time.monotonic() + 30
+        while not _gone(server_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _gone(server_pid), "the server outlived the process that started it"
+    finally:
+        stand_in.kill()
+        stand_in.wait(10)
+        if server_pid > 0 and not _gone(server_pid):
+            os.kill(server_pid, signal.SIGKILL)
