@@ -30,6 +30,7 @@ from secreg.hypercorn_h2_frames import on_new_connection
 
 log = logging.getLogger("secreg.serve")
 
+
 def apply() -> bool:
     """Called by `hypercorn_tuning.apply`; False when h2, hpack or Hypercorn lack what a tuning changes."""
     results = [lean_h2_response_headers(), direct_h2_response_heads(), lean_h2_request_headers(),

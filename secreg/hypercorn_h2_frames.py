@@ -394,18 +394,6 @@ def direct_small_h2_bodies() -> bool:
     return True
 
 
-_install_fast_data: Any = None
-
-
-def install_fast_data(connection: Any) -> bool:
-    """Give one h2 server connection the DATA frame path of `fast_h2_data_frames` (for tests, which compare it
-    with h2's own); False when that tuning is not applied."""
-    if _install_fast_data is None:
-        return False
-    _install_fast_data(connection)
-    return True
-
-
 def fast_h2_data_frames() -> bool:
     """h2 parses every 16 KiB DATA frame on its own (a frame object, two copies, the connection's and the
     stream's state machines and windows, an event; ~15 us each): 16,000 frames for a 256 MiB push, more CPU than
@@ -415,7 +403,6 @@ def fast_h2_data_frames() -> bool:
     DataReceived event with the payloads joined (one copy). Anything else, or a run one of those checks would
     refuse, is left to h2 itself, so its errors and their GOAWAY/RST_STREAM stay h2's. None of h2's behaviour
     changes but the number of events (Hypercorn's merge did that already)."""
-    global _install_fast_data
     import struct
 
     import h2.connection
@@ -433,8 +420,6 @@ def fast_h2_data_frames() -> bool:
     if not known:
         log.warning("h2 internals differ from the known ones: HTTP/2 DATA frames are parsed one by one")
         return False
-    if _install_fast_data is not None:
-        return True
     open_connection = (h2.connection.ConnectionState.CLIENT_OPEN, h2.connection.ConnectionState.SERVER_OPEN)
     receiving = (h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_LOCAL)
     recv_data = h2.connection.ConnectionInputs.RECV_DATA
@@ -442,11 +427,12 @@ def fast_h2_data_frames() -> bool:
     end_stream_flag, data_type = 0x1, 0x0
 
     def scan(connection: Any, source: Any, position: int, events: list[Any],
-             carry: tuple[int, list[Any], int] | None = None) -> int:
+             carry: tuple[int, list[Any], int, bool] | None = None) -> int:
         """Take the runs of plain DATA frames in `source` from `position` on, each run as one event appended
         to `events`; returns where the first frame it leaves to h2 begins (or the end). `carry`: a run begun
-        before `source` (stream id, payload pieces, their length), continued by `source`'s first frames: when
-        that run fails a check, nothing is taken and -1 returned (the caller hands everything to h2)."""
+        before `source` (stream id, payload pieces, their length, whether its last frame ended the stream),
+        continued by `source`'s first frames unless ended: when that run fails a check, nothing is taken and -1
+        returned (the caller hands everything to h2)."""
         size, limit = len(source), connection.max_inbound_frame_size
         window = connection._inbound_flow_control_window_manager
         with memoryview(source) as view:
@@ -454,8 +440,8 @@ def fast_h2_data_frames() -> bool:
                 pieces: list[Any] = []
                 start, stream_id, total, ended = position, None, 0, False
                 if carry is not None:
-                    stream_id, pieces, total = carry
-                while position + 9 <= size:
+                    stream_id, pieces, total, ended = carry
+                while not ended and position + 9 <= size:
                     high, low, kind, flags, sid = header.unpack_from(source, position)
                     length, sid = (high << 16) | low, sid & 0x7FFF_FFFF
                     if (kind != data_type or flags & ~end_stream_flag or length > limit or sid == 0
@@ -465,9 +451,7 @@ def fast_h2_data_frames() -> bool:
                     pieces.append(view[position + 9:position + 9 + length])
                     total += length
                     position += 9 + length
-                    if flags & end_stream_flag:
-                        ended = True
-                        break
+                    ended = bool(flags & end_stream_flag)
                 stream = connection.streams.get(stream_id) if pieces else None
                 if (stream is None or stream.state_machine.state not in receiving
                         or total > window.current_window_size
@@ -484,14 +468,27 @@ def fast_h2_data_frames() -> bool:
                 _, stream_events = stream.receive_data(payload, ended, total)
                 events.extend(stream_events)
 
-    def plain_data_frame(buffer: bytearray, limit: int) -> bool:
-        """Whether `buffer` is exactly one whole DATA frame without padding or flags but END_STREAM."""
+    def buffered_run(connection: Any, buffer: bytearray, data: bytes) -> tuple[int, tuple[Any, ...] | None]:
+        """Complete the frame the last read left incomplete in `buffer` (all it holds) with the first bytes of
+        `data`; returns how many of them it took and, when `buffer` is then exactly one whole plain DATA frame,
+        that frame as the `carry` of a run for `scan` (its payload a view of `buffer`)."""
+        position = 0
+        need = 9 - len(buffer)
+        if need > 0:
+            buffer += data[:need]
+            position = min(need, len(data))
         if len(buffer) < 9:
-            return False
+            return position, None
         high, low, kind, flags, sid = header.unpack_from(buffer, 0)
         length = (high << 16) | low
-        return (kind == data_type and not flags & ~end_stream_flag and length <= limit and sid & 0x7FFF_FFFF != 0
-                and len(buffer) == 9 + length)
+        need = 9 + length - len(buffer)
+        if need > 0:
+            buffer += data[position:position + need]
+            position = min(position + need, len(data))
+        if (kind != data_type or flags & ~end_stream_flag or length > connection.max_inbound_frame_size
+                or sid & 0x7FFF_FFFF == 0 or len(buffer) != 9 + length):
+            return position, None
+        return position, (sid & 0x7FFF_FFFF, [memoryview(buffer)[9:]], length, bool(flags & end_stream_flag))
 
     def receive(connection: Any, slow: Any, data: bytes) -> list[Any]:
         incoming = connection.incoming_buffer
@@ -500,50 +497,23 @@ def fast_h2_data_frames() -> bool:
             return slow(data)  # type: ignore[no-any-return]
         buffer: bytearray = incoming._data
         events: list[Any] = []
-        position = 0
+        position, carry = 0, None
         try:
             if buffer:
-                # The frame the last read left incomplete (all the buffer holds): completed with the first bytes
-                # of this read, which is then parsed where it lies instead of being appended whole (a copy of
-                # each ~200 KiB read fewer). Anything else takes the buffer as before.
-                need = 9 - len(buffer)
-                if need > 0:
-                    buffer += data[:need]
-                    position = min(need, len(data))
-                if len(buffer) >= 9:
-                    need = 9 + ((buffer[0] << 16) | (buffer[1] << 8) | buffer[2]) - len(buffer)
-                    if need > 0:
-                        buffer += data[position:position + need]
-                        position = min(position + need, len(data))
-                done = -1
-                if plain_data_frame(buffer, connection.max_inbound_frame_size):
-                    high, low, _, flags, sid = header.unpack_from(buffer, 0)
-                    length = (high << 16) | low
-                    if flags & end_stream_flag:  # a run of one frame: taken on its own
-                        done = scan(connection, buffer, 0, events)
-                        if done == len(buffer):
-                            done = position
-                        else:
-                            done = -1
-                    else:
-                        with memoryview(buffer) as view:
-                            piece = view[9:9 + length]
-                            try:
-                                done = scan(connection, data, position, events,
-                                            (sid & 0x7FFF_FFFF, [piece], length))
-                            finally:
-                                piece.release()
-                if done < 0:  # h2 and the buffer as before
-                    buffer += data[position:]
-                    position = scan(connection, buffer, 0, events)
-                    del buffer[:position]
-                    if len(buffer) >= 9:  # a complete frame of another kind may be next
-                        events.extend(slow(b""))
-                    return events
+                # A DATA frame the last read left incomplete, completed with this read's first bytes, starts the
+                # run the scan of this read continues: the rest of the read is parsed where it lies instead of
+                # being appended whole (a copy of each ~200 KiB read fewer). Anything else, and a run one of
+                # scan's checks refuses, takes the buffer and h2 as before.
+                position, carry = buffered_run(connection, buffer, data)
+            done = scan(connection, data, position, events, carry) if carry is not None or not buffer else -1
+            if carry is not None:
+                carry[1].clear()  # the view of `buffer` goes before it changes
+            if done >= 0:
                 del buffer[:]
                 position = done
-            position = scan(connection, data, position, events)
         except h2.exceptions.ProtocolError as exc:  # a declared content length exceeded: as h2 does
+            if carry is not None:
+                carry[1].clear()
             del buffer[:]
             connection._terminate_connection(exc.error_code)
             raise
@@ -556,6 +526,5 @@ def fast_h2_data_frames() -> bool:
         slow = connection.receive_data
         connection.receive_data = lambda data: receive(connection, slow, data)
 
-    _install_fast_data = install
     on_new_connection("data frames", lambda self: install(self.connection))
     return True

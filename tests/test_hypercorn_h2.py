@@ -331,19 +331,29 @@ def test_the_decoders_remembered_blocks_are_what_hpack_decodes() -> None:
 
 
 def _upload_connections(fast: bool) -> tuple[object, object]:
-    """A client and a server h2 connection past the handshake, the server with 1 MiB windows (as widened by
-    `widen_h2_windows`) and, when `fast`, the DATA frame path of `fast_h2_data_frames`."""
+    """A client and a server h2 connection past the handshake, the server's as Hypercorn's H2Protocol sets it up
+    with the tunings applied (the DATA frame path of `fast_h2_data_frames` included, or h2's own `receive_data`
+    when not `fast`), with 1 MiB stream windows."""
     import h2.config
     import h2.connection
     import h2.settings
+    import hypercorn.config
+    from hypercorn.asyncio.worker_context import WorkerContext
+    from hypercorn.protocol.h2 import H2Protocol
 
-    from secreg import hypercorn_h2_frames, hypercorn_tuning
+    from secreg import hypercorn_tuning
+
+    async def send(event: object) -> None:
+        pass
 
     hypercorn_tuning.apply()
+    protocol = H2Protocol(None, hypercorn.config.Config(), WorkerContext(None), None, None,  # type: ignore[arg-type]
+                          True, None, None, send)
+    server = protocol.connection
+    assert "receive_data" in vars(server)  # the tuning's install, by the real H2Protocol.__init__
+    if not fast:
+        del server.receive_data  # h2's own, as the class has it
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-    server = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False, header_encoding=None))
-    if fast:
-        assert hypercorn_h2_frames.install_fast_data(server)
     client.initiate_connection()
     server.initiate_connection()
     server.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20})
