@@ -79,7 +79,8 @@ def coalesce_h11_responses() -> bool:
     """Hypercorn writes a response's head and its body as two TLS records and two socket sends. For small
     responses (a manifest, `/v2/`, a token) those sends were a quarter of the server's CPU time under py-spy;
     holding the head until the first body event (or the end of the message, for HEAD and empty bodies) halves
-    them. Interim responses (100 Continue) still go out at once. False when Hypercorn's H11 protocol does not
+    them. Interim responses (100 Continue) still go out at once, and the end of a Content-Length body, which h11
+    frames as no bytes at all, is not written (it cost a write, the send lock and a drain per response). False when Hypercorn's H11 protocol does not
     have the method this wraps."""
     import h11
     from hypercorn.events import RawData
@@ -95,19 +96,19 @@ def coalesce_h11_responses() -> bool:
 
     async def send_h11_event(self: Any, event: Any) -> None:
         head: bytes | None = self.__dict__.pop("_secreg_head", None)
-        if head is None and not isinstance(event, h11.Response):
-            await original(self, event)
-            return
         try:
-            data = self.connection.send(event)
+            data = self.connection.send(event) or b""
         except h11.LocalProtocolError:
             if self.connection.their_state != h11.ERROR:
                 raise
             data = b""
-        if isinstance(event, h11.Response) and head is None:
-            self._secreg_head = data
+        if head is None:
+            if isinstance(event, h11.Response):
+                self._secreg_head = data
+            elif data:  # the end of a Content-Length body frames as b"": no empty write, lock and drain for it
+                await self.send(RawData(data=data))
             return
-        await self.send(RawData(data=(head or b"") + (data or b"")))
+        await self.send(RawData(data=head + data))
 
     send_h11_event._secreg_coalesced = True  # type: ignore[attr-defined]
     protocol._send_h11_event = send_h11_event  # type: ignore[method-assign]
@@ -132,3 +133,4 @@ def iterate_h11_headers() -> bool:
 
     Headers.__iter__ = __iter__  # type: ignore[method-assign]
     return True
+

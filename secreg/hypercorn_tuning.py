@@ -18,7 +18,8 @@ def apply() -> bool:
     h11, h2 = hypercorn_h11, hypercorn_h2_frames
     h11.quiet_tls_close()
     results = [h11.widen_reads(), h11.coalesce_h11_responses(), h11.iterate_h11_headers(),
-               bodyreads.pass_body_through(), h2.widen_h2_windows(), h2.batch_h2_sends(), h2.merge_h2_data_events(),
+               bodyreads.pass_body_through(), h2.widen_h2_windows(),
+               h2.batch_h2_sends(), h2.merge_h2_data_events(),
                h2.cheap_h2_frame_repr(), h11.cache_date_header(), h2.coalesce_h2_flushes(),
                h2.direct_small_h2_bodies(), h2.fast_h2_data_frames(), hypercorn_h2.apply()]
     return all(results)

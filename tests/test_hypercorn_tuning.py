@@ -71,6 +71,51 @@ def test_h11_headers_iterate_as_the_sequence_they_are() -> None:
     assert request.headers == generic and [name for name, _ in request.headers] == [n for n, _ in generic]
 
 
+@pytest.mark.parametrize("framing", ["content-length", "chunked", "head"])
+def test_h11_response_writes_head_with_first_piece_and_no_empty_writes(framing: str) -> None:
+    """The wrapped `_send_h11_event` on a real h11 connection: what reaches the socket, write by write."""
+    import asyncio
+
+    import h11
+    from hypercorn.protocol.h11 import H11Protocol
+
+    from secreg import hypercorn_h11
+
+    assert hypercorn_h11.coalesce_h11_responses()
+    writes: list[bytes] = []
+
+    class Protocol:
+        _send_h11_event = H11Protocol._send_h11_event
+
+        def __init__(self) -> None:
+            self.connection = h11.Connection(h11.SERVER)
+            method = b"HEAD" if framing == "head" else b"GET"
+            self.connection.receive_data(method + b" /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert isinstance(self.connection.next_event(), h11.Request)
+
+        async def send(self, event: Any) -> None:
+            writes.append(event.data)
+
+    async def respond() -> None:
+        protocol = Protocol()
+        length = [] if framing == "chunked" else [(b"content-length", b"2")]
+        await protocol._send_h11_event(h11.Response(status_code=200, headers=length))
+        assert writes == []  # the head waits for the body
+        if framing != "head":
+            await protocol._send_h11_event(h11.Data(data=b"{}"))
+        await protocol._send_h11_event(h11.EndOfMessage())
+
+    asyncio.run(respond())
+    assert all(writes), writes  # never an empty write
+    assert writes[0].startswith(b"HTTP/1.1 200 ")
+    if framing == "content-length":
+        assert len(writes) == 1 and writes[0].endswith(b"\r\n\r\n{}")
+    elif framing == "chunked":
+        assert len(writes) == 2 and writes[0].endswith(b"\r\n\r\n2\r\n{}\r\n") and writes[1] == b"0\r\n\r\n"
+    else:
+        assert len(writes) == 1 and writes[0].endswith(b"content-length: 2\r\n\r\n")
+
+
 def test_http11_heads_bodies_and_keep_alive(tmp_path: Path) -> None:
     data = os.urandom(300_000)
     digest = sha256(data)
