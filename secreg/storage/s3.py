@@ -23,10 +23,10 @@ from typing import Any, BinaryIO, cast
 
 import botocore.config
 import botocore.session
-from botocore.exceptions import BotoCoreError, ClientError
-from urllib3.exceptions import HTTPError as Urllib3Error
+from botocore.exceptions import ClientError
 
 from secreg.storage.driver import FileInfo, IncompleteWrite, InvalidPath, PathNotFound, StorageError
+from secreg.storage.s3errors import error_code, is_missing, storage_errors
 from secreg.storage.s3options import S3Options
 
 log = logging.getLogger("secreg.storage.s3")
@@ -46,12 +46,6 @@ def _mtime(head: dict[str, Any]) -> float:
         return float(head["LastModified"].timestamp())
 
 
-def is_missing(exc: ClientError) -> bool:
-    code = str(exc.response.get("Error", {}).get("Code", ""))
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return code in ("404", "NoSuchKey", "NotFound", "NoSuchUpload") or status == 404
-
-
 def _add_content_md5(params: dict[str, Any], **_: Any) -> None:
     # Swift's s3api requires Content-MD5 on a batch delete; botocore now sends a CRC32 checksum instead.
     body = params.get("body")
@@ -60,18 +54,20 @@ def _add_content_md5(params: dict[str, Any], **_: Any) -> None:
 
 
 class S3Driver:
-    def __init__(self, options: S3Options, *, client: Any = None, attempts: int = 5) -> None:
-        """`attempts`: tries per request (botocore's standard retry mode: 5xx, throttling, resets)."""
+    def __init__(self, options: S3Options, *, client: Any = None, attempts: int = 5, read_timeout: float = 120
+                 ) -> None:
+        """`attempts`: tries per request (botocore's standard retry mode: 5xx, throttling, resets);
+        `read_timeout`: seconds an answer may keep the client waiting for its next bytes."""
         if options.chunksize < MIN_PART:
             raise ValueError(f"storage.s3.chunksize must be at least {MIN_PART} (S3's smallest part)")
         self.options = options
         self.bucket = options.bucket
         self._prefix = options.rootdirectory.strip("/")
-        self.client = client if client is not None else self._client(options, attempts)
+        self.client = client if client is not None else self._client(options, attempts, read_timeout)
         self._local = threading.local()
 
     @staticmethod
-    def _client(options: S3Options, attempts: int) -> Any:
+    def _client(options: S3Options, attempts: int, read_timeout: float) -> Any:
         session = botocore.session.get_session()
         endpoint = options.regionendpoint or None
         if endpoint and "://" not in endpoint:
@@ -82,7 +78,7 @@ class S3Driver:
             max_pool_connections=64,
             retries={"max_attempts": attempts, "mode": "standard"},
             connect_timeout=10,
-            read_timeout=120,
+            read_timeout=read_timeout,
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
@@ -111,17 +107,17 @@ class S3Driver:
     # --- reads ------------------------------------------------------------------------------------
 
     def head(self, key: str) -> dict[str, Any] | None:
-        try:
-            return dict(self.client.head_object(Bucket=self.bucket, Key=key))
-        except ClientError as exc:
-            if is_missing(exc):
-                return None
-            raise StorageError(f"HEAD {key}: {exc}") from exc
-        except BotoCoreError as exc:  # unreachable, timed out
-            raise StorageError(f"HEAD {key}: {exc}") from exc
+        with storage_errors(f"HEAD {key}"):
+            try:
+                return dict(self.client.head_object(Bucket=self.bucket, Key=key))
+            except ClientError as exc:
+                if is_missing(exc):
+                    return None
+                raise
 
     def _any_below(self, path: str) -> bool:
-        answer = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._dir_prefix(path), MaxKeys=1)
+        with storage_errors(f"listing {path}"):
+            answer = self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._dir_prefix(path), MaxKeys=1)
         return bool(answer.get("KeyCount") or answer.get("Contents"))
 
     def stat(self, path: str) -> FileInfo:
@@ -145,16 +141,15 @@ class S3Driver:
         return True
 
     def read_bytes(self, path: str) -> bytes:
-        try:
-            answer = self.client.get_object(Bucket=self.bucket, Key=self.key(path))
-            with answer["Body"] as body:
+        with storage_errors(f"GET {path}"):
+            try:
+                answer = self.client.get_object(Bucket=self.bucket, Key=self.key(path))
+            except ClientError as exc:
+                if is_missing(exc):
+                    raise PathNotFound(path) from None
+                raise
+            with answer["Body"] as body:  # a body cut short fails here (urllib3, OSError)
                 return bytes(body.read())
-        except ClientError as exc:
-            if is_missing(exc):
-                raise PathNotFound(path) from None
-            raise StorageError(f"GET {path}: {exc}") from exc
-        except (BotoCoreError, Urllib3Error, OSError) as exc:  # unreachable, timed out, or the body cut short
-            raise StorageError(f"GET {path}: {exc}") from exc
 
     def open_read(self, path: str) -> BinaryIO:
         from secreg.storage.s3read import S3Reader
@@ -168,11 +163,12 @@ class S3Driver:
         prefix = self._dir_prefix(path)
         names: list[str] = []
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
-            for common in page.get("CommonPrefixes", []):
-                names.append(common["Prefix"][len(prefix):].rstrip("/"))
-            for item in page.get("Contents", []):
-                names.append(item["Key"][len(prefix):])
+        with storage_errors(f"listing {path}"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, Delimiter="/"):
+                for common in page.get("CommonPrefixes", []):
+                    names.append(common["Prefix"][len(prefix):].rstrip("/"))
+                for item in page.get("Contents", []):
+                    names.append(item["Key"][len(prefix):])
         if not names:
             raise PathNotFound(path)
         visible = []
@@ -185,31 +181,32 @@ class S3Driver:
         return visible
 
     def walk_files(self, path: str) -> Iterator[FileInfo]:
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._dir_prefix(path)):
-            for item in page.get("Contents", []):
-                relative = self._path_of(item["Key"])
-                if f"{APPEND_SUFFIX}/" in relative:
-                    continue
-                yield FileInfo(relative, int(item["Size"]), item["LastModified"].timestamp(), False)
+        for item in self.list_keys(self._dir_prefix(path)):
+            relative = self._path_of(item["Key"])
+            if f"{APPEND_SUFFIX}/" in relative:
+                continue
+            yield FileInfo(relative, int(item["Size"]), item["LastModified"].timestamp(), False)
 
     def walk_paths(self, path: str, prune: Callable[[str], bool] | None = None) -> Iterator[str]:
         return (info.path for info in self.walk_files(path))  # one listing of every key: nothing to prune
 
     def list_keys(self, prefix: str) -> Iterator[dict[str, Any]]:
-        """Every object below a raw key prefix (with Key, Size, LastModified)."""
-        paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+        """Every object below a raw key prefix (with Key, Size, LastModified), a page (1000) at a time: a failure
+        on a later page raises StorageError from the iteration, after the objects already given."""
+        pages = iter(self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix))
+        while True:
+            with storage_errors(f"listing keys below {prefix}"):
+                page = next(pages, None)
+            if page is None:
+                return
             yield from page.get("Contents", [])
 
     # --- writes -----------------------------------------------------------------------------------
 
     def write_bytes(self, path: str, data: bytes, *, durable: bool = True) -> None:
         # Durable either way: a PUT is answered once stored.
-        try:
+        with storage_errors(f"PUT {path}"):
             self.client.put_object(Bucket=self.bucket, Key=self.key(path), Body=data)
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"PUT {path}: {exc}") from exc
 
     def write_transient(self, path: str, data: bytes) -> None:
         self.write_bytes(path, data)  # a PUT is durable once answered: nothing to skip
@@ -232,27 +229,32 @@ class S3Driver:
         (CopyObject stops at 5 GiB). The copy carries the source's modification time in its metadata: a move
         is a rename, and garbage collection judges a renamed file by when it was written, not moved."""
         metadata = {MTIME_META: repr(mtime)}
+        what = f"copying {source} to {destination}"
         if size < self.options.multipartcopythresholdsize:
-            self.client.copy_object(Bucket=self.bucket, Key=destination, Metadata=metadata,
-                                    MetadataDirective="REPLACE",
-                                    CopySource={"Bucket": self.bucket, "Key": source})
+            with storage_errors(what):
+                self.client.copy_object(Bucket=self.bucket, Key=destination, Metadata=metadata,
+                                        MetadataDirective="REPLACE",
+                                        CopySource={"Bucket": self.bucket, "Key": source})
             return
-        upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=destination,
-                                                     Metadata=metadata)["UploadId"]
+        with storage_errors(what):
+            upload = self.client.create_multipart_upload(Bucket=self.bucket, Key=destination,
+                                                         Metadata=metadata)["UploadId"]
         try:
-            parts = []
-            step = max(self.options.multipartcopychunksize, MIN_PART)
-            for number, start in enumerate(range(0, size, step), 1):
-                end = min(start + step, size) - 1
-                answer = self.client.upload_part_copy(
-                    Bucket=self.bucket, Key=destination, UploadId=upload, PartNumber=number,
-                    CopySource={"Bucket": self.bucket, "Key": source}, CopySourceRange=f"bytes={start}-{end}",
-                )
-                parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
-            self.client.complete_multipart_upload(Bucket=self.bucket, Key=destination, UploadId=upload,
-                                                  MultipartUpload={"Parts": parts})
+            with storage_errors(what):
+                parts = []
+                step = max(self.options.multipartcopychunksize, MIN_PART)
+                for number, start in enumerate(range(0, size, step), 1):
+                    end = min(start + step, size) - 1
+                    answer = self.client.upload_part_copy(
+                        Bucket=self.bucket, Key=destination, UploadId=upload, PartNumber=number,
+                        CopySource={"Bucket": self.bucket, "Key": source},
+                        CopySourceRange=f"bytes={start}-{end}",
+                    )
+                    parts.append({"PartNumber": number, "ETag": answer["CopyPartResult"]["ETag"]})
+                self.client.complete_multipart_upload(Bucket=self.bucket, Key=destination, UploadId=upload,
+                                                      MultipartUpload={"Parts": parts})
         except BaseException:
-            self.abort_multipart(destination, upload)
+            self.abort_multipart(destination, upload, quiet=True)  # the copy's own failure is the one to tell
             raise
 
     def move(self, source: str, destination: str) -> None:
@@ -271,12 +273,11 @@ class S3Driver:
                               mtime))
             if not moves:
                 raise PathNotFound(source)
-        try:
-            for from_key, to_key, size, mtime in moves:
-                self.copy_key(from_key, to_key, size, mtime)
+        # Each source is deleted only once its copy is whole: a failure leaves every byte at one key or both.
+        for from_key, to_key, size, mtime in moves:
+            self.copy_key(from_key, to_key, size, mtime)
+            with storage_errors(f"move {source} -> {destination}: deleting {from_key}"):
                 self.client.delete_object(Bucket=self.bucket, Key=from_key)
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"move {source} -> {destination}: {exc}") from exc
 
     def delete(self, path: str) -> None:
         """A file, a file being appended (aborting its multipart upload) or a whole prefix."""
@@ -291,12 +292,13 @@ class S3Driver:
             self.abort_multipart(upload_key, upload_id)
         for start in range(0, len(doomed), _DELETE_BATCH):
             batch = doomed[start:start + _DELETE_BATCH]
-            if len(batch) == 1:
-                self.client.delete_object(Bucket=self.bucket, Key=batch[0])
-                continue
-            answer = self.client.delete_objects(
-                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
-            )
+            with storage_errors(f"delete {path}"):
+                if len(batch) == 1:
+                    self.client.delete_object(Bucket=self.bucket, Key=batch[0])
+                    continue
+                answer = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True}
+                )
             errors = [e for e in answer.get("Errors", []) if e.get("Code") != "NoSuchKey"]
             if errors:
                 raise StorageError(f"delete {path}: {errors[0].get('Code')} on {errors[0].get('Key')}")
@@ -305,11 +307,12 @@ class S3Driver:
         """Multipart uploads in progress at `key` or below it: those of a file being appended."""
         found: builtins.list[tuple[str, str]] = []
         paginator = self.client.get_paginator("list_multipart_uploads")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=key):
-            for upload in page.get("Uploads", []):
-                name = upload["Key"]
-                if name == key or name.startswith(f"{key}/"):
-                    found.append((name, upload["UploadId"]))
+        with storage_errors(f"listing multipart uploads at {key}"):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=key):
+                for upload in page.get("Uploads", []):
+                    name = upload["Key"]
+                    if name == key or name.startswith(f"{key}/"):
+                        found.append((name, upload["UploadId"]))
         return found
 
     def stale_writes(self, path: str, before: float) -> builtins.list[IncompleteWrite]:
@@ -317,7 +320,7 @@ class S3Driver:
         arrived before it (ListParts, asked only of those begun early enough)."""
         prefix = self._dir_prefix(path)
         found: builtins.list[IncompleteWrite] = []
-        try:
+        with storage_errors(f"listing multipart uploads below {path}"):
             for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket,
                                                                                      Prefix=prefix):
                 for upload in page.get("Uploads", []):
@@ -338,19 +341,25 @@ class S3Driver:
                         raise
                     if last < before:
                         found.append(IncompleteWrite(self._path_of(key), upload_id, last, size))
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"listing multipart uploads below {path}: {exc}") from exc
         return found
 
     def abort_write(self, write: IncompleteWrite) -> None:
         self.abort_multipart(self.key(write.path), write.write_id)
 
-    def abort_multipart(self, key: str, upload_id: str) -> None:
+    def abort_multipart(self, key: str, upload_id: str, *, quiet: bool = False) -> None:
+        """One already gone is no error. `quiet`: a failure is logged, not raised (cleaning up after another
+        failure; the upload purge aborts what is left once it is old, see `stale_writes`)."""
         try:
-            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-        except ClientError as exc:
-            if not is_missing(exc):
-                log.warning("abort of multipart upload at %s failed: %s", key, exc)
+            with storage_errors(f"aborting the multipart upload at {key}"):
+                try:
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                except ClientError as exc:
+                    if not is_missing(exc):
+                        raise
+        except StorageError as exc:
+            if not quiet:
+                raise
+            log.warning("%s", exc)
 
     def local_path(self, path: str) -> str | None:
         return None
@@ -359,22 +368,23 @@ class S3Driver:
         """A short-lived presigned GET URL when `redirect` is on, else None (secreg streams the bytes)."""
         if not self.options.redirect:
             return None
-        url: str = self.client.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": self.key(path)},
-            ExpiresIn=self.options.redirectexpiry,
-        )
+        with storage_errors(f"presigning {path}"):  # no request; fails only without credentials
+            url: str = self.client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": self.key(path)},
+                ExpiresIn=self.options.redirectexpiry,
+            )
         return url
 
     def ensure_bucket(self) -> None:
         """Create the bucket when it is missing (tests, first start); an existing bucket is left alone."""
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except ClientError as exc:
-            if not is_missing(exc) and str(exc.response.get("Error", {}).get("Code")) != "NoSuchBucket":
-                raise
+        with storage_errors(f"creating bucket {self.bucket}"):
             try:
-                self.client.create_bucket(Bucket=self.bucket)
-            except ClientError as race:  # another replica created it this instant
-                if str(race.response.get("Error", {}).get("Code")) not in ("BucketAlreadyOwnedByYou",
-                                                                           "BucketAlreadyExists"):
+                self.client.head_bucket(Bucket=self.bucket)
+            except ClientError as exc:
+                if not is_missing(exc) and error_code(exc) != "NoSuchBucket":
                     raise
+                try:
+                    self.client.create_bucket(Bucket=self.bucket)
+                except ClientError as race:  # another replica created it this instant
+                    if error_code(race) not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise

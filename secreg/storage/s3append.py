@@ -26,9 +26,10 @@ from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from secreg.storage.driver import StorageError
+from secreg.storage.s3errors import is_missing, storage_errors
 
 if TYPE_CHECKING:
     from secreg.storage.s3 import S3Driver
@@ -71,16 +72,16 @@ def sidecar(driver: S3Driver, path: str) -> str:
 
 
 def read_state(driver: S3Driver, path: str) -> AppendState | None:
-    from secreg.storage.s3 import is_missing
-
-    try:
-        answer = driver.client.get_object(Bucket=driver.bucket, Key=f"{sidecar(driver, path)}/state")
-    except ClientError as exc:
-        if is_missing(exc):
-            return None
-        raise StorageError(f"reading append state of {path}: {exc}") from exc
-    with answer["Body"] as body:
-        return AppendState.from_json(body.read(), answer["LastModified"].timestamp())
+    with storage_errors(f"reading append state of {path}"):
+        try:
+            answer = driver.client.get_object(Bucket=driver.bucket, Key=f"{sidecar(driver, path)}/state")
+        except ClientError as exc:
+            if is_missing(exc):
+                return None
+            raise
+        with answer["Body"] as body:
+            data = body.read()
+    return AppendState.from_json(data, answer["LastModified"].timestamp())
 
 
 def _server_now(answer: dict[str, Any]) -> float:
@@ -107,20 +108,22 @@ class BucketLock:
 
     def acquire(self) -> bool:
         client, bucket = self._driver.client, self._driver.bucket
-        client.put_object(Bucket=bucket, Key=self._key, Body=b"")
-        answer = client.list_objects_v2(Bucket=bucket, Prefix=self._prefix)
-        now = _server_now(answer)
-        rivals = []
-        for item in answer.get("Contents", []):
-            if item["Key"] == self._key:
-                continue
-            if now - item["LastModified"].timestamp() > LOCK_TTL:
-                client.delete_object(Bucket=bucket, Key=item["Key"])
-            else:
-                rivals.append(item["Key"])
-        if rivals:
-            client.delete_object(Bucket=bucket, Key=self._key)
-            return False
+        with storage_errors(f"taking lock {self._key}"):
+            # An entry left behind by a failure here is ignored by others once it is older than LOCK_TTL.
+            client.put_object(Bucket=bucket, Key=self._key, Body=b"")
+            answer = client.list_objects_v2(Bucket=bucket, Prefix=self._prefix)
+            now = _server_now(answer)
+            rivals = []
+            for item in answer.get("Contents", []):
+                if item["Key"] == self._key:
+                    continue
+                if now - item["LastModified"].timestamp() > LOCK_TTL:
+                    client.delete_object(Bucket=bucket, Key=item["Key"])
+                else:
+                    rivals.append(item["Key"])
+            if rivals:
+                client.delete_object(Bucket=bucket, Key=self._key)
+                return False
         self.held = True
         self._refresher = threading.Thread(target=self._refresh, name="secreg-s3-lock", daemon=True)
         self._refresher.start()
@@ -129,9 +132,10 @@ class BucketLock:
     def _refresh(self) -> None:
         while not self._stop.wait(_LOCK_REFRESH):
             try:
-                self._driver.client.put_object(Bucket=self._driver.bucket, Key=self._key, Body=b"")
-            except (ClientError, BotoCoreError) as exc:
-                log.warning("refreshing lock %s failed: %s", self._key, exc)
+                with storage_errors(f"refreshing lock {self._key}"):
+                    self._driver.client.put_object(Bucket=self._driver.bucket, Key=self._key, Body=b"")
+            except StorageError as exc:
+                log.warning("%s", exc)
 
     def release(self) -> None:
         if not self.held:
@@ -141,9 +145,10 @@ class BucketLock:
             self._refresher.join()
         self.held = False
         try:
-            self._driver.client.delete_object(Bucket=self._driver.bucket, Key=self._key)
-        except (ClientError, BotoCoreError) as exc:
-            log.warning("releasing lock %s failed (it expires in %d s): %s", self._key, LOCK_TTL, exc)
+            with storage_errors(f"releasing lock {self._key}"):
+                self._driver.client.delete_object(Bucket=self._driver.bucket, Key=self._key)
+        except StorageError as exc:
+            log.warning("%s (it expires in %d s)", exc, LOCK_TTL)
 
 
 class PartBuffer:
@@ -280,7 +285,7 @@ class S3AppendWriter:
             return
         buffer = self._load_buffer()
         client, bucket = self._driver.client, self._driver.bucket
-        try:
+        with storage_errors(f"completing {self._path}"):
             if self._state.upload_id is None:
                 client.put_object(Bucket=bucket, Key=self._key, Body=buffer.body())
             else:
@@ -289,20 +294,23 @@ class S3AppendWriter:
                 parts = [{"PartNumber": n, "ETag": e} for n, e, _s in self._state.parts]
                 client.complete_multipart_upload(Bucket=bucket, Key=self._key, UploadId=self._state.upload_id,
                                                  MultipartUpload={"Parts": parts})
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"completing {self._path}: {exc}") from exc
         self._finished = True
         self._buffer = PartBuffer(0)
         if self._staged:
             return
-        for item in list(self._driver.list_keys(f"{self._sidecar}/")):
-            if "/lock/" not in item["Key"]:
-                self._delete(item["Key"])
+        try:
+            doomed = [item["Key"] for item in self._driver.list_keys(f"{self._sidecar}/")]
+        except StorageError as exc:  # the file is whole and the caller may go on; the sidecar is left over
+            log.warning("%s", exc)
+            return
+        for key in doomed:
+            if "/lock/" not in key:
+                self._delete(key)
 
     def abort(self) -> None:
         """Staged writers: drop every part sent; nothing was ever visible."""
         if not self._finished and self._state.upload_id is not None:
-            self._driver.abort_multipart(self._key, self._state.upload_id)
+            self._driver.abort_multipart(self._key, self._state.upload_id, quiet=True)  # else the purge reaps it
         self._finished = True
         self._buffer = PartBuffer(0)
 
@@ -331,9 +339,10 @@ class S3AppendWriter:
         if self._buffer is None:
             tail = b""
             if self._state.tail:
-                answer = self._driver.client.get_object(Bucket=self._driver.bucket, Key=self._state.tail)
-                with answer["Body"] as body:
-                    tail = body.read()
+                with storage_errors(f"reading the tail of {self._path}"):
+                    answer = self._driver.client.get_object(Bucket=self._driver.bucket, Key=self._state.tail)
+                    with answer["Body"] as body:
+                        tail = body.read()
                 if len(tail) != self._state.tail_size:
                     raise StorageError(f"tail of {self._path} holds {len(tail)} bytes, "
                                        f"expected {self._state.tail_size}")
@@ -343,25 +352,22 @@ class S3AppendWriter:
     def _send_part(self, data: bytes | bytearray) -> None:
         client, bucket = self._driver.client, self._driver.bucket
         state = self._state
-        try:
+        with storage_errors(f"sending part of {self._path}"):
             if state.upload_id is None:
                 upload_id = client.create_multipart_upload(Bucket=bucket, Key=self._key)["UploadId"]
                 state = replace(state, upload_id=upload_id)
             number = len(state.parts) + 1
             answer = client.upload_part(Bucket=bucket, Key=self._key, UploadId=state.upload_id,
                                         PartNumber=number, Body=data)
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"sending part of {self._path}: {exc}") from exc
         self._state = replace(state, parts=(*state.parts, (number, str(answer["ETag"]), len(data))))
 
     def _put(self, key: str, data: bytes | bytearray) -> None:
-        try:
+        with storage_errors(f"PUT {key}"):
             self._driver.client.put_object(Bucket=self._driver.bucket, Key=key, Body=data)
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"PUT {key}: {exc}") from exc
 
     def _delete(self, key: str) -> None:
         try:
-            self._driver.client.delete_object(Bucket=self._driver.bucket, Key=key)
-        except (ClientError, BotoCoreError) as exc:
-            log.warning("could not delete %s: %s", key, exc)
+            with storage_errors(f"deleting {key}"):
+                self._driver.client.delete_object(Bucket=self._driver.bucket, Key=key)
+        except StorageError as exc:
+            log.warning("%s", exc)

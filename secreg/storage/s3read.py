@@ -7,10 +7,8 @@ import io
 import logging
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-from urllib3.exceptions import HTTPError as Urllib3Error
-
 from secreg.storage.driver import StorageError
+from secreg.storage.s3errors import CLIENT_FAILURES, storage_errors
 
 if TYPE_CHECKING:
     from secreg.storage.s3 import S3Driver
@@ -47,12 +45,10 @@ class S3Reader(io.RawIOBase):
         return self._position
 
     def _open(self) -> Any:
-        try:
+        with storage_errors(f"GET {self._key} from {self._position}"):
             answer = self._driver.client.get_object(
                 Bucket=self._driver.bucket, Key=self._key, Range=f"bytes={self._position}-"
             )
-        except (ClientError, BotoCoreError) as exc:
-            raise StorageError(f"GET {self._key} from {self._position}: {exc}") from exc
         return answer["Body"]
 
     def _drop(self) -> None:
@@ -69,7 +65,7 @@ class S3Reader(io.RawIOBase):
                 self._body = self._open()
             try:
                 data = self._body.read(len(view))
-            except (Urllib3Error, BotoCoreError, OSError) as exc:
+            except CLIENT_FAILURES as exc:
                 self._drop()
                 if attempt == _REOPENS:
                     raise StorageError(f"reading {self._key} at {self._position}: {exc}") from exc

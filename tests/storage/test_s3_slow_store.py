@@ -16,6 +16,7 @@ import pytest
 
 from tests.faultproxy import Fault, FaultProxy
 from tests.objectstores import ObjectStore
+from tests.oci import OCI_MANIFEST, error_code, push_image
 from tests.server import RunningServer, run_secreg
 from tests.storage.test_driver_s3 import moto  # noqa: F401  (the session's moto server)
 
@@ -31,8 +32,8 @@ def proxied(moto: ObjectStore, tmp_path_factory: pytest.TempPathFactory  # noqa:
     endpoint = proxy.start()
     settings = moto.s3_settings(f"slow-{uuid.uuid4().hex[:10]}", regionendpoint=endpoint)
     try:
-        with run_secreg(tmp_path_factory.mktemp("slow"), {"auth": {"enabled": False}, "storage": {"s3": settings}},
-                        timeout=60) as server:
+        config = {"auth": {"enabled": False}, "storage": {"s3": settings, "delete": {"enabled": True}}}
+        with run_secreg(tmp_path_factory.mktemp("slow"), config, timeout=60) as server:
             yield proxy, server
     finally:
         proxy.close()
@@ -118,5 +119,42 @@ def test_a_failing_store_answers_503_unavailable_not_500(proxied: tuple[FaultPro
             assert answer.headers["Retry-After"] == "5"
         assert get.json()["errors"][0]["code"] == "UNAVAILABLE"
         assert client.get(f"/v2/{name}/blobs/{DIGEST}").content == BLOB
+    log = server.log()
+    assert "storage backend failed" in log and "Traceback" not in log
+
+
+def test_a_failing_store_answers_catalog_tags_and_delete_with_the_json_error(
+        proxied: tuple[FaultProxy, RunningServer]) -> None:
+    """Listings (the catalog's walk, a tag list) and deletes failing at the object store: 503 `UNAVAILABLE` in
+    the spec's JSON body, not a 500 (botocore's errors from listings, batch deletes and copies went through as
+    they were); once the store is back everything is still there and the delete goes through."""
+    proxy, server = proxied
+    name = f"listfail/{uuid.uuid4().hex[:8]}"  # new: the next catalog request walks the bucket
+    with httpx.Client(base_url=server.url, verify=server.ssl_context(), timeout=120) as client:
+        digest, manifest = push_image(client, name, "latest")
+        listing = Fault(r"^GET /\S+[?&]list-type=2", times=1_000_000)
+        proxy.faults.append(listing)
+        try:
+            catalog = client.get("/v2/_catalog")
+            tags = client.get(f"/v2/{name}/tags/list")
+        finally:
+            listing.times = 0
+        deleting = Fault(r"^(DELETE /\S+/\S+ |POST /\S+\?delete )", times=1_000_000)
+        proxy.faults.append(deleting)
+        try:
+            delete = client.delete(f"/v2/{name}/manifests/{digest}")
+        finally:
+            deleting.times = 0
+        assert listing.hits > 0 and deleting.hits > 0
+        for answer in (catalog, tags, delete):
+            assert answer.status_code == 503, (answer.request.url, answer.text)
+            assert answer.headers["Retry-After"] == "5"
+            assert error_code(answer) == "UNAVAILABLE"
+        assert name in client.get("/v2/_catalog").json()["repositories"]
+        assert client.get(f"/v2/{name}/tags/list").json()["tags"] == ["latest"]
+        got = client.get(f"/v2/{name}/manifests/latest", headers={"Accept": OCI_MANIFEST})
+        assert got.status_code == 200 and got.content == manifest
+        assert client.delete(f"/v2/{name}/manifests/{digest}").status_code == 202
+        assert client.get(f"/v2/{name}/manifests/{digest}").status_code == 404
     log = server.log()
     assert "storage backend failed" in log and "Traceback" not in log
