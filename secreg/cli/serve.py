@@ -178,7 +178,21 @@ def hypercorn_config(settings: Settings, config: Any) -> Any:
         config.certfile = str(settings.tls.certificate)
         config.keyfile = str(settings.tls.key)
         config.alpn_protocols = ["h2", "http/1.1"] if settings.http2 else ["http/1.1"]
+        config.create_ssl_context = _preferring_aes128(config.create_ssl_context)
     return config
+
+
+def _preferring_aes128(create: Any) -> Any:
+    """Hypercorn's `create_ssl_context`, with TLS 1.3's AES-128-GCM chosen first (`secreg.tls.suites`)."""
+    from secreg.tls.suites import prefer_aes128_gcm
+
+    def create_ssl_context() -> Any:
+        context = create()
+        if context is not None:
+            prefer_aes128_gcm(context)
+        return context
+
+    return create_ssl_context
 
 
 def prepare_tls(settings: Settings) -> None:

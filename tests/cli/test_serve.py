@@ -62,6 +62,39 @@ def test_dev_certificates_generated_once_and_tls_floor(tmp_path: Path) -> None:
         assert "generated a development CA" not in server.log()
 
 
+def test_tls13_prefers_aes128_gcm_whatever_the_client_lists_first(tmp_path: Path) -> None:
+    """A client offering OpenSSL's default order (AES-256-GCM first: curl, Python) gets AES-128-GCM, as from the
+    Go registry; a client offering only AES-256-GCM or ChaCha20 still gets it."""
+    import _ssl
+    import ctypes
+
+    def offering(suites: str | None) -> str:
+        context = ssl.create_default_context(cafile=str(server.ca))
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        if suites is not None:  # the client's own TLS 1.3 list, set as secreg.tls.suites sets the server's
+            from secreg.tls.suites import _ssl_ctx
+
+            library = ctypes.CDLL(_ssl.__file__)
+            pointer = _ssl_ctx(context, library)
+            assert pointer is not None
+            set_suites = library.SSL_CTX_set_ciphersuites
+            set_suites.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+            assert set_suites(pointer, suites.encode()) == 1
+        raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        with context.wrap_socket(raw, server_hostname="localhost") as tls:
+            cipher = tls.cipher()
+            assert cipher is not None
+            return cipher[0]
+
+    default_first = ssl.create_default_context().get_ciphers()[0]["name"]
+    assert default_first == "TLS_AES_256_GCM_SHA384"  # what makes the test mean something
+    with run_secreg(tmp_path, OPEN) as server:
+        assert offering(None) == "TLS_AES_128_GCM_SHA256"
+        assert offering("TLS_AES_256_GCM_SHA384") == "TLS_AES_256_GCM_SHA384"
+        assert offering("TLS_CHACHA20_POLY1305_SHA256") == "TLS_CHACHA20_POLY1305_SHA256"
+    assert "TLS 1.3 suites" not in server.log()  # no warning: the order was set
+
+
 def test_http2_is_offered_by_default_and_the_flag_overrides_the_file(tmp_path: Path) -> None:
     def alpn(server: Any) -> str | None:
         with _handshake(server.port, server.ca, alpn=["h2", "http/1.1"]) as tls:
