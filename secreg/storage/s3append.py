@@ -291,9 +291,7 @@ class S3AppendWriter:
             else:
                 if buffer or not self._state.parts:
                     self._send_part(buffer.body())
-                parts = [{"PartNumber": n, "ETag": e} for n, e, _s in self._state.parts]
-                client.complete_multipart_upload(Bucket=bucket, Key=self._key, UploadId=self._state.upload_id,
-                                                 MultipartUpload={"Parts": parts})
+                self._driver.complete_multipart(self._key, self._state.upload_id, self._state.parts)
         self._finished = True
         self._buffer = PartBuffer(0)
         if self._staged:

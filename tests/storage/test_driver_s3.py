@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 from secreg.storage.driver import PathNotFound, StorageError
 from secreg.storage.s3 import S3Driver, S3Options
@@ -316,3 +317,23 @@ def test_a_small_read_cut_mid_body_or_unreachable_is_a_storage_error(faulty: tup
         driver.read_bytes("u/hashstate")
     with pytest.raises(StorageError):
         driver.stat("u/hashstate")
+
+
+def test_complete_after_invalid_part_checks_the_listed_parts(driver: S3Driver) -> None:
+    """moto can cache a wrong part ETag (a ListParts racing the part's upload, see `S3Driver.complete_multipart`)
+    and then refuses the right one with InvalidPart. The driver asks ListParts once: every part listed with the
+    size sent completes with the listed ETags; a size that differs (a part that is not the one sent) still fails.
+    The refused ETag here is made up; the parts themselves are real."""
+    data = os.urandom(6 * MIB)
+    key = driver.key("c/data")
+    for size, completes in ((len(data), True), (len(data) + 1, False)):
+        upload = driver.client.create_multipart_upload(Bucket=driver.bucket, Key=key)["UploadId"]
+        driver.client.upload_part(Bucket=driver.bucket, Key=key, UploadId=upload, PartNumber=1, Body=data)
+        wrong = [(1, '"0123456789abcdef0123456789abcdef"', size)]
+        if completes:
+            driver.complete_multipart(key, upload, wrong)
+            assert driver.read_bytes("c/data") == data
+        else:
+            with pytest.raises(ClientError, match="InvalidPart"):
+                driver.complete_multipart(key, upload, wrong)
+            driver.abort_multipart(key, upload)
