@@ -80,8 +80,9 @@ def coalesce_h11_responses() -> bool:
     responses (a manifest, `/v2/`, a token) those sends were a quarter of the server's CPU time under py-spy;
     holding the head until the first body event (or the end of the message, for HEAD and empty bodies) halves
     them. Interim responses (100 Continue) still go out at once, and the end of a Content-Length body, which h11
-    frames as no bytes at all, is not written (it cost a write, the send lock and a drain per response). False when Hypercorn's H11 protocol does not
-    have the method this wraps."""
+    frames as no bytes at all, is not written (it cost a write, the send lock and a drain per response). A body
+    piece is framed without h11's join, so a memoryview (`pass_response_views_through`) is written as it is.
+    False when Hypercorn's H11 protocol does not have the method this wraps."""
     import h11
     from hypercorn.events import RawData
     from hypercorn.protocol import h11 as h11_protocol
@@ -97,7 +98,11 @@ def coalesce_h11_responses() -> bool:
     async def send_h11_event(self: Any, event: Any) -> None:
         head: bytes | None = self.__dict__.pop("_secreg_head", None)
         try:
-            data = self.connection.send(event) or b""
+            if type(event) is h11.Data:  # a body piece as it came (a view of a file's pages), not joined anew
+                pieces = self.connection.send_with_data_passthrough(event) or [b""]
+                data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            else:
+                data = self.connection.send(event) or b""
         except h11.LocalProtocolError:
             if self.connection.their_state != h11.ERROR:
                 raise
@@ -134,3 +139,38 @@ def iterate_h11_headers() -> bool:
     Headers.__iter__ = __iter__  # type: ignore[method-assign]
     return True
 
+
+
+def pass_response_views_through() -> bool:
+    """Hypercorn copies every response body piece into new bytes (`bytes(message["body"])`): for a blob GET,
+    whose pieces are views of the file's page cache pages (`secreg.api.fileresponse.mapped`), that copy is the
+    one the view exists to avoid. A memoryview piece goes to the protocol as it is (h11 frames it without a
+    join, `coalesce_h11_responses`; h2 frames slices of it); everything else, and the end of the body, takes
+    Hypercorn's own path."""
+    from hypercorn.protocol import http_stream
+    from hypercorn.protocol.events import Body
+
+    stream_class = http_stream.HTTPStream
+    original = getattr(stream_class, "app_send", None)
+    state = getattr(http_stream, "ASGIHTTPState", None)
+    suppress = getattr(http_stream, "suppress_body", None)
+    if original is None or state is None or suppress is None or not hasattr(state, "RESPONSE"):
+        log.warning("hypercorn HTTPStream.app_send not as known: response body pieces are copied")
+        return False
+    if getattr(original, "_secreg_views", False):
+        return True
+    response_state = state.RESPONSE
+
+    async def app_send(self: Any, message: Any) -> None:
+        body = message.get("body") if message is not None and message["type"] == "http.response.body" else None
+        if type(body) is not memoryview or self.state != response_state:
+            await original(self, message)
+            return
+        if body and not suppress(self.scope["method"], int(self.response["status"])):
+            await self.send(Body(stream_id=self.stream_id, data=body))  # type: ignore[arg-type]
+        if not message.get("more_body", False):
+            await original(self, {"type": "http.response.body", "body": b"", "more_body": False})
+
+    app_send._secreg_views = True  # type: ignore[attr-defined]
+    stream_class.app_send = app_send  # type: ignore[method-assign]
+    return True

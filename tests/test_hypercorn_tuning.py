@@ -116,6 +116,73 @@ def test_h11_response_writes_head_with_first_piece_and_no_empty_writes(framing: 
         assert len(writes) == 1 and writes[0].endswith(b"content-length: 2\r\n\r\n")
 
 
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_response_body_views_reach_the_protocol_uncopied(method: str) -> None:
+    """A memoryview body piece (a blob GET's view of the file's pages) goes from Hypercorn's stream to the
+    protocol as that very object, and through the h11 framing as well; bytes pieces and the end of the body
+    take Hypercorn's path (a HEAD's body is dropped on both)."""
+    import asyncio
+
+    import h11
+    import hypercorn.config
+    from hypercorn.asyncio.worker_context import WorkerContext
+    from hypercorn.protocol.events import Body, EndBody, Response, StreamClosed
+    from hypercorn.protocol.http_stream import HTTPStream
+
+    from secreg import hypercorn_tuning
+
+    assert hypercorn_tuning.apply()
+    events: list[Any] = []
+
+    async def send(event: Any) -> None:
+        events.append(event)
+
+    view = memoryview(bytearray(b"abcdef"))[1:5]
+
+    async def respond() -> None:
+        stream = HTTPStream(None, hypercorn.config.Config(), WorkerContext(None), None,  # type: ignore[arg-type]
+                            True, None, None, send, 1)
+        stream.scope = {"method": method, "type": "http", "http_version": "1.1"}  # type: ignore[typeddict-item]
+        stream.start_time = 0.0
+        await stream.app_send({"type": "http.response.start", "status": 200, "headers": []})
+        await stream.app_send({"type": "http.response.body", "body": view, "more_body": True})
+        await stream.app_send({"type": "http.response.body", "body": b"fg", "more_body": True})
+        await stream.app_send({"type": "http.response.body", "body": view, "more_body": False})
+
+    asyncio.run(respond())
+    kinds = [type(e) for e in events]
+    if method == "HEAD":
+        assert kinds == [Response, EndBody, StreamClosed]
+    else:
+        assert kinds == [Response, Body, Body, Body, EndBody, StreamClosed]
+        assert events[1].data is view and events[3].data is view and events[2].data == b"fg"
+
+    from hypercorn.protocol.h11 import H11Protocol
+
+    writes: list[Any] = []
+
+    class Protocol:
+        _send_h11_event = H11Protocol._send_h11_event
+
+        def __init__(self) -> None:
+            self.connection = h11.Connection(h11.SERVER)
+            self.connection.receive_data(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert isinstance(self.connection.next_event(), h11.Request)
+
+        async def send(self, event: Any) -> None:
+            writes.append(event.data)
+
+    async def frame() -> None:
+        protocol = Protocol()
+        await protocol._send_h11_event(h11.Response(status_code=200, headers=[(b"content-length", b"8")]))
+        await protocol._send_h11_event(h11.Data(data=view))
+        await protocol._send_h11_event(h11.Data(data=view))
+        await protocol._send_h11_event(h11.EndOfMessage())
+
+    asyncio.run(frame())
+    assert writes[0].endswith(b"\r\n\r\nbcde") and writes[1] is view and len(writes) == 2
+
+
 def test_http11_heads_bodies_and_keep_alive(tmp_path: Path) -> None:
     data = os.urandom(300_000)
     digest = sha256(data)

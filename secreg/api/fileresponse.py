@@ -1,9 +1,11 @@
-"""Sending a byte range of a local file (blob GETs): on the event loop while the data is in the page cache,
-through a thread when it has to come from the disk."""
+"""Sending a byte range of a local file (blob GETs): while the data is in the page cache, as views of its pages
+mapped on the event loop (TLS encrypts straight from them: no read into a buffer first); through a thread
+when it has to come from the disk."""
 
 from __future__ import annotations
 
 import asyncio
+import mmap
 import os
 from collections.abc import Mapping
 
@@ -19,6 +21,16 @@ from secreg.api.headers import API_VERSION
 # 2 MiB 1.06x (1.09x); 4 MiB was no better and would be mapped afresh per piece (secreg.memory's threshold).
 STREAM_CHUNK = 1024 * 1024
 _RWF_NOWAIT = getattr(os, "RWF_NOWAIT", 0)
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+
+
+def mapped(fd: int, offset: int, size: int) -> memoryview:
+    """[offset, offset+size) of the file as a read-only view of its page cache pages (no copy); unmapped once
+    the view and whatever holds it (the TLS layer, while it encrypts) let go."""
+    start = offset - offset % mmap.ALLOCATIONGRANULARITY
+    window = mmap.mmap(fd, offset + size - start, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ,
+                       offset=start)
+    return memoryview(window)[offset - start:]
 
 
 class _PageCacheProbe:
@@ -47,9 +59,13 @@ class _PageCacheProbe:
 class FileRangeResponse(Response):
     """Streams [start, start+length) of a local file in STREAM_CHUNK pieces.
 
-    Reads of page-cached data are short and run on the event loop (a thread hop per piece costs more than it
-    saves: Starlette's FileResponse with 64 KiB thread reads moved blobs at a fifth of this speed); a piece that
-    is not cached is read in a thread."""
+    A piece in the page cache is mapped on the event loop and sent as a memoryview of the pages (`mapped`;
+    Hypercorn and h11 pass it on uncopied: `secreg.hypercorn_h11.pass_response_views_through`): the copy a
+    pread made was 15% of a pull's server CPU under perf, and 256 MiB pulls took 0.200 -> 0.185 s of server CPU
+    (Go 0.165) in 24 interleaved rounds. Only committed blobs come here, and they are never truncated (a mapped
+    page past the end of a file would be SIGBUS): a file shorter than its range is read as before. A thread hop
+    per piece costs more than it saves for cached data (Starlette's FileResponse with 64 KiB thread reads moved
+    blobs at a fifth of this speed); a piece that is not cached is read in a thread."""
 
     def __init__(self, path: str, start: int, length: int, status: int, headers: Mapping[str, str]) -> None:
         super().__init__(status_code=status, headers={API_VERSION[0]: API_VERSION[1], **headers})
@@ -67,10 +83,12 @@ class FileRangeResponse(Response):
             probe = _PageCacheProbe()
             loop = asyncio.get_running_loop()
             offset, remaining = self.start, self.length
+            end_of_file = os.fstat(fd).st_size
             while remaining > 0:
                 size = min(STREAM_CHUNK, remaining)
+                chunk: bytes | memoryview
                 if probe.cached(fd, offset + size - 1):
-                    chunk = os.pread(fd, size, offset)
+                    chunk = mapped(fd, offset, size) if offset + size <= end_of_file else os.pread(fd, size, offset)
                 else:
                     chunk = await loop.run_in_executor(None, os.pread, fd, size, offset)
                 if not chunk:

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from secreg.api.fileresponse import _PageCacheProbe
+from secreg.api.fileresponse import STREAM_CHUNK, _PageCacheProbe, mapped
 from secreg.digest import Digest
 from secreg.storage import layout
 from tests.oci import error_code, push_blob, sha256, sha512
@@ -257,6 +257,42 @@ def test_blob_not_in_the_page_cache_is_served_whole(client: httpx.Client, open_s
     _evict_from_page_cache(blob_file)
     r = client.get(f"/v2/cold/blob/blobs/{digest}", headers={"Range": "bytes=1000000-2999999"})
     assert r.status_code == 206 and r.content == data[1000000:3000000]
+
+
+def test_mapped_pieces_are_the_files_bytes_and_unmapped_once_let_go(tmp_path: Path) -> None:
+    """Views at offsets off the page grid, up to the file's last byte; the mapping is gone with the view."""
+    path = tmp_path / "blob"
+    data = os.urandom(3 * 4096 + 777)
+    path.write_bytes(data)
+
+    def mappings() -> int:
+        return Path("/proc/self/maps").read_text().count(str(path))
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for offset, size in ((0, len(data)), (1, 4095), (4095, 2), (4097, len(data) - 4097), (len(data) - 1, 1)):
+            view = mapped(fd, offset, size)
+            assert bytes(view) == data[offset:offset + size] and view.readonly
+            assert mappings() == 1
+            del view
+            assert mappings() == 0
+    finally:
+        os.close(fd)
+
+
+def test_cached_blob_ranges_across_pieces(client: httpx.Client, open_server: RunningServer) -> None:
+    """A blob in the page cache, served from views of its pages: whole and in ranges that start and end off
+    the page grid and across piece boundaries, over HTTP/1.1 and HTTP/2."""
+    data = os.urandom(2 * STREAM_CHUNK + 12345)
+    digest = push_blob(client, "warm/blob", data)
+    ranges = [(4097, STREAM_CHUNK + 5), (STREAM_CHUNK - 1, 2 * STREAM_CHUNK + 1), (len(data) - 3, len(data) - 1)]
+    with httpx.Client(base_url=open_server.url, verify=open_server.ssl_context(), http2=True, timeout=60) as h2:
+        for c, version in ((client, "HTTP/1.1"), (h2, "HTTP/2")):
+            r = c.get(f"/v2/warm/blob/blobs/{digest}")
+            assert r.status_code == 200 and r.http_version == version and r.content == data
+            for first, last in ranges:
+                r = c.get(f"/v2/warm/blob/blobs/{digest}", headers={"Range": f"bytes={first}-{last}"})
+                assert r.status_code == 206 and r.content == data[first:last + 1], (version, first, last)
 
 
 def test_page_cache_probe(tmp_path: Path) -> None:
