@@ -2,6 +2,12 @@
 the running hash is an in-process cache that is only trusted when it covers exactly the bytes on disk,
 otherwise the data is hashed again at commit.
 
+A request writes its bytes into the data as they arrive, so the data's size is not what the session holds for
+certain: a request still writing may yet cut its chunk off again (a body shorter than its Content-Range). What
+the session holds is `committed` (`_uploads/<id>/committed`): the size the last request that ended left,
+recorded while it still held the data's lock. The status reports only that, and a request that begins cuts off
+whatever lies past it (what a worker killed mid-body had written: no request ended with it).
+
 Bytes are received on the event loop and batched; hashing and writing run in one thread per upload, batch after
 batch (order matters for the hash), while the next batches are being received.
 """
@@ -26,7 +32,14 @@ from secreg.registry.errors import BlobUnknown, DigestMismatch, RangeMismatch, S
 from secreg.registry.model import ChunkRange
 from secreg.registry.offload import Offload
 from secreg.storage import layout
-from secreg.storage.driver import AppendWriter, IncompleteWrite, PathNotFound, StagedWriter, StorageDriver
+from secreg.storage.driver import (
+    AppendWriter,
+    IncompleteWrite,
+    PathNotFound,
+    StagedWriter,
+    StorageDriver,
+    StorageError,
+)
 
 UPLOAD_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 # The event loop hands the writer thread 2 MiB at a time: each hand-over costs the loop a future, a wake-up and
@@ -90,11 +103,63 @@ class UploadStore:
         return data
 
     def size(self, name: str, upload_id: str) -> int:
+        """The bytes the session holds for certain (`committed`), not counting what a request is writing now."""
         data = self._check(name, upload_id)
         try:
-            return self.driver.stat(data).size
+            # Before the record is read: a session without one (begun by registry:2, or the record is from before
+            # the machine restarted) gets it from the first request that locks the data (`_settle`), before that
+            # request writes a byte; so a data size taken while the record was still missing holds no such byte.
+            stored = self.driver.stat(data).size
         except PathNotFound:
             raise UploadUnknown(upload_id) from None
+        committed = self._read_committed(name, upload_id)
+        return stored if committed is None else committed
+
+    def _read_committed(self, name: str, upload_id: str) -> int | None:
+        try:
+            value = int(self.driver.read_transient(layout.upload_committed(name, upload_id)))
+        except (PathNotFound, ValueError):
+            return None
+        return value if value >= 0 else None
+
+    def _write_committed(self, name: str, upload_id: str, size: int) -> None:
+        # Transient: a record lost in a crash of the machine reads as missing, and the data's size stands in.
+        self.driver.write_transient(layout.upload_committed(name, upload_id), b"%d" % size)
+
+    def _settle(self, name: str, upload_id: str, writer: AppendWriter) -> int:
+        """Under the data's lock, before a request writes: the data cut back to the committed size when bytes lie
+        past it that no request that ended kept (a worker killed mid-body), and the record written where it is
+        missing or disagrees. Returns the size the request continues from."""
+        committed = self._read_committed(name, upload_id)
+        if committed is not None and committed < writer.size:
+            try:
+                writer.truncate(committed)
+            except StorageError:
+                pass  # an object store that sent those bytes as parts already: they count
+        if committed != writer.size:
+            self._write_committed(name, upload_id, writer.size)
+        return writer.size
+
+    def _end_failed(self, name: str, upload_id: str, writer: AppendWriter, data_path: str) -> None:
+        """In a thread, after a body that broke off (the client went away) or failed to be stored: what reached
+        storage stays and is committed, so the session continues where it stands; then the writer is closed."""
+        try:
+            try:
+                writer.flush()
+            except Exception:  # noqa: BLE001 - the request fails with its own error; the record says what is stored
+                pass
+            self._commit_stored(name, upload_id, data_path)
+        finally:
+            _close(writer)
+
+    def _commit_stored(self, name: str, upload_id: str, data_path: str) -> None:
+        """Under the data's lock: commit whatever the data holds now."""
+        try:
+            self._write_committed(name, upload_id, self.driver.stat(data_path).size)
+        except PathNotFound:
+            pass  # the session is gone (cancelled meanwhile)
+        except Exception:  # noqa: BLE001 - unrecorded, those bytes are cut off by the next request (`_settle`)
+            pass
 
     def cancel(self, name: str, upload_id: str) -> None:
         self._check(name, upload_id)
@@ -140,7 +205,7 @@ class UploadStore:
             await self._append_body(writer, hasher, body, chunk_range, content_length)
         except BaseException:
             # Shielded: a request cancelled mid-body still leaves its bytes stored and the writer closed.
-            await asyncio.shield(thread(_close, writer))
+            await asyncio.shield(thread(self._end_failed, name, upload_id, writer, data_path))
             raise
         size = writer.size
         if self.offload.inline:
@@ -157,8 +222,10 @@ class UploadStore:
         writer = self.driver.open_append(data_path)
         try:
             if not writer.try_lock():
-                raise RangeMismatch(writer.size, "another request is writing to this upload")
-            start = writer.size
+                committed = self._read_committed(name, upload_id)
+                raise RangeMismatch(writer.size if committed is None else committed,
+                                    "another request is writing to this upload")
+            start = self._settle(name, upload_id, writer)
             if chunk_range is not None:
                 if chunk_range.start != start:
                     raise RangeMismatch(start, f"chunk starts at {chunk_range.start}, upload is at {start}")
@@ -184,8 +251,13 @@ class UploadStore:
 
     def _end_append(self, name: str, upload_id: str, writer: AppendWriter, hasher: Hasher | None,
                     save_hash: bool) -> None:
-        """In a thread, after a body was stored: close the writer, keep the running hash (and save its state)."""
-        _close(writer)
+        """In a thread, after a body was stored: the new size committed (before the lock goes: the next request
+        must find it), the writer closed, the running hash kept (and its state saved)."""
+        try:
+            writer.flush()
+            self._write_committed(name, upload_id, writer.size)
+        finally:
+            _close(writer)
         if hasher is not None:
             self._remember_hasher(name, upload_id, hasher)
             if save_hash:
@@ -321,8 +393,11 @@ class UploadStore:
             if actual != digest:
                 await thread(self.cancel, name, upload_id)
                 raise DigestMismatch(digest, actual)
-        except BaseException:
+        except DigestMismatch:
             await asyncio.shield(thread(_close, writer))
+            raise
+        except BaseException:
+            await asyncio.shield(thread(self._end_failed, name, upload_id, writer, data_path))
             raise
         # Shielded: a request cancelled now still finishes (or undoes) what it started.
         await asyncio.shield(self._commit_and_link(name, upload_id, writer, data_path, digest))
@@ -346,10 +421,15 @@ class UploadStore:
 
     def _store_data(self, name: str, upload_id: str, writer: AppendWriter, data_path: str, digest: Digest) -> None:
         try:
-            writer.sync()
+            try:
+                writer.sync()
+                self.blobs.commit(data_path, digest)
+            except BaseException:
+                # The verified body is in the session, the blob is not: committed there, a retried PUT finds it.
+                self._commit_stored(name, upload_id, data_path)
+                raise
         finally:
-            _close(writer)
-        self.blobs.commit(data_path, digest)
+            _close(writer)  # only now: whoever locks the data next finds it committed or gone
         self._discard(name, upload_id)
         memory.trim()  # the upload is over: its buffers go back now, not a quiet second later (secreg/memory.py)
 

@@ -212,6 +212,8 @@ class FileAppendWriter:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
+        if self._view is None:  # nothing staged yet: the size the last writer left (it may have ended since open)
+            self.size = self._base = self._written_back = os.fstat(self._fd).st_size
         return True
 
     def close(self) -> None:

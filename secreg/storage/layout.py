@@ -22,6 +22,9 @@
         _manifests/tags/<tag>/index/<alg>/<hex>/link         every manifest the tag pointed at
         _uploads/<uuid>/data                                 bytes received so far
         _uploads/<uuid>/startedat                            RFC 3339 start time (upload purging)
+        _uploads/<uuid>/committed                            secreg: how many bytes of data the requests that
+                                                             ended stored (what the upload's status reports:
+                                                             data may hold more while a request writes)
         _uploads/<uuid>/hashstates/<alg>/<offset>            running hash state after <offset> bytes, so any
                                                              replica continues the digest (as distribution)
         _referrers/<alg>/<subject hex>/<alg>/<hex>           secreg: descriptor (JSON) of a referrer of a subject
@@ -152,6 +155,10 @@ def upload_data(name: str, upload_id: str) -> str:
 
 def upload_started_at(name: str, upload_id: str) -> str:
     return f"{upload_dir(name, upload_id)}/startedat"
+
+
+def upload_committed(name: str, upload_id: str) -> str:
+    return f"{upload_dir(name, upload_id)}/committed"
 
 
 def upload_hash_state(name: str, upload_id: str, algorithm: str, offset: int) -> str:

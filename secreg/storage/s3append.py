@@ -217,17 +217,20 @@ class S3AppendWriter:
         self._sidecar = sidecar(driver, path)
         self._key = driver.key(path)
         self._chunk = driver.options.chunksize
-        found = None if staged else read_state(driver, path)
-        self._finished = not staged and found is None and driver.head(self._key) is not None
+        self._lock: BucketLock | None = None
+        self._load()
+
+    def _load(self) -> None:
+        found = None if self._staged else read_state(self._driver, self._path)
+        self._finished = not self._staged and found is None and self._driver.head(self._key) is not None
         if self._finished:
-            head = driver.head(self._key) or {}
+            head = self._driver.head(self._key) or {}
             found = AppendState(size=int(head.get("ContentLength", 0)))
         self._opened = found or AppendState()
         self._state = self._opened
         self._written = found is not None  # the state object exists
         self._buffer: PartBuffer | None = None  # the tail plus new bytes not yet in a part; loaded when needed
         self._dirty = False
-        self._lock: BucketLock | None = None
         self.size = self._state.size
 
     # --- protocol ---------------------------------------------------------------------------------
@@ -235,7 +238,13 @@ class S3AppendWriter:
     def try_lock(self) -> bool:
         if self._lock is None:
             self._lock = BucketLock(self._driver, f"{self._sidecar}/lock")
-        return self._lock.held or self._lock.acquire()
+        if self._lock.held:
+            return True
+        if not self._lock.acquire():
+            return False
+        if not self._dirty:
+            self._load()  # the state as the last writer left it: it may have ended between our open and the lock
+        return True
 
     def write(self, data: bytes | bytearray | memoryview, observe: Callable[[memoryview], object] | None = None
               ) -> None:
