@@ -22,7 +22,7 @@ from secreg.config.proxy import Upstream
 from secreg.digest import Digest
 from secreg.registry.blobs import list_repositories
 from secreg.storage import layout
-from secreg.storage.driver import PathNotFound, StorageDriver
+from secreg.storage.driver import AppendWriter, PathNotFound, StorageDriver
 
 log = logging.getLogger("secreg.proxy")
 
@@ -138,6 +138,33 @@ def plan_eviction(driver: StorageDriver, upstream: Upstream, now: float | None =
     return plan
 
 
+def take_turn(driver: StorageDriver, interval: float, now: float | None = None) -> AppendWriter | None:
+    """Whether this process runs the eviction pass that is due: every worker (and replica) on the storage wakes
+    once an interval, and the pass is the first one's that finds no other pass running (`_eviction/lock`, the
+    storage's lock, as `secreg gc` takes it) and the last pass begun at least `interval` ago (`_eviction/last`).
+    Then its start is recorded and the held lock returned (close it once the pass is over); else None. So one
+    pass runs per interval, whatever the number of workers, and the worker that ran the last one (its timer is
+    the first to find the next one due) usually runs the next."""
+    writer = driver.open_append(layout.EVICTION_LOCK)
+    try:
+        if not writer.try_lock():
+            writer.close()
+            return None
+        now = time.time() if now is None else now
+        try:
+            last: float | None = float(driver.read_bytes(layout.EVICTION_LAST).decode())
+        except (PathNotFound, ValueError):
+            last = None
+        if last is not None and 0 <= now - last < interval:  # a time ahead of ours (a clock set back): due
+            writer.close()
+            return None
+        driver.write_bytes(layout.EVICTION_LAST, repr(now).encode(), durable=False)  # lost in a crash: one more pass
+        return writer
+    except BaseException:
+        writer.close()
+        raise
+
+
 TagDeleted = Callable[[str, str], None]
 RevisionDeleted = Callable[[str, Digest], None]
 
@@ -148,8 +175,9 @@ def evict(driver: StorageDriver, upstream: Upstream, now: float | None = None,
     each tag that went, `revision_deleted(repository, digest)` after each manifest (the server's
     `ManifestStore.forget_tag` and `forget_revision`: no worker serves them from memory any more).
 
-    Every worker (and replica) runs its own passes, so two may plan the same eviction at once: an image counts
-    (and is logged) as evicted only by the pass whose delete removed its revision, so each is counted once."""
+    One process at a time runs a pass (`take_turn`), yet one may still meet another (a server of an older
+    version on the same storage): an image counts (and is logged) as evicted only by the pass whose delete
+    removed its revision, so each is counted once."""
     plan = plan_eviction(driver, upstream, now)
     touched: set[str] = set()
     done: list[Evicted] = []

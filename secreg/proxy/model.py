@@ -34,7 +34,7 @@ from typing import Any
 
 from secreg.config.proxy import ProxySettings, Upstream
 from secreg.digest import Digest
-from secreg.proxy.evict import evict
+from secreg.proxy.evict import evict, take_turn
 from secreg.proxy.fetch import BlobFetch, BlobFetcher, FetchFailed, FetchOver
 from secreg.proxy.flight import Flight, Flights
 from secreg.proxy.metrics import ProxyMetrics
@@ -127,17 +127,32 @@ class ProxyRegistry(ForwardingModel):
             return
         await asyncio.sleep(min(self.evict_interval, random.uniform(10, 60)))
         while True:
-            for upstream in bounded:
+            try:
+                turn = await asyncio.to_thread(take_turn, self.local.driver, self.evict_interval)
+            except Exception:  # noqa: BLE001 - keep the loop alive: a storage hiccup must not end upkeep
+                log.exception("proxy: eviction could not tell whose turn it is")
+                turn = None
+            if turn is not None:
                 try:
-                    evicted = await asyncio.to_thread(evict, self.local.driver, upstream, None,
-                                                      self.local.manifests.forget_tag,
-                                                      self.local.manifests.forget_revision)
-                except Exception:  # noqa: BLE001 - keep the loop alive: a storage hiccup must not end upkeep
-                    log.exception("proxy: eviction for %s failed", upstream.name)
-                    continue
-                for _ in evicted:
-                    self.metrics.evicted_image(upstream.name)
+                    await self._evict_pass(bounded)
+                finally:
+                    await asyncio.shield(asyncio.to_thread(turn.close))
             await asyncio.sleep(self.evict_interval)
+
+    async def _evict_pass(self, bounded: list[Upstream]) -> None:
+        total = 0
+        for upstream in bounded:
+            try:
+                evicted = await asyncio.to_thread(evict, self.local.driver, upstream, None,
+                                                  self.local.manifests.forget_tag,
+                                                  self.local.manifests.forget_revision)
+            except Exception:  # noqa: BLE001 - keep the loop alive: a storage hiccup must not end upkeep
+                log.exception("proxy: eviction for %s failed", upstream.name)
+                continue
+            for _ in evicted:
+                self.metrics.evicted_image(upstream.name)
+            total += len(evicted)
+        log.info("proxy: eviction pass over %d upstream(s): %d image(s) evicted", len(bounded), total)
 
     # --- routing -----------------------------------------------------------------------------------
 

@@ -11,6 +11,9 @@
       _proxy/<uuid>/data                                     secreg: a blob being fetched from an upstream
       _proxy/<key>.claim                                     secreg: lock file of the worker fetching it (flock),
                                                              or asking for a manifest or tag list
+      _eviction/lock                                         secreg: held by the process running a pass of the
+                                                             pull-through cache's eviction (storage lock)
+      _eviction/last                                         secreg: unix time the last eviction pass began
       _catalog/generation                                    secreg: a token replaced when a repository appears
       _catalog/tags/<name>/generation                        secreg: ... when a tag of <name> appears or goes
       _catalog/blobs/<alg>/<hex>/<name with + for />         secreg: <name> linked this blob (mount hints)
@@ -57,6 +60,8 @@ PROBE_DIR = f"{V2}/_readyz"
 REPOSITORY_MARKERS = frozenset({"_manifests", "_layers"})
 UPLOADS_MARKER = "_uploads"
 PROXY_DIR = f"{V2}/_proxy"
+EVICTION_LOCK = f"{V2}/_eviction/lock"
+EVICTION_LAST = f"{V2}/_eviction/last"
 CATALOG_GENERATION = f"{V2}/_catalog/generation"
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from secreg.config.proxy import Upstream
 from secreg.digest import Digest
-from secreg.proxy.evict import evict, plan_eviction
+from secreg.proxy.evict import evict, plan_eviction, take_turn
 from secreg.registry.blobs import BlobStore
 from secreg.registry.errors import ManifestUnknown
 from secreg.registry.gc import collect_garbage
@@ -113,3 +113,18 @@ def test_two_passes_that_planned_the_same_eviction_count_it_once(tmp_path: Path,
     # The second worker carries out its plan, made before the image went.
     monkeypatch.setattr("secreg.proxy.evict.plan_eviction", lambda *_args, **_kwargs: plan)
     assert evict(driver, upstream, now=5000) == []
+
+
+def test_one_eviction_pass_per_interval_whoever_asks(tmp_path: Path) -> None:
+    """Every worker asks for the turn once an interval: one gets it while none holds it and the last pass began
+    at least an interval ago; the others (another process's open of the lock, here) do not."""
+    driver = FilesystemDriver(tmp_path, direct_io=False)
+    first = take_turn(driver, 600, now=1000)
+    assert first is not None
+    assert take_turn(driver, 600, now=1700) is None, "a pass is running"
+    first.close()
+    assert take_turn(driver, 600, now=1599) is None, "the last pass began less than an interval ago"
+    second = take_turn(driver, 600, now=1600)
+    assert second is not None
+    second.close()
+    assert take_turn(driver, 600, now=1000) is not None, "a last pass ahead of the clock (set back): no wait"

@@ -142,3 +142,25 @@ def test_the_server_evicts_the_least_recently_pulled_image(tmp_path: Path, go_hu
 @pytest.mark.parametrize("interval, message", [("0", "at least 1 second"), ("soon", "duration")])
 def test_a_bad_eviction_interval_is_refused(tmp_path: Path, interval: str, message: str) -> None:
     assert message in _serve_error(tmp_path, "--proxy-eviction-interval", interval)
+
+
+def test_two_workers_run_one_eviction_pass_per_interval(tmp_path: Path) -> None:
+    """With two workers, each waking every interval, the passes still come one per interval: over any stretch
+    of time at most its length in intervals plus one (every worker running its own pass made about twice that).
+    The upstream needs no answer: a pass looks at storage only."""
+    upstream = {"name": "hub", "url": "https://127.0.0.1:9", "prefix": "hub", "maxage": "1h"}
+    config = {**proxy_config(upstream), "http": {"workers": 2}}
+    config["proxy"]["eviction"] = {"interval": "1s"}
+    passes = "proxy: eviction pass over 1 upstream(s)"
+    with run_secreg(tmp_path / "proxy", config) as proxy:
+        deadline = time.monotonic() + 60
+        while proxy.log().count(passes) < 1:  # the first pass: 1 s after the start
+            assert time.monotonic() < deadline, proxy.log()
+            time.sleep(0.1)
+        children = subprocess.run(["pgrep", "-P", str(proxy.process.pid)], capture_output=True, text=True,
+                                  check=False).stdout.split()
+        assert len(children) == 1, "the second worker is not running"
+        began, before = time.monotonic(), proxy.log().count(passes)
+        time.sleep(8)
+        elapsed, after = time.monotonic() - began, proxy.log().count(passes)
+    assert 1 <= after - before <= elapsed / 1.0 + 1, (after - before, elapsed)
