@@ -65,6 +65,11 @@ def test_bad_file(tmp_path: Path) -> None:
 def test_parse_addr() -> None:
     assert parse_addr(":5000") == ("0.0.0.0", 5000)
     assert parse_addr("[::]:5000") == ("::", 5000)
+    assert parse_addr("::1:5000") == ("::1", 5000)
+    assert parse_addr("registry-1.example.com:443") == ("registry-1.example.com", 443)
+    for addr in ("unix:/run/secreg.sock", "fd://3", "unix:/run/x:5000", "fd://3:5000", "a/b:5000", "[fd://3]:5000"):
+        with pytest.raises(ConfigError, match="http.addr"):
+            parse_addr(addr)
 
 
 @pytest.mark.parametrize(("tree", "message"), [

@@ -7,6 +7,7 @@ import errno
 import json
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         return supervisor.serve(config, settings.workers)
     except OSError as exc:
         # Hypercorn binds before serving; its traceback would bury the one fact that matters.
-        if exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+        if isinstance(exc, socket.gaierror) or exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
             raise CliError(f"cannot listen on {settings.bind}: {exc.strerror}") from None
         raise
     finally:

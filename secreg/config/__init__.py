@@ -15,6 +15,7 @@ import difflib
 import importlib.util
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -315,8 +316,18 @@ def _path(tree: Mapping[str, Any], dotted: str, base_dir: Path, default: Path) -
     return path if path.is_absolute() else (base_dir / path)
 
 
+_HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})$")
+
+
 def parse_addr(addr: str) -> tuple[str, int]:
-    """`HOST:PORT`, `[V6]:PORT` or `:PORT` -> (host, port)."""
+    """`HOST:PORT`, `[V6]:PORT` or `:PORT` -> (host, port). HOST is an IP address or a host name: Hypercorn reads
+    a bind string that starts with `unix:` or `fd://` as a unix socket or an inherited descriptor, and neither is
+    a listener secreg offers (the per-client connection limit and the workers' `SO_REUSEPORT` seats take a TCP
+    address; `fd://3:5000` even became an unbound socket the kernel gave a random port on every interface)."""
+    if addr.startswith(("unix:", "fd://")):
+        raise ConfigError(f"http.addr: {addr!r}: unix sockets and inherited descriptors (fd://) are not supported, "
+                          "with one worker or several; listen on HOST:PORT (a local proxy may forward a unix "
+                          "socket there)")
     host, sep, port_text = addr.rpartition(":")
     if not sep or not port_text.isdigit():
         raise ConfigError(f"http.addr: expected HOST:PORT, got {addr!r}")
@@ -329,6 +340,13 @@ def parse_addr(addr: str) -> tuple[str, int]:
             ipaddress.IPv6Address(host)
         except ValueError:
             raise ConfigError(f"http.addr: bad IPv6 address in {addr!r}") from None
+    elif host:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not _HOSTNAME.match(host):
+                raise ConfigError(f"http.addr: {host[:100]!r} is neither an IP address nor a host name "
+                                  f"(in {addr[:200]!r})") from None
     return (host or "0.0.0.0"), port
 
 

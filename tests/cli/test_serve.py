@@ -180,6 +180,29 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 2 and "http.addr" in result.stderr
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize(("addr", "message"), [
+    ("unix:/tmp/secreg-test.sock", "unix sockets and inherited descriptors (fd://) are not supported"),
+    ("fd://3", "unix sockets and inherited descriptors (fd://) are not supported"),
+    # Once HOST:PORT with Hypercorn's prefixes in HOST: a traceback, and a socket on a random port of every
+    # interface (`[fd://3]:5000` has Hypercorn skip the bind, and listen() picks a port).
+    ("unix:/tmp/secreg-test:5000", "unix sockets and inherited descriptors (fd://) are not supported"),
+    ("fd://3:5000", "unix sockets and inherited descriptors (fd://) are not supported"),
+    ("bad host:5000", "'bad host' is neither an IP address nor a host name"),
+    ("name.invalid:5000", "cannot listen on name.invalid:5000: "),
+])
+def test_a_listener_other_than_host_port_is_refused_at_start(tmp_path: Path, addr: str, message: str,
+                                                              workers: str) -> None:
+    """`http.addr` names a TCP address: a unix socket or an inherited descriptor (`fd://`), which Hypercorn would
+    take from a bind string, is refused with one line before anything listens, whatever the worker count."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECREG_")}
+    result = subprocess.run(secreg_command("serve", "--no-auth", "--workers", workers, "--addr", addr),
+                            cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "secreg: error: " in result.stderr
+    assert "Traceback" not in result.stderr and "Running on" not in result.stderr
+
+
 def test_two_workers_continue_each_others_uploads(tmp_path: Path) -> None:
     data = os.urandom(512 * 1024)
     with run_secreg(tmp_path, {**OPEN, "http": {"workers": 2}}) as server:
