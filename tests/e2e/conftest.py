@@ -78,6 +78,15 @@ def docker_engine(
 
 
 @pytest.fixture(scope="session")
+def containerd_bin() -> str:
+    """containerd (and its ctr), checked to exist, for tests that start a private one (harness.start_containerd)."""
+    require_binary("ctr", "containerd")
+    path = require_binary("containerd", "containerd")
+    require_root("containerd (mounts and its state directories)")
+    return path
+
+
+@pytest.fixture(scope="session")
 def skopeo_bin() -> str:
     return require_binary("skopeo", "skopeo")
 

@@ -42,6 +42,7 @@ rules:
 """
 DOCKER_HUB_NAMES = ("registry-1.docker.io", "index.docker.io", "auth.docker.io", "registry.docker.io")
 IMAGE = "e2emirror"
+CTR_IMAGE = "e2emirror-ctr"  # the containerd test's own Docker Hub image
 
 
 @pytest.fixture(scope="module")
@@ -131,13 +132,15 @@ def _oci_image(pusher: Pusher, name: str, tag: str) -> str:
 
 
 def test_containerd_pulls_through_hosts_toml_mirrors(tmp_path: Path, mirror: RunningServer, go_hub: Upstream,
-                                                     token_upstream: Upstream, docker_binaries: DockerBinaries,
-                                                     mirror_engine: DockerEngine) -> None:
-    pusher = Pusher(token_upstream)
-    try:
-        digest = _oci_image(pusher, "tools/ctrtest", "v1")
-    finally:
-        pusher.close()
+                                                     token_upstream: Upstream, containerd_bin: str) -> None:
+    """Both upstreams get their images here: the "Docker Hub" one of its own name (it once pulled the image
+    the docker test pushed, and failed when run alone)."""
+    for upstream, name, tag in ((go_hub, f"library/{CTR_IMAGE}", "latest"), (token_upstream, "tools/ctrtest", "v1")):
+        pusher = Pusher(upstream)
+        try:
+            digest = _oci_image(pusher, name, tag)
+        finally:
+            pusher.close()
     second_host = token_upstream.url.removeprefix("https://")
     hosts_dir = tmp_path / "certs.d"
     for upstream_host in ("docker.io", second_host):
@@ -150,12 +153,12 @@ def test_containerd_pulls_through_hosts_toml_mirrors(tmp_path: Path, mirror: Run
         )
     with start_containerd(tmp_path / "containerd") as containerd:
         containerd.ctr("images", "pull", "--hosts-dir", str(hosts_dir), "--snapshotter", "native",
-                       f"docker.io/library/{IMAGE}:latest")
+                       f"docker.io/library/{CTR_IMAGE}:latest")
         containerd.ctr("images", "pull", "--hosts-dir", str(hosts_dir), "--snapshotter", "native",
                        f"{second_host}/tools/ctrtest:v1")
         listed = containerd.ctr("images", "ls", "--quiet").stdout.split()
-    assert f"docker.io/library/{IMAGE}:latest" in listed and f"{second_host}/tools/ctrtest:v1" in listed
+    assert f"docker.io/library/{CTR_IMAGE}:latest" in listed and f"{second_host}/tools/ctrtest:v1" in listed
     log = mirror.log()
-    assert f"/v2/library/{IMAGE}/manifests/latest" in log  # as containerd asked, with ?ns=docker.io
+    assert f"/v2/library/{CTR_IMAGE}/manifests/latest" in log  # as containerd asked, with ?ns=docker.io
     assert token_upstream.requests_to("GET", f"/v2/tools/ctrtest/manifests/{digest}") + \
         token_upstream.requests_to("GET", "/v2/tools/ctrtest/manifests/v1") >= 1
