@@ -140,7 +140,6 @@ def iterate_h11_headers() -> bool:
     return True
 
 
-
 def pass_response_views_through() -> bool:
     """Hypercorn copies every response body piece into new bytes (`bytes(message["body"])`): for a blob GET,
     whose pieces are views of the file's page cache pages (`secreg.api.fileresponse.mapped`), that copy is the

@@ -474,6 +474,7 @@ def round_robin_h2_streams() -> bool:
             "DeadlockError", "MissingStreamError", "DuplicateStreamError", "TooManyStreamsError", "PseudoStreamError")):
         log.warning("Hypercorn's HTTP/2 scheduler is not the one known: streams keep the priority tree")
         return False
+
     def setup(protocol: Any) -> None:
         protocol.priority = RoundRobin()
 
