@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO, cast
 
+import botocore
 import botocore.config
 import botocore.session
 from botocore.exceptions import ClientError
@@ -46,6 +47,18 @@ def _mtime(head: dict[str, Any]) -> float:
         return float(head["LastModified"].timestamp())
 
 
+_untrimmed_warned = False
+
+
+def _warn_untrimmed(cut_from: str) -> None:
+    global _untrimmed_warned
+    if not _untrimmed_warned:
+        _untrimmed_warned = True
+        log.warning("botocore %s is not the %s secreg's trimmed S3 data was cut from: the full data is used "
+                    "(~11 MiB more per process); `python -m secreg.storage.s3model` cuts it anew",
+                    botocore.__version__, cut_from or "version")
+
+
 def _add_content_md5(params: dict[str, Any], **_: Any) -> None:
     # Swift's s3api requires Content-MD5 on a batch delete; botocore now sends a CRC32 checksum instead.
     body = params.get("body")
@@ -69,12 +82,16 @@ class S3Driver:
     @staticmethod
     def _client(options: S3Options, attempts: int, read_timeout: float, *, trimmed: bool = True) -> Any:
         """`trimmed`: with botocore's data cut to what the driver uses (secreg/storage/s3model.py), ~11 MiB less
-        per process; False only for the test that proves the requests are the same."""
+        per process, when it was cut from the installed botocore; False only for the test that proves the requests
+        are the same."""
         session = botocore.session.get_session()
         if trimmed:
-            from secreg.storage.s3model import loader
+            from secreg.storage import s3model
 
-            session.register_component("data_loader", loader())
+            if s3model.usable():
+                session.register_component("data_loader", s3model.loader())
+            else:
+                _warn_untrimmed(s3model.cut_from())
         endpoint = options.regionendpoint or None
         if endpoint and "://" not in endpoint:
             endpoint = f"{'https' if options.secure else 'http'}://{endpoint}"

@@ -8,7 +8,12 @@ S3 model of 116 operations, 6.7 MiB `endpoints.json`). The driver calls 17 opera
     endpoints.json                every partition, with only the services in ENDPOINT_SERVICES (S3 and those
                                   botocore's credential chain creates clients of: STS, SSO, sign-in)
 
-both cut from the installed botocore's own files, keys in botocore's order. `loader()` finds them before
+    VERSION                       the botocore version they were cut from
+
+both cut from the installed botocore's own files, keys in botocore's order. They are used only with that same
+botocore (`usable()`): botocore changes its models and its code together, so another version gets its own full
+data (as before: ~11 MiB more per process) and one warning naming the command that cuts them anew; a botocore
+upgrade never breaks the driver nor the tests. `loader()` finds them before
 botocore's built-in data and after the user's own (`AWS_DATA_PATH`, `~/.aws/models`): a model the user installed
 still wins, as it would in botocore. Everything else (paginators, the endpoint rule set, the sdk extras) comes
 from botocore itself. tests/storage/test_s3_model.py proves each request the driver sends is the same byte for
@@ -25,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import botocore
 import botocore.loaders
 
 DATA = Path(__file__).resolve().parent / "botocore_data"
@@ -35,6 +41,7 @@ OPERATIONS = (
     "ListObjectsV2", "ListParts", "PutObject", "UploadPart", "UploadPartCopy",
 )
 ENDPOINT_SERVICES = ("s3", "sts", "sso", "sso-oidc", "signin")
+VERSION_FILE = "VERSION"
 _DOCUMENTATION = ("documentation", "documentationUrl")
 
 
@@ -45,6 +52,19 @@ class TrimmedLoader(botocore.loaders.Loader):  # type: ignore[misc]  # botocore 
 
     def is_builtin_path(self, path: str) -> bool:
         return path.startswith(str(DATA)) or bool(super().is_builtin_path(path))
+
+
+def cut_from() -> str:
+    """The botocore version `botocore_data/` was cut from ("" when the file is missing)."""
+    try:
+        return (DATA / VERSION_FILE).read_text().strip()
+    except OSError:
+        return ""
+
+
+def usable() -> bool:
+    """True when the installed botocore is the one the trimmed data was cut from."""
+    return cut_from() == str(botocore.__version__)
 
 
 def loader() -> TrimmedLoader:
@@ -126,10 +146,13 @@ def generate() -> dict[str, bytes]:
 
     # Compressed with a fixed mtime: the same botocore always gives the same bytes.
     return {f"s3/{version}/service-2.json.gz": gzip.compress(dump(service), mtime=0),
-            "endpoints.json.gz": gzip.compress(dump(endpoints), mtime=0)}
+            "endpoints.json.gz": gzip.compress(dump(endpoints), mtime=0),
+            VERSION_FILE: f"{botocore.__version__}\n".encode()}
 
 
 def main() -> int:
+    for stale in DATA.glob("s3/*/service-2.json.gz"):  # a model version botocore no longer has
+        stale.unlink()
     for relative, data in generate().items():
         path = DATA / relative
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -85,6 +85,27 @@ CALLS: dict[str, Callable[[Any], object]] = {
 }
 
 
+PACKAGED = s3model.DATA  # botocore_data/ as it ships
+
+
+@pytest.fixture(autouse=True, scope="module")
+def trimmed_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The trimmed data cut from the installed botocore: the packaged files when it is the botocore they were
+    cut from, else the generator's output for this one (so these tests prove the trimming, whatever botocore
+    CI installs, while the driver itself falls back to the full data there)."""
+    if s3model.usable():
+        yield
+        return
+    directory = tmp_path_factory.mktemp("botocore_data")
+    for relative, data in s3model.generate().items():
+        (directory / relative).parent.mkdir(parents=True, exist_ok=True)
+        (directory / relative).write_bytes(data)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(s3model, "DATA", directory)
+        assert s3model.usable()
+        yield
+
+
 def _client(mode: str, trimmed: bool) -> Any:
     options = S3Options(bucket=BUCKET, accesskey="AKIDEXAMPLE", secretkey="secret", **MODES[mode])  # type: ignore[arg-type]
     client = S3Driver._client(options, attempts=1, read_timeout=5, trimmed=trimmed)
@@ -138,6 +159,31 @@ def test_the_trimmed_data_is_used_and_is_what_the_installed_botocore_gives() -> 
     for relative, data in s3model.generate().items():
         assert (s3model.DATA / relative).read_bytes() == data, (
             f"{relative} is stale: run `python -m secreg.storage.s3model` after upgrading botocore")
+
+
+def test_the_packaged_data_is_the_installed_botocore_s_or_not_used(caplog: pytest.LogCaptureFixture) -> None:
+    """What ships in the package: with the botocore it was cut from it is exactly what the generator makes;
+    with any other botocore the driver takes botocore's full data and says so once (a botocore upgrade must
+    never make the driver send requests from a model the new botocore code was not written for)."""
+    import botocore
+
+    from secreg.storage import s3 as s3_driver
+
+    recorded = (PACKAGED / s3model.VERSION_FILE).read_text().strip()
+    if recorded == botocore.__version__:
+        for relative, data in s3model.generate().items():
+            assert (PACKAGED / relative).read_bytes() == data, (
+                f"{relative} is stale: run `python -m secreg.storage.s3model` after upgrading botocore")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(s3model, "DATA", PACKAGED)
+        patch.setattr(botocore, "__version__", recorded + ".other")
+        patch.setattr(s3_driver, "_untrimmed_warned", False)
+        assert not s3model.usable()
+        with caplog.at_level("WARNING", logger="secreg.storage.s3"):
+            clients = [_client("loopback", trimmed=True) for _ in range(2)]
+    assert all(len(c.meta.service_model.operation_names) > 100 for c in clients)  # the full S3 model
+    warnings = [r.getMessage() for r in caplog.records if "trimmed S3 data" in r.getMessage()]
+    assert len(warnings) == 1 and "python -m secreg.storage.s3model" in warnings[0], warnings
 
 
 def test_the_credential_chain_s_clients_resolve_as_with_the_full_data() -> None:
