@@ -123,23 +123,18 @@ def trim_endpoints(full: dict[str, Any], services: tuple[str, ...] = ENDPOINT_SE
     return {**full, "partitions": partitions}
 
 
-def _builtin(name: str) -> Any:
-    builtin = botocore.loaders.Loader(include_default_search_paths=False,
-                                      extra_search_paths=[botocore.loaders.Loader.BUILTIN_DATA_PATH])
-    return builtin.load_data(name)
-
-
-def s3_version() -> str:
-    builtin = botocore.loaders.Loader(include_default_search_paths=False,
-                                      extra_search_paths=[botocore.loaders.Loader.BUILTIN_DATA_PATH])
-    return str(builtin.determine_latest_version("s3", "service-2"))
+def _builtin_loader() -> botocore.loaders.Loader:
+    """A loader of botocore's own data only (not the user's, not ours)."""
+    return botocore.loaders.Loader(include_default_search_paths=False,
+                                   extra_search_paths=[botocore.loaders.Loader.BUILTIN_DATA_PATH])
 
 
 def generate() -> dict[str, bytes]:
     """The files of `botocore_data/` (relative path -> bytes) made from the installed botocore."""
-    version = s3_version()
-    service = trim_service(_builtin(f"s3/{version}/service-2"))
-    endpoints = trim_endpoints(_builtin("endpoints"))
+    builtin = _builtin_loader()
+    version = str(builtin.determine_latest_version("s3", "service-2"))
+    service = trim_service(builtin.load_data(f"s3/{version}/service-2"))
+    endpoints = trim_endpoints(builtin.load_data("endpoints"))
 
     def dump(tree: dict[str, Any]) -> bytes:
         return json.dumps(tree, separators=(",", ":")).encode() + b"\n"
