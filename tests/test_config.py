@@ -107,6 +107,14 @@ def test_event_loop_setting(tmp_path: Path) -> None:
         load_settings(None, {"http": {"eventloop": "trio"}}, base_dir=tmp_path)
 
 
+def test_tls_transport_setting(tmp_path: Path) -> None:
+    assert load_settings(None, None, base_dir=tmp_path).tls_transport == "socket"
+    assert load_settings(None, {"http": {"tlstransport": "asyncio"}}, base_dir=tmp_path).tls_transport == "asyncio"
+    assert load_settings(environ={"SECREG_HTTP_TLSTRANSPORT": "Asyncio"}, base_dir=tmp_path).tls_transport == "asyncio"
+    with pytest.raises(ConfigError, match="http.tlstransport"):
+        load_settings(None, {"http": {"tlstransport": "ktls"}}, base_dir=tmp_path)
+
+
 def test_auto_workers_follow_the_affinity_mask_up_to_a_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     auto = {"http": {"workers": "auto"}}
     for cpus, expected in ((1, 1), (2, 2), (8, 8), (64, AUTO_WORKERS_MAX)):

@@ -143,6 +143,7 @@ class Settings:
     proxy: ProxySettings = field(default_factory=ProxySettings)
     tag_cache_max_age: int = 1
     event_loop: str = "asyncio"
+    tls_transport: str = "socket"
 
     @property
     def bind(self) -> str:
@@ -269,6 +270,14 @@ def _int(tree: Mapping[str, Any], dotted: str, minimum: int = 0) -> int:
     if number < minimum:
         raise ConfigError(f"{dotted}: must be at least {minimum}, got {number}")
     return number
+
+
+def _tls_transport(tree: Mapping[str, Any]) -> str:
+    """`http.tlstransport`: socket (secreg.tlstransport) or asyncio (asyncio's own TLS)."""
+    choice = _str(tree, "http.tlstransport").strip().lower() or "socket"
+    if choice not in ("socket", "asyncio"):
+        raise ConfigError(f"http.tlstransport: expected socket or asyncio, got {choice!r}")
+    return choice
 
 
 def _event_loop(tree: Mapping[str, Any]) -> str:
@@ -465,6 +474,7 @@ def validate(tree: Mapping[str, Any], base_dir: Path) -> Settings:
         proxy=_proxy(tree, base_dir),
         tag_cache_max_age=_int(tree, "storage.cache.tagmaxage", 0),
         event_loop=_event_loop(tree),
+        tls_transport=_tls_transport(tree),
     )
 
 

@@ -31,6 +31,8 @@ DEFAULTS: dict[str, Any] = {
         "workers": "auto",  # one worker process per CPU the server may run on (its affinity mask), or a count
         "http2": True,  # offer h2 by ALPN next to HTTP/1.1 (TLS listeners)
         "eventloop": "asyncio",  # or uvloop (pip install uvloop), or auto: uvloop when it is installed
+        # TLS over the socket itself (OpenSSL reads and writes it), or asyncio's TLS over memory buffers
+        "tlstransport": "socket",
         "insecure": False,  # plain HTTP listener, only for use behind a TLS-terminating proxy
         # Seconds: request headers must be complete this long after their first byte; a request body may pause
         # this long between two pieces; an idle keep-alive connection is closed after this long.

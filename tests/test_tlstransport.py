@@ -1,0 +1,251 @@
+"""`secreg.tlstransport` (`http.tlstransport: socket`, the default) under real clients: a real `secreg serve` on
+loopback (one worker, so its descriptors are one process's), curl, openssl s_client, Python's ssl and httpx."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import ssl
+import struct
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.oci import push_blob, sha256
+from tests.server import RunningServer, run_secreg
+
+REPO = "tls/blob"
+BIG = 48 * 1024 * 1024
+
+
+def _config(transport: str) -> dict[str, object]:
+    return {"auth": {"enabled": False},
+            "http": {"workers": 1, "tlstransport": transport, "timeouts": {"header": 2}}}
+
+
+@pytest.fixture(scope="module")
+def blob() -> bytes:
+    return os.urandom(1024 * 1024) * (BIG // (1024 * 1024)) + os.urandom(12345)  # not a multiple of a record
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, blob: bytes) -> Iterator[RunningServer]:
+    with run_secreg(tmp_path_factory.mktemp("tlsx"), _config("socket")) as running:
+        with running.client(timeout=120) as client:
+            assert push_blob(client, REPO, blob) == sha256(blob)  # a 48 MiB push through the transport
+        yield running
+
+
+def _descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _settled_descriptors(server: RunningServer, at_most: int) -> int:
+    """The server's open descriptors once they are down to `at_most` (lingering closes end within seconds), or
+    what they are after 30 s."""
+    deadline = time.monotonic() + 30
+    count = _descriptors(server.process.pid)
+    while count > at_most and time.monotonic() < deadline:
+        time.sleep(0.2)
+        count = _descriptors(server.process.pid)
+    return count
+
+
+def _steady_descriptors(server: RunningServer) -> int:
+    """The server's open descriptors once the count has not changed for a second (at most 10 s)."""
+    deadline = time.monotonic() + 10
+    last, since = _descriptors(server.process.pid), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < 1:
+        time.sleep(0.1)
+        count = _descriptors(server.process.pid)
+        if count != last:
+            last, since = count, time.monotonic()
+    return last
+
+
+def _tls(server: RunningServer, alpn: list[str] | None = None) -> ssl.SSLSocket:
+    context = server.ssl_context()
+    if alpn:
+        context.set_alpn_protocols(alpn)
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    return context.wrap_socket(raw, server_hostname="localhost")
+
+
+def _curl(server: RunningServer, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["curl", "-sS", "--fail", "--cacert", str(server.ca), *args], capture_output=True,
+                          timeout=120, check=True)
+
+
+@pytest.mark.parametrize("version", ["--http1.1", "--http2"])
+def test_large_pull_is_byte_exact_over_h1_and_h2(server: RunningServer, blob: bytes, version: str,
+                                                 tmp_path: Path) -> None:
+    target = tmp_path / "pulled"
+    result = _curl(server, version, "-w", "%{http_version}", "-o", str(target),
+                   f"{server.url}/v2/{REPO}/blobs/{sha256(blob)}")
+    assert result.stdout == (b"2" if version == "--http2" else b"1.1")
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == hashlib.sha256(blob).hexdigest()
+
+
+def test_push_over_h2_and_alpn(server: RunningServer) -> None:
+    data = os.urandom(5 * 1024 * 1024 + 7)
+    with httpx.Client(base_url=server.url, verify=server.ssl_context(), http2=True, timeout=60) as client:
+        assert push_blob(client, "tls/h2", data) == sha256(data)
+        response = client.get(f"/v2/tls/h2/blobs/{sha256(data)}")
+        assert response.http_version == "HTTP/2" and response.content == data
+    with _tls(server, ["h2", "http/1.1"]) as tls:
+        assert tls.selected_alpn_protocol() == "h2"
+    with _tls(server, ["http/1.1"]) as tls:
+        assert tls.selected_alpn_protocol() == "http/1.1"
+        assert tls.version() in ("TLSv1.2", "TLSv1.3")
+
+
+def test_slow_reader_gets_every_byte(server: RunningServer, blob: bytes) -> None:
+    """A client that reads in small pieces with a small receive buffer: the server's writes wait on a full socket
+    over and over (SSL_write retried with the same piece, pause_writing / resume_writing)."""
+    context = server.ssl_context()
+    context.set_alpn_protocols(["http/1.1"])
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    raw.settimeout(60)
+    raw.connect(("127.0.0.1", server.port))
+    with context.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(f"GET /v2/{REPO}/blobs/{sha256(blob)} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        received = bytearray()
+        while b"\r\n\r\n" not in received:
+            received += tls.recv(4096)
+        head, _, body = bytes(received).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        hasher = hashlib.sha256(body)
+        size = len(body)
+        while size < len(blob):
+            piece = tls.recv(3000)
+            assert piece
+            hasher.update(piece)
+            size += len(piece)
+        assert size == len(blob) and hasher.hexdigest() == hashlib.sha256(blob).hexdigest()
+
+
+def test_openssl_s_client_request_and_close_notify(server: RunningServer) -> None:
+    request = b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    result = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{server.port}", "-servername",
+                             "localhost", "-CAfile", str(server.ca), "-verify_return_error", "-quiet",
+                             "-alpn", "http/1.1"], input=request, capture_output=True, timeout=60)
+    assert result.stdout.startswith(b"HTTP/1.1 200"), result.stdout[:300] + result.stderr[-500:]
+    assert result.returncode == 0, result.stderr[-500:]  # the server's close ended the session cleanly
+
+
+def test_handshake_failures_leave_the_server_serving(server: RunningServer) -> None:
+    baseline = _descriptors(server.process.pid)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as plain:  # HTTP to the TLS port
+        plain.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            while plain.recv(4096):  # at most a TLS alert, then the close
+                pass
+        except ConnectionResetError:
+            pass
+    untrusting = ssl.create_default_context()  # the system CAs: ours is unknown to it
+    with pytest.raises(ssl.SSLCertVerificationError):
+        untrusting.wrap_socket(socket.create_connection(("127.0.0.1", server.port), timeout=30),
+                               server_hostname="localhost")
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.load_verify_locations(str(server.ca))
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with pytest.warns(DeprecationWarning):
+        old.minimum_version = ssl.TLSVersion.TLSv1
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+    with pytest.raises(ssl.SSLError, match="(?i)version|protocol"):
+        old.wrap_socket(socket.create_connection(("127.0.0.1", server.port), timeout=30),
+                        server_hostname="localhost")
+    with server.client() as client:
+        assert client.get("/v2/").status_code == 200
+    assert _settled_descriptors(server, baseline) <= baseline
+
+
+def test_stalled_handshake_is_closed(server: RunningServer) -> None:
+    """A client that connects and never finishes its handshake (half a ClientHello, then silence) is closed once
+    the handshake timeout (http.timeouts.header, 2 s here) passes; the server does not wait for it forever."""
+    hello = bytes.fromhex("16030100c8010000c40303") + os.urandom(20)  # a record header and the start of a hello
+    connections = []
+    for _ in range(20):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        sock.sendall(hello)
+        connections.append(sock)
+    idle = socket.create_connection(("127.0.0.1", server.port), timeout=30)  # nothing at all
+    connections.append(idle)
+    for sock in connections:
+        try:
+            assert sock.recv(4096) == b""  # closed by the server, well before the 30 s socket timeout
+        except ConnectionResetError:
+            pass
+        sock.close()
+
+
+def test_client_leaving_mid_body_and_many_connections_leak_no_descriptors(server: RunningServer,
+                                                                           blob: bytes) -> None:
+    with server.client() as client:
+        assert client.get("/v2/").status_code == 200
+    baseline = _steady_descriptors(server)
+    path = f"/v2/{REPO}/blobs/{sha256(blob)}"
+    for reset in (False, True) * 5:  # a pull dropped after its first MiB: closed, or reset (SO_LINGER 0)
+        tls = _tls(server, ["http/1.1"])
+        tls.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        got = 0
+        while got < 1024 * 1024:
+            got += len(tls.recv(65536))
+        if reset:
+            tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        tls.close()
+    push = _tls(server, ["http/1.1"])  # a push dropped mid-body
+    push.sendall(f"POST /v2/tls/gone/blobs/uploads/?digest={sha256(b'x')} HTTP/1.1\r\nHost: x\r\n"
+                 f"Content-Length: {BIG}\r\n\r\n".encode() + os.urandom(1024 * 1024))
+    push.close()
+    for _ in range(100):  # reset before the server accepts or handshakes
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    opened = [_tls(server, ["http/1.1"]) for _ in range(150)]
+    for index, tls in enumerate(opened):
+        if index % 3 == 0:
+            tls.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert tls.recv(100).startswith(b"HTTP/1.1 200")
+        if index % 3 == 1:
+            tls.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        tls.close()
+    with server.client() as client:  # still serving, and the big blob is intact
+        assert client.get("/v2/").status_code == 200
+        assert hashlib.sha256(client.get(path).content).hexdigest() == hashlib.sha256(blob).hexdigest()
+    assert _settled_descriptors(server, baseline) <= baseline
+
+
+def test_refused_body_is_answered_before_the_close(server: RunningServer) -> None:
+    """A response sent with `Connection: close` while the client is still sending its body (a refused manifest)
+    reaches the client, and the connection ends without a hang (the close drains what still comes, for at most
+    LINGER_SECONDS)."""
+    too_big = 5 * 1024 * 1024  # past validation.manifests.maxsize (4 MiB)
+    with _tls(server, ["http/1.1"]) as tls:
+        tls.sendall(f"PUT /v2/tls/m/manifests/latest HTTP/1.1\r\nHost: x\r\nContent-Length: {too_big}\r\n"
+                    "Content-Type: application/vnd.oci.image.manifest.v1+json\r\n\r\n".encode())
+        answer = b""
+        try:
+            for _ in range(too_big // 65536):
+                tls.sendall(b"{" * 65536)
+        except (ConnectionError, ssl.SSLError):
+            pass
+        try:
+            while chunk := tls.recv(65536):
+                answer += chunk
+        except (ConnectionError, ssl.SSLError):
+            pass
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+
+
+def test_asyncio_transport_still_serves(tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024 * 1024)
+    with run_secreg(tmp_path, _config("asyncio")) as running, running.client() as client:
+        assert push_blob(client, "tls/asyncio", data) == sha256(data)
+        assert client.get(f"/v2/tls/asyncio/blobs/{sha256(data)}").content == data
