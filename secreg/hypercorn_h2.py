@@ -26,7 +26,7 @@ from hpack.hpack import INDEX_NEVER, INDEX_NONE
 from hpack.table import HeaderTable
 from priority import priority
 
-from secreg.hypercorn_h2_frames import on_new_connection
+from secreg.hypercorn_h2_frames import mark_tail, on_new_connection
 
 log = logging.getLogger("secreg.serve")
 
@@ -229,6 +229,7 @@ def send_response_head(connection: Any, slow: Any, stream_id: int, headers: Any,
     out = connection._data_to_send
     sid = stream_id & 0x7FFF_FFFF
     kind, offset, total = _HEADERS, 0, len(block)
+    flags_at = len(out) + 4  # the HEADERS frame's flags byte
     while True:
         piece = block[offset:offset + size]
         last = offset + size >= total
@@ -238,6 +239,7 @@ def send_response_head(connection: Any, slow: Any, stream_id: int, headers: Any,
         if last:
             break
         kind, offset = _CONTINUATION, offset + size
+    mark_tail(connection, out, flags_at, stream_id)
     stream.request_method = None  # as h2: the method of the head it sent (a response has none)
 
 
@@ -321,18 +323,27 @@ def request_head(headers: Any) -> list[Any] | None:
     return out
 
 
+class Decoded(list):  # type: ignore[type-arg]
+    """A decoded header block the decoder remembers (`Decoder`). `verdict` is shared by every decoding of that
+    block: `[None]` until the head is checked, then whether `request_head` vouched for it, so a repeated request
+    head is checked once."""
+
+    __slots__ = ("verdict",)
+    verdict: list[bool | None]
+
+
 class Decoder(hpack.Decoder):
     """hpack's decoder, remembering what a header block decoded to while its dynamic table (and its limits) stay
     as they are: a client repeating a request (Go's and nghttp2's encoders index every header, so the same
     request is the same bytes) is then one dict lookup instead of hpack's decoding field by field. A block whose
     decoding changed the table (new entries, a size update) or failed is not kept; any change of the table
-    forgets everything."""
+    forgets everything. A remembered block comes back as `Decoded`, carrying the verdict of its check."""
 
     def __init__(self, max_header_list_size: int = hpack.hpack.DEFAULT_MAX_HEADER_LIST_SIZE) -> None:
         super().__init__(max_header_list_size)
         self.header_table = _Table()
         self.max_allowed_table_size = self.header_table.maxsize
-        self._memo: dict[bytes, tuple[Any, ...]] = {}
+        self._memo: dict[bytes, tuple[tuple[Any, ...], list[bool | None]]] = {}
         self._memo_state: tuple[int, int, int] = (0, 0, 0)
 
     def decode(self, data: bytes, raw: bool = False) -> Any:
@@ -346,14 +357,16 @@ class Decoder(hpack.Decoder):
             self._memo_state = state
         key = bytes(data)
         known = memo.get(key)
-        if known is not None:
-            return list(known)
-        headers = super().decode(data, raw)
-        if table.version == state[0]:  # type: ignore[attr-defined]
+        if known is None:
+            headers = super().decode(data, raw)
+            if table.version != state[0]:  # type: ignore[attr-defined]
+                return headers
             if len(memo) >= DECODED_BLOCKS:
                 memo.clear()
-            memo[key] = tuple(headers)
-        return headers
+            known = memo[key] = (tuple(headers), [None])
+        decoded = Decoded(known[0])
+        decoded.verdict = known[1]
+        return decoded
 
 
 # What a connection's decoder remembers is bounded (a client sending distinct blocks that leave the table alone
@@ -386,9 +399,16 @@ def lean_h2_request_headers() -> bool:
         if (not flags.is_client and not flags.is_trailer and not flags.is_response_header
                 and not flags.is_push_promise and config.normalize_inbound_headers
                 and config.validate_inbound_headers and not isinstance(header_encoding, str)):
+            verdict = headers.verdict if type(headers) is Decoded else None
+            if verdict is not None and verdict[0] is not None:
+                if verdict[0]:
+                    return list(headers)  # vouched for before: the same headers, the same objects
+                return original(self, headers, flags, header_encoding)
             if not isinstance(headers, list):
                 headers = list(headers)
             head = request_head(headers)
+            if verdict is not None:
+                verdict[0] = head is not None
             if head is not None:
                 return head
         return original(self, headers, flags, header_encoding)

@@ -1,15 +1,22 @@
-"""Hypercorn's HTTP/2 transport: wider flow-control windows, DATA frames built and parsed in bulk, several frames
-per write and the flushes of one loop iteration gathered into one (the per-request costs are in
-`secreg.hypercorn_h2`). Applied by `secreg.hypercorn_tuning.apply`.
+"""Hypercorn's HTTP/2 transport: wider flow-control windows, DATA frames built in bulk, several frames per write,
+the flushes of one loop iteration gathered into one and a stream's end flagged on its last frame (what is received
+is parsed in bulk by `secreg.hypercorn_h2_receive`, the per-request costs are in `secreg.hypercorn_h2`). Applied by
+`secreg.hypercorn_tuning.apply`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from typing import Any
 
+from h2.connection import ConnectionInputs
+from h2.stream import StreamInputs
+from priority.priority import MissingStreamError
+
 log = logging.getLogger("secreg.serve")
+_SEND_DATA, _SEND_END_STREAM = ConnectionInputs.SEND_DATA, StreamInputs.SEND_END_STREAM
 
 # What each new H2Protocol gets once Hypercorn's `__init__` is done, by tuning, in the order the tunings were
 # applied (these and `secreg.hypercorn_h2`'s): one wrapper of `H2Protocol.__init__` calls them all, instead of
@@ -117,7 +124,7 @@ def batch_h2_sends() -> bool:
             else:
                 self.priority.block(stream_id)
             if buffer.complete and self.stream_buffers.get(stream_id) is buffer:
-                self.connection.end_stream(stream_id)
+                end_stream(self.connection, stream_id)
                 await self._flush()
                 self.stream_buffers.pop(stream_id, None)
                 _forget(self, stream_id)
@@ -133,8 +140,6 @@ def batch_h2_sends() -> bool:
 
 
 def _forget(protocol: Any, stream_id: int) -> None:
-    from priority.priority import MissingStreamError
-
     try:
         protocol.priority.remove_stream(stream_id)
     except MissingStreamError:
@@ -179,8 +184,11 @@ def _bulk_data_framer() -> Any:
             for offset in range(0, total, frame):
                 piece = view[offset:offset + frame]
                 size = len(piece)
+                flags_at = len(out) + 4
                 out += header.pack(size >> 8, size & 0xFF, 0, 0, stream_id & 0x7FFF_FFFF)
                 out += piece
+            if total:
+                mark_tail(connection, out, flags_at, stream_id)
         else:
             for offset in range(0, total, frame):
                 piece = view[offset:offset + frame]
@@ -191,6 +199,36 @@ def _bulk_data_framer() -> Any:
         connection.outbound_flow_control_window -= total
 
     return send
+
+
+# --- the end of a stream ---------------------------------------------------------------------------------
+
+_END_STREAM = 0x1
+_EMPTY_DATA = struct.Struct(">HBBBL")  # 24-bit length (16 + 8), type 0 (DATA), flags, stream id
+
+
+def mark_tail(connection: Any, out: bytearray, flags_at: int, stream_id: int) -> None:
+    """Remember that the last frame in h2's outbound buffer `out` is a HEADERS or DATA frame of `stream_id` whose
+    flags byte is at `flags_at`, so that ending the stream right after can set END_STREAM on it (`end_stream`)."""
+    connection._secreg_tail = (out, len(out), flags_at, stream_id)
+
+
+def end_stream(connection: Any, stream_id: int) -> None:
+    """h2's `end_stream` (the same state machines, the same errors, in the same order), without its frame object,
+    flag set and serialization: when the last frame h2 holds to send is this stream's DATA or HEADERS frame
+    (`mark_tail`; nothing was added or taken since), END_STREAM is set on it, as h2's own `send_data(...,
+    end_stream=True)` and `send_headers(..., end_stream=True)` would have sent it; else an empty DATA frame
+    with END_STREAM follows, as h2's `end_stream` sends."""
+    connection.state_machine.process_input(_SEND_DATA)
+    stream = connection._get_stream_by_id(stream_id)
+    stream.state_machine.process_input(_SEND_END_STREAM)
+    out = connection._data_to_send
+    tail = getattr(connection, "_secreg_tail", None)
+    connection._secreg_tail = None
+    if tail is not None and tail[0] is out and tail[1] == len(out) and tail[3] == stream_id:
+        out[tail[2]] |= _END_STREAM
+    else:
+        out += _EMPTY_DATA.pack(0, 0, 0, _END_STREAM, stream_id & 0x7FFF_FFFF)
 
 
 def merge_h2_data_events() -> bool:
@@ -283,7 +321,7 @@ def coalesce_h2_flushes() -> bool:
     side handing events over) writes them itself and waits for the socket to drain, behind any write in
     progress: frames leave in the order h2 built them. Before the connection is closed what is pending is
     written first."""
-    from hypercorn.events import Closed, RawData
+    from hypercorn.events import Closed, RawData, Updated
     from hypercorn.protocol import h2 as h2_protocol
 
     protocol = h2_protocol.H2Protocol
@@ -315,13 +353,20 @@ def coalesce_h2_flushes() -> bool:
             self._secreg_flush_task = asyncio.get_running_loop().create_task(later(self))
 
     async def send(self: Any, event: Any) -> None:
-        if isinstance(event, Closed):
+        if isinstance(event, Updated):
+            # Hypercorn says "busy" for every stream opened and closed while others are open; the connection's
+            # idle bookkeeping needs only the changes.
+            if not event.idle and self._secreg_busy:
+                return
+            self._secreg_busy = not event.idle
+        elif isinstance(event, Closed):
             await write(self)  # a GOAWAY (or anything) h2 still holds goes out before the close
         await self._secreg_send(event)
 
     def setup(self: Any) -> None:
         self._secreg_send = self.send
         self._secreg_flush_task = None
+        self._secreg_busy = False
         self.send = send.__get__(self)
 
     _flush._secreg_tuned = True  # type: ignore[attr-defined]
@@ -361,7 +406,7 @@ def direct_small_h2_bodies() -> bool:
             if buffer is not None and not buffer.buffer and not buffer._complete:
                 try:
                     if isinstance(event, EndBody):
-                        self.connection.end_stream(stream_id)
+                        end_stream(self.connection, stream_id)
                         buffer.set_complete()
                         await buffer.close()  # wakes anything waiting on it
                         del self.stream_buffers[stream_id]
@@ -391,140 +436,4 @@ def direct_small_h2_bodies() -> bool:
 
     stream_send._secreg_tuned = True  # type: ignore[attr-defined]
     protocol.stream_send = stream_send  # type: ignore[method-assign]
-    return True
-
-
-def fast_h2_data_frames() -> bool:
-    """h2 parses every 16 KiB DATA frame on its own (a frame object, two copies, the connection's and the
-    stream's state machines and windows, an event; ~15 us each): 16,000 frames for a 256 MiB push, more CPU than
-    its SHA-256 under py-spy. A run of complete DATA frames of one stream in a socket read (no padding, no flag
-    but END_STREAM) is instead taken as one: the same checks done once for the sum (state of the connection and
-    of the stream, both flow-control windows, the frame size limit, the declared content length) and one
-    DataReceived event with the payloads joined (one copy). Anything else, or a run one of those checks would
-    refuse, is left to h2 itself, so its errors and their GOAWAY/RST_STREAM stay h2's. None of h2's behaviour
-    changes but the number of events (Hypercorn's merge did that already)."""
-    import struct
-
-    import h2.connection
-    import h2.exceptions
-    import h2.stream
-
-    connection_class = h2.connection.H2Connection
-    probe = connection_class(h2.config.H2Configuration(client_side=False))
-    stream_probe = h2.stream.H2Stream(1, h2.config.H2Configuration(client_side=False), 65535, 65535)
-    known = (hasattr(probe, "incoming_buffer")
-             and all(hasattr(probe.incoming_buffer, name) for name in ("_data", "_preamble_len", "_headers_buffer"))
-             and isinstance(probe.incoming_buffer._data, bytearray)
-             and hasattr(probe, "_inbound_flow_control_window_manager") and hasattr(probe, "streams")
-             and hasattr(stream_probe, "_inbound_window_manager") and hasattr(stream_probe, "state_machine"))
-    if not known:
-        log.warning("h2 internals differ from the known ones: HTTP/2 DATA frames are parsed one by one")
-        return False
-    open_connection = (h2.connection.ConnectionState.CLIENT_OPEN, h2.connection.ConnectionState.SERVER_OPEN)
-    receiving = (h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_LOCAL)
-    recv_data = h2.connection.ConnectionInputs.RECV_DATA
-    header = struct.Struct(">BHBBL")  # length (8 + 16 bits), type, flags, reserved bit + stream id
-    end_stream_flag, data_type = 0x1, 0x0
-
-    def scan(connection: Any, source: Any, position: int, events: list[Any],
-             carry: tuple[int, list[Any], int, bool] | None = None) -> int:
-        """Take the runs of plain DATA frames in `source` from `position` on, each run as one event appended
-        to `events`; returns where the first frame it leaves to h2 begins (or the end). `carry`: a run begun
-        before `source` (stream id, payload pieces, their length, whether its last frame ended the stream),
-        continued by `source`'s first frames unless ended: when that run fails a check, nothing is taken and -1
-        returned (the caller hands everything to h2)."""
-        size, limit = len(source), connection.max_inbound_frame_size
-        window = connection._inbound_flow_control_window_manager
-        with memoryview(source) as view:
-            while True:
-                pieces: list[Any] = []
-                start, stream_id, total, ended = position, None, 0, False
-                if carry is not None:
-                    stream_id, pieces, total, ended = carry
-                while not ended and position + 9 <= size:
-                    high, low, kind, flags, sid = header.unpack_from(source, position)
-                    length, sid = (high << 16) | low, sid & 0x7FFF_FFFF
-                    if (kind != data_type or flags & ~end_stream_flag or length > limit or sid == 0
-                            or (stream_id is not None and sid != stream_id) or position + 9 + length > size):
-                        break
-                    stream_id = sid
-                    pieces.append(view[position + 9:position + 9 + length])
-                    total += length
-                    position += 9 + length
-                    ended = bool(flags & end_stream_flag)
-                stream = connection.streams.get(stream_id) if pieces else None
-                if (stream is None or stream.state_machine.state not in receiving
-                        or total > window.current_window_size
-                        or total > stream._inbound_window_manager.current_window_size):
-                    pieces.clear()
-                    if carry is not None:
-                        return -1
-                    return start  # h2 takes it from here (and answers any error as it does)
-                carry = None
-                payload = b"".join(pieces)  # the one copy: the frames' payloads are not contiguous
-                pieces.clear()  # the views go before `source` may change
-                connection.state_machine.process_input(recv_data)
-                window.window_consumed(total)
-                _, stream_events = stream.receive_data(payload, ended, total)
-                events.extend(stream_events)
-
-    def buffered_run(connection: Any, buffer: bytearray, data: bytes) -> tuple[int, tuple[Any, ...] | None]:
-        """Complete the frame the last read left incomplete in `buffer` (all it holds) with the first bytes of
-        `data`; returns how many of them it took and, when `buffer` is then exactly one whole plain DATA frame,
-        that frame as the `carry` of a run for `scan` (its payload a view of `buffer`)."""
-        position = 0
-        need = 9 - len(buffer)
-        if need > 0:
-            buffer += data[:need]
-            position = min(need, len(data))
-        if len(buffer) < 9:
-            return position, None
-        high, low, kind, flags, sid = header.unpack_from(buffer, 0)
-        length = (high << 16) | low
-        need = 9 + length - len(buffer)
-        if need > 0:
-            buffer += data[position:position + need]
-            position = min(position + need, len(data))
-        if (kind != data_type or flags & ~end_stream_flag or length > connection.max_inbound_frame_size
-                or sid & 0x7FFF_FFFF == 0 or len(buffer) != 9 + length):
-            return position, None
-        return position, (sid & 0x7FFF_FFFF, [memoryview(buffer)[9:]], length, bool(flags & end_stream_flag))
-
-    def receive(connection: Any, slow: Any, data: bytes) -> list[Any]:
-        incoming = connection.incoming_buffer
-        if (incoming._preamble_len or incoming._headers_buffer
-                or connection.state_machine.state not in open_connection):
-            return slow(data)  # type: ignore[no-any-return]
-        buffer: bytearray = incoming._data
-        events: list[Any] = []
-        position, carry = 0, None
-        try:
-            if buffer:
-                # A DATA frame the last read left incomplete, completed with this read's first bytes, starts the
-                # run the scan of this read continues: the rest of the read is parsed where it lies instead of
-                # being appended whole (a copy of each ~200 KiB read fewer). Anything else, and a run one of
-                # scan's checks refuses, takes the buffer and h2 as before.
-                position, carry = buffered_run(connection, buffer, data)
-            done = scan(connection, data, position, events, carry) if carry is not None or not buffer else -1
-            if carry is not None:
-                carry[1].clear()  # the view of `buffer` goes before it changes
-            if done >= 0:
-                del buffer[:]
-                position = done
-        except h2.exceptions.ProtocolError as exc:  # a declared content length exceeded: as h2 does
-            if carry is not None:
-                carry[1].clear()
-            del buffer[:]
-            connection._terminate_connection(exc.error_code)
-            raise
-        buffer += data[position:]  # the incomplete frame at the end, or what h2 takes
-        if len(buffer) >= 9:  # a complete frame of another kind may be next
-            events.extend(slow(b""))
-        return events
-
-    def install(connection: Any) -> None:
-        slow = connection.receive_data
-        connection.receive_data = lambda data: receive(connection, slow, data)
-
-    on_new_connection("data frames", lambda self: install(self.connection))
     return True
