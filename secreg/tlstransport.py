@@ -31,10 +31,15 @@ most LINGER_SECONDS before closing it (a 413 sent while the body is still arrivi
 from __future__ import annotations
 
 import asyncio
+import asyncio.base_events as base_events
+import asyncio.constants as asyncio_constants
 import asyncio.selector_events as selector_events
 import collections
+import inspect
+import logging
 import socket
 import ssl
+import sys
 import threading
 from asyncio import trsock
 from typing import Any
@@ -45,6 +50,7 @@ COALESCE = 64 * 1024  # small waiting pieces are joined into one record (and one
 HIGH_WATER = 64 * 1024  # asyncio's default write-buffer limits
 LINGER_SECONDS = 5.0
 _local = threading.local()
+log = logging.getLogger(__name__)
 _drop = bytearray(64 * 1024)  # what a lingering close reads is thrown away (one per process is enough)
 
 
@@ -102,7 +108,9 @@ class SocketTLSTransport(asyncio.Transport):
         self._writer: Any = None
         self._timer: asyncio.TimerHandle | None = None
         if server is not None:
-            server._attach()
+            _server_attach(server, self)
+        if handshake_timeout is None:
+            handshake_timeout = asyncio_constants.SSL_HANDSHAKE_TIMEOUT  # asyncio's own when none is given
         if handshake_timeout:
             self._timer = loop.call_later(handshake_timeout, self._fail_handshake, TimeoutError("TLS handshake"))
         self._set_reader(self._handshake)
@@ -434,7 +442,7 @@ class SocketTLSTransport(asyncio.Transport):
         self._sock.close()
         server, self._server = self._server, None
         if server is not None:
-            server._detach()
+            _server_detach(server, self)
 
     def get_protocol(self) -> asyncio.BaseProtocol:
         return self._protocol
@@ -445,6 +453,36 @@ class SocketTLSTransport(asyncio.Transport):
 
 _loop_class: Any = selector_events.BaseSelectorEventLoop
 _asyncio_make_ssl_transport: Any = _loop_class._make_ssl_transport
+
+# asyncio.Server counts its connections through private methods: `_attach()` / `_detach()` up to Python 3.12,
+# `_attach(transport)` / `_detach(transport)` from 3.13 (its `_clients`, for close_clients()). Which one this
+# interpreter has is read from its own signature, once.
+_SERVER_TAKES_TRANSPORT = len(inspect.signature(base_events.Server._attach).parameters) > 1  # type: ignore[attr-defined]
+
+
+def _server_attach(server: Any, transport: asyncio.BaseTransport) -> None:
+    if _SERVER_TAKES_TRANSPORT:
+        server._attach(transport)
+    else:
+        server._attach()
+
+
+def _server_detach(server: Any, transport: asyncio.BaseTransport) -> None:
+    if _SERVER_TAKES_TRANSPORT:
+        server._detach(transport)
+    else:
+        server._detach()
+
+
+# The keywords asyncio's selector loops pass to `_make_ssl_transport` (3.11 to 3.14); another interpreter's
+# loop keeps its own TLS rather than have a call this module does not know.
+_EXPECTED_PARAMETERS = ("self", "rawsock", "protocol", "sslcontext", "waiter", "server_side", "server_hostname",
+                        "extra", "server", "ssl_handshake_timeout", "ssl_shutdown_timeout")
+
+
+def supported() -> bool:
+    """This interpreter's selector loop builds its TLS transports with the call `_make_ssl_transport` replaces."""
+    return tuple(inspect.signature(_asyncio_make_ssl_transport).parameters) == _EXPECTED_PARAMETERS
 
 
 def _make_ssl_transport(self: Any, rawsock: Any, protocol: Any, sslcontext: Any, waiter: Any = None, *,
@@ -458,7 +496,14 @@ def _make_ssl_transport(self: Any, rawsock: Any, protocol: Any, sslcontext: Any,
     return SocketTLSTransport(self, rawsock, protocol, sslcontext, waiter, extra, server, ssl_handshake_timeout)
 
 
-def install(enabled: bool = True) -> None:
+def install(enabled: bool = True) -> bool:
     """Serve TLS through `SocketTLSTransport` in this process's asyncio selector loops (`enabled`), or through
-    asyncio's own TLS. uvloop (`http.eventloop: uvloop`) has its own TLS and is not affected."""
+    asyncio's own TLS. uvloop (`http.eventloop: uvloop`) has its own TLS and is not affected. An interpreter whose
+    loop calls `_make_ssl_transport` differently (`supported`) keeps asyncio's TLS, with one warning. Returns
+    whether the socket transport is in place."""
+    if enabled and not supported():
+        log.warning("http.tlstransport socket: this Python's asyncio (%s) builds TLS transports differently; "
+                    "serving with asyncio's own TLS", ".".join(map(str, sys.version_info[:3])))
+        enabled = False
     _loop_class._make_ssl_transport = _make_ssl_transport if enabled else _asyncio_make_ssl_transport
+    return enabled

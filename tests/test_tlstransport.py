@@ -3,19 +3,24 @@ loopback (one worker, so its descriptors are one process's), curl, openssl s_cli
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import socket
 import ssl
 import struct
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from secreg import tlstransport
+from secreg.tls.certificates import generate_certificates
 from tests.oci import push_blob, sha256
 from tests.server import RunningServer, run_secreg
 
@@ -249,3 +254,126 @@ def test_asyncio_transport_still_serves(tmp_path: Path) -> None:
     with run_secreg(tmp_path, _config("asyncio")) as running, running.client() as client:
         assert push_blob(client, "tls/asyncio", data) == sha256(data)
         assert client.get(f"/v2/tls/asyncio/blobs/{sha256(data)}").content == data
+
+
+# --- the asyncio private interface the transport plugs into ---------------------------------------------------
+
+
+def _serve_in_process(tmp_path: Path, handshake_timeout: float | None) -> tuple[Any, ...]:
+    """A real asyncio TLS server in this process with the transport installed; returns (loop, server, port, ca)."""
+    files = generate_certificates(tmp_path / "certs", ["localhost"], ["127.0.0.1"])
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(files.server_cert, files.server_key)
+    loop = asyncio.new_event_loop()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(await reader.readline())
+        await writer.drain()
+        writer.close()
+
+    server = loop.run_until_complete(asyncio.start_server(
+        answer, "127.0.0.1", 0, ssl=context, ssl_handshake_timeout=handshake_timeout))
+    return loop, server, server.sockets[0].getsockname()[1], files.ca_cert
+
+
+def test_no_handshake_timeout_given_means_asyncios(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ssl_handshake_timeout=None` is asyncio's 60 s (constants.SSL_HANDSHAKE_TIMEOUT), not none at all: a client
+    that never speaks is closed. The constant is shortened here so the test does not wait a minute."""
+    monkeypatch.setattr(asyncio.constants, "SSL_HANDSHAKE_TIMEOUT", 0.5)
+    loop_class = asyncio.selector_events.BaseSelectorEventLoop
+    monkeypatch.setattr(loop_class, "_make_ssl_transport", loop_class._make_ssl_transport)  # put back after
+    assert tlstransport.install(True)
+    loop, server, port, ca = _serve_in_process(tmp_path, None)
+    try:
+        silent = socket.create_connection(("127.0.0.1", port))
+        silent.setblocking(False)
+
+        async def closed() -> bool:
+            deadline = loop.time() + 10
+            while loop.time() < deadline:
+                try:
+                    if silent.recv(1) == b"":
+                        return True
+                except BlockingIOError:
+                    pass
+                await asyncio.sleep(0.05)
+            return False
+
+        assert loop.run_until_complete(closed())
+        silent.close()
+
+        async def echo() -> bytes:  # and the server still serves
+            context = ssl.create_default_context(cafile=str(ca))
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context,
+                                                          server_hostname="localhost")
+            writer.write(b"ping\n")
+            line = await reader.readline()
+            writer.close()
+            return line
+
+        assert loop.run_until_complete(echo()) == b"ping\n"
+    finally:
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+        loop.close()
+
+
+def test_server_bookkeeping_matches_the_interpreter(monkeypatch: pytest.MonkeyPatch) -> None:
+    """asyncio.Server counts connections with `_attach()` up to 3.12 and `_attach(transport)` from 3.13: the
+    transport calls the one this interpreter has."""
+    calls: list[tuple[object, ...]] = []
+
+    class Old:
+        def _attach(self) -> None:
+            calls.append(("attach",))
+
+        def _detach(self) -> None:
+            calls.append(("detach",))
+
+    class New:
+        def _attach(self, transport: object) -> None:
+            calls.append(("attach", transport))
+
+        def _detach(self, transport: object) -> None:
+            calls.append(("detach", transport))
+
+    transport = object()
+    monkeypatch.setattr(tlstransport, "_SERVER_TAKES_TRANSPORT", False)
+    tlstransport._server_attach(Old(), transport)  # type: ignore[arg-type]
+    tlstransport._server_detach(Old(), transport)  # type: ignore[arg-type]
+    monkeypatch.setattr(tlstransport, "_SERVER_TAKES_TRANSPORT", True)
+    tlstransport._server_attach(New(), transport)  # type: ignore[arg-type]
+    tlstransport._server_detach(New(), transport)  # type: ignore[arg-type]
+    assert calls == [("attach",), ("detach",), ("attach", transport), ("detach", transport)]
+    monkeypatch.undo()
+    assert tlstransport._SERVER_TAKES_TRANSPORT is (sys.version_info >= (3, 13))
+
+
+def test_an_unknown_asyncio_keeps_its_own_tls(monkeypatch: pytest.MonkeyPatch,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """A loop whose `_make_ssl_transport` takes other parameters than the ones this module passes on is left
+    alone, with one warning."""
+    loop_class = asyncio.selector_events.BaseSelectorEventLoop
+    before = loop_class._make_ssl_transport
+    original = tlstransport._asyncio_make_ssl_transport
+    assert tlstransport.supported()
+
+    def different(self: Any, rawsock: Any, protocol: Any, sslcontext: Any, waiter: Any = None, *,
+                  server_side: bool = False, context: Any = None) -> Any:
+        raise AssertionError("never called here")
+
+    monkeypatch.setattr(tlstransport, "_asyncio_make_ssl_transport", different)
+    try:
+        assert not tlstransport.supported()
+        with caplog.at_level("WARNING", logger="secreg.tlstransport"):
+            assert tlstransport.install(True) is False
+        assert loop_class._make_ssl_transport is different
+        assert "serving with asyncio's own TLS" in caplog.text
+    finally:
+        monkeypatch.undo()
+        loop_class._make_ssl_transport = original
+    assert tlstransport.install(True) is True
+    assert loop_class._make_ssl_transport is tlstransport._make_ssl_transport
+    tlstransport.install(False)
+    assert loop_class._make_ssl_transport is original
+    loop_class._make_ssl_transport = before
