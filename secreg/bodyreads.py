@@ -15,19 +15,25 @@ this module removes the other seven:
   parses a pipelined request after it. The same for a piece inside the data of a chunk of a chunked body
   (what docker and other Go clients send for a layer PATCH): h11 still parses every chunk header, the CRLF
   after each chunk's data and the trailer; only the data bytes it would have copied out of its buffer are
-  handed on, and its count of what is left in the chunk is kept exact. `Expect: 100-continue` before the
-  first body byte and anything h11 has buffered go through h11 as before.
+  handed on, and its count of what is left in the chunk is kept exact. A read that holds several chunks goes
+  on as one piece, not one per chunk: the CRLF after each chunk's data and each chunk header are checked here
+  with h11's own pattern (`_chunk_data`), and whatever is cut off by the read or does not match (and the last
+  chunk with its trailer) is left to h11. `Expect: 100-continue` before the first body byte and anything h11
+  has buffered go through h11 as before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, SupportsIndex
 
 log = logging.getLogger("secreg.serve")
+# h11 refuses a chunk header past its buffer limit only; a longer one than this (extensions) is left to h11.
+MAX_CHUNK_HEADER = 1024
 
 
 class PieceReader(asyncio.StreamReader):
@@ -81,6 +87,10 @@ class PieceReader(asyncio.StreamReader):
     def at_eof(self) -> bool:
         return self._eof and not self._pieces
 
+    def buffered(self) -> int:
+        """Bytes received and not read yet."""
+        return self._size
+
     async def read(self, n: int = -1) -> bytes:
         if self._exception is not None:
             raise self._exception
@@ -127,7 +137,7 @@ def pass_body_through() -> bool:
     """Wrap Hypercorn's `H11Protocol.handle` (see the module docstring). False when this h11 or Hypercorn lacks
     what the shortcut relies on (the test suite checks ours has it); bodies then go through h11 as before."""
     import h11
-    from h11._readers import ChunkedReader, ContentLengthReader
+    from h11._readers import ChunkedReader, ContentLengthReader, chunk_header_re
     from hypercorn.events import RawData
     from hypercorn.protocol import h11 as h11_protocol
     from hypercorn.protocol.events import Body
@@ -161,19 +171,72 @@ def pass_body_through() -> bool:
                 elif reader._remaining == 0:
                     await self._handle_events()  # h11 ends the body (no new bytes: b"" would mean end of file)
                 return
-            if (type(reader) is ChunkedReader and reader._bytes_in_chunk > 0 and not reader._bytes_to_discard
-                    and not reader._reading_trailer):
+            if type(reader) is ChunkedReader and not reader._reading_trailer:
                 data = event.data
-                count = min(len(data), reader._bytes_in_chunk)
-                reader._bytes_in_chunk -= count
-                if reader._bytes_in_chunk == 0:
-                    reader._bytes_to_discard = b"\r\n"  # as h11 does at a chunk's end: the CRLF comes next
-                await self.stream.handle(Body(stream_id=stream_id, data=data if count == len(data) else data[:count]))
-                if count < len(data):
-                    await original(self, RawData(data=data[count:]))  # CRLF, the next chunk header, ...
+                pieces, position = _chunk_data(reader, data, chunk_header_re)
+                if pieces:  # one Body for the read, not one per chunk (Go clients send chunks of 32 KiB)
+                    body = data if pieces[0].nbytes == len(data) else b"".join(pieces)
+                    await self.stream.handle(Body(stream_id=stream_id, data=body))
+                if position < len(data):
+                    await original(self, RawData(data=data[position:]))  # a chunk header cut off, the last chunk, ...
                 return
         await original(self, event)
 
     handle._secreg_pass_through = True  # type: ignore[attr-defined]
     protocol.handle = handle  # type: ignore[method-assign]
     return True
+
+
+def _chunk_data(reader: Any, data: bytes, header: re.Pattern[bytes]) -> tuple[list[memoryview], int]:
+    """The data bytes of every chunk `data` holds (whole or in part), walked as h11's `ChunkedReader` would with
+    `reader`'s state kept exact: the CRLF after each chunk's data and each chunk header checked with h11's own
+    pattern. Returns the pieces and the position of the first byte left to h11: a CRLF or chunk header that this
+    read cuts off or that does not match, or the last chunk (size 0, then the trailer)."""
+    view = memoryview(data)
+    pieces: list[memoryview] = []
+    position, end = 0, len(data)
+    while position < end:
+        if reader._bytes_to_discard:
+            discard = reader._bytes_to_discard
+            if data[position:position + len(discard)] != discard:
+                break  # cut off by this read, or malformed: h11 buffers or refuses it
+            position += len(discard)
+            reader._bytes_to_discard = b""
+            continue
+        if reader._bytes_in_chunk == 0:
+            line_end = data.find(b"\r\n", position, position + MAX_CHUNK_HEADER)
+            match = header.fullmatch(data, position, line_end + 2) if line_end >= 0 else None
+            if match is None:
+                break
+            size = int(match["chunk_size"], 16)
+            if size == 0:
+                break  # the last chunk: h11 reads the trailer and ends the message
+            reader._bytes_in_chunk = size
+            position = line_end + 2
+        count = min(end - position, reader._bytes_in_chunk)
+        if count:
+            pieces.append(view[position:position + count])
+        position += count
+        reader._bytes_in_chunk -= count
+        if reader._bytes_in_chunk == 0:
+            reader._bytes_to_discard = b"\r\n"  # as h11 does at a chunk's end
+    return pieces, position
+
+
+
+def expects_more_body(protocol: Any, data: bytes, at_least: int) -> bool:
+    """Whether the HTTP/1.1 request on `protocol` (Hypercorn's protocol wrapper) is inside a request body that
+    `data`, just read, does not end: a chunked body whose last chunk is not in `data`, or a Content-Length body
+    with at least `at_least` bytes still to come after it (a small body that was cut is not waited for)."""
+    import h11
+    from h11._readers import ChunkedReader, ContentLengthReader
+
+    connection = getattr(getattr(protocol, "protocol", None), "connection", None)
+    if type(connection) is not h11.Connection or connection.their_state is not h11.SEND_BODY:
+        return False
+    reader = connection._reader
+    if type(reader) is ChunkedReader:
+        return not data.endswith(b"0\r\n\r\n")  # the last chunk (without a trailer) ends the read
+    if type(reader) is ContentLengthReader:
+        return reader._remaining - len(data) >= at_least
+    return False

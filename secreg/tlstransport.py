@@ -214,7 +214,7 @@ class SocketTLSTransport(asyncio.Transport):
 
     # --- reading -------------------------------------------------------------------------------------------
 
-    def _read(self) -> None:
+    def _read(self, until_blocked: bool = False) -> None:
         view = _read_buffer()
         read = self._ssl.read
         total = 0
@@ -227,7 +227,7 @@ class SocketTLSTransport(asyncio.Transport):
                     eof = True
                     break
                 total += count
-                if total >= READ_BYTES or (count < RECORD and not self._ssl.pending()):
+                if total >= READ_BYTES or (count < RECORD and not until_blocked and not self._ssl.pending()):
                     break
         except ssl.SSLWantReadError:
             pass
@@ -254,6 +254,13 @@ class SocketTLSTransport(asyncio.Transport):
     def _read_more(self) -> None:
         if not (self._paused or self._eof or self._closing or self._lost or self._read_wants_write):
             self._read()
+            self._update()
+
+    def read_queued(self) -> None:
+        """Read what the socket holds now and hand it on in one piece (up to READ_BYTES), past short records: for a
+        reader that left the socket unread to let a paced body gather (`secreg.connections`)."""
+        if self.is_reading() and not self._read_wants_write:
+            self._read(until_blocked=True)
             self._update()
 
     def pause_reading(self) -> None:

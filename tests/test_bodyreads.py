@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import ssl
+import struct
+import time
 from pathlib import Path
 from typing import Any
 
+import h11
 import pytest
+from h11._readers import ChunkedReader, chunk_header_re
 
-from secreg.bodyreads import PieceReader
+from secreg.bodyreads import PieceReader, _chunk_data
 from tests.oci import sha256
 from tests.server import RunningServer, run_secreg
 
@@ -249,3 +254,156 @@ def test_chunk_ranges_are_still_checked(server: RunningServer, tmp_path: Path) -
         done = client.put(r.headers["location"], params={"digest": sha256(data)})
         assert done.status_code == 201
         assert client.get(f"/v2/ranges/a/blobs/{sha256(data)}").content == data
+
+
+# --- the chunked walk (one Body per read) against h11's own parser --------------------------------------------
+
+_HEAD = b"POST /v2/x/blobs/uploads/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def _parse(stream: bytes, cuts: list[int], walk: bool) -> tuple[bytes, str]:
+    """`stream` fed to a real h11 server connection in the pieces `cuts` make; with `walk`, every piece that
+    arrives while h11 has nothing buffered inside a chunked body goes through `_chunk_data` first (as
+    `pass_body_through` does) and only what it leaves goes to h11. The body's bytes and how it ended."""
+    connection = h11.Connection(h11.SERVER)
+    body = bytearray()
+    bounds = [0, *cuts, len(stream)]
+    try:
+        for start, stop in zip(bounds, bounds[1:], strict=False):
+            piece = stream[start:stop]
+            reader = connection._reader
+            if (walk and piece and connection.their_state is h11.SEND_BODY and not connection._receive_buffer
+                    and type(reader) is ChunkedReader and not reader._reading_trailer):
+                pieces, position = _chunk_data(reader, piece, chunk_header_re)
+                body += b"".join(pieces)
+                piece = piece[position:]
+            if piece:
+                connection.receive_data(piece)
+            while (event := connection.next_event()) is not h11.NEED_DATA:
+                if type(event) is h11.Data:
+                    body += event.data
+                elif type(event) is h11.EndOfMessage:
+                    return bytes(body), f"end {event.headers}"
+    except h11.RemoteProtocolError:  # its message quotes what it had buffered: that depends on the pieces
+        return bytes(body), "refused"
+    return bytes(body), "incomplete"
+
+
+def _chunks(*parts: bytes) -> bytes:
+    return _HEAD + b"".join(parts)
+
+
+_STREAMS = {
+    "plain": _chunks(*(b"%x\r\n%s\r\n" % (n, bytes([n % 251]) * n) for n in (1, 7, 32768, 70001, 3)), b"0\r\n\r\n"),
+    "extensions, upper case, spaces, trailer": _chunks(b"1A;name=value\r\n", b"a" * 26, b"\r\n",
+                                                       b"00010 \t\r\n", b"b" * 16, b"\r\n",
+                                                       b"0;last\r\nX-Trailer: yes\r\n\r\n"),
+    "bad size": _chunks(b"10\r\n", b"c" * 16, b"\r\n", b"zz\r\n", b"d" * 10, b"\r\n0\r\n\r\n"),
+    "data longer than its size": _chunks(b"10\r\n", b"e" * 20, b"\r\n0\r\n\r\n"),
+    "size too long": _chunks(b"5\r\n", b"f" * 5, b"\r\n", b"1" * 21 + b"\r\n", b"g", b"\r\n0\r\n\r\n"),
+    "long extension": _chunks(b"4;" + b"x" * 2000 + b"\r\n", b"h" * 4, b"\r\n", b"4\r\n", b"i" * 4, b"\r\n0\r\n\r\n"),
+    "cut off": _chunks(b"8000\r\n", b"j" * 20000),
+}
+
+
+@pytest.mark.parametrize("name", list(_STREAMS))
+def test_the_chunked_walk_reads_what_h11_reads(name: str) -> None:
+    # Pieces that begin and end anywhere: in chunk data, in a header, in the CRLF after data, in the trailer.
+    stream = _STREAMS[name]
+    rng = random.Random(name)
+    expected = _parse(stream, [], walk=False)
+    for cuts in [[], [len(_HEAD)], list(range(len(_HEAD), len(stream)))[:400]] + [
+            sorted(rng.sample(range(1, len(stream)), rng.randint(1, 12))) for _ in range(300)]:
+        assert _parse(stream, cuts, walk=True) == expected, cuts
+    assert _parse(stream, [len(_HEAD)], walk=False) == expected
+
+
+def test_a_read_of_many_chunks_is_one_piece() -> None:
+    connection = h11.Connection(h11.SERVER)
+    connection.receive_data(_HEAD)
+    assert type(connection.next_event()) is h11.Request and connection.next_event() is h11.NEED_DATA
+    data = b"".join(b"8000\r\n%s\r\n" % (bytes([i]) * 32768) for i in range(8)) + b"8000\r\n" + b"z" * 100
+    pieces, position = _chunk_data(connection._reader, data, chunk_header_re)
+    assert position == len(data) and b"".join(pieces) == b"".join(bytes([i]) * 32768 for i in range(8)) + b"z" * 100
+    assert connection._reader._bytes_in_chunk == 32768 - 100
+
+
+# --- paced bodies: a client slower than the server (what docker does) -------------------------------------------
+
+
+def _paced(sock: ssl.SSLSocket, pieces: list[bytes], pause: float = 0.002) -> None:
+    for piece in pieces:
+        sock.sendall(piece)
+        time.sleep(pause)  # each piece reaches the server on its own: its reads are small and wait for the client
+
+
+@pytest.fixture(scope="module")
+def asyncio_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    with run_secreg(tmp_path_factory.mktemp("bodyreads-asyncio"),
+                    {**OPEN, "http": {"tlstransport": "asyncio"}}) as running:
+        yield running
+
+
+@pytest.mark.parametrize("transport", ["socket", "asyncio"])
+@pytest.mark.parametrize("chunked", [True, False])
+def test_a_paced_body_of_small_pieces_is_stored_whole(request: pytest.FixtureRequest, server: RunningServer,
+                                                      chunked: bool, transport: str) -> None:
+    """A PATCH body sent as 600 pieces of 4-32 KiB with pauses between them (reads the server gathers in the
+    kernel before passing them on), then the upload completed: the digest and the committed size are right.
+    Over the socket's own TLS (the default) and asyncio's."""
+    if transport == "asyncio":
+        server = request.getfixturevalue("asyncio_tls_server")
+    rng = random.Random(7)
+    sizes = [rng.choice((4096, 16384, 32768, 1000)) for _ in range(600)]
+    data = os.urandom(sum(sizes))
+    with server.client() as client:
+        location = client.post(f"/v2/paced/{int(chunked)}/blobs/uploads/").headers["Location"]
+    pieces, position = [], 0
+    for size in sizes:
+        piece = data[position:position + size]
+        pieces.append(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+        position += size
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(data)}"
+    with _tls(server) as sock:
+        sock.sendall(f"PATCH {location} HTTP/1.1\r\nHost: x\r\n{framing}\r\n\r\n".encode())
+        _paced(sock, pieces + ([b"0\r\n\r\n"] if chunked else []))
+        answer = _responses(sock, 1)[0]
+    assert answer.startswith(b"HTTP/1.1 202 ") and f"Range: 0-{len(data) - 1}".lower().encode() in answer.lower()
+    with server.client() as client:
+        location = location.split("?")[0]
+        assert client.get(location).headers["Range"] == f"0-{len(data) - 1}"
+        assert client.put(location, params={"digest": sha256(data)}).status_code == 201
+        assert client.get(f"/v2/paced/{int(chunked)}/blobs/{sha256(data)}").content == data
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_a_paced_body_whose_client_goes_away_commits_what_is_stored(server: RunningServer, reset: bool) -> None:
+    """The client of a paced chunked PATCH goes away mid-body, closing TLS and the connection (everything it sent
+    arrives) or resetting it (what it sent last may be lost): the status shows what is stored, those bytes are
+    the body's first (the digest of the completed upload is right), and the upload continues from there."""
+    data = os.urandom(400 * 4096)
+    sent = 300 * 4096
+    with server.client() as client:
+        location = client.post(f"/v2/paced/gone{int(reset)}/blobs/uploads/").headers["Location"].split("?")[0]
+    sock = _tls(server)
+    sock.sendall(f"PATCH {location} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+    _paced(sock, [b"1000\r\n%s\r\n" % data[i:i + 4096] for i in range(0, sent, 4096)])
+    if reset:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+    else:
+        sock.unwrap().close()  # TLS's close_notify, then the socket's
+    with server.client() as client:
+        deadline = time.monotonic() + 30
+        while True:  # the server commits what it stored once it sees the connection go, then lets go of the data
+            stored = int(client.get(location).headers.get("Range", "0--1").split("-")[1]) + 1
+            if stored == sent or reset:
+                r = client.patch(location, content=data[stored:],
+                                 headers={"Content-Range": f"{stored}-{len(data) - 1}"})
+                if r.status_code == 202:
+                    break
+                assert r.status_code == 416 and "another request" in r.text, r.text
+            assert time.monotonic() < deadline, f"stored {stored} of {sent}"
+            time.sleep(0.05)
+        assert r.headers["Range"] == f"0-{len(data) - 1}" and stored > 0
+        assert client.put(location, params={"digest": sha256(data)}).status_code == 201
