@@ -33,8 +33,8 @@ memory an idle TLS connection holds. Installed into Hypercorn's asyncio worker b
   peak (auth off) from ~104 to ~144 MiB.
 - **Paced bodies**: a client that sends a request body slower than it is received (docker pushes each layer as
   it compresses it, one chunk of 32 KiB at a time) made every piece its own socket read, decryption, loop wake-up
-  and trip up to the upload's write. After two small reads in a row that each had to wait for the client, the
-  socket is left unread for 8 ms before the next (`LimitedTCPServer._gather_more`): the pieces gather in the
+  and trip up to the upload's write. After GATHER_AFTER (4) small reads in a row that each had to wait for the
+  client, the socket is left unread for 8 ms before the next (`LimitedTCPServer._gather_more`): the pieces gather in the
   kernel and are received as one. A docker push of 5 x 20 MiB: server CPU 1.29 -> 0.89 s.
 """
 
@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import asyncio.sslproto as sslproto
+import functools
 import json
 import logging
 import resource
@@ -72,7 +73,37 @@ log = logging.getLogger("secreg.connections")
 GATHER_BELOW = 128 * 1024
 GATHER_AFTER = 4
 GATHER_SECONDS = 0.008
-GATHER_RECEIVE_BUFFER = 1024 * 1024  # the kernel doubles it (bookkeeping) and caps it at net.core.rmem_max
+GATHER_RECEIVE_BUFFER = 4 * 1024 * 1024  # the least SO_RCVBUF a gathering socket is given (`gather_receive_buffer`)
+
+
+def gather_receive_buffer(rmem_max: int, tcp_rmem_max: int) -> int:
+    """The SO_RCVBUF `_gather_more` gives a connection's socket, or 0 to leave the socket's own. What a client can
+    send while the socket is unread is the receive window, and a new connection's (128 KiB, a 64 KiB window)
+    holds a gather to 8 MB/s. But setting SO_RCVBUF also ends the kernel's autotuning of that socket: its window
+    stays at what was set, where autotuning would grow it up to tcp_rmem's maximum for a client far away (with
+    Debian's net.core.rmem_max of 208 KiB, a 416 KiB buffer: 8 MB/s at a 50 ms round trip). So the buffer is set
+    to what autotuning could reach (half of tcp_rmem's maximum: the kernel doubles an SO_RCVBUF), within
+    net.core.rmem_max, and only when that is at least GATHER_RECEIVE_BUFFER (8 MiB of buffer, 160 MB/s at 50 ms);
+    otherwise the socket keeps autotuning, and `gather_kept_up` stops gathering for a client that fills it."""
+    size = min(rmem_max, tcp_rmem_max // 2)
+    return size if size >= GATHER_RECEIVE_BUFFER else 0
+
+
+@functools.cache
+def _gather_receive_buffer() -> int:
+    try:
+        rmem_max = int(Path("/proc/sys/net/core/rmem_max").read_text())
+        tcp_rmem_max = int(Path("/proc/sys/net/ipv4/tcp_rmem").read_text().split()[2])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return gather_receive_buffer(rmem_max, tcp_rmem_max)
+
+
+def gather_kept_up(gathered: int, receive_buffer: int) -> bool:
+    """Whether a gather shows a client as fast as the socket lets it be, so that gathering would slow it:
+    GATHER_BELOW bytes or more, or a quarter of the socket's receive buffer (half the window the kernel offers
+    for it) when that is less."""
+    return gathered >= min(GATHER_BELOW, receive_buffer // 4)
 FD_RESERVE = 64  # descriptors kept for files, the listening socket and logs when capping by RLIMIT_NOFILE
 
 
@@ -422,7 +453,7 @@ class LimitedTCPServer(tcp_server.TCPServer):
                     slow_reads += 1
                     if slow_reads >= GATHER_AFTER:
                         data = await self._gather_more(data)
-                        if len(data) >= GATHER_BELOW:
+                        if gather_kept_up(len(data), self._receive_buffer()):
                             slow_reads = 0  # the client kept up with a gather: read as it comes until it is slow again
                 else:
                     slow_reads = 0
@@ -445,13 +476,12 @@ class LimitedTCPServer(tcp_server.TCPServer):
             return data  # paused already (flow control): nothing to gather
         if not self._gather_buffer:
             self._gather_buffer = True
-            # What a client can send while the socket is unread is the receive window: a connection's first one
-            # (128 KiB here, a 64 KiB window) would cap the client at 8 MB/s. With more room than GATHER_BELOW, a
-            # client faster than that fills a read past GATHER_BELOW, and gathering stops by itself.
+            # What a client can send while the socket is unread is the receive window (`gather_receive_buffer`).
             sock = self.writer.get_extra_info("socket")
+            size = _gather_receive_buffer()
             try:
-                if sock is not None and sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < GATHER_RECEIVE_BUFFER:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, GATHER_RECEIVE_BUFFER)
+                if sock is not None and size and sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) < size:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
             except OSError:
                 pass
         raw.pause_reading()
@@ -460,13 +490,21 @@ class LimitedTCPServer(tcp_server.TCPServer):
         finally:
             raw.resume_reading()
         read_queued = getattr(raw, "read_queued", None)
-        if read_queued is not None:  # secreg.tlstransport: one read would end at the first short record
+        if read_queued is not None:  # secreg.tlstransport: read at once what gathered
             read_queued()
         try:
             async with asyncio.timeout(GATHER_SECONDS):  # normally at once: what gathered waits in the socket
                 return data + await self.reader.read(tcp_server.MAX_RECV)
         except (ConnectionError, OSError, TimeoutError, SSLError):
             return data  # nothing came, or the connection broke: the loop's next read finds out
+
+    def _receive_buffer(self) -> int:
+        """The socket's receive buffer now (autotuned, or as `_gather_more` set it); 0 when it cannot be read."""
+        sock = self.writer.get_extra_info("socket")
+        try:
+            return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)) if sock is not None else 0
+        except OSError:
+            return 0
 
     def _header_expired(self) -> None:
         self._header_timer = None

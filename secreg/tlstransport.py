@@ -45,7 +45,6 @@ from asyncio import trsock
 from typing import Any
 
 READ_BYTES = 512 * 1024  # one socket read's worth, as `secreg.connections.TLS_READ_BYTES`
-RECORD = 16384  # a TLS record's plaintext at most: a shorter one usually ends what the client sent
 COALESCE = 64 * 1024  # small waiting pieces are joined into one record (and one send) up to this size
 HIGH_WATER = 64 * 1024  # asyncio's default write-buffer limits
 LINGER_SECONDS = 5.0
@@ -214,7 +213,13 @@ class SocketTLSTransport(asyncio.Transport):
 
     # --- reading -------------------------------------------------------------------------------------------
 
-    def _read(self, until_blocked: bool = False) -> None:
+    def _read(self) -> None:
+        """What the socket holds, up to READ_BYTES, read until OpenSSL needs more from the client (SSLWantRead) and
+        handed on as one piece. Stopping at the first record shorter than 16 KiB instead (it usually ends what a
+        client sent) saved small requests nothing measurable (4 x 8 s wrk pairs: manifest GET 0.309 vs 0.309 ms
+        of CPU per request) and halved curl's HTTP/2 pushes, whose DATA frames are a 16 KiB record and a short one
+        each: every read then ended after a frame (256 MiB: 232 MB/s and 1.33 s of server CPU, against 468 MB/s
+        and 0.67 s reading on, and 480 MB/s, 0.64 s on asyncio's TLS)."""
         view = _read_buffer()
         read = self._ssl.read
         total = 0
@@ -227,7 +232,7 @@ class SocketTLSTransport(asyncio.Transport):
                     eof = True
                     break
                 total += count
-                if total >= READ_BYTES or (count < RECORD and not until_blocked and not self._ssl.pending()):
+                if total >= READ_BYTES:
                     break
         except ssl.SSLWantReadError:
             pass
@@ -257,10 +262,11 @@ class SocketTLSTransport(asyncio.Transport):
             self._update()
 
     def read_queued(self) -> None:
-        """Read what the socket holds now and hand it on in one piece (up to READ_BYTES), past short records: for a
-        reader that left the socket unread to let a paced body gather (`secreg.connections`)."""
+        """Read what the socket holds now and hand it on in one piece (up to READ_BYTES), without waiting for the
+        loop's next readiness: for a reader that left the socket unread to let a paced body gather
+        (`secreg.connections`)."""
         if self.is_reading() and not self._read_wants_write:
-            self._read(until_blocked=True)
+            self._read()
             self._update()
 
     def pause_reading(self) -> None:

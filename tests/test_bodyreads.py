@@ -17,6 +17,7 @@ import h11
 import pytest
 from h11._readers import ChunkedReader, chunk_header_re
 
+from secreg import connections
 from secreg.bodyreads import PieceReader, _chunk_data
 from tests.oci import sha256
 from tests.server import RunningServer, run_secreg
@@ -402,8 +403,33 @@ def test_a_paced_body_whose_client_goes_away_commits_what_is_stored(server: Runn
                                  headers={"Content-Range": f"{stored}-{len(data) - 1}"})
                 if r.status_code == 202:
                     break
-                assert r.status_code == 416 and "another request" in r.text, r.text
+                # 416 while the old request still holds the upload, or when it committed more between the status
+                # and this PATCH (its offset is then the upload's): ask again
+                assert r.status_code == 416 and ("another request" in r.text or "RANGE_INVALID" in r.text), r.text
             assert time.monotonic() < deadline, f"stored {stored} of {sent}"
             time.sleep(0.05)
         assert r.headers["Range"] == f"0-{len(data) - 1}" and stored > 0
         assert client.put(location, params={"digest": sha256(data)}).status_code == 201
+
+
+def test_a_gathering_socket_keeps_the_window_autotuning_could_reach() -> None:
+    """Setting SO_RCVBUF ends the kernel's autotuning of a socket: it is set only to what autotuning could reach
+    (half of tcp_rmem's maximum, within rmem_max) and only when that is at least GATHER_RECEIVE_BUFFER; Debian's
+    default rmem_max (208 KiB) leaves the socket autotuning."""
+    MiB = 1024 * 1024
+    assert connections.GATHER_RECEIVE_BUFFER == 4 * MiB
+    assert connections.gather_receive_buffer(212992, 6 * MiB) == 0  # Debian's defaults
+    assert connections.gather_receive_buffer(4 * MiB, 32 * MiB) == 4 * MiB  # this machine's
+    assert connections.gather_receive_buffer(64 * MiB, 32 * MiB) == 16 * MiB  # never past what autotuning reaches
+    assert connections.gather_receive_buffer(64 * MiB, 6 * MiB) == 0  # autotuning would give less than 4 MiB
+
+
+def test_a_client_that_fills_the_window_during_a_gather_stops_the_gathering() -> None:
+    """A gather that got GATHER_BELOW, or a quarter of the socket's receive buffer (half its window) when that is
+    less, shows a client the pause held back: the reads go on as they come."""
+    below = connections.GATHER_BELOW
+    assert connections.gather_kept_up(below, 8 * 1024 * 1024)
+    assert not connections.gather_kept_up(below - 1, 8 * 1024 * 1024)
+    assert connections.gather_kept_up(32 * 1024, 128 * 1024)  # a new connection's buffer: 64 KiB of window
+    assert not connections.gather_kept_up(32 * 1024 - 1, 128 * 1024)
+    assert connections.gather_kept_up(1, 0)  # a buffer that could not be read: no gathering held on to

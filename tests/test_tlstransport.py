@@ -11,6 +11,7 @@ import ssl
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -377,3 +378,63 @@ def test_an_unknown_asyncio_keeps_its_own_tls(monkeypatch: pytest.MonkeyPatch,
     tlstransport.install(False)
     assert loop_class._make_ssl_transport is original
     loop_class._make_ssl_transport = before
+
+
+def _client_records(port: int, ca: Path, records: list[bytes], done: threading.Event) -> None:
+    """A TLS client over a memory BIO: the handshake, then `records` encrypted as one TLS record each and sent in
+    one `sendall`, so that they reach the server's socket together."""
+    context = ssl.create_default_context(cafile=str(ca))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if outgoing.pending:
+                    sock.sendall(outgoing.read())
+                incoming.write(sock.recv(65536))
+        if outgoing.pending:
+            sock.sendall(outgoing.read())
+        for record in records:
+            tls.write(record)
+        sock.sendall(outgoing.read())
+        done.wait(10)
+
+
+def test_a_read_goes_on_past_short_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records that arrive together are handed on in one piece, short ones included: curl's HTTP/2 DATA frames are
+    a 16 KiB record and a short one each, and a read that stopped at the first short record halved its pushes."""
+    files = generate_certificates(tmp_path / "certs", ["localhost"], ["127.0.0.1"])
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(files.server_cert, files.server_key)
+    loop_class = asyncio.selector_events.BaseSelectorEventLoop
+    monkeypatch.setattr(loop_class, "_make_ssl_transport", loop_class._make_ssl_transport)  # put back after
+    assert tlstransport.install(True)
+    records = [b"a" * 100, b"b" * 16384, b"c" * 9, b"d" * 16384, b"e" * 9]
+    pieces: list[bytes] = []
+    loop = asyncio.new_event_loop()
+    arrived = loop.create_future()
+
+    class Recorder(asyncio.Protocol):
+        def data_received(self, data: bytes) -> None:
+            pieces.append(data)
+            if sum(map(len, pieces)) >= sum(map(len, records)) and not arrived.done():
+                arrived.set_result(None)
+
+    server = loop.run_until_complete(loop.create_server(Recorder, "127.0.0.1", 0, ssl=context))
+    done = threading.Event()
+    client = threading.Thread(target=_client_records, args=(server.sockets[0].getsockname()[1], files.ca_cert,
+                                                            records, done))
+    client.start()
+    try:
+        loop.run_until_complete(asyncio.wait_for(arrived, 10))
+    finally:
+        done.set()
+        client.join()
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+        loop.close()
+    assert b"".join(pieces) == b"".join(records)
+    assert len(pieces) == 1, [len(piece) for piece in pieces]
