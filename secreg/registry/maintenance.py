@@ -8,6 +8,7 @@ import random
 
 from secreg.registry.browse import Browse
 from secreg.registry.local import LocalRegistry
+from secreg.storage.driver import StorageError
 
 log = logging.getLogger("secreg.maintenance")
 
@@ -17,17 +18,27 @@ async def purge_uploads_forever(registry: LocalRegistry) -> None:
     # Jitter, so several workers (or replicas) sharing storage do not all walk it at the same moment.
     await asyncio.sleep(random.uniform(5, 60))
     while True:
-        try:
-            removed = await asyncio.to_thread(registry.uploads.purge_stale, settings.upload_purge_age)
-            if removed:
-                log.info("purged %d upload session(s) older than %d s", len(removed), settings.upload_purge_age)
-            aborted = await asyncio.to_thread(registry.uploads.abort_stale_writes, settings.upload_purge_age)
-            if aborted:
-                log.info("aborted %d incomplete write(s) no upload session owned (%d bytes)", len(aborted),
-                         sum(w.size for w in aborted))
-        except Exception:  # keep the loop alive: a storage hiccup must not end upkeep for good
-            log.exception("upload purge failed")
+        await purge_uploads_once(registry)
         await asyncio.sleep(settings.upload_purge_interval)
+
+
+async def purge_uploads_once(registry: LocalRegistry) -> None:
+    """One round of the upload purge. It never raises (the loop must go on): storage that fails (StorageError, an
+    OSError of the filesystem) is one error line naming the failure, the next round retries; anything else, a
+    bug, is logged with its traceback."""
+    settings = registry.settings
+    try:
+        removed = await asyncio.to_thread(registry.uploads.purge_stale, settings.upload_purge_age)
+        if removed:
+            log.info("purged %d upload session(s) older than %d s", len(removed), settings.upload_purge_age)
+        aborted = await asyncio.to_thread(registry.uploads.abort_stale_writes, settings.upload_purge_age)
+        if aborted:
+            log.info("aborted %d incomplete write(s) no upload session owned (%d bytes)", len(aborted),
+                     sum(w.size for w in aborted))
+    except (StorageError, OSError) as exc:
+        log.error("upload purge failed, retried in %d s: %s", settings.upload_purge_interval, exc)
+    except Exception:  # keep the loop alive
+        log.exception("upload purge failed")
 
 
 async def collect_garbage_forever(registry: LocalRegistry) -> None:
@@ -50,6 +61,9 @@ async def collect_garbage_forever(registry: LocalRegistry) -> None:
                      len(report.blobs_removed), report.bytes_freed)
         except GcBusy:
             log.info("scheduled gc: another collection is running; skipped")
+        except (StorageError, OSError) as exc:  # the storage failed: one line, the next round retries
+            record_gc_failure()
+            log.error("scheduled gc failed, retried in %d s: %s", settings.gc_interval, exc)
         except Exception:
             record_gc_failure()
             log.exception("scheduled gc failed")
