@@ -145,7 +145,7 @@ class SocketTLSTransport(asyncio.Transport):
         """Register for the readiness this connection waits for now."""
         if self._lost:
             return
-        reading = not (self._paused or self._eof or self._closing or self._read_wants_write) or self._write_wants_read
+        reading = (self._wants_data() and not self._read_wants_write) or self._write_wants_read
         writing = (bool(self._buffer) and not self._write_wants_read) or self._read_wants_write
         self._set_reader(self._on_readable if reading else None)
         self._set_writer(self._on_writable if writing else None)
@@ -154,14 +154,14 @@ class SocketTLSTransport(asyncio.Transport):
         if self._write_wants_read:
             self._write_wants_read = False
             self._flush()
-        if not (self._paused or self._eof or self._closing or self._lost or self._read_wants_write):
+        if self._wants_data() and not self._read_wants_write:
             self._read()
         self._update()
 
     def _on_writable(self) -> None:
         if self._read_wants_write:
             self._read_wants_write = False
-            if not (self._paused or self._eof or self._closing):
+            if self._wants_data():
                 self._read()
         if self._buffer and not (self._write_wants_read or self._lost):
             self._flush()
@@ -256,8 +256,12 @@ class SocketTLSTransport(asyncio.Transport):
         elif total >= READ_BYTES and self._ssl.pending():
             self._loop.call_soon(self._read_more)  # the rest of a record is inside OpenSSL: epoll will not say
 
+    def _wants_data(self) -> bool:
+        """Whether what the client sends is to be read now (not paused, not ended, not closing)."""
+        return not (self._paused or self._eof or self._closing or self._lost)
+
     def _read_more(self) -> None:
-        if not (self._paused or self._eof or self._closing or self._lost or self._read_wants_write):
+        if self._wants_data() and not self._read_wants_write:
             self._read()
             self._update()
 
@@ -265,9 +269,8 @@ class SocketTLSTransport(asyncio.Transport):
         """Read what the socket holds now and hand it on in one piece (up to READ_BYTES), without waiting for the
         loop's next readiness: for a reader that left the socket unread to let a paced body gather
         (`secreg.connections`)."""
-        if self.is_reading() and not self._read_wants_write:
-            self._read()
-            self._update()
+        if self._ready:
+            self._read_more()
 
     def pause_reading(self) -> None:
         if self._paused or self._closing:
@@ -286,7 +289,7 @@ class SocketTLSTransport(asyncio.Transport):
                 self._loop.call_soon(self._read_more)
 
     def is_reading(self) -> bool:
-        return self._ready and not (self._paused or self._eof or self._closing or self._lost)
+        return self._ready and self._wants_data()
 
     # --- writing -------------------------------------------------------------------------------------------
 

@@ -260,11 +260,17 @@ def test_asyncio_transport_still_serves(tmp_path: Path) -> None:
 # --- the asyncio private interface the transport plugs into ---------------------------------------------------
 
 
-def _serve_in_process(tmp_path: Path, handshake_timeout: float | None) -> tuple[Any, ...]:
-    """A real asyncio TLS server in this process with the transport installed; returns (loop, server, port, ca)."""
+def _server_context(tmp_path: Path) -> tuple[ssl.SSLContext, Path]:
+    """A server context with a new certificate for localhost, and its CA's certificate."""
     files = generate_certificates(tmp_path / "certs", ["localhost"], ["127.0.0.1"])
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(files.server_cert, files.server_key)
+    return context, files.ca_cert
+
+
+def _serve_in_process(tmp_path: Path, handshake_timeout: float | None) -> tuple[Any, ...]:
+    """A real asyncio TLS server in this process with the transport installed; returns (loop, server, port, ca)."""
+    context, ca = _server_context(tmp_path)
     loop = asyncio.new_event_loop()
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -274,7 +280,7 @@ def _serve_in_process(tmp_path: Path, handshake_timeout: float | None) -> tuple[
 
     server = loop.run_until_complete(asyncio.start_server(
         answer, "127.0.0.1", 0, ssl=context, ssl_handshake_timeout=handshake_timeout))
-    return loop, server, server.sockets[0].getsockname()[1], files.ca_cert
+    return loop, server, server.sockets[0].getsockname()[1], ca
 
 
 def test_no_handshake_timeout_given_means_asyncios(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -406,9 +412,7 @@ def _client_records(port: int, ca: Path, records: list[bytes], done: threading.E
 def test_a_read_goes_on_past_short_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Records that arrive together are handed on in one piece, short ones included: curl's HTTP/2 DATA frames are
     a 16 KiB record and a short one each, and a read that stopped at the first short record halved its pushes."""
-    files = generate_certificates(tmp_path / "certs", ["localhost"], ["127.0.0.1"])
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(files.server_cert, files.server_key)
+    context, ca = _server_context(tmp_path)
     loop_class = asyncio.selector_events.BaseSelectorEventLoop
     monkeypatch.setattr(loop_class, "_make_ssl_transport", loop_class._make_ssl_transport)  # put back after
     assert tlstransport.install(True)
@@ -425,8 +429,7 @@ def test_a_read_goes_on_past_short_records(tmp_path: Path, monkeypatch: pytest.M
 
     server = loop.run_until_complete(loop.create_server(Recorder, "127.0.0.1", 0, ssl=context))
     done = threading.Event()
-    client = threading.Thread(target=_client_records, args=(server.sockets[0].getsockname()[1], files.ca_cert,
-                                                            records, done))
+    client = threading.Thread(target=_client_records, args=(server.sockets[0].getsockname()[1], ca, records, done))
     client.start()
     try:
         loop.run_until_complete(asyncio.wait_for(arrived, 10))
