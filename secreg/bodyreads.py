@@ -29,7 +29,12 @@ import logging
 import re
 from collections import deque
 from collections.abc import Iterable
-from typing import Any, SupportsIndex
+from typing import TYPE_CHECKING, Any, NamedTuple, SupportsIndex
+
+import h11
+
+if TYPE_CHECKING:
+    from h11._readers import ChunkedReader, ContentLengthReader
 
 log = logging.getLogger("secreg.serve")
 # h11 refuses a chunk header past its buffer limit only; a longer one than this (extensions) is left to h11.
@@ -136,8 +141,6 @@ class PieceReader(asyncio.StreamReader):
 def pass_body_through() -> bool:
     """Wrap Hypercorn's `H11Protocol.handle` (see the module docstring). False when this h11 or Hypercorn lacks
     what the shortcut relies on (the test suite checks ours has it); bodies then go through h11 as before."""
-    import h11
-    from h11._readers import ChunkedReader, ContentLengthReader, chunk_header_re
     from hypercorn.events import RawData
     from hypercorn.protocol import h11 as h11_protocol
     from hypercorn.protocol.events import Body
@@ -146,13 +149,10 @@ def pass_body_through() -> bool:
     original = protocol.handle
     if getattr(original, "_secreg_pass_through", False):
         return True
-    probe = h11.Connection(h11.SERVER)
-    chunked = ChunkedReader()
-    if not all(hasattr(probe, name) for name in ("_reader", "_receive_buffer", "their_state")) or not hasattr(
-            ContentLengthReader(1), "_remaining") or not all(
-            hasattr(chunked, name) for name in ("_bytes_in_chunk", "_bytes_to_discard", "_reading_trailer")):
+    if H11_READERS is None:
         log.warning("h11 internals not as expected: request bodies go through h11's buffer")
         return False
+    chunked_reader, content_length_reader, chunk_header_re = H11_READERS
     stream_id = h11_protocol.STREAM_ID
 
     async def handle(self: Any, event: Any) -> None:
@@ -161,7 +161,7 @@ def pass_body_through() -> bool:
                 and type(connection) is h11.Connection and connection.their_state is h11.SEND_BODY
                 and not connection._receive_buffer and not connection.they_are_waiting_for_100_continue):
             reader = connection._reader
-            if type(reader) is ContentLengthReader and reader._remaining > 0:
+            if type(reader) is content_length_reader and reader._remaining > 0:
                 data = event.data
                 count = min(len(data), reader._remaining)
                 reader._remaining -= count
@@ -171,7 +171,7 @@ def pass_body_through() -> bool:
                 elif reader._remaining == 0:
                     await self._handle_events()  # h11 ends the body (no new bytes: b"" would mean end of file)
                 return
-            if type(reader) is ChunkedReader and not reader._reading_trailer:
+            if type(reader) is chunked_reader and not reader._reading_trailer:
                 data = event.data
                 pieces, position = _chunk_data(reader, data, chunk_header_re)
                 if pieces:  # one Body for the read, not one per chunk (Go clients send chunks of 32 KiB)
@@ -227,16 +227,40 @@ def _chunk_data(reader: Any, data: bytes, header: re.Pattern[bytes]) -> tuple[li
 def expects_more_body(protocol: Any, data: bytes, at_least: int) -> bool:
     """Whether the HTTP/1.1 request on `protocol` (Hypercorn's protocol wrapper) is inside a request body that
     `data`, just read, does not end: a chunked body whose last chunk is not in `data`, or a Content-Length body
-    with at least `at_least` bytes still to come after it (a small body that was cut is not waited for)."""
-    import h11
-    from h11._readers import ChunkedReader, ContentLengthReader
-
+    with at least `at_least` bytes still to come after it (a small body that was cut is not waited for).
+    Always False when this h11 lacks what `H11_READERS` checks (reads are then not gathered)."""
+    if H11_READERS is None:
+        return False
     connection = getattr(getattr(protocol, "protocol", None), "connection", None)
     if type(connection) is not h11.Connection or connection.their_state is not h11.SEND_BODY:
         return False
     reader = connection._reader
-    if type(reader) is ChunkedReader:
+    if type(reader) is H11_READERS.chunked:
         return not data.endswith(b"0\r\n\r\n")  # the last chunk (without a trailer) ends the read
-    if type(reader) is ContentLengthReader:
+    if type(reader) is H11_READERS.content_length:
         return reader._remaining - len(data) >= at_least
     return False
+
+
+class _H11Readers(NamedTuple):
+    chunked: type[ChunkedReader]
+    content_length: type[ContentLengthReader]
+    chunk_header: re.Pattern[bytes]
+
+
+def _h11_readers() -> _H11Readers | None:
+    """h11's private body readers and the state of theirs (and of its connection) that `pass_body_through` and
+    `expects_more_body` read and keep, or None when this h11 lacks any of it."""
+    try:
+        from h11._readers import ChunkedReader, ContentLengthReader, chunk_header_re
+    except ImportError:
+        return None
+    probe, chunked = h11.Connection(h11.SERVER), ChunkedReader()
+    if not all(hasattr(probe, name) for name in ("_reader", "_receive_buffer", "their_state")) or not hasattr(
+            ContentLengthReader(1), "_remaining") or not all(
+            hasattr(chunked, name) for name in ("_bytes_in_chunk", "_bytes_to_discard", "_reading_trailer")):
+        return None
+    return _H11Readers(ChunkedReader, ContentLengthReader, chunk_header_re)
+
+
+H11_READERS = _h11_readers()  # checked once, at import

@@ -18,7 +18,7 @@ import pytest
 from h11._readers import ChunkedReader, chunk_header_re
 
 from secreg import connections
-from secreg.bodyreads import PieceReader, _chunk_data
+from secreg.bodyreads import H11_READERS, PieceReader, _chunk_data, expects_more_body
 from tests.oci import sha256
 from tests.server import RunningServer, run_secreg
 
@@ -354,11 +354,15 @@ def test_a_paced_body_of_small_pieces_is_stored_whole(request: pytest.FixtureReq
     Over the socket's own TLS (the default) and asyncio's."""
     if transport == "asyncio":
         server = request.getfixturevalue("asyncio_tls_server")
+    _paced_patch(server, f"paced/{int(chunked)}", chunked)
+
+
+def _paced_patch(server: RunningServer, repo: str, chunked: bool) -> None:
     rng = random.Random(7)
     sizes = [rng.choice((4096, 16384, 32768, 1000)) for _ in range(600)]
     data = os.urandom(sum(sizes))
     with server.client() as client:
-        location = client.post(f"/v2/paced/{int(chunked)}/blobs/uploads/").headers["Location"]
+        location = client.post(f"/v2/{repo}/blobs/uploads/").headers["Location"]
     pieces, position = [], 0
     for size in sizes:
         piece = data[position:position + size]
@@ -374,7 +378,54 @@ def test_a_paced_body_of_small_pieces_is_stored_whole(request: pytest.FixtureReq
         location = location.split("?")[0]
         assert client.get(location).headers["Range"] == f"0-{len(data) - 1}"
         assert client.put(location, params={"digest": sha256(data)}).status_code == 201
-        assert client.get(f"/v2/paced/{int(chunked)}/blobs/{sha256(data)}").content == data
+        assert client.get(f"/v2/{repo}/blobs/{sha256(data)}").content == data
+
+
+def test_expects_more_body_reads_h11s_state() -> None:
+    """On a real h11 connection: inside a chunked body until a read ends with the last chunk; inside a
+    Content-Length body while at least `at_least` bytes are still to come; never outside a body."""
+    assert H11_READERS is not None  # the pinned h11 has what the body shortcuts read
+
+    class Wrapper:  # Hypercorn's protocol wrapper holds the H11Protocol, which holds the h11 connection
+        def __init__(self, head: bytes) -> None:
+            self.protocol = type("H11Protocol", (), {})()
+            self.protocol.connection = h11.Connection(h11.SERVER)
+            self.protocol.connection.receive_data(head)
+            assert type(self.protocol.connection.next_event()) is h11.Request
+
+    chunked = Wrapper(b"PATCH /u HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+    assert expects_more_body(chunked, b"1000\r\n" + b"x" * 4096 + b"\r\n", 1)
+    assert not expects_more_body(chunked, b"1\r\nx\r\n0\r\n\r\n", 1)
+    length = Wrapper(b"PATCH /u HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+    assert expects_more_body(length, b"x" * 40, 60) and not expects_more_body(length, b"x" * 41, 60)
+    idle = Wrapper(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert not expects_more_body(idle, b"", 1) and not expects_more_body(object(), b"x", 1)
+
+
+# Run in the server's processes (sitecustomize): h11 keeps the readers it was built with (its READERS table), but
+# `h11._readers` no longer has the names secreg imports, as an h11 that reorganised its internals would.
+_H11_WITHOUT_READERS = """\
+import h11
+import h11._readers
+del h11._readers.ChunkedReader, h11._readers.ContentLengthReader
+"""
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_an_h11_without_the_readers_secreg_uses_still_serves_paced_bodies(
+        tmp_path: Path, chunked: bool) -> None:
+    """With an h11 whose private readers are not where secreg looks: the server starts, says once that bodies go
+    through h11's buffer, and a paced PATCH body (whose small reads ask whether more body is to come, the
+    question `expects_more_body` answers from those readers) is stored whole. Before the shared guarded import
+    the server did not start (`pass_body_through` imported them unguarded; `expects_more_body` would have raised
+    in the read loop)."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_H11_WITHOUT_READERS)
+    path = os.pathsep.join([str(hook), *filter(None, [os.environ.get("PYTHONPATH")])])
+    with run_secreg(tmp_path / "server", OPEN, env={"PYTHONPATH": path}) as server:
+        _paced_patch(server, "paced/old-h11", chunked)
+        assert "request bodies go through h11's buffer" in server.log()
 
 
 @pytest.mark.parametrize("reset", [False, True])
