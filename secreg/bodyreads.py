@@ -97,7 +97,9 @@ class PieceReader(asyncio.StreamReader):
         return self._size
 
     async def read(self, n: int = -1) -> bytes:
-        if self._exception is not None:
+        # What arrived before the connection broke is read first (the base class raises at once and drops it):
+        # an upload stores whatever came (`secreg.registry.uploads`), and its offset says so.
+        if self._exception is not None and not self._pieces:
             raise self._exception
         if n == 0:
             return b""

@@ -94,6 +94,21 @@ def test_reading_pauses_and_resumes_at_the_stream_readers_limits() -> None:
     asyncio.run(run())
 
 
+def test_what_arrived_before_the_connection_broke_is_read_first() -> None:
+    """A connection lost with an error (connection_lost(exc) sets the reader's exception) while pieces are
+    still waiting: they are read, then the error is raised (asyncio's StreamReader raises at once)."""
+    async def main() -> None:
+        reader, _ = _reader(limit=1 << 20)
+        reader.feed_data(b"body")
+        reader.set_exception(ConnectionResetError("reset"))
+        assert await reader.read(1 << 20) == b"alreadybody"
+        with pytest.raises(ConnectionResetError):
+            await reader.read(1 << 20)
+        assert not reader.at_eof()  # an error, not an end of stream
+
+    asyncio.run(main())
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     with run_secreg(tmp_path_factory.mktemp("bodyreads"), OPEN) as running:
