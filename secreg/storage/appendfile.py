@@ -13,6 +13,12 @@ size is not aligned reads its partial last block back into the staging buffer an
 Where O_DIRECT is refused (tmpfs, some network filesystems, other systems) the same code writes through the
 page cache and asks the kernel to start write-back every WRITEBACK_BYTES, so the fsync at commit only waits
 for the tail.
+
+A direct write waits for the disk, and the upload's thread used to wait for it before hashing the next bytes:
+in a 256 MiB push its thread was busy all the time, 0.29 s in pwrite and 0.19 s hashing, one after the other.
+Now the whole blocks of a large write go to the disk from a helper thread (`_writes`) while the calling thread
+hashes them (`observe`); the call returns once both are done, so the file is always a prefix of what was
+appended, a write's error is the call's, and the staging buffer is never changed under a write.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import mmap
 import os
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 Buffer = bytes | bytearray | memoryview
 Observer = Callable[[memoryview], object]
@@ -36,6 +43,10 @@ _POOL_LIMIT = 4
 WRITEBACK_BYTES = 8 * 1024 * 1024
 _SYNC_FILE_RANGE_WRITE = 2  # start write-out of dirty pages in the range, do not wait for it
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
+# Below this many bytes written and hashed in one step, both are done in the calling thread: a hand-over to the
+# helper thread costs more than it overlaps.
+OVERLAP_BYTES = 256 * 1024
+_WRITE_THREADS = 8  # helper threads of a process, each writing for one upload at a time (one write in flight)
 
 
 def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
@@ -76,6 +87,26 @@ class _StagingPool:
 _staging_pool = _StagingPool()
 
 
+class _Writes:
+    """The helper threads that write whole blocks while the caller hashes them, started at first use."""
+
+    def __init__(self) -> None:
+        self._executor: ThreadPoolExecutor | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def submit(self, function: Callable[..., None], *args: object) -> Future[None]:
+        with self._lock:
+            if self._executor is None or self._pid != os.getpid():  # none yet, or inherited over a fork
+                self._executor = ThreadPoolExecutor(_WRITE_THREADS, thread_name_prefix="secreg-append-write")
+                self._pid = os.getpid()
+            executor = self._executor
+        return executor.submit(function, *args)
+
+
+_writes = _Writes()
+
+
 class DirectIO:
     """Whether O_DIRECT is used at all: on by default where the OS has it; the first refusal turns it off."""
 
@@ -107,7 +138,7 @@ class FileAppendWriter:
 
     def write_pieces(self, pieces: Sequence[Buffer], observe: Observer | None = None) -> None:
         """Append `pieces` in order. `observe` (e.g. a hash update) sees every appended byte exactly once, in
-        order, in contiguous runs, before the run is written."""
+        order, in contiguous runs, in this thread, while the run is written (see the module docstring)."""
         view = self._staging_view()
         fresh = self._staged  # staging[fresh:_staged] is what this call copied and `observe` has not seen
         for piece in pieces:
@@ -120,13 +151,9 @@ class FileAppendWriter:
                 self.size += count
                 self._staged_on_disk = False
                 if self._staged == len(view):
-                    if observe is not None:
-                        observe(view[fresh:self._staged])
-                    self._write_blocks()
+                    self._write_blocks(observe, fresh)
                     fresh = self._staged
-        if observe is not None and fresh < self._staged:
-            observe(view[fresh:self._staged])
-        self._write_blocks()
+        self._write_blocks(observe, fresh)
 
     def _staging_view(self) -> memoryview:
         if self._view is not None:
@@ -148,13 +175,26 @@ class FileAppendWriter:
                 DirectIO.enabled = False  # this filesystem has no O_DIRECT
         return self._view
 
-    def _write_blocks(self) -> None:
-        """Write the whole blocks of staging out; keep the partial last block staged."""
+    def _write_blocks(self, observe: Observer | None = None, fresh: int = 0) -> None:
+        """`observe` staging[fresh:_staged] (the bytes copied in and not seen yet), write the whole blocks of
+        staging out, keep the partial last block staged. A large write goes to the disk from a helper thread while
+        `observe` runs here; it is over (and its error raised) when this returns."""
         assert self._view is not None
+        view = self._view
         whole = self._staged - self._staged % ALIGNMENT
-        if whole == 0:
-            return
-        self._write_at(self._view[:whole], self._base)
+        seen = self._staged - fresh if observe is not None else 0
+        if whole >= OVERLAP_BYTES and seen >= OVERLAP_BYTES:
+            writing = _writes.submit(self._write_at, view[:whole], self._base)
+            try:
+                observe(view[fresh:self._staged])  # type: ignore[misc]
+            finally:
+                writing.result()  # never leave with a write in flight: the caller may change staging next
+        else:
+            if seen > 0:
+                observe(view[fresh:self._staged])  # type: ignore[misc]
+            if whole == 0:
+                return
+            self._write_at(view[:whole], self._base)
         rest = self._staged - whole
         if rest:
             self._view[:rest] = self._view[whole:self._staged]

@@ -7,12 +7,13 @@ import fcntl
 import hashlib
 import os
 import random
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from secreg.storage.appendfile import ALIGNMENT, STAGING_BYTES, DirectIO, FileAppendWriter
+from secreg.storage.appendfile import ALIGNMENT, OVERLAP_BYTES, STAGING_BYTES, DirectIO, FileAppendWriter
 
 
 @pytest.fixture(params=["direct", "page-cache"])
@@ -149,3 +150,73 @@ def test_many_writers_at_once_and_a_full_pool(tmp_path: Path) -> None:
             writer.close()
     for i, payload in enumerate(payloads):
         assert (tmp_path / f"data{i}").read_bytes() == payload
+
+
+def test_a_large_write_goes_to_disk_in_a_helper_thread_while_the_caller_hashes(
+    tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whole blocks of a large write are written by a helper thread while `observe` runs in the caller's thread
+    (a direct write waits for the disk, hashing does not need it); small writes stay in the caller's thread."""
+    real_pwrite = os.pwrite
+    writes: list[tuple[int, int]] = []  # (thread, length) of each pwrite
+
+    def recording_pwrite(fd: int, data: memoryview, offset: int) -> int:
+        writes.append((threading.get_ident(), len(data)))
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", recording_pwrite)
+    caller = threading.get_ident()
+    observers: set[int] = set()
+    observed = hashlib.sha256()
+
+    def observe(view: memoryview) -> None:
+        observers.add(threading.get_ident())
+        observed.update(view)
+
+    data = os.urandom(STAGING_BYTES * 2 + ALIGNMENT * 5 + 17)
+    small = os.urandom(ALIGNMENT * 2 + 1)
+    writer = FileAppendWriter(str(tmp_path / "data"))
+    try:
+        writer.write_pieces([data[:1000], data[1000:]], observe)
+        large = list(writes)
+        writes.clear()
+        writer.write(small, observe)
+        assert writer.size == len(data) + len(small)
+    finally:
+        writer.close()
+    assert observers == {caller}
+    assert observed.digest() == hashlib.sha256(data + small).digest()
+    assert (tmp_path / "data").read_bytes() == data + small
+    assert [length for thread, length in large if thread != caller] == [STAGING_BYTES, STAGING_BYTES]
+    assert all(length < OVERLAP_BYTES for thread, length in large if thread == caller)  # the last blocks
+    assert writes and all(thread == caller for thread, _ in writes)  # the small write and the flush
+
+
+def test_a_failed_write_in_the_helper_thread_is_the_calls_error_and_leaves_a_prefix(
+    tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk while the caller hashes: write_pieces raises the write's error once the hash is done, and
+    the file is what was appended up to some point (a prefix), never bytes out of order."""
+    real_pwrite = os.pwrite
+    budget = [STAGING_BYTES]  # bytes the "disk" takes before it is full
+
+    def filling_pwrite(fd: int, data: memoryview, offset: int) -> int:
+        if len(data) > budget[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        budget[0] -= len(data)
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", filling_pwrite)
+    data = os.urandom(STAGING_BYTES * 3)
+    observed = hashlib.sha256()
+    writer = FileAppendWriter(str(tmp_path / "data"))
+    try:
+        with pytest.raises(OSError) as raised:
+            writer.write(data, observed.update)
+        assert raised.value.errno == errno.ENOSPC
+    finally:
+        monkeypatch.setattr(os, "pwrite", real_pwrite)
+        writer.close()
+    stored = (tmp_path / "data").read_bytes()
+    assert len(stored) >= STAGING_BYTES  # the write before the failed one
+    assert stored == data[:len(stored)]  # closing put the staged bytes after it, in place
