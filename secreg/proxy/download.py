@@ -1,7 +1,6 @@
 """Blob bodies from an upstream, handed piece by piece to a sink (the fetch hashes and writes them).
 
-The first request of an upstream goes through httpx (`HttpxBody`), which learns its auth challenge. After
-that a blob GET gets a connection of its own driven by the event loop (`get`): a BufferedProtocol into whose
+A blob GET gets a connection of its own driven by the event loop (`get`): a BufferedProtocol into whose
 one receive buffer asyncio decrypts the TLS records, handed to the sink whenever SINK_BYTES are in. No thread,
 no queue, no copy of the body on the way to the sink.
 
@@ -11,9 +10,9 @@ thread cost 1.2-1.5 s of server CPU per pull; the thread hashing and writing its
 0.8 s, mostly decryption, SHA-256, the page-cache write and the TLS of the response (threads that pass the GIL
 back and forth 16,000 times per 256 MiB pay for every hand-off on a busy machine).
 
-A 404 or 5xx is final (`Answered`). Any other response that is not a 200 with a Content-Length (a 401 whose
-challenge changed, a chunked body) is not read here: `get` returns None and the caller asks through httpx,
-which knows every other case.
+A 404 or 5xx is final (`Answered`). Any other response that is not a 200 with a Content-Length (the 401 of an
+upstream whose challenge is not known yet, or changed; a chunked body) is not read here: `get` returns None and
+the caller asks through httpx (`HttpxBody`), which learns the challenge and knows every other case.
 """
 
 from __future__ import annotations
@@ -78,12 +77,14 @@ class HttpxBody(BlobBody):
         self.size = int(value) if value.isdigit() else None
 
     async def copy(self, sink: Sink, progress: Progress) -> int:
-        total = 0
+        total = reported = 0
         try:
             async for chunk in self.response.aiter_raw():
                 sink(memoryview(chunk))
                 total += len(chunk)
-                progress(total)
+                if total - reported >= PROGRESS_BYTES:  # not per 16-64 KiB piece: each wakes every reader
+                    reported = total
+                    progress(total)
         except httpx.HTTPError as exc:
             raise DownloadBroken(type(exc).__name__) from None
         progress(total)
