@@ -4,6 +4,7 @@ multipart appends continued by another client, aborts, distribution's key layout
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -337,3 +338,66 @@ def test_complete_after_invalid_part_checks_the_listed_parts(driver: S3Driver) -
             with pytest.raises(ClientError, match="InvalidPart"):
                 driver.complete_multipart(key, upload, wrong)
             driver.abort_multipart(key, upload)
+
+
+def _upload_parts(driver: S3Driver, key: str, pieces: list[bytes]) -> tuple[str, list[tuple[int, str, int]]]:
+    """A multipart upload of `pieces`, and its parts with made-up ETags for the first and last (as moto's race
+    leaves them: refused with InvalidPart)."""
+    upload = driver.client.create_multipart_upload(Bucket=driver.bucket, Key=key)["UploadId"]
+    parts = []
+    for number, piece in enumerate(pieces, 1):
+        etag = driver.client.upload_part(Bucket=driver.bucket, Key=key, UploadId=upload, PartNumber=number,
+                                         Body=piece)["ETag"]
+        made_up = number in (1, len(pieces))
+        parts.append((number, '"0123456789abcdef0123456789abcdef"' if made_up else str(etag), len(piece)))
+    return upload, parts
+
+
+def test_an_object_completed_with_the_listed_etags_is_checked(driver: S3Driver,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    """The InvalidPart fallback checks the object the store made: its size is what the parts add up to and its
+    ETag the MD5 of the listed parts' MD5s with their count (3 parts on moto)."""
+    pieces = [os.urandom(5 * MIB), os.urandom(5 * MIB), os.urandom(MIB + 7)]
+    key = driver.key("checked/data")
+    upload, parts = _upload_parts(driver, key, pieces)
+    with caplog.at_level("INFO", logger="secreg.storage.s3"):
+        driver.complete_multipart(key, upload, parts)
+    assert driver.read_bytes("checked/data") == b"".join(pieces)
+    checked = [r.getMessage() for r in caplog.records if "listed parts checked" in r.getMessage()]
+    assert checked and f"({11 * MIB + 7} bytes, ETag " in checked[0] and '-3"' in checked[0]
+
+
+@pytest.mark.parametrize("meanwhile", ["deleted", "replaced"])
+def test_a_completed_object_that_is_not_as_listed_fails_the_completion(
+        faulty: tuple[FaultProxy, S3Driver], moto: ObjectStore, meanwhile: str) -> None:
+    """The check of the fallback's object finds the key without it (deleted between the completion and the
+    check's HEAD, which the proxy holds) or holding another object (replaced): StorageError, not a completion
+    taken on trust; another writer's object is left as it is."""
+    proxy, through_proxy = faulty
+    direct = make_driver(moto, through_proxy.bucket)
+    key = through_proxy.key("checked/data")
+    upload, parts = _upload_parts(direct, key, [os.urandom(5 * MIB), os.urandom(MIB)])
+    hold = Fault(rf"^HEAD /{through_proxy.bucket}/{key} ", action="hold")
+    proxy.faults.append(hold)
+    failure: list[BaseException] = []
+
+    def complete() -> None:
+        try:
+            through_proxy.complete_multipart(key, upload, parts)
+        except BaseException as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=complete)
+    worker.start()
+    assert hold.arrived.wait(60)
+    if meanwhile == "deleted":
+        direct.client.delete_object(Bucket=direct.bucket, Key=key)
+    else:
+        direct.client.put_object(Bucket=direct.bucket, Key=key, Body=b"another writer's")
+    hold.release.set()
+    worker.join(60)
+    assert failure and isinstance(failure[0], StorageError), failure
+    if meanwhile == "replaced":
+        assert "another object" in str(failure[0]) and direct.read_bytes("checked/data") == b"another writer's"
+    else:
+        assert "not there" in str(failure[0])
