@@ -8,7 +8,8 @@ this module removes the other seven:
 
 - `PieceReader` is the connection's `StreamReader` keeping what the transport delivers as the bytes objects
   it came in; a read hands them on whole (joined only when several are waiting), never sliced out of a buffer.
-  Its limits are the base class's: reading pauses past twice `limit` bytes waiting, as before.
+  Its limits are the base class's: reading pauses past twice `limit` bytes waiting, as before, but only once a
+  second piece waits (one piece alone is one transport read, bounded by its read size).
 - `pass_body_through` lets Hypercorn's HTTP/1.1 protocol hand a piece of a Content-Length body straight to the
   request's stream when h11 would only have copied it (h11's buffer is empty and it waits for body bytes):
   h11's count of what is left is kept exact, so it still finds the end of the body, refuses a short one and
@@ -76,7 +77,11 @@ class PieceReader(asyncio.StreamReader):
         self._size += len(piece)
         self._wakeup_waiter()  # type: ignore[attr-defined]
         transport = self._transport
-        if transport is not None and not self._paused and self._size > 2 * self._limit:
+        # Past 2 x limit, as the base class, but not for one piece alone (one transport read, at most its read
+        # size): a reader that keeps up takes each read before the next, and pausing for it only to resume at
+        # once cost two epoll_ctl calls and the selector's bookkeeping per read (a 256 MiB push: ~540 of each).
+        if (transport is not None and not self._paused and self._size > 2 * self._limit
+                and len(self._pieces) > 1):
             try:
                 transport.pause_reading()
             except NotImplementedError:

@@ -94,6 +94,28 @@ def test_reading_pauses_and_resumes_at_the_stream_readers_limits() -> None:
     asyncio.run(run())
 
 
+def test_one_read_alone_does_not_pause_the_transport_a_second_waiting_does() -> None:
+    """A piece past 2 x limit with nothing else waiting is one transport read, bounded by its read size: no pause
+    (a reader that keeps up would resume at once, two epoll_ctl calls per read). A second piece waiting behind
+    it pauses, and reading down to the limit resumes, as before."""
+    async def run() -> None:
+        reader, transport = _reader(limit=10)
+        assert await reader.read(100) == b"already"
+        big = os.urandom(500)
+        reader.feed_data(big)
+        assert transport.calls == []
+        assert await reader.read(1000) is big
+        reader.feed_data(big)
+        reader.feed_data(b"more")
+        assert transport.calls == ["pause"]
+        reader.feed_data(b"still more")  # paused once only
+        assert transport.calls == ["pause"]
+        assert await reader.read(1000) == big + b"more" + b"still more"
+        assert transport.calls == ["pause", "resume"]
+
+    asyncio.run(run())
+
+
 def test_what_arrived_before_the_connection_broke_is_read_first() -> None:
     """A connection lost with an error (connection_lost(exc) sets the reader's exception) while pieces are
     still waiting: they are read, then the error is raised (asyncio's StreamReader raises at once)."""
