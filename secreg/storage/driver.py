@@ -128,13 +128,17 @@ class StorageDriver(Protocol):
         """Names of the direct children of a directory; PathNotFound if it does not exist."""
         ...
 
-    def walk_files(self, path: str) -> Iterator[FileInfo]:
-        """Every file below `path`, recursively (empty if `path` is missing)."""
+    def walk_files(self, path: str, only: Callable[[str], str | None] | None = None) -> Iterator[FileInfo]:
+        """Every file below `path`, recursively (empty if `path` is missing). `only(dir)` giving a name for a
+        directory's path: of that directory only the file of that name is needed (a hint: a listing may still
+        include the rest; on a disk it is one stat in place of listing the directory)."""
         ...
 
-    def walk_paths(self, path: str, prune: Callable[[str], bool] | None = None) -> Iterator[str]:
+    def walk_paths(self, path: str, prune: Callable[[str], bool] | None = None,
+                   only: Callable[[str], str | None] | None = None) -> Iterator[str]:
         """The paths `walk_files` gives, without sizes and times (on a disk: no stat per file). `prune(dir)`
-        true for a directory's path: its files are not needed (a hint: a listing may still include them)."""
+        true for a directory's path: its files are not needed (a hint: a listing may still include them);
+        `only` as for `walk_files`."""
         ...
 
     def move(self, source: str, destination: str) -> None:

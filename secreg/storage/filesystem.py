@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from stat import S_ISDIR, S_ISLNK
 from typing import BinaryIO
 
 from secreg.files import atomic_write, fsync_dir
@@ -120,22 +121,25 @@ class FilesystemDriver:
         except (FileNotFoundError, NotADirectoryError):
             raise PathNotFound(path) from None
 
-    def walk_files(self, path: str) -> Iterator[FileInfo]:
+    def walk_files(self, path: str, only: Callable[[str], str | None] | None = None) -> Iterator[FileInfo]:
         """Every file below `path` (symlinks followed for files, never into directories), in no set order.
         One `scandir` per directory and one stat per file (`os.walk` also lstat()s every directory and joins
         every path anew); a big tree's subtrees are walked in `WALK_THREADS` threads, which overlap their
-        syscalls (most of a walk's time)."""
-        return self._walk(path, True)  # type: ignore[return-value]
+        syscalls (most of a walk's time). A directory `only` names a file for is not listed: that file is
+        stat()ed (one syscall where a listing costs four, and Python per entry)."""
+        return self._walk(path, True, None, only)  # type: ignore[return-value]
 
-    def walk_paths(self, path: str, prune: Callable[[str], bool] | None = None) -> Iterator[str]:
+    def walk_paths(self, path: str, prune: Callable[[str], bool] | None = None,
+                   only: Callable[[str], str | None] | None = None) -> Iterator[str]:
         """`walk_files`' paths without a stat per file (the directory entry says what is a file), never
-        entering a directory `prune` is true for."""
-        return self._walk(path, False, prune)  # type: ignore[return-value]
+        entering a directory `prune` is true for; a directory `only` names a file for costs one lstat."""
+        return self._walk(path, False, prune, only)  # type: ignore[return-value]
 
-    def _walk(self, path: str, stat: bool, prune: Callable[[str], bool] | None = None) -> Iterator[FileInfo | str]:
+    def _walk(self, path: str, stat: bool, prune: Callable[[str], bool] | None = None,
+              only: Callable[[str], str | None] | None = None) -> Iterator[FileInfo | str]:
         prefix = len(self._root_text) + 1
         files: list[FileInfo | str] = []
-        walk = _Walk(prefix, stat, prune)
+        walk = _Walk(prefix, stat, prune, only)
         level = walk.level([self._full(path)], files)
         while level and len(level) < _SUBTREES:
             level = walk.level(level, files)
@@ -181,13 +185,14 @@ _SUBTREES = 32  # walk the top levels alone until a level has this many director
 
 
 class _Walk:
-    def __init__(self, prefix: int, stat: bool, prune: Callable[[str], bool] | None) -> None:
-        self.prefix, self.stat, self.prune = prefix, stat, prune
+    def __init__(self, prefix: int, stat: bool, prune: Callable[[str], bool] | None,
+                 only: Callable[[str], str | None] | None = None) -> None:
+        self.prefix, self.stat, self.prune, self.only = prefix, stat, prune, only
 
     def level(self, directories: list[str], files: list[FileInfo | str]) -> list[str]:
         """List each of `directories`: their files into `files` (a FileInfo each, or without `stat` the
         path); their subdirectories (except pruned ones) returned."""
-        prefix, stat, prune = self.prefix, self.stat, self.prune
+        prefix, stat, prune, only = self.prefix, self.stat, self.prune, self.only
         below: list[str] = []
         for directory in directories:
             try:
@@ -198,7 +203,13 @@ class _Walk:
                 for entry in listing:
                     try:
                         if entry.is_dir():
-                            if not entry.is_symlink() and (prune is None or not prune(entry.path[prefix:])):
+                            if entry.is_symlink():
+                                continue
+                            relative = entry.path[prefix:]
+                            name = None if only is None else only(relative)
+                            if name is not None:
+                                self.one(f"{entry.path}/{name}", files)
+                            elif prune is None or not prune(relative):
                                 below.append(entry.path)
                             continue
                         if not stat:
@@ -209,6 +220,19 @@ class _Walk:
                         continue
                     files.append(FileInfo(entry.path[prefix:], st.st_size, st.st_mtime, False))
         return below
+
+    def one(self, full: str, files: list[FileInfo | str]) -> None:
+        """The file at `full` into `files` as a listing of its directory would give it (nothing if it is
+        missing or a directory, or without `stat` a symlink to one)."""
+        try:
+            st = os.stat(full) if self.stat else os.lstat(full)
+            if self.stat:
+                if not S_ISDIR(st.st_mode):
+                    files.append(FileInfo(full[self.prefix:], st.st_size, st.st_mtime, False))
+            elif not S_ISDIR(st.st_mode) and not (S_ISLNK(st.st_mode) and os.path.isdir(full)):
+                files.append(full[self.prefix:])
+        except (FileNotFoundError, NotADirectoryError):
+            pass
 
     def tree(self, tops: list[str]) -> list[FileInfo | str]:
         files: list[FileInfo | str] = []

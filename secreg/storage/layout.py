@@ -226,6 +226,26 @@ def parse_blob_path(path: str) -> Digest | None:
     return None
 
 
+_BLOB_DIR_DEPTH = BLOBS.count("/") + 3
+
+
+def blob_file_of(directory: str) -> str | None:
+    """"data" for a blob's directory `blobs/<alg>/<xx>/<hex>` (the one file `parse_blob_path` takes there),
+    None for any other directory below blobs/: a walk's `only` hint."""
+    return "data" if directory.count("/") == _BLOB_DIR_DEPTH else None
+
+
+def link_file_of(directory: str) -> str | None:
+    """"link" for a layer link's or a revision's directory (`<name>/_layers/<alg>/<hex>`,
+    `<name>/_manifests/revisions/<alg>/<hex>`: the one file `parse_repository_path` takes there), None for any
+    other directory below repositories/: a walk's `only` hint. Anchored on `_` components, which no
+    repository name has, so a repository's own directory is never taken for one."""
+    parts = directory.rsplit("/", 4)
+    if len(parts) == 5 and (parts[2] == "_layers" or (parts[1] == "_manifests" and parts[2] == "revisions")):
+        return "link"
+    return None
+
+
 @dataclass(frozen=True)
 class RepositoryPath:
     """What a link file below repositories/ is: `kind` "layer", "revision", "tag" (a tag's current link,

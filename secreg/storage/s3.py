@@ -203,14 +203,15 @@ class S3Driver:
                 visible.append(name)
         return visible
 
-    def walk_files(self, path: str) -> Iterator[FileInfo]:
+    def walk_files(self, path: str, only: Callable[[str], str | None] | None = None) -> Iterator[FileInfo]:
         for item in self.list_keys(self._dir_prefix(path)):
             relative = self._path_of(item["Key"])
             if f"{APPEND_SUFFIX}/" in relative:
                 continue
             yield FileInfo(relative, int(item["Size"]), item["LastModified"].timestamp(), False)
 
-    def walk_paths(self, path: str, prune: Callable[[str], bool] | None = None) -> Iterator[str]:
+    def walk_paths(self, path: str, prune: Callable[[str], bool] | None = None,
+                   only: Callable[[str], str | None] | None = None) -> Iterator[str]:
         return (info.path for info in self.walk_files(path))  # one listing of every key: nothing to prune
 
     def list_keys(self, prefix: str) -> Iterator[dict[str, Any]]:

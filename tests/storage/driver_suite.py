@@ -69,6 +69,18 @@ class DriverSuite:
         assert sorted((f.path, f.size) for f in driver.walk_files("d")) == [("d/one", 1), ("d/sub/two", 2)]
         assert all(f.mtime > 0 and not f.is_dir for f in driver.walk_files("d"))
 
+    def test_walk_only_hint_keeps_the_named_files(self, driver: StorageDriver) -> None:
+        """`only` is a hint: the named file of each hinted directory is there; others may be too."""
+        for path, data in (("h/a/data", b"1"), ("h/a/other", b"2"), ("h/b/data", b"33"), ("h/c/x/data", b"4"),
+                           ("h/top", b"5")):
+            driver.write_bytes(path, data)
+        only = lambda d: "data" if d.count("/") == 1 else None  # noqa: E731
+        every = {"h/a/data", "h/a/other", "h/b/data", "h/c/x/data", "h/top"}
+        must = {"h/a/data", "h/b/data", "h/top"}
+        walked = {f.path: f.size for f in driver.walk_files("h", only)}
+        assert must <= set(walked) <= every and walked["h/b/data"] == 2 and walked["h/top"] == 1
+        assert must <= set(driver.walk_paths("h", None, only)) <= every
+
     def test_streaming_read_with_seek(self, driver: StorageDriver) -> None:
         driver.write_bytes("blob", bytes(range(256)) * 4)
         with driver.open_read("blob") as handle:

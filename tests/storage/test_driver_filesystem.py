@@ -85,3 +85,38 @@ def test_walk_files_and_paths_cover_a_tree_walked_in_threads(tmp_path: Path) -> 
     assert list(driver.walk_files("missing")) == [] and list(driver.walk_paths("missing")) == []
     pruned = set(driver.walk_paths("tree", lambda d: d.endswith("/deeper")))
     assert pruned == {p for p in expected if "/deeper/" not in p}
+
+
+def test_walk_only_hint_stats_the_named_file_as_the_listing_gives_it(tmp_path: Path) -> None:
+    """A hinted directory is not listed: its named file is stat()ed, and the walk gives what the full walk gives
+    of that file (followed symlinks, no directories), in threads too."""
+    driver = FilesystemDriver(tmp_path)
+    root = tmp_path / "tree"
+    for i in range(100):  # more directories than the walk lists alone before it shares them out
+        driver.write_bytes(f"tree/{i % 5}/{i:03d}/data", b"x" * i)
+        driver.write_bytes(f"tree/{i % 5}/{i:03d}/other", b"o")
+    driver.write_bytes("tree/0/file/data/inside", b"i")  # `data` is a directory: nothing from it
+    driver.write_bytes("tree/1/nodata/else", b"e")
+    driver.write_bytes("tree/target", b"target")
+    (root / "2" / "tofile").mkdir()
+    os.symlink(root / "target", root / "2" / "tofile" / "data")
+    (root / "2" / "todir").mkdir()
+    os.symlink(root / "0", root / "2" / "todir" / "data")
+    (root / "2" / "broken").mkdir()
+    os.symlink(root / "nowhere", root / "2" / "broken" / "data")
+    os.symlink(root / "3", root / "4" / "dirlink")  # a symlinked directory is never entered, hinted or not
+
+    def only(directory: str) -> str | None:
+        return "data" if directory.count("/") == 2 else None
+
+    def taken(path: str) -> bool:  # what the hint keeps of a full walk
+        parts = path.split("/")
+        return len(parts) != 4 or parts[3] == "data"
+
+    full = {info.path: (info.size, info.mtime) for info in driver.walk_files("tree")}
+    hinted = {info.path: (info.size, info.mtime) for info in driver.walk_files("tree", only)}
+    assert hinted == {p: v for p, v in full.items() if taken(p) and not p.startswith("tree/0/file/")}
+    assert "tree/2/tofile/data" in hinted and "tree/2/broken/data" not in hinted and len(hinted) == 102
+    paths = sorted(driver.walk_paths("tree", None, only))
+    assert paths == sorted(p for p in driver.walk_paths("tree") if taken(p) and not p.startswith("tree/0/file/"))
+    assert "tree/2/broken/data" in paths and "tree/2/todir/data" not in paths

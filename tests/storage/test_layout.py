@@ -35,3 +35,19 @@ def test_quarantine_round_trip() -> None:
     moved = layout.quarantined(run, layout.blob_data(D))
     assert moved.startswith(run + "/blobs/")
     assert layout.unquarantined(run, moved) == layout.blob_data(D)
+
+
+def test_walk_hints_name_the_one_file_the_parsers_take() -> None:
+    for path in (layout.blob_data(D), layout.blob_data(E)):
+        assert layout.blob_file_of(path.rpartition("/")[0]) == "data"
+    for path in (layout.layer_link("a/b", D), layout.revision_link("a", E), layout.revision_link("a/b/c", D)):
+        directory, _, name = path.rpartition("/")
+        assert layout.link_file_of(directory) == name == "link"
+    for directory in (layout.BLOBS, f"{layout.BLOBS}/sha256", f"{layout.BLOBS}/sha256/ab"):
+        assert layout.blob_file_of(directory) is None, directory
+    # A repository's own directory is walked, whatever its name: only `_` components make a link directory.
+    for directory in (f"{layout.REPOSITORIES}/x/revisions/sha256/{D.hex}", f"{layout.REPOSITORIES}/a/b/c/d",
+                      f"{layout.REPOSITORIES}/a/_layers/sha256", f"{layout.REPOSITORIES}/a/_manifests/revisions",
+                      layout.tag_dir("a", "v1"), layout.upload_data("a", "u").rpartition("/")[0],
+                      f"{layout.REPOSITORIES}/a/_referrers/sha256/{D.hex}/sha256"):
+        assert layout.link_file_of(directory) is None, directory

@@ -73,7 +73,7 @@ class Marker:
         # Without delete_untagged every revision is kept: tags and their history decide nothing, so the
         # walk skips `_manifests/tags` (a third of the directories of a store with a tag per repository).
         prune = None if self.delete_untagged else _tags_directory
-        for path in self.driver.walk_paths(layout.REPOSITORIES, prune):
+        for path in self.driver.walk_paths(layout.REPOSITORIES, prune, layout.link_file_of):
             found = layout.parse_repository_path(path)
             if found is None:
                 continue
@@ -93,7 +93,7 @@ class Marker:
     def scan_blobs(self) -> dict[Digest, tuple[int, str, float]]:
         """Every blob's size, data path and mtime, as the listing gives them."""
         found: dict[Digest, tuple[int, str, float]] = {}
-        for info in self.driver.walk_files(layout.BLOBS):
+        for info in self.driver.walk_files(layout.BLOBS, layout.blob_file_of):
             digest = layout.parse_blob_path(info.path)
             if digest is not None:
                 found[digest] = (info.size, info.path, info.mtime)
