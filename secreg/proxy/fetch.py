@@ -34,7 +34,6 @@ import contextlib
 import errno
 import hashlib
 import logging
-import mmap
 import os
 import shutil
 import tempfile
@@ -48,7 +47,7 @@ from secreg.proxy.claim import Claim as _Claim
 from secreg.proxy.upstream import UpstreamClient, UpstreamError, UpstreamNotFound
 from secreg.registry.blobs import BlobStore
 from secreg.storage import layout
-from secreg.storage.appendfile import ALIGNMENT
+from secreg.storage.appendfile import ALIGNMENT, BufferPool, open_direct, pwrite_all
 from secreg.storage.driver import StagedWriter, StorageDriver
 
 log = logging.getLogger("secreg.proxy")
@@ -58,8 +57,7 @@ SPOOL_BYTES = 8 * 1024 * 1024  # the newest bytes of a fetch, kept in memory for
 SPOOL_WRITE_BYTES = 1024 * 1024  # the ring goes to the file in writes of about this size (httpx: 16 KiB pieces)
 # A piece goes into the ring in slices of at most half of it: what a slice overwrites is then in the file.
 assert SPOOL_BYTES // 2 + SPOOL_WRITE_BYTES + ALIGNMENT <= SPOOL_BYTES and SPOOL_BYTES % ALIGNMENT == 0
-_SPOOL_POOL = 2  # idle spool buffers kept per process (fresh memory costs what the direct writes save)
-_O_DIRECT = getattr(os, "O_DIRECT", 0)
+_spool_buffers = BufferPool(SPOOL_BYTES, 2)  # idle rings kept per process
 FOLLOW_POLL = 0.01  # seconds between a follower's looks at the claim and the growing file
 STALE_AGE = 3600.0  # a staging directory whose data did not grow for this long is a crashed fetch's
 _UPLOAD_CHUNK = 4 * 1024 * 1024  # spool → object store
@@ -423,9 +421,6 @@ class BlobFetcher:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-_idle_spools: list[mmap.mmap] = []  # used on the event loop only
-
-
 class _Spool:
     """The sink of a fetch this process owns: hashes each received piece, copies it into a ring holding the
     newest SPOOL_BYTES, from which this process's readers are served (`copy`), and writes the ring's whole
@@ -440,16 +435,10 @@ class _Spool:
 
     def __init__(self, path: str, fd: int, hasher: Hasher, direct: bool) -> None:
         self.fd = fd  # buffered: the partial last block, and everything where O_DIRECT is refused
-        self.direct_fd = -1
-        if direct and _O_DIRECT:
-            try:
-                self.direct_fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | _O_DIRECT)
-            except OSError as exc:
-                if exc.errno != errno.EINVAL:  # EINVAL: this filesystem has no O_DIRECT (tmpfs)
-                    raise
+        self.direct_fd = open_direct(path) if direct else -1
         self.hasher = hasher
         self.size: int | None = None  # what the upstream announced, once known
-        self._buffer = _idle_spools.pop() if _idle_spools else mmap.mmap(-1, SPOOL_BYTES)  # page-aligned
+        self._buffer = _spool_buffers.take()
         self._view: memoryview | None = memoryview(self._buffer)
         self.total = 0  # bytes received: the newest SPOOL_BYTES of them are in the ring
         self.in_file = 0  # bytes in the staging file
@@ -484,16 +473,14 @@ class _Spool:
                 count = min(end - self.in_file, SPOOL_BYTES - at)
                 direct = self.direct_fd >= 0 and count % ALIGNMENT == 0 and self.in_file % ALIGNMENT == 0
                 try:
-                    done = os.pwrite(self.direct_fd if direct else self.fd, view[at:at + count], self.in_file)
+                    pwrite_all(self.direct_fd if direct else self.fd, view[at:at + count], self.in_file)
                 except OSError as exc:
                     if not (direct and exc.errno == errno.EINVAL):
                         raise
                     os.close(self.direct_fd)  # opened but refused: through the page cache from now on
                     self.direct_fd = -1
                     continue
-                if done <= 0:
-                    raise OSError(errno.EIO, "write made no progress")
-                self.in_file += done
+                self.in_file += count
         except OSError as exc:
             raise FetchFailed(f"cannot write the blob to storage: {exc.strerror or exc}") from None
 
@@ -512,10 +499,7 @@ class _Spool:
         if self._view is not None:
             self._view.release()
             self._view = None
-            if len(_idle_spools) < _SPOOL_POOL:
-                _idle_spools.append(self._buffer)
-            else:
-                self._buffer.close()
+            _spool_buffers.give_back(self._buffer)
 
 
 def _upload(driver: StorageDriver, spool: str, digest: Digest) -> None:

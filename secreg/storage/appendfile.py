@@ -62,8 +62,12 @@ def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
 _sync_file_range = _load_sync_file_range()
 
 
-class _StagingPool:
-    def __init__(self) -> None:
+class BufferPool:
+    """Page-aligned anonymous buffers of one size, reused: touching fresh memory costs what the direct writes save
+    (and on a VM whose balloon reports free pages, a first touch can fault in the host). At most `limit` idle."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size, self._limit = size, limit
         self._idle: list[mmap.mmap] = []
         self._lock = threading.Lock()
 
@@ -71,11 +75,11 @@ class _StagingPool:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        return mmap.mmap(-1, STAGING_BYTES)  # anonymous mappings are page-aligned
+        return mmap.mmap(-1, self.size)  # anonymous mappings are page-aligned
 
     def give_back(self, buffer: mmap.mmap) -> None:
         with self._lock:
-            if len(self._idle) < _POOL_LIMIT:
+            if len(self._idle) < self._limit:
                 self._idle.append(buffer)
                 return
         try:
@@ -84,7 +88,20 @@ class _StagingPool:
             pass  # a view of it still lives (in an exception's traceback): it is freed with that view
 
 
-_staging_pool = _StagingPool()
+_staging_pool = BufferPool(STAGING_BYTES, _POOL_LIMIT)
+
+
+def open_direct(path: str) -> int:
+    """A write descriptor of `path` with O_DIRECT, or -1 where the OS has none or this filesystem refuses it
+    (EINVAL, e.g. tmpfs)."""
+    if not _O_DIRECT:
+        return -1
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CLOEXEC | _O_DIRECT)
+    except OSError as error:
+        if error.errno != errno.EINVAL:
+            raise
+        return -1
 
 
 class _Writes:
@@ -167,11 +184,8 @@ class FileAppendWriter:
             self._view[:self._staged] = os.pread(self._fd, self._staged, self._base)
         self._staged_on_disk = True
         if self._direct_wanted and DirectIO.enabled and self._direct_fd < 0:
-            try:
-                self._direct_fd = os.open(self._path, os.O_WRONLY | _O_DIRECT)
-            except OSError as error:
-                if error.errno != errno.EINVAL:
-                    raise
+            self._direct_fd = open_direct(self._path)
+            if self._direct_fd < 0:
                 DirectIO.enabled = False  # this filesystem has no O_DIRECT
         return self._view
 
@@ -206,7 +220,7 @@ class FileAppendWriter:
     def _write_at(self, data: memoryview, offset: int) -> None:
         if self._direct_fd >= 0:
             try:
-                _pwrite_all(self._direct_fd, data, offset)
+                pwrite_all(self._direct_fd, data, offset)
                 return
             except OSError as error:
                 if error.errno != errno.EINVAL:
@@ -215,7 +229,7 @@ class FileAppendWriter:
                 DirectIO.enabled = False
                 os.close(self._direct_fd)
                 self._direct_fd = -1
-        _pwrite_all(self._fd, data, offset)
+        pwrite_all(self._fd, data, offset)
         self._hint_writeback(offset + len(data))
 
     def _hint_writeback(self, end: int) -> None:
@@ -229,7 +243,7 @@ class FileAppendWriter:
     def flush(self) -> None:
         """Put the staged partial block in the file (through the page cache: it is smaller than a block)."""
         if self._view is not None and not self._staged_on_disk:
-            _pwrite_all(self._fd, self._view[:self._staged], self._base)
+            pwrite_all(self._fd, self._view[:self._staged], self._base)
             self._staged_on_disk = True
 
     def sync(self) -> None:
@@ -278,7 +292,8 @@ class FileAppendWriter:
         self._staged_on_disk = True
 
 
-def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+def pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    """All of `data` at `offset` (a pwrite may write less than asked)."""
     while data:
         written = os.pwrite(fd, data, offset)
         if written <= 0:
