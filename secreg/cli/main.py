@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.metadata
+import os
 import sys
 
 SUBCOMMANDS = ("serve", "certs", "user", "policy", "gc")
@@ -30,8 +31,16 @@ def version() -> str:
         return "unknown (not installed)"
 
 
+def no_world_writes() -> None:
+    """Keep the "others may write" bit out of the umask, whatever the shell, container runtime or service manager
+    left (it can be 0): a world-writable storage directory would let any local account plant tag links or upload
+    data. Secret files are created 0600 regardless; group write stays the operator's choice."""
+    os.umask(os.umask(0o022) | 0o002)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    no_world_writes()  # before anything is created; spawned workers inherit it
     # `secreg COMMAND ...`: only that command's parser (its --help included); the full one otherwise.
     parser = build_parser(argv[0] if argv and argv[0] in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
