@@ -238,8 +238,10 @@ def merge_h2_data_events() -> bool:
     `READ_BYTES`) are merged into one before Hypercorn sees them; flow control is acknowledged for the sum."""
     import h2.events
     from hypercorn.protocol import h2 as h2_protocol
+    from hypercorn.protocol.events import Body as body
 
     protocol = h2_protocol.H2Protocol
+    data_received = h2.events.DataReceived
     original = getattr(protocol, "_handle_events", None)
     if original is None:
         return False
@@ -273,7 +275,22 @@ def merge_h2_data_events() -> bool:
                 merged.append(event)
         if run:
             merged.append(merge(run))
-        await original(self, merged)
+        # Hypercorn indexes `self.streams` for every DATA event: a stream answered and closed before its request
+        # body was all received (an early 400, 401 or 416) raised KeyError there, which killed the connection and
+        # every other request on it. The body is dropped and its flow control acknowledged (as for any DATA).
+        pending: list[Any] = []
+        for event in merged:
+            if not isinstance(event, data_received):
+                pending.append(event)
+                continue
+            if pending:
+                await original(self, pending)
+                pending = []
+            stream = self.streams.get(event.stream_id)
+            if stream is not None:
+                await stream.handle(body(stream_id=event.stream_id, data=event.data))
+            self.connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        await original(self, pending)  # also with none left: it sends what the events produced
 
     _handle_events._secreg_tuned = True  # type: ignore[attr-defined]
     protocol._handle_events = _handle_events  # type: ignore[method-assign]

@@ -485,3 +485,39 @@ def test_http2_upload_past_its_content_length_or_frame_size_is_refused(tmp_path:
             assert answers.get(stream) not in (b"201", b"202"), (case, answers)
         with server.client() as c:
             assert c.head(f"/v2/t/bad/blobs/{sha256(blob)}").status_code == 404
+
+
+def _send_body(client: _RawH2, stream: int, data: bytes, end: bool = True) -> None:
+    for offset in range(0, len(data), 16384):
+        client.connection.send_data(stream, data[offset:offset + 16384],
+                                    end_stream=end and offset + 16384 >= len(data))
+    client.flush()
+
+
+def test_http2_body_after_an_early_answer_leaves_the_connection_serving(tmp_path: Path) -> None:
+    """A stream answered before its body arrived (400 for a bad name, 404 for an unknown upload): the DATA
+    that follows is dropped, not a KeyError in Hypercorn that killed the connection with every other request on
+    it (an upload in flight here), and nothing is logged as unhandled."""
+    blob = os.urandom(300_000)
+    with run_secreg(tmp_path, OPEN, args=["--http2"]) as server:
+        client = _RawH2(server)
+        try:
+            upload = client.request("POST", f"/v2/t/early/blobs/uploads/?digest={sha256(blob)}",
+                                    [(b"content-type", b"application/octet-stream"),
+                                     (b"content-length", str(len(blob)).encode())])
+            _send_body(client, upload, blob[:100_000], end=False)
+            early = [client.request(method, path, [(b"content-length", b"70000")]) for method, path in
+                     [("PUT", "/v2/BAD/manifests/x"), ("PATCH", "/v2/t/early/blobs/uploads/nosuch")]]
+            assert client.answers(set(early)) == {early[0]: b"400", early[1]: b"404"}
+            for stream in early:
+                _send_body(client, stream, b"x" * 70_000)
+            _send_body(client, upload, blob[100_000:])
+            assert client.answers({upload}) == {upload: b"201"}
+            last = client.request("GET", "/v2/")
+            assert client.answers({last}) == {last: b"200"}
+        finally:
+            client.close()
+        with server.client() as c:
+            assert c.get(f"/v2/t/early/blobs/{sha256(blob)}").content == blob
+        log = server.log()
+    assert "Traceback" not in log and "KeyError" not in log, log[-3000:]
