@@ -255,13 +255,24 @@ def test_expired_refresh_token(
         {"access": [{"type": "repository", "name": "a", "actions": [1]}]},
         {"access": ["repository:a:pull"]},
         {"sub": None},
+        {"exp": None},
+        {"iss": None},
+        {"aud": None},
+        {"iss": "secre"},  # a prefix of ours (PyJWT 2.10.0 matched issuers by substring: CVE-2024-53861)
+        {"iss": "secreg2"},
+        {"iss": ["secreg"]},
+        {"aud": "secre"},
+        {"aud": ["other", "secre"]},
+        {"exp": int(time.time()) - 3600},
+        {"nbf": int(time.time()) + 3600},
     ],
 )
 def test_malformed_claims_even_when_signed(
     certs: CertificateFiles, verifier: TokenVerifier, change: dict[str, Any]
 ) -> None:
     claims = {k: v for k, v in valid_claims(**change).items() if v is not None}
-    token = jwt.encode(claims, load_private_key(certs.token_key), algorithm="ES256")
+    # Signed as raw JSON: PyJWT's encoder would refuse some of these claims before the verifier sees them.
+    token = jwt.api_jws.encode(json.dumps(claims).encode(), load_private_key(certs.token_key), algorithm="ES256")
     with pytest.raises(InvalidToken):
         verifier.verify(token)
 
@@ -274,6 +285,29 @@ def test_foreign_typ_is_refused(certs: CertificateFiles, verifier: TokenVerifier
         verifier.verify(token)
     plain = jwt.encode(valid_claims(), load_private_key(certs.token_key), algorithm="ES256")
     assert verifier.verify(plain).subject == "alice"
+
+
+def test_key_material_in_the_header_is_never_trusted(
+    certs: CertificateFiles, other_certs: CertificateFiles, verifier: TokenVerifier
+) -> None:
+    """A forger signs with a key of their own and names it in the header every way JWS allows (an embedded JWK,
+    a URL, a certificate chain, our key's ID): the verifier checks against the configured key alone."""
+    forger = load_private_key(other_certs.token_key)
+    public = load_certificate_chain(other_certs.token_cert)[0].public_key()
+    our_kid = libtrust_kid(load_certificate_chain(certs.token_cert)[0].public_key())  # type: ignore[arg-type]
+    chain = [base64.b64encode(c.public_bytes(serialization.Encoding.DER)).decode()
+             for c in load_certificate_chain(other_certs.token_cert)]
+    headers: list[dict[str, Any]] = [
+        {"jwk": json.loads(jwt.algorithms.ECAlgorithm.to_jwk(public))},  # type: ignore[arg-type]
+        {"jku": "https://forger.example/keys.json"},
+        {"x5u": "https://forger.example/chain.pem"},
+        {"x5c": chain},
+        {"kid": our_kid},
+        {"kid": our_kid, "x5c": chain, "jwk": json.loads(jwt.algorithms.ECAlgorithm.to_jwk(public))},  # type: ignore[arg-type]
+    ]
+    for header in headers:
+        with pytest.raises(InvalidToken, match="Signature"):
+            verifier.verify(jwt.encode(valid_claims(), forger, algorithm="ES256", headers=header))
 
 
 @pytest.mark.parametrize("garbage", ["", "abc", "a.b.c", "a.b", "....", "x" * 20000, "\u00e9.\u00e9.\u00e9"])
