@@ -32,8 +32,15 @@ def depth_exceeds(content: bytes, limit: int = MAX_DEPTH) -> bool:
     return False
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
 def loads(content: bytes, max_depth: int = MAX_DEPTH) -> Any:
-    """`json.loads`, raising NestingError (a ValueError) for documents nested deeper than `max_depth`."""
+    """`json.loads` of JSON as RFC 8259 has it, raising NestingError (a ValueError) for documents nested deeper
+    than `max_depth`. Python's parser also takes UTF-16 and UTF-32, a byte-order mark and NaN / Infinity, which Go's
+    (every container client's) refuses: stored, such a manifest could not be pulled, and a NaN copied into the
+    referrers list made the whole list invalid JSON. Those are ValueError here too."""
     if depth_exceeds(content, max_depth):
         raise NestingError(f"JSON nested deeper than {max_depth} levels")
-    return json.loads(content)
+    return json.loads(content.decode("utf-8"), parse_constant=_not_json)  # a BOM: JSONDecodeError

@@ -79,9 +79,38 @@ def _descriptor(value: Any, where: str) -> Descriptor:
     if value.get("data") is not None:
         _check_embedded_data(value["data"], digest, size, where)
     urls = value.get("urls")
-    if urls is not None and (not isinstance(urls, list) or not all(isinstance(u, str) for u in urls)):
+    if urls is not None and not _strings(urls):
         raise invalid(f"{where}: urls must be a list of strings")
+    _check_annotations(value.get("annotations"), f"{where}: annotations")
+    if value.get("artifactType") is not None and not isinstance(value["artifactType"], str):
+        raise invalid(f"{where}: artifactType must be a string")
+    if value.get("platform") is not None:
+        _check_platform(value["platform"], f"{where}: platform")
     return Descriptor(media_type, digest, size, value)
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+# Fields the image spec types and Go clients decode into typed structs (map[string]string, string, []string): a
+# manifest with a number there is accepted by Python but refused by every puller, and its annotations are copied
+# into the referrers list of its subject, where one such entry broke the list for every client.
+def _check_annotations(value: Any, where: str) -> None:
+    if value is not None and (not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values())):
+        raise invalid(f"{where} must be an object of strings")
+
+
+_PLATFORM_STRINGS = ("architecture", "os", "os.version", "variant")
+_PLATFORM_LISTS = ("os.features", "features")
+
+
+def _check_platform(value: Any, where: str) -> None:
+    if (not isinstance(value, dict)
+            or any(value.get(key) is not None and not isinstance(value[key], str) for key in _PLATFORM_STRINGS)
+            or any(value.get(key) is not None and not _strings(value[key]) for key in _PLATFORM_LISTS)):
+        raise invalid(f"{where} must be an object with string architecture, os, os.version, variant and "
+                      "lists of strings os.features, features")
 
 
 def _check_embedded_data(data: Any, digest: Digest, size: int, where: str) -> None:
@@ -122,8 +151,7 @@ def parse_manifest(content: bytes, content_type: str | None) -> ParsedManifest:
     if artifact_type is not None and not isinstance(artifact_type, str):
         raise invalid("artifactType must be a string")
     annotations = document.get("annotations")
-    if annotations is not None and not isinstance(annotations, dict):
-        raise invalid("annotations must be an object")
+    _check_annotations(annotations, "annotations")
 
     if media_type in IMAGE_MANIFESTS:
         if "manifests" in document:

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.oci import OCI_MANIFEST, error_code, push_blob, put_manifest
+from tests.oci import (
+    EMPTY_JSON,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    error_code,
+    manifest_bytes,
+    push_blob,
+    put_manifest,
+    sha256,
+)
 from tests.server import RunningServer, run_secreg
 
 HUGE = "9" * 5000  # int() refuses more than 4,300 digits
@@ -70,6 +81,55 @@ def test_deeply_nested_manifest(client: httpx.Client, open_server: RunningServer
     _no_traceback(open_server)
 
 
+def _strict_json(text: str) -> object:
+    def refuse(constant: str) -> object:
+        raise ValueError(constant)
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _with_subject(client: httpx.Client, name: str) -> tuple[dict[str, Any], str]:
+    config = b"{}"
+    push_blob(client, name, config)
+    base = {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [],
+            "config": {"mediaType": EMPTY_JSON, "digest": sha256(config), "size": len(config)}}
+    subject = put_manifest(client, name, "base", base).headers["Docker-Content-Digest"]
+    body = manifest_bytes(base)
+    return {**base, "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": len(body)}}, subject
+
+
+def test_json_go_clients_refuse_is_manifest_invalid(client: httpx.Client, open_server: RunningServer) -> None:
+    """UTF-16, a byte-order mark, NaN, and numbers where the image spec has strings (annotations, platform) were
+    stored: pullers (Go's encoding/json into typed structs) could not read them, and a NaN in an artifact's
+    annotations made its subject's whole referrers list invalid JSON for every client."""
+    artifact, subject = _with_subject(client, "json/strict")
+    good = json.dumps({**artifact, "annotations": {"a": "b"}})
+    index_entry = {"mediaType": OCI_MANIFEST, "digest": subject, "size": 1}
+    bodies = [
+        good.encode("utf-16"),
+        good.encode("utf-32"),
+        b"\xef\xbb\xbf" + good.encode(),
+        good.replace('"b"', "NaN").encode(),
+        good.replace('"b"', "-Infinity").encode(),
+        json.dumps({**artifact, "annotations": {"a": 5}}).encode(),
+        json.dumps({**artifact, "config": {**artifact["config"], "annotations": {"a": None}}}).encode(),
+        json.dumps({**artifact, "config": {**artifact["config"], "artifactType": 7}}).encode(),
+    ]
+    for body in bodies:
+        r = put_manifest(client, "json/strict", sha256(body), body, expect=400)
+        assert error_code(r) == "MANIFEST_INVALID", (body[:80], r.text)
+    for platform in ["linux", {"os": 5}, {"os": "linux", "architecture": "amd64", "features": "sse4"}]:
+        index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [{**index_entry, "platform": platform}]}
+        r = put_manifest(client, "json/strict", "idx", index, OCI_INDEX, expect=400)
+        assert error_code(r) == "MANIFEST_INVALID", (platform, r.text)
+    put_manifest(client, "json/strict", sha256(good.encode()), good.encode())
+    r = client.get(f"/v2/json/strict/referrers/{subject}")
+    assert r.status_code == 200
+    entries = _strict_json(r.text)["manifests"]  # type: ignore[index]
+    assert [e["annotations"] for e in entries] == [{"a": "b"}]
+    _no_traceback(open_server)
+
+
 # --- a full disk -------------------------------------------------------------------------------------------------
 
 @pytest.fixture()
@@ -111,7 +171,6 @@ def test_disk_full_is_507_and_the_upload_stays_resumable(tmp_path: Path, small_d
         r = c.patch(status.headers["Location"], content=data[held:],
                     headers={"Content-Range": f"{held}-{len(data) - 1}"})
         assert r.status_code == 202, r.text
-        from tests.oci import sha256
 
         r = c.put(r.headers["Location"], params={"digest": sha256(data)})
         assert r.status_code == 201, r.text
