@@ -7,7 +7,6 @@ bcrypt check a minute, not one per request."""
 from __future__ import annotations
 
 import base64
-import binascii
 
 from secreg.auth.ratelimit import LoginLimiter
 from secreg.auth.users import UserStore
@@ -39,7 +38,7 @@ def parse_basic(header: str) -> tuple[str, str]:
         raise LoginRefused(ErrorCode.UNAUTHORIZED, "use HTTP Basic credentials (or none) to request a token")
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and a value with characters past ASCII
         raise LoginRefused(ErrorCode.UNAUTHORIZED, "malformed Basic credentials") from None
     user, sep, password = decoded.partition(":")
     if not sep or not user:
