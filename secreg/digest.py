@@ -13,7 +13,7 @@ from secreg.hashstate import ResumableHash
 
 # Algorithms we store and verify, with their hex length. Anything else is "unsupported", not "invalid".
 ALGORITHMS: dict[str, int] = {"sha256": 64, "sha512": 128}
-_DIGEST = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
+_DIGEST = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)\Z")
 _HEX = "0123456789abcdef"
 
 

@@ -14,7 +14,7 @@ def test_valid_names(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["", "A", "a/", "/a", "a//b", "a/../b", "..", "a/_layers", "_x", "a.-b", "a" * 256,
-                                  "a/b\x00", "a b", "a:b"])
+                                  "a/b\x00", "a b", "a:b", "a\n", "library/ubuntu\n", "a\n/b"])
 def test_invalid_names(name: str) -> None:
     with pytest.raises(RegistryError) as info:
         validate_name(name)
@@ -23,7 +23,7 @@ def test_invalid_names(name: str) -> None:
 
 def test_tags_and_references() -> None:
     assert validate_tag("v1.0_rc-1") == "v1.0_rc-1"
-    for bad in ("", ".x", "-x", "a" * 129, "a/b"):
+    for bad in ("", ".x", "-x", "a" * 129, "a/b", "v1\n", "v1\r\n"):
         with pytest.raises(RegistryError):
             validate_tag(bad)
     digest = "sha256:" + "a" * 64
@@ -42,7 +42,8 @@ def test_digest_parse_and_hasher() -> None:
     for bad in ("sha256:" + "a" * 63, "sha384:" + "a" * 96, "SHA256:" + "a" * 64, "sha256:" + "A" * 64, "x"):
         with pytest.raises(RegistryError):
             Digest.parse(bad)
-    for bad in ("sha256:" + "a" * 62 + "g" + "a", "sha256:" + "a" * 32 + "-" + "a" * 31, "sha256:" + "a" * 63 + ":"):
+    for bad in ("sha256:" + "a" * 62 + "g" + "a", "sha256:" + "a" * 32 + "-" + "a" * 31, "sha256:" + "a" * 63 + ":",
+                "sha256:" + "a" * 64 + "\n", "sha256:" + "a" * 63 + "\n"):
         with pytest.raises(RegistryError):
             Digest.parse(bad)
     assert Digest.from_parts("sha256", d.hex) == d

@@ -40,7 +40,7 @@ SEARCH = Access("registry", "catalog", frozenset({"search"}))
 CATALOG = Access("registry", "catalog", frozenset({"*"}))
 
 # A Host header goes into the realm URL inside a quoted challenge: accept host names and IP literals only.
-_HOST = re.compile(r"^[A-Za-z0-9.\-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$")
+_HOST = re.compile(r"^[A-Za-z0-9.\-]+(?::[0-9]{1,5})?\Z|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?\Z")
 
 
 class Need(Enum):

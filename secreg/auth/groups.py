@@ -19,7 +19,7 @@ __all__ = ["GROUPS_FILE", "GroupStore", "Groups", "groups_file", "parse_groups",
 
 GROUPS_FILE = "groups"
 
-_GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 T = TypeVar("T")
 

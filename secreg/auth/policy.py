@@ -52,9 +52,9 @@ CATALOG_ACTIONS = frozenset({"*", "search"})
 
 _KEYS = ("account", "repository", "actions", "catalog")
 _ACCOUNT = re.compile(
-    r"^(?:\*|anonymous|(?:group:|@)[A-Za-z0-9][A-Za-z0-9._-]{0,63}|[a-z0-9][a-z0-9._-]{0,63})$"
+    r"^(?:\*|anonymous|(?:group:|@)[A-Za-z0-9][A-Za-z0-9._-]{0,63}|[a-z0-9][a-z0-9._-]{0,63})\Z"
 )
-_PATTERN_CHARS = re.compile(r"^(?:[a-z0-9._/*?-]|\$\{user\})+$")
+_PATTERN_CHARS = re.compile(r"^(?:[a-z0-9._/*?-]|\$\{user\})+\Z")
 
 DEFAULT_POLICY = """\
 # secreg access policy. Rules only grant: an account may do what any matching rule allows, nothing else.

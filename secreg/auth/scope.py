@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_TYPE = re.compile(r"^[a-z0-9]+(?:\([a-z0-9]+\))?$")
-_ACTION = re.compile(r"^[a-z*]+$")
+_TYPE = re.compile(r"^[a-z0-9]+(?:\([a-z0-9]+\))?\Z")
+_ACTION = re.compile(r"^[a-z*]+\Z")
 
 PULL, PUSH, DELETE = "pull", "push", "delete"
 

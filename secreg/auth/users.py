@@ -48,7 +48,7 @@ CACHE_SECONDS = 60.0  # how long a verified password is remembered (VerifiedCach
 MAX_PASSWORD_BYTES = 72  # bcrypt reads no further; Apache's htpasswd silently truncates there
 MIN_PASSWORD_LENGTH = 8
 
-_USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_USER_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")
 # Words the policy file gives a meaning of their own.
 RESERVED_NAMES = frozenset({"anonymous"})
 

@@ -43,7 +43,7 @@ _UPSTREAM_KEYS = frozenset({"name", "url", "ca", "username", "password", "passwo
                             "dockerhub", "hosts", "maxsize", "maxage"})
 PROXY_KEYS = frozenset({"upstreams", "remoteurl", "username", "password", "passwordfile", "ca", "ttl", "eviction"})
 DEFAULT_EVICT_INTERVAL = 600.0
-_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})$")
+_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62})\Z")
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]?i?b?)$", re.IGNORECASE)

@@ -28,7 +28,7 @@ _log = logging.getLogger(LOGGER)
 # A process that configured no handler (a CLI command, a test) drops events instead of printing warnings
 # through logging's last-resort handler; servers add theirs (logconfig.py), records still propagate.
 _log.addHandler(logging.NullHandler())
-_PLAIN = re.compile(r"^[A-Za-z0-9._:/@\[\]+-]+$")
+_PLAIN = re.compile(r"^[A-Za-z0-9._:/@\[\]+-]+\Z")
 _WARNING_EVENTS = frozenset({"login.failed", "login.throttled", "refresh.refused", "access.denied",
                              "policy.invalid"})
 

@@ -29,8 +29,8 @@ __all__ = ["REQUEST_ID_KEY", "USER_KEY", "ObserveMiddleware"]
 
 UNMATCHED = "unmatched"
 
-_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
-_REPOSITORY = re.compile(r"^[a-z0-9._/-]{1,255}$")
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}\Z")
+_REPOSITORY = re.compile(r"^[a-z0-9._/-]{1,255}\Z")
 _UPLOAD_METHODS = frozenset({"POST", "PATCH", "PUT"})
 _MANIFEST_ROUTE_END = "/manifests/{reference}"
 _BLOB_ROUTE_END = "/blobs/{digest}"

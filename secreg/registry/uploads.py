@@ -41,7 +41,7 @@ from secreg.storage.driver import (
     StorageError,
 )
 
-UPLOAD_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+UPLOAD_ID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 # The event loop hands the writer thread 2 MiB at a time: each hand-over costs the loop a future, a wake-up and
 # a GIL exchange with the writer. The bytes in flight set a worker's peak RSS during a push: the socket reads
 # held in batches come from glibc's heap, which keeps its top until uploads pause (secreg/memory.py), and with

@@ -179,3 +179,37 @@ def test_disk_full_is_507_and_the_upload_stays_resumable(tmp_path: Path, small_d
     assert "Traceback" not in log
     assert len(re.findall(r"storage is full", log)) == 1, log[-3000:]
     shutil.rmtree(tmp_path / "server", ignore_errors=True)
+
+
+def test_a_trailing_newline_never_passes_for_a_valid_name(client: httpx.Client, open_server: RunningServer) -> None:
+    """`$` in a Python pattern also matches before a final newline: `v1%0A` was stored as the tag "v1\\n", a
+    directory no other registry can read. Each is now refused as any other invalid tag, digest or upload id."""
+    config, layer = b'{"newline": true}', b"newline layer"
+    push_blob(client, "newline/app", config)
+    push_blob(client, "newline/app", layer)
+    body = manifest_bytes({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                      "digest": sha256(config), "size": len(config)},
+                           "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                                       "digest": sha256(layer), "size": len(layer)}]})
+    headers = {"Content-Type": OCI_MANIFEST}
+
+    def answer(r: httpx.Response) -> tuple[int, str]:
+        return r.status_code, error_code(r)
+
+    invalid_tag = answer(client.put("/v2/newline/app/manifests/v1!", content=body, headers=headers))
+    assert invalid_tag[0] == 400
+    for reference in ("v1%0A", "v1%0a", "v1%0D%0A"):
+        assert answer(client.put(f"/v2/newline/app/manifests/{reference}", content=body, headers=headers)) \
+            == invalid_tag, reference
+        assert answer(client.get(f"/v2/newline/app/manifests/{reference}")) == answer(
+            client.get("/v2/newline/app/manifests/v1!")), reference
+    digest = sha256(layer)
+    assert answer(client.get(f"/v2/newline/app/blobs/{digest}%0A")) == answer(
+        client.get(f"/v2/newline/app/blobs/{digest}!"))
+    upload = client.post("/v2/newline/app/blobs/uploads/").headers["location"].rsplit("/", 1)[1].split("?")[0]
+    assert client.get(f"/v2/newline/app/blobs/uploads/{upload}").status_code == 204
+    assert answer(client.get(f"/v2/newline/app/blobs/uploads/{upload}%0A")) == (404, "BLOB_UPLOAD_UNKNOWN")
+    assert client.get("/v2/newline/app/tags/list").json()["tags"] in (None, [])
+    assert not list((open_server.storage / "docker/registry/v2/repositories/newline/app").rglob("*\n*"))
+    _no_traceback(open_server)

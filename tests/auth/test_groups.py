@@ -63,7 +63,7 @@ def test_broken_reload_keeps_last_good(tmp_path: Path, caplog: pytest.LogCapture
 
 def test_group_names() -> None:
     assert validate_group_name("Admins-2") == "Admins-2"
-    for bad in ("", "a b", "a:b", "-x", "x" * 65):
+    for bad in ("", "a b", "a:b", "-x", "x" * 65, "ops\n"):
         with pytest.raises(ValueError):
             validate_group_name(bad)
 

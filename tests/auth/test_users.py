@@ -324,7 +324,7 @@ def test_long_and_odd_passwords(tmp_path: Path) -> None:
 def test_user_and_password_validation() -> None:
     for good in ("alice", "a", "ci-bot.2", "a_b", "0day"):
         assert validate_user_name(good) == good
-    for bad in ("", "Alice", "-x", ".x", "a:b", "a b", "a/b", "x" * 65, "anonymous", "*"):
+    for bad in ("", "Alice", "-x", ".x", "a:b", "a b", "a/b", "x" * 65, "anonymous", "*", "alice\n"):
         with pytest.raises(ValueError):
             validate_user_name(bad)
     validate_password("eight ch")
