@@ -133,6 +133,35 @@ def test_mount_needs_pull_on_source(server: RunningServer) -> None:
         assert r.status_code == 201
 
 
+def test_a_known_digest_is_no_key_to_another_repository(server: RunningServer) -> None:
+    """Knowing a blob's digest is not having it: every way of claiming one in a repository of one's own without
+    sending its bytes (a monolithic upload or a session closed with the digest and no or other content, a manifest
+    naming it) is refused, and the blob stays unreadable there, though it exists in the store."""
+    secret = b"another team's layer"
+    with authed(server, admin_token(server, "repository:team/hidden:pull,push")) as c:
+        digest = push_blob(c, "team/hidden", secret)
+    bearer = token(server, "alice", "alice-password", "repository:alice/claim:pull,push")
+    with authed(server, bearer) as c:
+        for body in (b"", b"something else"):
+            r = c.post("/v2/alice/claim/blobs/uploads/", params={"digest": digest}, content=body)
+            assert r.status_code == 400 and error_code(r) == "DIGEST_INVALID", body
+            session = c.post("/v2/alice/claim/blobs/uploads/").headers["location"]
+            r = c.put(session, params={"digest": digest}, content=body)
+            assert r.status_code == 400 and error_code(r) == "DIGEST_INVALID", body
+        config_bytes = b'{"architecture": "amd64", "os": "linux"}'
+        config = push_blob(c, "alice/claim", config_bytes)
+        manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config,
+                               "size": len(config_bytes)},
+                    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest,
+                                "size": len(secret)}]}
+        r = c.put("/v2/alice/claim/manifests/v1", json=manifest,
+                  headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+        assert r.status_code == 400 and error_code(r) == "MANIFEST_BLOB_UNKNOWN", r.text
+        assert c.get(f"/v2/alice/claim/blobs/{digest}").status_code == 404
+        assert c.head(f"/v2/alice/claim/blobs/{digest}").status_code == 404
+
+
 def test_catalog_lists_only_pullable(server: RunningServer) -> None:
     with authed(server, admin_token(server, "repository:bob/tools:pull,push")) as c:
         push_image(c, "bob/tools", "v1")
