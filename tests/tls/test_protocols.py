@@ -5,6 +5,7 @@ renegotiation. The client is let offer everything (`@SECLEVEL=0`), so each refus
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 
@@ -65,3 +66,18 @@ def test_client_initiated_renegotiation_is_refused(server: RunningServer) -> Non
     assert b"RENEGOTIATING" in result.stderr + result.stdout
     assert b"no renegotiation" in result.stderr, result.stderr[-600:]
 
+
+
+def test_plain_http_on_the_tls_port_gets_no_http_answer(server: RunningServer) -> None:
+    """A plain-HTTP request to the TLS port is a failed handshake: at most a TLS alert, never an HTTP answer (no
+    redirect either: a registry client must be configured for HTTPS, not steered to it)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as plain:
+        plain.sendall(b"GET /v2/_catalog HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        received = b""
+        try:
+            while chunk := plain.recv(4096):
+                received += chunk
+        except ConnectionResetError:
+            pass
+    assert b"HTTP/" not in received and b"repositories" not in received
+    assert received == b"" or received[0] == 0x15  # nothing, or a TLS alert record
