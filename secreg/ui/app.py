@@ -28,7 +28,7 @@ from secreg.registry.model import RegistryModel
 from secreg.ui import admin, views
 from secreg.ui.session import LOGOUT_FILE, SECRET_FILE, Logouts, SessionSigner, load_secret
 from secreg.ui.source import NotFound, Refused, RegistrySource
-from secreg.ui.web import HERE, Context, UIMiddleware, read_form, render, templates
+from secreg.ui.web import ERROR_PAGE_HEADERS, HERE, Context, UIMiddleware, read_form, render, templates
 
 __all__ = ["UI_PATH", "create_ui", "root_redirect"]
 
@@ -109,7 +109,10 @@ async def _refused(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("ui: unhandled error on %s %s", request.method, request.url.path)
-    return await _error_page(request, 500, "internal error; see the server log")
+    # Starlette answers this from its outermost middleware, outside UIMiddleware: the page brings its own headers.
+    ctx = Context.of(request)
+    return render(ctx, "error.html", {"status": 500, "message": "internal error; see the server log"}, status=500,
+                  headers=ERROR_PAGE_HEADERS)
 
 
 def create_ui(settings: Settings, model: RegistryModel, browse: Browse, state: object) -> Starlette:

@@ -25,7 +25,7 @@ from secreg.ui.session import COOKIE, SECURE_COOKIE, Logouts, Session, SessionSi
 if TYPE_CHECKING:
     from jinja2 import Environment, Template
 
-__all__ = ["SESSION_KEY", "Context", "UIMiddleware", "read_form", "render", "templates"]
+__all__ = ["ERROR_PAGE_HEADERS", "SESSION_KEY", "Context", "UIMiddleware", "read_form", "render", "templates"]
 
 SESSION_KEY = "secreg.ui.session"
 CHANGED_KEY = "secreg.ui.session_changed"
@@ -43,6 +43,8 @@ SECURITY_HEADERS = [
     (b"cross-origin-opener-policy", b"same-origin"),
     (b"cross-origin-resource-policy", b"same-origin"),
 ]
+# What UIMiddleware adds, for a page answered outside it (the 500 page).
+ERROR_PAGE_HEADERS = {**{n.decode(): v.decode() for n, v in SECURITY_HEADERS}, "Cache-Control": "no-store"}
 _HOST = re.compile(r"^[A-Za-z0-9.\-]+(?::\d{1,5})?\Z|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?\Z")
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.objectstores import ObjectStore
+from tests.objectstores import ObjectStore, moto_server
 from tests.server import RunningServer, run_secreg
 from tests.storage.test_driver_s3 import moto  # noqa: F401  (the session's moto server)
 from tests.ui.conftest import api_client, csrf_of, ui_login, write_policy
@@ -48,3 +48,23 @@ def test_browse_inspect_and_delete_on_s3(s3_server: RunningServer) -> None:
             r = ui.post("/ui/repo/public/ons3/-/tag/2.0/delete", data={"csrf": csrf_of(tags)})
             assert r.status_code == 303
             assert api.get("/v2/public/ons3/tags/list").json()["tags"] == ["1.0"]
+
+
+def test_an_internal_error_page_keeps_the_security_headers(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """With the bucket gone the UI answers 500; Starlette renders that page outside the UI's middleware, so it
+    carries the CSP, framing and no-store headers itself."""
+    workdir = tmp_path_factory.mktemp("ui-s3-down")
+    with moto_server(workdir) as store:
+        config = {"auth": {"enabled": False}, "storage": {"s3": store.s3_settings(f"down-{uuid.uuid4().hex[:8]}")}}
+        served = run_secreg(workdir / "server", config)
+        server = served.__enter__()
+    try:  # the object store has stopped; the registry serves on
+        with server.client() as client:
+            r = client.get("/ui/")
+        assert r.status_code == 500 and "internal error" in r.text
+        assert "default-src 'none'" in r.headers["content-security-policy"]
+        assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
+        assert r.headers["cache-control"] == "no-store"
+        assert r.headers.get_list("content-security-policy") == [r.headers["content-security-policy"]]
+    finally:
+        served.__exit__(None, None, None)
