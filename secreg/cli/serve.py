@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     prepare_tls(settings)
     prepare_auth(settings, args.role)
+    warn_exposed_secrets(settings, args.role)
     logging.getLogger().setLevel(settings.log_level.upper())
 
     from hypercorn.config import Config
@@ -228,6 +229,28 @@ def prepare_tls(settings: Settings) -> None:
     print("To let a docker client trust this registry (no insecure-registries needed):\n", file=sys.stderr)
     print(tls.docker_trust_instructions(files.ca_cert, host_ports), file=sys.stderr)
     print("=" * 78 + "\n", file=sys.stderr, flush=True)
+
+
+def warn_exposed_secrets(settings: Settings, role: str) -> None:
+    """One warning per secret file other local users may read or write (a key copied in with mode 0644, say):
+    secreg writes its own 0600, but serves whatever it finds. Group access is left alone (compose shares by gid)."""
+    from secreg.auth.groups import GROUPS_FILE
+    from secreg.ui.session import SECRET_FILE
+
+    files = [] if settings.insecure else [settings.tls.key, settings.tls.directory / "ca.key"]
+    if settings.auth.enabled:
+        auth = settings.auth
+        files += [auth.htpasswd, auth.directory / GROUPS_FILE, auth.directory / SECRET_FILE]
+        if role in ("all", "auth"):
+            files.append(auth.token.key)
+    for path in dict.fromkeys(files):
+        try:
+            mode = path.stat().st_mode
+        except OSError:
+            continue
+        if mode & 0o007:
+            log.warning("%s holds a secret but is open to other local users (mode %03o): chmod o-rwx %s", path,
+                        mode & 0o777, path)
 
 
 def prepare_auth(settings: Settings, role: str) -> None:

@@ -40,6 +40,7 @@ def test_umask_0_creates_nothing_world_writable_and_secrets_stay_private(tmp_pat
             assert ui_login(client, "admin", server.admin_password).status_code == 303
             assert client.post("/ui/logout", data={"csrf": csrf_of(client.get("/ui/").text)}).status_code == 303
         shared = Path(worker_environment(server.process.pid)[SHARED_DIRECTORY])
+        assert "open to other local users" not in server.log()
         entries = _entries(tmp_path) + _entries(shared)
     environment = {k: v for k, v in os.environ.items() if not k.startswith("SECREG_")}
     generated = tmp_path / "generated"
@@ -51,3 +52,16 @@ def test_umask_0_creates_nothing_world_writable_and_secrets_stay_private(tmp_pat
     assert [str(p) for p, mode in entries if mode & stat.S_IWOTH and not stat.S_ISLNK(mode)] == []
     assert [(str(p), oct(mode)) for p, mode in entries if p.name in SECRETS and mode & 0o077] == []
 
+
+
+def test_secret_files_open_to_others_are_named_at_start(tmp_path: Path) -> None:
+    with run_secreg(tmp_path, {"http": {"workers": 1}}) as server:
+        assert "open to other local users" not in server.log()
+    exposed = [tmp_path / "certs" / "server.key", tmp_path / "certs" / "token.key", tmp_path / "auth" / "htpasswd"]
+    for path in exposed:
+        path.chmod(0o644)
+    (tmp_path / "auth" / "ui-session.key").chmod(0o640)  # group access is the operator's choice (compose)
+    with run_secreg(tmp_path, {"http": {"workers": 1}}) as server:
+        warnings = [line for line in server.log().splitlines() if "open to other local users" in line]
+    assert sorted(w.split(" holds a secret")[0].rsplit(" ", 1)[-1] for w in warnings) == sorted(map(str, exposed))
+    assert all("(mode 644): chmod o-rwx" in w for w in warnings)
