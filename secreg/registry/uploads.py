@@ -20,7 +20,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -497,15 +497,15 @@ class UploadStore:
         """Delete upload sessions idle for more than `max_age` seconds; returns what was removed."""
         return [(s.repository, s.upload_id) for s in self.purge_idle(max_age, now)]
 
-    def idle_sessions(self, max_idle: float, now: float | None = None) -> list[IdleSession]:
+    def idle_sessions(self, max_idle: float, now: float | None = None,
+                      sessions: Iterable[tuple[str, str]] | None = None) -> list[IdleSession]:
         """Sessions that received no data for more than `max_idle` seconds (since their start, or the last byte
-        written: the data file's mtime)."""
-        from secreg.registry.blobs import list_repositories
-
+        written: the data file's mtime). `sessions`: the (repository, upload id) pairs to judge, when the
+        caller has listed them already (a collection's scan); otherwise every repository's are listed."""
         now = time.time() if now is None else now
         found: list[IdleSession] = []
-        for name in list_repositories(self.driver, include_upload_only=True):
-            for upload_id in self.list_sessions(name):
+        for name, upload_id in self.all_sessions() if sessions is None else sorted(sessions):
+            if UPLOAD_ID.match(upload_id):
                 last, size = self.started_at(name, upload_id), 0
                 try:
                     info = self.driver.stat(layout.upload_data(name, upload_id))
@@ -516,10 +516,11 @@ class UploadStore:
                     found.append(IdleSession(name, upload_id, now - last, size))
         return found
 
-    def purge_idle(self, max_idle: float, now: float | None = None) -> list[IdleSession]:
+    def purge_idle(self, max_idle: float, now: float | None = None,
+                   sessions: Iterable[tuple[str, str]] | None = None) -> list[IdleSession]:
         """Delete the `idle_sessions`, except one a request is writing right now (it holds the data file's lock)."""
         removed: list[IdleSession] = []
-        for session in self.idle_sessions(max_idle, now):
+        for session in self.idle_sessions(max_idle, now, sessions):
             data_path = layout.upload_data(session.repository, session.upload_id)
             try:
                 writer = self.driver.open_append(data_path) if self.driver.exists(data_path) else None
@@ -536,28 +537,37 @@ class UploadStore:
                     writer.close()
         return removed
 
-    def stale_writes(self, max_idle: float, now: float | None = None) -> list[IncompleteWrite]:
+    def stale_writes(self, max_idle: float, now: float | None = None,
+                     sessions: Iterable[tuple[str, str]] | None = None) -> list[IncompleteWrite]:
         """Incomplete writes (an object store's multipart uploads) that no upload session owns and that received
         nothing for more than `max_idle` seconds (and at least INCOMPLETE_MIN_IDLE): what an interrupted push
-        or copy left behind. A session's own writes go with the session (`purge_idle`)."""
-        from secreg.registry.blobs import list_repositories
-
+        or copy left behind. A session's own writes go with the session (`purge_idle`). `sessions` as for
+        `idle_sessions`, listed after `now`: a session begun later writes only after `now`, so none of its
+        writes is old enough to be a candidate."""
         now = time.time() if now is None else now
-        # Listed before the sessions: a write begun after this listing is too young to be a candidate anyway.
+        # Listed before the sessions (unless given): a write begun after this listing is too young to be a
+        # candidate anyway.
         candidates = self.driver.stale_writes(layout.V2, now - max(max_idle, INCOMPLETE_MIN_IDLE))
         if not candidates:
             return []
         live = tuple(f"{layout.upload_dir(name, upload_id)}/"
-                     for name in list_repositories(self.driver, include_upload_only=True)
-                     for upload_id in self.list_sessions(name))
+                     for name, upload_id in (self.all_sessions() if sessions is None else sessions))
         return [write for write in candidates if not write.path.startswith(live)]
 
-    def abort_stale_writes(self, max_idle: float, now: float | None = None) -> list[IncompleteWrite]:
+    def abort_stale_writes(self, max_idle: float, now: float | None = None,
+                           sessions: Iterable[tuple[str, str]] | None = None) -> list[IncompleteWrite]:
         """Abort the `stale_writes`; returns them."""
-        writes = self.stale_writes(max_idle, now)
+        writes = self.stale_writes(max_idle, now, sessions)
         for write in writes:
             self.driver.abort_write(write)
         return writes
+
+    def all_sessions(self) -> list[tuple[str, str]]:
+        """(repository, upload id) of every session, repositories that hold nothing else included."""
+        from secreg.registry.blobs import list_repositories
+
+        return [(name, upload_id) for name in list_repositories(self.driver, include_upload_only=True)
+                for upload_id in self.list_sessions(name)]
 
     def list_sessions(self, name: str) -> list[str]:
         try:

@@ -236,12 +236,20 @@ def blob_file_of(directory: str) -> str | None:
 
 
 def link_file_of(directory: str) -> str | None:
-    """"link" for a layer link's or a revision's directory (`<name>/_layers/<alg>/<hex>`,
-    `<name>/_manifests/revisions/<alg>/<hex>`: the one file `parse_repository_path` takes there), None for any
-    other directory below repositories/: a walk's `only` hint. Anchored on `_` components, which no
-    repository name has, so a repository's own directory is never taken for one."""
-    parts = directory.rsplit("/", 4)
-    if len(parts) == 5 and (parts[2] == "_layers" or (parts[1] == "_manifests" and parts[2] == "revisions")):
+    """"link" for a directory that holds one link (`<name>/_layers/<alg>/<hex>`,
+    `<name>/_manifests/revisions/<alg>/<hex>`, `<name>/_manifests/tags/<tag>/current`,
+    `<name>/_manifests/tags/<tag>/index/<alg>/<hex>`: the one file `parse_repository_path` takes there), None
+    for any other directory below repositories/: a walk's `only` hint. Anchored on `_` components, which no
+    repository name has; a tag may be named like one (`_layers`), so `_layers` counts only where it does not
+    stand in a tag's place (`_manifests/tags/<tag>`)."""
+    parts = directory.rsplit("/", 6)
+    if len(parts) < 7:
+        return None
+    if parts[4] == "_layers":
+        return "link" if parts[2] != "_manifests" else None
+    if parts[3] == "_manifests" and (parts[4] == "revisions" or (parts[4] == "tags" and parts[6] == "current")):
+        return "link"
+    if parts[1] == "_manifests" and parts[2] == "tags" and parts[4] == "index":
         return "link"
     return None
 
@@ -249,23 +257,29 @@ def link_file_of(directory: str) -> str | None:
 @dataclass(frozen=True)
 class RepositoryPath:
     """What a link file below repositories/ is: `kind` "layer", "revision", "tag" (a tag's current link,
-    whose target is in the file) or "tag_index" (a digest the tag pointed at)."""
+    whose target is in the file) or "tag_index" (a digest the tag pointed at); or "upload" for any file of an
+    upload session (`upload_id`, not validated)."""
 
     repository: str
     kind: str
     digest: Digest | None = None
     tag: str | None = None
+    upload_id: str | None = None
 
 
 def parse_repository_path(path: str) -> RepositoryPath | None:
-    """Parse a `link` file's path below repositories/; None for anything else."""
+    """Parse a `link` file's path, or an upload session's file's, below repositories/; None for anything else."""
     if not path.startswith(f"{REPOSITORIES}/"):
         return None
     parts = path[len(REPOSITORIES) + 1:].split("/")
     at = next((i for i, part in enumerate(parts) if part.startswith("_")), 0)
-    if at == 0 or parts[-1] != "link":
+    if at == 0:
         return None
     name, kind, rest = "/".join(parts[:at]), parts[at], parts[at + 1:]
+    if kind == UPLOADS_MARKER:
+        return RepositoryPath(name, "upload", upload_id=rest[0]) if len(rest) >= 2 else None
+    if parts[-1] != "link":
+        return None
     if kind == "_layers" and len(rest) == 3:
         digest = digest_of(rest[0], rest[1])
         return RepositoryPath(name, "layer", digest) if digest is not None else None

@@ -183,6 +183,20 @@ def test_delete_untagged_keeps_index_children_and_referrers_of_kept(reg: Registr
     assert reg.manifests.get(name, "latest").digest == index
 
 
+def test_delete_untagged_reads_tags_named_like_the_layouts_directories(reg: Registry) -> None:
+    """The walk stats a tag's `current/link` and `index/<alg>/<hex>/link` in place of listing them; a tag
+    named `_layers`, `current` or `index` is still read as a tag, and its history of a removed head goes."""
+    name = "team/names"
+    for tag in ("_layers", "current", "index", "tags", "revisions"):
+        old_head = reg.push_image(name, tag, f"old-{tag}")
+        new_head = reg.push_image(name, tag, f"new-{tag}")
+        report = reg.gc(delete_untagged=True)
+        assert [m.digest for m in report.manifests_removed] == [old_head], tag
+        assert not reg.driver.exists(layout.tag_index_link(name, tag, old_head)), tag
+        assert reg.driver.exists(layout.tag_index_link(name, tag, new_head)), tag
+        assert reg.manifests.get(name, tag).digest == new_head
+
+
 def test_delete_untagged_spares_young_revisions_and_shared_manifest_blobs(reg: Registry) -> None:
     young = reg.push_image("team/a", None, "young")
     assert reg.gc(delete_untagged=True, later=False).manifests_removed == ()
@@ -264,6 +278,33 @@ def test_stale_upload_sessions_are_purged(reg: Registry) -> None:
     report = reg.gc(later=False, upload_purge_age=3600)
     assert [(u.repository, u.upload_id) for u in report.uploads_purged] == [("team/app", stale)]
     assert reg.uploads.list_sessions("team/app") == [fresh]
+
+
+def test_the_purge_finds_sessions_in_the_scan_of_every_kind_of_repository(reg: Registry) -> None:
+    """The purge judges the sessions the mark's walk of repositories/ found: in a repository that holds
+    nothing else, in a nested one, with the start time lost (judged by the data), beside tags named like the
+    layout's directories; young ones stay, and a dry run reports what a run removes."""
+    reg.push_image("team/app", "_uploads", "a")
+    old = time.time() - 10_000
+
+    def stale(name: str, lose_start: bool = False) -> str:
+        upload_id = reg.uploads.start(name)
+        if lose_start:
+            (reg.root / layout.upload_started_at(name, upload_id)).unlink()
+        else:
+            reg.driver.write_bytes(layout.upload_started_at(name, upload_id), b"2000-01-01T00:00:00+00:00")
+        os.utime(reg.root / layout.upload_data(name, upload_id), (old, old))
+        return upload_id
+
+    expected = sorted([("team/app", stale("team/app")), ("only/uploads", stale("only/uploads")),
+                       ("a/b/c/deep", stale("a/b/c/deep", lose_start=True))])
+    fresh = [(name, reg.uploads.start(name)) for name in ("team/app", "only/uploads", "young")]
+    dry = reg.gc(later=False, upload_purge_age=3600, dry_run=True)
+    assert sorted((u.repository, u.upload_id) for u in dry.uploads_purged) == expected
+    report = reg.gc(later=False, upload_purge_age=3600)
+    assert sorted((u.repository, u.upload_id) for u in report.uploads_purged) == expected
+    assert sorted(reg.uploads.all_sessions()) == sorted(fresh)
+    assert reg.gc(later=False, upload_purge_age=3600).uploads_purged == ()
 
 
 def _in_the_settle(action: Callable[[], None]) -> Progress:

@@ -148,10 +148,12 @@ def collect_garbage(
     try:
         if not dry_run:
             recover(driver)
-        purged, aborted = (purge_uploads(driver, upload_purge_age, now, dry_run) if upload_purge_age is not None
-                           else ([], []))
         run = Run(driver, cutoff, delete_untagged, layout.gc_run_dir(uuid.uuid4().hex), progress)
         first = run.scan()
+        # The sessions the scan found (a walk of repositories/ less): the scan began after `now`, so a
+        # session it missed began after `now` too, and is not idle.
+        purged, aborted = (purge_uploads(driver, upload_purge_age, now, dry_run, run.sessions)
+                           if upload_purge_age is not None else ([], []))
         stored = run.scan_blobs()
         if progress is not None:
             progress("scan", len(stored), len(stored), sum(size for size, _, _ in stored.values()))

@@ -63,19 +63,26 @@ class Marker:
         self._parents: set[str] = set()  # directories made under the run directory (local disks)
         self._parsed: dict[Digest, ParsedManifest | None] = {}
         self._refs: dict[Digest, frozenset[Digest]] = {}
+        # (repository, upload id) of every session the last `scan` saw a file of: the upload purge's list
+        self.sessions: set[tuple[str, str]] = set()
 
     # --- reading the tree ---------------------------------------------------------------------------
 
     def scan(self) -> dict[str, Repository]:
-        """Links, revisions and tags of every repository, in one walk. Tags are read only when they decide
-        anything (`delete_untagged`): otherwise every revision is kept."""
+        """Links, revisions and tags of every repository, in one walk, which also finds the upload sessions
+        (`sessions`). Tags are read only when they decide anything (`delete_untagged`): otherwise every
+        revision is kept."""
         repos: dict[str, Repository] = {}
+        sessions: set[tuple[str, str]] = set()
         # Without delete_untagged every revision is kept: tags and their history decide nothing, so the
         # walk skips `_manifests/tags` (a third of the directories of a store with a tag per repository).
         prune = None if self.delete_untagged else _tags_directory
         for path in self.driver.walk_paths(layout.REPOSITORIES, prune, layout.link_file_of):
             found = layout.parse_repository_path(path)
             if found is None:
+                continue
+            if found.kind == "upload" and found.upload_id is not None:
+                sessions.add((found.repository, found.upload_id))
                 continue
             repo = repos.setdefault(found.repository, Repository())
             if found.kind == "layer" and found.digest is not None:
@@ -88,6 +95,7 @@ class Marker:
                     repo.tags[found.tag] = target
             elif found.kind == "tag_index" and found.digest is not None and found.tag is not None:
                 repo.tag_history.setdefault(found.digest, []).append(found.tag)
+        self.sessions = sessions
         return repos
 
     def scan_blobs(self) -> dict[Digest, tuple[int, str, float]]:
