@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,14 +104,26 @@ class Browse:
         except PathNotFound:
             return None
 
-    def repository_size(self, name: str) -> int:
-        """Bytes of the distinct blobs (layers, configs) the repository links, as stored (compressed)."""
+    def repository_size(self, name: str, sizes: dict[Digest, int] | None = None) -> int:
+        """Bytes of the distinct blobs (layers, configs) the repository links, as stored (compressed); each
+        blob's size from `sizes` when given (a walk of the blobs), else from a stat."""
         total = 0
+        for digest in self._linked(name):
+            if sizes is not None:
+                total += sizes.get(digest, 0)
+                continue
+            try:
+                total += self.driver.stat(layout.blob_data(digest)).size
+            except PathNotFound:
+                continue
+        return total
+
+    def _linked(self, name: str) -> Iterator[Digest]:
         base = layout.layers_dir(name)
         try:
             algorithms = self.driver.list(base)
         except PathNotFound:
-            return 0
+            return
         for algorithm in algorithms:
             try:
                 hexes = self.driver.list(layout.child(base, algorithm))
@@ -118,25 +131,21 @@ class Browse:
                 continue
             for hex_ in hexes:
                 digest = layout.digest_of(algorithm, hex_)
-                if digest is None:
-                    continue
-                try:
-                    total += self.driver.stat(layout.blob_data(digest)).size
-                except PathNotFound:
-                    continue
-        return total
+                if digest is not None:
+                    yield digest
 
     def usage(self, largest: int = 10) -> StorageUsage:
-        """Every blob in the store (one walk of the blob tree), the number of repositories, and the
-        `largest` repositories by the size of the blobs they link (shared blobs count in each)."""
-        count = size = 0
-        for info in self.driver.walk_files(layout.BLOBS):
-            if layout.parse_blob_path(info.path) is not None:
-                count += 1
-                size += info.size
+        """Every blob in the store (the walk of the blob tree a collection makes: a stat per blob), the number
+        of repositories, and the `largest` repositories by the size of the blobs they link (shared blobs count
+        in each; sizes from that walk, not a stat per link)."""
+        sizes: dict[Digest, int] = {}
+        for info in self.driver.walk_files(layout.BLOBS, layout.blob_file_of):
+            digest = layout.parse_blob_path(info.path)
+            if digest is not None:
+                sizes[digest] = info.size
         names = self.repositories()
-        sizes = sorted(((self.repository_size(n), n) for n in names), key=lambda p: (-p[0], p[1]))
-        return StorageUsage(len(names), count, size, tuple((n, b) for b, n in sizes[:largest]))
+        linked = sorted(((self.repository_size(n, sizes), n) for n in names), key=lambda p: (-p[0], p[1]))
+        return StorageUsage(len(names), len(sizes), sum(sizes.values()), tuple((n, b) for b, n in linked[:largest]))
 
     # --- the last garbage collection ------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from secreg.digest import Digest
 from secreg.registry.browse import Browse
 from secreg.storage import layout
 from tests.registry.test_model import local, push_image, run
@@ -35,6 +36,24 @@ def test_tags_sizes_and_what_a_delete_takes(tmp_path: Path) -> None:
     before = browse.stamp("team/app")
     run(registry.delete_manifest("team/app", "2.0"))
     assert browse.stamp("team/app") != before  # the tag directory changed
+
+
+def test_usage_sizes_repositories_from_the_walk_of_the_blobs(tmp_path: Path) -> None:
+    """Usage takes each linked blob's size from its walk of blobs/ (no stat per link): the same as a
+    repository's own size; a link to a missing blob counts nothing, a blob's other files are not blobs."""
+    registry = local(tmp_path / "store")
+    run(push_image(registry, "team/app", "1.0", b"one"))
+    run(push_image(registry, "a/b/c/deep", "1.0", b"two"))
+    missing = Digest.of(b"never stored")
+    registry.driver.write_bytes(layout.layer_link("a/b/c/deep", missing), layout.link_content(missing))
+    stray = Digest.of(b"stray")
+    registry.driver.write_bytes(layout.blob_data(stray), b"stray")
+    registry.driver.write_bytes(f"{layout.blob_dir(stray)}/data.partial", b"not a blob")
+    browse = Browse(registry.driver)
+    usage = browse.usage()
+    assert usage.repositories == 2 and usage.blobs == 7  # two images (config, layer, manifest each) and the stray
+    assert dict(usage.largest) == {n: browse.repository_size(n) for n in ("team/app", "a/b/c/deep")}
+    assert usage.largest[0][1] > 0
 
 
 def test_the_last_collection_is_recorded_for_every_worker(tmp_path: Path) -> None:
