@@ -273,6 +273,26 @@ def test_a_post_refused_before_its_body_arrives_leaves_the_connection_usable(ui_
         assert _read_response(tls).status == 200
 
 
+def test_a_form_cut_off_by_the_client_is_one_info_line(ui_server: RunningServer) -> None:
+    """A browser that goes away halfway through a form's body: logged as the API logs it, not as an unhandled
+    error (three tracebacks, "Error in ASGI Framework")."""
+    served = '"method": "POST", "path": "/ui/login"'  # an access-log line: the request is over
+    before = ui_server.log().count(served)
+    raw = socket.create_connection(("127.0.0.1", ui_server.port), timeout=60)
+    with ui_server.ssl_context().wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        tls.sendall(b"POST /ui/login HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+                    b"Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n" % ui_server.host_port.encode())
+        assert tls.recv(100).startswith(b"HTTP/1.1 100 ")  # the form is being read (a close before: never served)
+        tls.sendall(b"username=a")
+    deadline = time.monotonic() + 30
+    while ui_server.log().count(served) == before:
+        assert time.monotonic() < deadline, ui_server.log()[-3000:]
+        time.sleep(0.1)
+    log = ui_server.log()
+    assert "ui: client went away during POST /ui/login" in log
+    assert "Traceback" not in log and "unhandled error" not in log, log[-3000:]
+
+
 def test_a_post_whose_unread_body_is_too_large_says_connection_close(ui_server: RunningServer) -> None:
     """A body declared past the drain limit is not waited for: the answer goes out at once and closes."""
     raw = socket.create_connection(("127.0.0.1", ui_server.port), timeout=60)
