@@ -520,3 +520,19 @@ def test_a_cross_site_post_is_refused_and_its_connection_stays_usable(ui_server:
         sock.sendall(b"GET /ui/login HTTP/1.1\r\nHost: x\r\n\r\n")
         second = sock.recv(65536)
         assert second.startswith(b"HTTP/1.1 200 "), second[:200]
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/ui/", "/\\evil.example",
+                                    "/ui//evil.example", "/ui/..//evil.example", "javascript:alert(1)",
+                                    "/ui/\r\nLocation: https://evil.example"])
+def test_login_never_redirects_off_the_ui(ui_server: RunningServer, target: str) -> None:
+    """The `next` a login link carries is someone else's input: after logging in, only a page of this UI."""
+    with ui_server.client() as client:
+        form = client.get("/ui/login", params={"next": target})
+        assert "evil" not in form.text and "javascript:" not in form.text
+        r = client.post("/ui/login", data={"csrf": csrf_of(form.text), "username": "dev", "password": DEV_PASSWORD,
+                                           "next": target})
+        assert r.status_code == 303 and r.headers["location"] == "/ui/", r.headers.get("location")
+        kept = client.post("/ui/login", data={"csrf": csrf_of(client.get("/ui/login").text), "username": "dev",
+                                              "password": DEV_PASSWORD, "next": "/ui/repo/dev/app?sort=name"})
+        assert kept.headers["location"] == "/ui/repo/dev/app?sort=name"
