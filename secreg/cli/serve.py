@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     prepare_tls(settings)
     prepare_auth(settings, args.role)
-    warn_exposed_secrets(settings, args.role)
+    warn_exposed_secrets(settings, args.role, config_file)
     logging.getLogger().setLevel(settings.log_level.upper())
 
     from hypercorn.config import Config
@@ -231,11 +231,42 @@ def prepare_tls(settings: Settings) -> None:
     print("=" * 78 + "\n", file=sys.stderr, flush=True)
 
 
-def warn_exposed_secrets(settings: Settings, role: str) -> None:
+_CONFIG_SECRETS = ("storage.s3.secretkey", "metrics.token", "redis.password", "proxy.password")
+
+
+def _config_secrets(config_file: str) -> list[str]:
+    """The secret-holding keys `config_file` sets (it parsed once already: load_settings checked it)."""
+    import yaml
+
+    try:
+        tree = yaml.safe_load(Path(config_file).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return []
+
+    def value(path: str) -> Any:
+        node: Any = tree
+        for part in path.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        return node
+
+    found = [key for key in _CONFIG_SECRETS if value(key)]
+    upstreams = value("proxy.upstreams")
+    if isinstance(upstreams, list) and any(isinstance(u, dict) and u.get("password") for u in upstreams):
+        found.append("proxy.upstreams[].password")
+    return found
+
+
+def warn_exposed_secrets(settings: Settings, role: str, config_file: str | None = None) -> None:
     """One warning per secret file other local users may read or write (a key copied in with mode 0644, say):
-    secreg writes its own 0600, but serves whatever it finds. Group access is left alone (compose shares by gid)."""
+    secreg writes its own 0600, but serves whatever it finds. Group access is left alone (compose shares by gid).
+    A configuration file counts when it sets a password, key or token."""
     from secreg.auth.groups import GROUPS_FILE
     from secreg.ui.session import SECRET_FILE
+
+    if config_file and Path(config_file).stat().st_mode & 0o007 and (keys := _config_secrets(config_file)):
+        log.warning("%s sets %s but is open to other local users (mode %03o): chmod o-rwx %s, or set them in the "
+                    "environment (SECREG_<SECTION>_<KEY>) or a passwordfile", config_file, ", ".join(keys),
+                    Path(config_file).stat().st_mode & 0o777, config_file)
 
     files = [] if settings.insecure else [settings.tls.key, settings.tls.directory / "ca.key"]
     if settings.auth.enabled:

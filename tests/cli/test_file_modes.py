@@ -61,7 +61,15 @@ def test_secret_files_open_to_others_are_named_at_start(tmp_path: Path) -> None:
     for path in exposed:
         path.chmod(0o644)
     (tmp_path / "auth" / "ui-session.key").chmod(0o640)  # group access is the operator's choice (compose)
-    with run_secreg(tmp_path, {"http": {"workers": 1}}) as server:
-        warnings = [line for line in server.log().splitlines() if "open to other local users" in line]
+    upstream = {"name": "hub", "url": "https://127.0.0.1:9", "prefix": "hub", "username": "u",
+                "password": "upstream-secret-in-the-file"}
+    config = {"http": {"workers": 1}, "metrics": {"token": "metrics-secret-in-the-file"},
+              "proxy": {"upstreams": [upstream]}}
+    with run_secreg(tmp_path, config) as server:  # run_secreg writes config.yml 0644
+        log = server.log()
+    warnings = [line for line in log.splitlines() if "holds a secret but is open to other local users" in line]
     assert sorted(w.split(" holds a secret")[0].rsplit(" ", 1)[-1] for w in warnings) == sorted(map(str, exposed))
     assert all("(mode 644): chmod o-rwx" in w for w in warnings)
+    assert (f"{tmp_path / 'config.yml'} sets metrics.token, proxy.upstreams[].password but is open to other local "
+            "users (mode 644)") in log
+    assert "secret-in-the-file" not in log
