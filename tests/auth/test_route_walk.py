@@ -10,7 +10,10 @@ the middleware are checked against what the product promises (the reference regi
 
 from __future__ import annotations
 
+import base64
+import os
 import re
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -265,3 +268,21 @@ def _expected_ui_status(need: str, who: str) -> int | None:
     if who == "anonymous":
         return 404
     return 403 if need == "delete" else None
+
+
+def test_no_route_accepts_a_websocket(walked: tuple[RunningServer, list[Walked]]) -> None:
+    """The auth middlewares let non-HTTP scopes through untouched: nothing may then serve one. A WebSocket
+    upgrade to any route, without credentials, is refused before anything is read or sent."""
+    server, routes = walked
+    context = server.ssl_context()
+    context.set_alpn_protocols(["http/1.1"])
+    for path in sorted({_concrete(w.path) for w in routes} | {"/ui/static/ui.js"}):
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as raw, \
+                context.wrap_socket(raw, server_hostname="localhost") as tls:
+            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                        f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n"
+                        "Sec-WebSocket-Version: 13\r\n\r\n".encode())
+            answer = b""
+            while chunk := tls.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 403"), (path, answer[:200])
