@@ -49,6 +49,10 @@ def _attack(server: RunningServer) -> None:
         for query in ({"from": f"../{MARK}", "mount": "sha256:" + "a" * 64}, {"digest": f"sha256:../{MARK}"}):
             r = client.post("/v2/trav/app/blobs/uploads/", params=query)
             assert r.status_code in (202, 400), r.text
+        for path in ("/ui/static/%2e%2e/app.py", "/ui/static/..%2f..%2fconfig%2fdefaults.py",
+                     "/ui/static/%2e%2e%2f%2e%2e%2f%2e%2e%2fetc%2fpasswd", "/ui/static/..%5c..%5capp.py"):
+            r = client.get(path)  # the package's own files, and nothing beside them
+            assert r.status_code == 404 and "import" not in r.text and "root:" not in r.text, path
         assert client.get("/v2/_catalog").json()["repositories"] == ["trav/app"]
     log = server.log()
     assert "Traceback" not in log and "unhandled error" not in log, log[-3000:]
