@@ -6,6 +6,7 @@ import errno
 import os
 import shutil
 import uuid
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,6 +23,12 @@ _TEMP_SUFFIX = ".tmp-secreg"
 # an earlier boot it may be a leftover of a crash (empty, or describing data that never reached the disk).
 _TRANSIENT_MAGIC = b"secreg-transient-1"
 _DURABLE_MARK = b"-"
+# A transient file rewritten in place: "<magic> <boot id> <length> <crc32>\n<data>". A reader that meets it
+# half rewritten (a rewrite is one pwrite, but a read may overlap it) finds the length or checksum wrong and
+# reads again.
+_REWRITTEN_MAGIC = b"secreg-transient-2"
+_TORN_READS = 3  # then the file reads as absent, like any other leftover it cannot trust
+_IN_PLACE_BYTES = 4096  # one page at offset 0: a rewrite is one copy into one page, never cut by a signal
 
 
 def _read_boot_id() -> bytes:
@@ -89,20 +96,50 @@ class FilesystemDriver:
         atomic_write(full, data, 0o644, _TEMP_SUFFIX, durable=durable)
 
     def write_transient(self, path: str, data: bytes) -> None:
-        """Temp file and rename, no fsync (two fsyncs saved per PATCH of a chunked push), tagged with the boot
-        id so that `read_transient` refuses it after a crash of the machine. Without a boot id: durably."""
+        """No fsync (two fsyncs saved per PATCH of a chunked push), tagged with the boot id so that
+        `read_transient` refuses it after a crash of the machine; without a boot id, durably (temp file, rename).
+        An existing file is rewritten in place (one pwrite): a new file per write cost ext4 an inode allocation
+        and the rename freeing the old one, ~0.3 ms of CPU each (a chunked push writes two records per PATCH).
+        A first write goes through a temp file and a rename, so the file never exists empty."""
         full = self._full(path)
+        if not BOOT_ID:
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            atomic_write(full, b"%s %s\n%s" % (_TRANSIENT_MAGIC, _DURABLE_MARK, data), 0o644, _TEMP_SUFFIX)
+            return
+        record = b"%s %s %d %08x\n%s" % (_REWRITTEN_MAGIC, BOOT_ID, len(data), zlib.crc32(data), data)
+        if len(record) <= _IN_PLACE_BYTES:
+            try:
+                fd = os.open(full, os.O_WRONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                pass
+            else:
+                try:
+                    if os.pwrite(fd, record, 0) != len(record):
+                        raise OSError(errno.EIO, f"short write rewriting {path}")
+                    if os.fstat(fd).st_size > len(record):
+                        os.ftruncate(fd, len(record))  # a crash before this leaves bytes the length excludes
+                finally:
+                    os.close(fd)
+                return
         os.makedirs(os.path.dirname(full), exist_ok=True)
-        boot = BOOT_ID or _DURABLE_MARK
-        atomic_write(full, b"%s %s\n%s" % (_TRANSIENT_MAGIC, boot, data), 0o644, _TEMP_SUFFIX,
-                     durable=boot == _DURABLE_MARK)
+        atomic_write(full, record, 0o644, _TEMP_SUFFIX, durable=False)
 
     def read_transient(self, path: str) -> bytes:
-        head, newline, data = self.read_bytes(path).partition(b"\n")
-        magic, _space, boot = head.partition(b" ")
-        if not newline or magic != _TRANSIENT_MAGIC or boot not in (BOOT_ID or _DURABLE_MARK, _DURABLE_MARK):
-            raise PathNotFound(path)  # from an earlier boot, or a crash's leftover: not to be trusted
-        return data
+        for _attempt in range(_TORN_READS):
+            head, newline, data = self.read_bytes(path).partition(b"\n")
+            fields = head.split(b" ")
+            if not newline or fields[0] not in (_TRANSIENT_MAGIC, _REWRITTEN_MAGIC) or len(fields) < 2 or \
+                    fields[1] not in (BOOT_ID or _DURABLE_MARK, _DURABLE_MARK):
+                break  # from an earlier boot, or a crash's leftover: not to be trusted
+            if fields[0] == _TRANSIENT_MAGIC:
+                if len(fields) == 2:
+                    return data
+                break
+            if len(fields) == 4 and fields[2].isdigit():
+                data = data[:int(fields[2])]
+                if len(data) == int(fields[2]) and f"{zlib.crc32(data):08x}".encode() == fields[3]:
+                    return data
+        raise PathNotFound(path)
 
     def open_read(self, path: str) -> BinaryIO:
         try:

@@ -28,8 +28,9 @@
         _uploads/<uuid>/committed                            secreg: how many bytes of data the requests that
                                                              ended stored (what the upload's status reports:
                                                              data may hold more while a request writes)
-        _uploads/<uuid>/hashstates/<alg>/<offset>            running hash state after <offset> bytes, so any
-                                                             replica continues the digest (as distribution)
+        _uploads/<uuid>/hashstates/<alg>/state               secreg: running hash state and the offset it is at,
+                                                             so any replica continues the digest (distribution
+                                                             keeps one file per offset: hashstates/<alg>/<offset>)
         _referrers/<alg>/<subject hex>/<alg>/<hex>           secreg: descriptor (JSON) of a referrer of a subject
         _cache/upstream                                      secreg: name of the upstream this repository caches
         _cache/pulled/<alg>/<hex>                            secreg: unix time the manifest was last pulled
@@ -166,8 +167,10 @@ def upload_committed(name: str, upload_id: str) -> str:
     return f"{upload_dir(name, upload_id)}/committed"
 
 
-def upload_hash_state(name: str, upload_id: str, algorithm: str, offset: int) -> str:
-    return f"{upload_dir(name, upload_id)}/hashstates/{algorithm}/{offset}"
+def upload_hash_state(name: str, upload_id: str, algorithm: str) -> str:
+    """One file, rewritten by each request (it names the offset it is the state at): a file per offset, as
+    registry:2 keeps them, cost a new inode per PATCH."""
+    return f"{upload_dir(name, upload_id)}/hashstates/{algorithm}/state"
 
 
 def referrers_dir(name: str, subject: Digest) -> str:

@@ -29,7 +29,7 @@ def test_second_replica_continues_the_digest(tmp_path: Path, monkeypatch: pytest
     data = os.urandom(3 * 1024 * 1024 + 5)
     upload = a.start("app")
     asyncio.run(a.append("app", upload, body(data[:1_000_000])))
-    assert driver.exists(layout.upload_hash_state("app", upload, "sha256", 1_000_000))
+    assert driver.exists(layout.upload_hash_state("app", upload, "sha256"))
 
     def no_rehash(*_: object) -> Digest:
         raise AssertionError("the data was hashed again")
@@ -59,7 +59,7 @@ def test_a_state_saved_before_a_restart_of_the_machine_is_not_trusted(tmp_path: 
     a = UploadStore(driver, BlobStore(driver))
     upload = a.start("app")
     asyncio.run(a.append("app", upload, body(data[:100_000])))
-    assert driver.read_transient(layout.upload_hash_state("app", upload, "sha256", 100_000))
+    assert driver.read_transient(layout.upload_hash_state("app", upload, "sha256"))
     monkeypatch.setattr(filesystem, "BOOT_ID", b"after-a-restart")
     b = UploadStore(driver, BlobStore(driver))
     rehashed: list[str] = []
@@ -107,3 +107,25 @@ def test_a_link_written_beside_a_commit_that_fails_is_taken_back(tmp_path: Path,
     monkeypatch.undo()
     assert asyncio.run(store.complete("app", upload, Digest.of(data))) == len(data)
     assert blobs.stat("app", Digest.of(data)).size == len(data)
+
+
+def test_one_state_file_per_upload_names_its_offset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each request rewrites the one state file; a state of other bytes than the session holds (its request ended
+    before saving) is not used: the data is hashed again at commit."""
+    driver = FilesystemDriver(tmp_path)
+    a, b = UploadStore(driver, BlobStore(driver)), UploadStore(driver, BlobStore(driver))
+    data = os.urandom(300_000)
+    upload = a.start("app")
+    for start in range(0, 200_000, 50_000):
+        asyncio.run(a.append("app", upload, body(data[start:start + 50_000])))
+    state_dir = tmp_path / layout.upload_hash_state("app", upload, "sha256")
+    assert os.listdir(state_dir.parent) == ["state"]
+    assert driver.read_transient(layout.upload_hash_state("app", upload, "sha256")).startswith(b"200000\n")
+    asyncio.run(a.append("app", upload, body(data[200_000:250_000]), save_hash=False))
+    rehashed: list[str] = []
+    real_hash_file = b._hash_file
+    monkeypatch.setattr(b, "_hash_file", lambda path, algorithm: (rehashed.append(path),
+                                                                  real_hash_file(path, algorithm))[1])
+    assert asyncio.run(b.complete("app", upload, Digest.of(data), body(data[250_000:]))) == len(data)
+    assert len(rehashed) == 1
+    assert driver.read_bytes(layout.blob_data(Digest.of(data))) == data

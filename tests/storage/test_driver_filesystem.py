@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,57 @@ def test_transient_files_without_a_boot_id_are_written_durably(tmp_path: Path,
     assert driver.read_transient("u/state") == b"x"
     monkeypatch.setattr(filesystem, "BOOT_ID", b"a-later-boot")
     assert driver.read_transient("u/state") == b"x"  # fsynced: valid after a restart too
+
+
+def test_a_transient_file_is_rewritten_in_place(tmp_path: Path) -> None:
+    """After the first write (temp file and rename) a transient file keeps its inode: no temp file, no inode
+    allocated or freed per write; a shorter record cuts off the longer one before it."""
+    driver = FilesystemDriver(tmp_path)
+    driver.write_transient("u/committed", b"1" * 100)
+    inode = os.stat(tmp_path / "u/committed").st_ino
+    for data in (b"22", b"", b"\n333\n"):
+        driver.write_transient("u/committed", data)
+        assert driver.read_transient("u/committed") == data
+        assert os.stat(tmp_path / "u/committed").st_ino == inode
+    assert os.listdir(tmp_path / "u") == ["committed"]
+    assert os.stat(tmp_path / "u/committed").st_size < 100
+
+
+def test_a_transient_file_read_while_rewritten_or_garbled_is_never_wrong(tmp_path: Path) -> None:
+    """A rewrite in place may overlap a read: what is read is the old record, the new one, or (length or
+    checksum wrong) nothing; a record a crash cut off or changed reads as absent."""
+    driver = FilesystemDriver(tmp_path)
+    driver.write_transient("u/committed", b"0" * 20)
+    written = {b"%020d" % 0}
+    stop = threading.Event()
+
+    def rewrite() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            written.add(b"%020d" % i)  # before the write: a reader may see it the moment it starts
+            driver.write_transient("u/committed", b"%020d" % i)
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        for _ in range(3000):
+            try:
+                assert driver.read_transient("u/committed") in written
+            except PathNotFound:
+                pass  # torn three times in a row: absent, never wrong
+    finally:
+        stop.set()
+        writer.join()
+    record = (tmp_path / "u/committed").read_bytes()
+    changed = record[:-1] + (b"8" if record.endswith(b"9") else b"9")
+    for garbled in (record[:-1], changed, record[:record.index(b"\n")], record + b"tail"):
+        (tmp_path / "u/committed").write_bytes(garbled)
+        if garbled == record + b"tail":
+            assert driver.read_transient("u/committed") == record.partition(b"\n")[2]  # past its length
+        else:
+            with pytest.raises(PathNotFound):
+                driver.read_transient("u/committed")
 
 
 def test_walk_files_and_paths_cover_a_tree_walked_in_threads(tmp_path: Path) -> None:

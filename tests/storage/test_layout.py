@@ -19,7 +19,7 @@ def test_parse_what_is_built() -> None:
     assert layout.parse_repository_path(layout.tag_index_link("a", "v1", D)) == \
         layout.RepositoryPath("a", "tag_index", D, "v1")
     for name, path in (("a/b", layout.upload_data("a/b", "u")), ("a", layout.upload_started_at("a", "u")),
-                       ("a", layout.upload_hash_state("a", "u", "sha256", 5))):
+                       ("a", layout.upload_hash_state("a", "u", "sha256"))):
         assert layout.parse_repository_path(path) == layout.RepositoryPath(name, "upload", upload_id="u")
     assert layout.is_revision_link(layout.revision_link("x", D))
     assert not layout.is_revision_link(layout.layer_link("x", D))
