@@ -603,14 +603,26 @@ class UploadStore:
         return writes
 
     def all_sessions(self) -> list[tuple[str, str]]:
-        """(repository, upload id) of every session, repositories that hold nothing else included."""
-        from secreg.registry.blobs import list_repositories
-
-        return [(name, upload_id) for name in list_repositories(self.driver, include_upload_only=True)
-                for upload_id in self.list_sessions(name)]
+        """(repository, upload id) of every session with a file, repositories that hold nothing else included:
+        one walk of repositories/ that enters no `_` directory but `_uploads` (on S3 one listing of the keys,
+        not two delimited listings per repository). A session directory without a file is no session: its
+        age could not be told (`started_at` takes it for one being created)."""
+        found: dict[tuple[str, str], None] = {}
+        for path in self.driver.walk_paths(layout.REPOSITORIES, _not_uploads):
+            parsed = layout.parse_repository_path(path)
+            if parsed is not None and parsed.upload_id is not None and UPLOAD_ID.match(parsed.upload_id):
+                found[(parsed.repository, parsed.upload_id)] = None
+        return sorted(found)
 
     def list_sessions(self, name: str) -> list[str]:
         try:
             return [u for u in self.driver.list(layout.uploads_dir(name)) if UPLOAD_ID.match(u)]
         except PathNotFound:
             return []
+
+
+def _not_uploads(directory: str) -> bool:
+    """A repository's directory of anything but upload sessions (`_layers`, `_manifests`, ...), or not a
+    repository's at all (a `.`-directory): what the walk for sessions need not enter."""
+    name = directory.rpartition("/")[2]
+    return (name.startswith("_") and name != layout.UPLOADS_MARKER) or name.startswith(".")

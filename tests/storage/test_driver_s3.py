@@ -242,6 +242,29 @@ def test_staged_writes_appear_whole_or_not_at_all(driver: S3Driver) -> None:
     assert not driver.client.list_multipart_uploads(Bucket=driver.bucket).get("Uploads")
 
 
+def test_the_upload_purge_finds_sessions_in_one_listing(moto: ObjectStore) -> None:
+    """On S3 the sessions come from one listing of repositories/ (not two delimited listings per repository):
+    in a nested repository, in one that holds nothing else, and in a gc's scan alike."""
+    from secreg.registry.blobs import BlobStore
+    from secreg.registry.gc import collect_garbage
+    from secreg.registry.uploads import UploadStore
+    from secreg.storage import layout
+
+    driver = make_driver(moto, f"b-{uuid.uuid4().hex[:12]}", rootdirectory="/root")
+    uploads = UploadStore(driver, BlobStore(driver))
+    sessions = sorted((name, uploads.start(name)) for name in ("a/b/c/deep", "only/uploads", "only/uploads"))
+    writer = driver.open_append(layout.upload_data(*sessions[0]))
+    writer.write(b"some bytes")
+    writer.close()
+    assert uploads.all_sessions() == sessions
+    later = time.time() + 2 * 3600
+    dry = collect_garbage(driver, grace=3600, delete_untagged=False, dry_run=True, settle=0,
+                          upload_purge_age=3600, now=later)
+    assert sorted((u.repository, u.upload_id) for u in dry.uploads_purged) == sessions
+    assert sorted(uploads.purge_stale(3600, now=later)) == sessions
+    assert uploads.all_sessions() == []
+
+
 def test_gc_aborts_stale_multipart_uploads_no_session_owns(moto: ObjectStore) -> None:
     from secreg.digest import Digest
     from secreg.registry.blobs import BlobStore
