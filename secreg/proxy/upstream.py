@@ -98,8 +98,9 @@ def ssl_context(ca: str | None) -> ssl.SSLContext:
 
 
 def _safe_url(url: str) -> str:
+    """`url` for a log line or an error: no query (signed storage URLs), no user info (a redirect may carry one)."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
 
 
 class UpstreamClient:

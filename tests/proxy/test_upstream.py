@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from secreg.config.proxy import Upstream as UpstreamSettings
 from secreg.digest import Digest
 from secreg.proxy.metrics import ProxyMetrics
-from secreg.proxy.upstream import UpstreamClient, UpstreamError, UpstreamNotFound, parse_challenge
+from secreg.proxy.upstream import UpstreamClient, UpstreamError, UpstreamNotFound, _safe_url, parse_challenge
 from tests.oci import OCI_MANIFEST
 
 from .upstreams import Pusher, Upstream, random_bytes
@@ -110,3 +110,9 @@ def test_parse_challenge() -> None:
     basic = parse_challenge('Basic realm="upstream"')
     assert basic is not None and basic.scheme == "basic"
     assert parse_challenge("Negotiate abc") is None
+
+
+def test_urls_in_logs_and_errors_carry_no_credentials() -> None:
+    assert _safe_url("https://user:secret@blobs.example:8443/storage/x?X-Amz-Signature=abc#f") == \
+        "https://blobs.example:8443/storage/x"
+    assert _safe_url("https://registry.example/v2/") == "https://registry.example/v2/"
