@@ -5,19 +5,24 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from secreg.ui.app import PAGES
+from tests.e2e.processes import dying_with_parent
 from tests.oci import OCI_INDEX, OCI_LAYER, OCI_MANIFEST, descriptor, push_blob, put_manifest
-from tests.server import RunningServer, run_secreg
+from tests.server import RunningServer, free_port, run_secreg, stop_process_group
 from tests.ui.conftest import DEV_PASSWORD, api_client, csrf_of, token, ui_login, write_policy
 
 XSS_LABEL = "<script>window.__xss=1</script>"
@@ -536,3 +541,32 @@ def test_login_never_redirects_off_the_ui(ui_server: RunningServer, target: str)
         kept = client.post("/ui/login", data={"csrf": csrf_of(client.get("/ui/login").text), "username": "dev",
                                               "password": DEV_PASSWORD, "next": "/ui/repo/dev/app?sort=name"})
         assert kept.headers["location"] == "/ui/repo/dev/app?sort=name"
+
+
+@pytest.mark.parametrize(("public_url", "cookie", "secure"), [
+    ("https://registry.example", "__Host-secreg_session=", True),  # behind a TLS-terminating proxy
+    ("", "secreg_session=", False),  # plain HTTP as the browser sees it: a Secure cookie would never come back
+])
+def test_behind_a_tls_proxy_the_cookie_stays_secure(tmp_path: Path, public_url: str, cookie: str,
+                                                    secure: bool) -> None:
+    port = free_port()
+    args = ["--insecure-http", "--addr", f"127.0.0.1:{port}"] + (["--public-url", public_url] if public_url else [])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECREG_")}
+    subprocess.run([sys.executable, "-m", "secreg", "certs", "generate", "--out", str(tmp_path / "certs"), "--host",
+                    "localhost"], check=True, capture_output=True, env=env)  # the token key (TLS is the proxy's)
+    process = subprocess.Popen(dying_with_parent([sys.executable, "-m", "secreg", "serve", *args]), cwd=tmp_path,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/ui/login", timeout=2)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline and process.poll() is None, "secreg did not start"
+                time.sleep(0.1)
+        set_cookie = r.headers["set-cookie"]
+        assert set_cookie.startswith(cookie) and "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie
+        assert ("; Secure" in set_cookie) is secure, set_cookie
+    finally:
+        stop_process_group(process)
