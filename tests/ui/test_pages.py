@@ -201,6 +201,24 @@ def test_manifest_page_shows_layers_pull_commands_labels_escaped(admin: httpx.Cl
     assert content["signature"][0] in signatures and SIGNATURE_TYPE in signatures
 
 
+def test_a_config_nested_past_the_json_bound_leaves_the_manifest_page_up(admin: httpx.Client,
+                                                                       ui_server: RunningServer) -> None:
+    """A config blob is any pusher's bytes: one 100,000 levels deep raised RecursionError in the page's
+    json.loads (a 500 for every viewer). The page shows the manifest without the config's facts."""
+    password = ui_server.admin_password
+    assert password
+    config = b"[" * 100_000 + b"]" * 100_000
+    with api_client(ui_server, "admin", password, "public/deep") as client:
+        push_blob(client, "public/deep", config)
+        put_manifest(client, "public/deep", "1", {"schemaVersion": 2, "mediaType": OCI_MANIFEST, "layers": [],
+                                                  "config": descriptor("application/vnd.oci.image.config.v1+json",
+                                                                       config)})
+    page = admin.get("/ui/repo/public/deep/-/manifest/1")
+    assert page.status_code == 200 and "docker pull" in page.text
+    log = ui_server.log()
+    assert "RecursionError" not in log and "unhandled error" not in log, log[-3000:]
+
+
 def test_index_page_lists_platforms_with_their_own_size_and_attestations(admin: httpx.Client,
                                                                          content: dict[str, Any]) -> None:
     index, amd, arm, att = content["multi"]
