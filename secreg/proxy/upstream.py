@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import re
 import ssl
@@ -27,6 +26,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from secreg import jsonlimit
 from secreg.config.proxy import Upstream
 from secreg.digest import Digest
 from secreg.errors import RegistryError
@@ -170,7 +170,7 @@ class UpstreamClient:
         finally:
             await response.aclose()
         try:
-            tags = json.loads(body).get("tags") or []
+            tags = jsonlimit.loads(body).get("tags") or []  # bounded: json.loads recursed into a 500
         except (ValueError, AttributeError):
             raise self._error("sent an unreadable tag list") from None
         return sorted(t for t in tags if isinstance(t, str))
@@ -321,7 +321,7 @@ class UpstreamClient:
         try:
             if len(response.content) > _MAX_TOKEN_BODY:
                 raise ValueError("too large")
-            document = json.loads(response.content)
+            document = jsonlimit.loads(response.content)
             token = document.get("token") or document.get("access_token")
             lifetime = float(document.get("expires_in") or 60)
         except (ValueError, AttributeError, TypeError):

@@ -4,7 +4,8 @@ that sends blob downloads to a storage service looks like. What each repository 
 - `redirect/<x>`: blob GET and HEAD answer 307 to the blob host (`https://localhost:<other port>/...?sig=...`);
 - `plain/<x>`: blob requests answer 307 to a plain-HTTP listener (which must never be asked anything);
 - `loop/<x>`: blob requests redirect to themselves, forever;
-- `slow/<x>`: manifest and tag list GETs are held until `release` is set (concurrent misses must share one).
+- `slow/<x>`: manifest and tag list GETs are held until `release` is set (concurrent misses must share one);
+- `deep/<x>`: the manifest and the tag list are JSON nested 100,000 levels deep (a hostile upstream).
 
 Every request is recorded with whether it carried an Authorization header."""
 
@@ -125,6 +126,9 @@ def scripted_upstream(workdir: Path, layer_size: int = 200_000) -> Iterator[Scri
             parts = path.split("/")
             if path == "/v2/":
                 self.answer(200, b"{}")
+            elif parts[2] == "deep" and ("/manifests/" in path or path.endswith("/tags/list")):
+                self.answer(200, b'{"tags": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+                            {"Content-Type": OCI_MANIFEST if "/manifests/" in path else "application/json"})
             elif "/manifests/" in path and parts[2] in images:
                 if parts[2] == "slow":
                     state.release.wait(timeout=30)

@@ -136,3 +136,17 @@ def test_concurrent_tag_lists_share_one_upstream_fetch(scripted: ScriptedUpstrea
         scripted.release.set()
         for client in clients:
             client.close()
+
+
+def test_json_nested_past_the_bound_from_the_upstream_is_an_upstream_error(proxy: RunningServer) -> None:
+    """A tag list or manifest from the upstream nested 100,000 levels deep: parsed with the nesting bound
+    (secreg.jsonlimit), not by json.loads into a RecursionError (a 500 with a traceback). An unreadable tag list
+    is an upstream failure like any other: the cached tags (none) are listed."""
+    with proxy.client() as client:
+        tags = client.get("/v2/s/deep/app/tags/list")
+        assert tags.status_code == 200 and tags.json()["tags"] == [], tags.text
+        manifest = client.get("/v2/s/deep/app/manifests/v1", headers=ACCEPT)
+        assert 400 <= manifest.status_code < 500 or manifest.status_code == 503, manifest.text
+        assert manifest.json()["errors"], manifest.text
+    log = proxy.log()
+    assert "RecursionError" not in log and "unhandled error" not in log, log[-3000:]
