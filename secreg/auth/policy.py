@@ -89,27 +89,77 @@ class PolicyError(ValueError):
     """The policy file is missing, not YAML, or breaks the rule grammar (the message names line and key)."""
 
 
-@functools.lru_cache(maxsize=4096)
-def _compile(pattern: str, user: str) -> re.Pattern[str]:
+# A regular expression backtracks through every way its wildcards can split a name that fails to match: with three
+# or more (`*-*-*-*-*/**` against `a---...---a`, 255 characters) one decision took 19 s of CPU, for any client
+# naming such a repository. Those patterns are matched by `_Glob`, in time linear in the name.
+_REGEX_WILDCARDS = 2
+
+
+def _tokens(pattern: str, user: str) -> list[str]:
+    """`pattern` as glob tokens: "**", "*", "?" or one literal character (`${user}` spelled out)."""
     out: list[str] = []
     i = 0
     while i < len(pattern):
         if pattern.startswith("${user}", i):
-            out.append(re.escape(user))
+            out.extend(user)
             i += len("${user}")
         elif pattern.startswith("**", i):
-            out.append(".*")
+            out.append("**")
             i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
         else:
-            out.append(re.escape(pattern[i]))
+            out.append(pattern[i])
             i += 1
-    return re.compile("".join(out))
+    return out
+
+
+class _Glob:
+    """The glob as a set of positions advanced one character at a time (Thompson's construction): work bounded
+    by len(name) x len(pattern), whatever the pattern."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        self._tokens = tokens
+
+    def _closure(self, states: set[int]) -> set[int]:
+        out: set[int] = set()
+        stack = list(states)
+        while stack:
+            i = stack.pop()
+            if i not in out:
+                out.add(i)
+                if i < len(self._tokens) and self._tokens[i] in ("*", "**"):
+                    stack.append(i + 1)  # a wildcard may match nothing
+        return out
+
+    def fullmatch(self, text: str) -> bool:
+        tokens = self._tokens
+        states = self._closure({0})
+        for char in text:
+            advanced: set[int] = set()
+            for i in states:
+                if i == len(tokens):
+                    continue
+                token = tokens[i]
+                if token == "**" or (token == "*" and char != "/"):
+                    advanced.add(i)
+                elif (token == "?" and char != "/") or token == char:
+                    advanced.add(i + 1)
+            if not advanced:
+                return False
+            states = self._closure(advanced)
+        return len(tokens) in states
+
+
+def _regex(tokens: list[str]) -> re.Pattern[str]:
+    wildcards = {"**": ".*", "*": "[^/]*", "?": "[^/]"}
+    return re.compile("".join(wildcards.get(t) or re.escape(t) for t in tokens))
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile(pattern: str, user: str) -> re.Pattern[str] | _Glob:
+    tokens = _tokens(pattern, user)
+    if sum(t in ("**", "*") for t in tokens) > _REGEX_WILDCARDS:
+        return _Glob(tokens)
+    return _regex(tokens)
 
 
 @dataclass(frozen=True)
@@ -140,7 +190,7 @@ class Rule:
             return False
         if "${user}" in self.repository and not subject:
             return False
-        return _compile(self.repository, subject).fullmatch(repository) is not None
+        return bool(_compile(self.repository, subject).fullmatch(repository))
 
     def describe(self) -> str:
         parts = [f"account {', '.join(self.accounts)}"]
