@@ -80,6 +80,25 @@ def test_end_stream_sends_an_empty_data_frame_when_the_last_frame_is_not_its_own
     assert ours.data_to_send() == theirs.data_to_send() == b""
 
 
+@pytest.mark.parametrize("size", [0, 5, 16383, 16384, 16385, 40_000, 49_152, 65_535])
+def test_a_body_framed_into_one_write_is_what_h2_sends(size: int) -> None:
+    """A large body piece framed with what h2 held before it into one bytes object (a blob pull's path): the
+    bytes h2's own `send_data` frame by frame would send, full frames and a short last one, and the same
+    flow-control windows after."""
+    send = hypercorn_h2_frames._bulk_data_framer()
+    ours, theirs = _ours_and_h2s()
+    data = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+    ours.send_headers(1, _REPLY)
+    framed = send(ours, 1, data, ours.data_to_send())
+    theirs.send_headers(1, _REPLY)
+    for offset in range(0, size, 16384):
+        theirs.send_data(1, data[offset:offset + 16384])
+    assert framed == theirs.data_to_send()
+    assert ours.data_to_send() == b""
+    assert ours.local_flow_control_window(1) == theirs.local_flow_control_window(1)
+    assert ours.outbound_flow_control_window == theirs.outbound_flow_control_window
+
+
 def _frames(data: bytes) -> list[tuple[int, int, int, int]]:
     """(type, flags, stream id, length) of each complete frame in `data`, which must hold only whole frames."""
     out, position = [], 0
