@@ -249,7 +249,7 @@ def merge_h2_data_events() -> bool:
     from hypercorn.protocol.events import Body as body
 
     protocol = h2_protocol.H2Protocol
-    data_received = h2.events.DataReceived
+    data_received, stream_reset = h2.events.DataReceived, h2.events.StreamReset
     original = getattr(protocol, "_handle_events", None)
     if original is None:
         return False
@@ -287,9 +287,12 @@ def merge_h2_data_events() -> bool:
         # body was all received (an early 400, 401 or 416) raised KeyError there, which killed the connection and
         # every other request on it. The body is dropped and its flow control acknowledged (as for any DATA).
         pending: list[Any] = []
+        reset: list[int] = []
         for event in merged:
             if not isinstance(event, data_received):
                 pending.append(event)
+                if type(event) is stream_reset:
+                    reset.append(event.stream_id)
                 continue
             if pending:
                 await original(self, pending)
@@ -299,10 +302,41 @@ def merge_h2_data_events() -> bool:
                 await stream.handle(body(stream_id=event.stream_id, data=event.data))
             self.connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         await original(self, pending)  # also with none left: it sends what the events produced
+        if reset:
+            await _drop_reset_streams(self, reset)
 
     _handle_events._secreg_tuned = True  # type: ignore[attr-defined]
     protocol._handle_events = _handle_events  # type: ignore[method-assign]
     return True
+
+
+# A client may reset this many streams more than it let run to their end (answered, or still running) before
+# the connection is closed with GOAWAY(ENHANCE_YOUR_CALM): each reset stream still cost a request's work (its head
+# parsed, the application started), so "rapid reset" (CVE-2023-44487: open and reset streams in a loop, never
+# hitting SETTINGS_MAX_CONCURRENT_STREAMS) would be unbounded work per connection. A client reset for every
+# stream it completes pays a request for each one it resets, no worse than sending two requests.
+H2_RESETS_AHEAD = 200
+
+
+async def _drop_reset_streams(protocol: Any, stream_ids: list[int]) -> None:
+    """After Hypercorn handled the client's RST_STREAM of `stream_ids`: their response buffers and scheduler
+    entries go too (Hypercorn keeps both until the send task finishes a stream, which a reset stream never
+    does: each one leaked a buffer and, at the scheduler's 1,000th, killed the connection with
+    TooManyStreamsError), and past `H2_RESETS_AHEAD` the connection is closed."""
+    for stream_id in stream_ids:
+        buffer = protocol.stream_buffers.pop(stream_id, None)
+        if buffer is not None:
+            await buffer.close()  # wakes an application waiting to push more
+        _forget(protocol, stream_id)
+    resets = getattr(protocol, "_secreg_resets", 0) + len(stream_ids)
+    protocol._secreg_resets = resets
+    if resets - (protocol.keep_alive_requests - resets) > H2_RESETS_AHEAD and not protocol.closed:
+        import h2.errors
+        from hypercorn.events import Closed
+
+        log.info("h2: client reset %d of %d streams, closing the connection", resets, protocol.keep_alive_requests)
+        protocol.connection.close_connection(error_code=h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        await protocol.send(Closed())  # what h2 holds (the GOAWAY) is written first (`coalesce_h2_flushes`)
 
 
 def cheap_h2_frame_repr() -> bool:

@@ -1,0 +1,152 @@
+"""What a hostile HTTP/2 client can make one connection cost (secreg/hypercorn_h2_frames.py): streams opened and
+reset in a loop ("rapid reset", CVE-2023-44487) end the connection with GOAWAY(ENHANCE_YOUR_CALM), a client that
+resets some of its streams keeps its connection, and the limits h2 and Hypercorn already enforce (concurrent
+streams, header lists, CONTINUATION frames) answer with GOAWAY. Raw frames over a real server's TLS."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import h2.errors
+import h2.events
+import h2.settings
+import hyperframe.frame
+
+from secreg import hypercorn_h2_frames
+from tests.server import run_secreg
+from tests.test_hypercorn_tuning import OPEN, _RawH2
+
+
+def _until_closed(client: _RawH2) -> list[Any]:
+    """Every event the server sends until it closes the connection."""
+    events: list[Any] = []
+    while True:
+        try:
+            data = client.sock.recv(65536)
+        except OSError:
+            return events
+        if not data:
+            return events
+        events.extend(client.connection.receive_data(data))
+
+
+def _head(server: Any, path: str = "/v2/") -> list[tuple[bytes, bytes]]:
+    return [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", server.host_port.encode()),
+            (b":path", path.encode())]
+
+
+def _goaway(events: list[Any]) -> Any:
+    return next((e.error_code for e in events if isinstance(e, h2.events.ConnectionTerminated)), None)
+
+
+def test_rapid_reset_closes_the_connection_with_enhance_your_calm(tmp_path: Path) -> None:
+    """1,000 streams opened and reset at once (each a request started): the server ends the connection with
+    GOAWAY(ENHANCE_YOUR_CALM) once the client has reset `H2_RESETS_AHEAD` more than it let finish, without a
+    traceback, and serves the next connection. Before, every reset stream's buffer stayed until the 1,001st
+    killed the connection with TooManyStreamsError."""
+    streams = 1000
+    assert streams > 2 * hypercorn_h2_frames.H2_RESETS_AHEAD
+    with run_secreg(tmp_path, OPEN, args=["--http2"]) as server:
+        client = _RawH2(server)
+        try:
+            for n in range(streams):
+                stream = 2 * n + 1
+                client.connection.send_headers(stream, _head(server), end_stream=True)
+                client.connection.reset_stream(stream)
+            try:
+                client.flush()
+            except OSError:
+                pass  # closed before it read everything
+            events = _until_closed(client)
+        finally:
+            client.close()
+        assert _goaway(events) == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+        again = _RawH2(server)
+        try:
+            stream = again.request("GET", "/v2/")
+            assert again.answers({stream}) == {stream: b"200"}
+        finally:
+            again.close()
+        log = server.log()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_a_client_resetting_half_its_streams_keeps_its_connection(tmp_path: Path) -> None:
+    """1,200 requests answered and 1,200 reset as soon as sent, on one connection: every answer comes, the
+    connection stays (more resets than the scheduler's 1,000 streams: each reset stream's entry is dropped)."""
+    with run_secreg(tmp_path, OPEN, args=["--http2"]) as server:
+        client = _RawH2(server)
+        try:
+            for _ in range(1200):
+                answered = client.connection.get_next_available_stream_id()
+                client.connection.send_headers(answered, _head(server), end_stream=True)
+                reset = client.connection.get_next_available_stream_id()
+                client.connection.send_headers(reset, _head(server), end_stream=True)
+                client.connection.reset_stream(reset)
+                client.flush()
+                assert client.answers({answered}) == {answered: b"200"}
+        finally:
+            client.close()
+        log = server.log()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_streams_past_max_concurrent_streams_end_the_connection(tmp_path: Path) -> None:
+    """The server advertises SETTINGS_MAX_CONCURRENT_STREAMS (Hypercorn's 100) and h2 enforces it: a client
+    opening more (uploads left open) gets GOAWAY(PROTOCOL_ERROR)."""
+    with run_secreg(tmp_path, OPEN, args=["--http2"]) as server:
+        client = _RawH2(server)
+        try:
+            limit = client.connection.remote_settings.max_concurrent_streams
+            assert limit == 100
+            head = [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", server.host_port.encode()),
+                    (b":path", b"/v2/t/x/blobs/uploads/"), (b"content-length", b"10")]
+            frames = b""
+            for n in range(limit + 1):
+                frame = hyperframe.frame.HeadersFrame(2 * n + 1)
+                frame.data = client.connection.encoder.encode(head)
+                frame.flags.add("END_HEADERS")
+                frames += frame.serialize()
+            client.sock.sendall(frames)
+            events = _until_closed(client)
+        finally:
+            client.close()
+    assert _goaway(events) == h2.errors.ErrorCodes.PROTOCOL_ERROR
+
+
+def test_header_floods_end_the_connection(tmp_path: Path) -> None:
+    """A header list past the advertised SETTINGS_MAX_HEADER_LIST_SIZE once decoded (an HPACK bomb: one large
+    header repeated) gets GOAWAY(ENHANCE_YOUR_CALM); a header block continued without end (CONTINUATION frames,
+    CVE-2024-27316) is cut off by h2 after 64 frames, GOAWAY(PROTOCOL_ERROR): neither is kept growing."""
+    with run_secreg(tmp_path, OPEN, args=["--http2"]) as server:
+        client = _RawH2(server)
+        try:
+            limit = client.connection.remote_settings[h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE]
+            assert limit == 64 * 1024
+            bomb = hyperframe.frame.HeadersFrame(1)
+            bomb.data = client.connection.encoder.encode(_head(server) + [(b"x-a", b"a" * 4000)] * 20)
+            bomb.flags.add("END_HEADERS")
+            bomb.flags.add("END_STREAM")
+            assert len(bomb.data) < 8000  # the repeats are one byte each on the wire
+            client.sock.sendall(bomb.serialize())
+            assert _goaway(_until_closed(client)) == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+        finally:
+            client.close()
+        client = _RawH2(server)
+        try:
+            first = hyperframe.frame.HeadersFrame(1)
+            first.data = client.connection.encoder.encode(_head(server))
+            client.sock.sendall(first.serialize())
+            more = hyperframe.frame.ContinuationFrame(1)
+            more.data = b"\x00" * 16_000
+            try:
+                for _ in range(200):
+                    client.sock.sendall(more.serialize())
+            except OSError:
+                pass  # closed before it read everything
+            assert _goaway(_until_closed(client)) == h2.errors.ErrorCodes.PROTOCOL_ERROR
+        finally:
+            client.close()
+        log = server.log()
+    assert "Traceback" not in log, log[-3000:]
