@@ -420,3 +420,27 @@ def test_cli_reports_text_and_json(reg: Registry) -> None:
     status, text = run()
     assert status == 0 and "gc: removed 0 blob(s) (0 bytes)" in text
     assert main(["gc", "--storage", str(reg.root / "missing")]) == 2
+
+
+def test_a_manifest_nested_past_the_recursion_limit_keeps_what_it_mentions(reg: Registry) -> None:
+    """An index written by another registry into a shared store, nested 100,000 levels deep (json.loads raised
+    RecursionError, which stopped the run): unreadable, so every digest written in it is kept, the untagged
+    child manifest and a blob only it names included; the rest of the run goes on."""
+    child = reg.push_image("team/deep", None, "child")
+    named = reg.orphan(b"named only by the deep index")
+    orphan = reg.orphan(b"named by nothing")
+    depth = 100_000
+    content = (b'{"schemaVersion": 2, "mediaType": "' + OCI_INDEX.encode() + b'", "manifests": [{"mediaType": "'
+               + OCI_MANIFEST.encode() + b'", "digest": "' + str(child).encode() + b'", "size": 1}], '
+               + b'"annotations": {"x": "' + str(named).encode() + b'"}, "deep": ' + b"[" * depth + b"]" * depth
+               + b"}")
+    index = reg.push_blob("team/deep", content)
+    reg.driver.write_bytes(layout.revision_link("team/deep", index), layout.link_content(index))
+    reg.driver.write_bytes(layout.revision_media_type("team/deep", index), OCI_INDEX.encode())
+    reg.driver.write_bytes(layout.tag_index_link("team/deep", "v1", index), layout.link_content(index))
+    reg.driver.write_bytes(layout.tag_current_link("team/deep", "v1"), layout.link_content(index))
+    report = reg.gc(delete_untagged=True)
+    assert removed_blobs(report) == {orphan}
+    assert report.manifests_removed == ()
+    assert reg.manifests.get("team/deep", child).content
+    assert reg.has_blob(named) and reg.has_blob(index)

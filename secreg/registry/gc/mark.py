@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from secreg import jsonlimit
 from secreg.digest import Digest
 from secreg.errors import RegistryError
 from secreg.registry.errors import ManifestInvalid
@@ -184,6 +186,8 @@ class Marker:
             parsed = self.parsed(digest)
             if parsed is not None:
                 stack.extend(child.digest for child in parsed.children)
+            else:  # unreadable: whatever it may reference stays
+                stack.extend(self.references(digest))
             stack.extend(referrers.get(digest, ()))
         return kept
 
@@ -286,7 +290,20 @@ def stat_all(check: Callable[[Any], Any], things: list[Any]) -> list[Any]:
         return [r for chunk in pool.map(lambda c: [check(t) for t in c], chunks(things)) for r in chunk]
 
 
+_MENTIONED = re.compile(r"\b(?:sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})\b")
+
+
 def _any_digests(content: bytes) -> Iterable[Digest]:
+    if jsonlimit.depth_exceeds(content):
+        # Too deep for json.loads (RecursionError would stop the run; another registry may have written it into
+        # a shared store): what it references cannot be read, so every digest written anywhere in it is kept.
+        try:
+            text = content.decode(json.detect_encoding(content), errors="replace")
+        except LookupError:
+            text = content.decode("latin-1")
+        for match in _MENTIONED.finditer(text):
+            yield Digest.parse(match.group())
+        return
     try:
         document = json.loads(content)
     except (ValueError, UnicodeDecodeError):
