@@ -29,6 +29,7 @@ from secreg.api.routes import (
 from secreg.auth.access import AccessResolver
 from secreg.config import Settings
 from secreg.errors import ErrorCode, RegistryError
+from secreg.forwarded import ForwardedMiddleware
 from secreg.httperrors import error_response
 from secreg.observability.accesslog import AccessLog
 from secreg.observability.metrics import Metrics, get_metrics
@@ -211,4 +212,6 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
         metrics=metrics,
         access_log=AccessLog(settings.access_log_format, settings.access_log_enabled),
     )
+    if settings.trusted_proxies:  # outside the observer: its logs, and everything within, see the client
+        app.add_middleware(ForwardedMiddleware, trusted=settings.trusted_proxies)
     return app

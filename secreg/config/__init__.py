@@ -144,6 +144,7 @@ class Settings:
     tag_cache_max_age: int = 1
     event_loop: str = "asyncio"
     tls_transport: str = "socket"
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @property
     def bind(self) -> str:
@@ -475,7 +476,27 @@ def validate(tree: Mapping[str, Any], base_dir: Path) -> Settings:
         tag_cache_max_age=_int(tree, "storage.cache.tagmaxage", 0),
         event_loop=_event_loop(tree),
         tls_transport=_tls_transport(tree),
+        trusted_proxies=_trusted_proxies(tree),
     )
+
+
+def _trusted_proxies(tree: Mapping[str, Any]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """`http.trustedproxies`: a list of CIDRs, or one string of them separated by commas (the environment)."""
+    value = _get(tree, "http.trustedproxies")
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"http.trustedproxies: expected a list of CIDRs such as [10.0.0.0/8], got {value!r}")
+    networks = []
+    for text in value:
+        try:
+            networks.append(ipaddress.ip_network(text.strip()))
+        except ValueError as exc:
+            raise ConfigError(f"http.trustedproxies: {text.strip()!r} is not an IP network such as 10.0.0.0/8 or "
+                              f"2001:db8::/32 ({exc})") from None
+    return tuple(networks)
 
 
 def _proxy(tree: Mapping[str, Any], base_dir: Path) -> ProxySettings:

@@ -34,6 +34,8 @@ DEFAULTS: dict[str, Any] = {
         # TLS over the socket itself (OpenSSL reads and writes it), or asyncio's TLS over memory buffers
         "tlstransport": "socket",
         "insecure": False,  # plain HTTP listener, only for use behind a TLS-terminating proxy
+        # Reverse proxies (CIDRs) whose X-Forwarded-For names the client (rate limits, logs); empty: nobody's
+        "trustedproxies": [],
         # Seconds: request headers must be complete this long after their first byte; a request body may pause
         # this long between two pieces; an idle keep-alive connection is closed after this long.
         "timeouts": {"header": 20, "body": 60, "idle": 75},
