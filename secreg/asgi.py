@@ -26,7 +26,7 @@ def app_from_environment() -> Any:
     memory.tune()  # before the threads that allocate start: see secreg/memory.py
     hypercorn_tuning.apply()
     connections.install(connections.Limits(settings.max_connections, settings.max_connections_per_client,
-                                           settings.header_timeout), settings.workers)
+                                           settings.header_timeout, settings.trusted_proxies), settings.workers)
     tlstransport.install(settings.tls_transport == "socket")
     application = create_app(settings, role)
     hypercorn_h2.freeze_startup_objects()  # last: what was built so far lives as long as the worker

@@ -5,7 +5,8 @@ memory an idle TLS connection holds. Installed into Hypercorn's asyncio worker b
 - **Caps**: at most `total` connections, at most `per_client` from one client address. A new connection over a
   cap first sheds the oldest *idle* connection (between requests) of that client, or of anyone for the total
   cap; only when every counted connection is busy is the new one closed at once. One client holding a thousand
-  idle sockets therefore cannot lock out the others, and a busy transfer is never cut for an idle one.
+  idle sockets therefore cannot lock out the others, and a busy transfer is never cut for an idle one. A trusted
+  proxy (`http.trustedproxies`) carries many clients' connections: only the total cap holds for it.
 - **Across workers**: the caps are the server's, not each process's. With several workers (`http.workers`), the
   counts live in one shared table (`secreg.conntable`, what nginx's `limit_conn` zone is); a worker that must
   shed asks the others for their oldest idle connection in the cap's scope (a datagram each way over Unix
@@ -43,13 +44,14 @@ from __future__ import annotations
 import asyncio
 import asyncio.sslproto as sslproto
 import functools
+import ipaddress
 import json
 import logging
 import resource
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from ssl import SSLError
 from typing import Any
@@ -112,6 +114,19 @@ class Limits:
     total: int
     per_client: int
     header_timeout: float
+    # `http.trustedproxies`: many clients' connections arrive from one of these; only `total` holds for them.
+    exempt: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+
+    def per_client_applies(self, client: str) -> bool:
+        if not self.exempt:
+            return True
+        try:
+            address = ipaddress.ip_address(client)
+        except ValueError:
+            return True
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return not any(address in network for network in self.exempt)
 
 
 class _Tracker:
@@ -138,7 +153,8 @@ class _Tracker:
         try:
             with shared.locked():
                 client, totals = shared.client(key), shared.totals()
-                over_client = sum(client) >= self.limits.per_client
+                over_client = sum(client) >= self.limits.per_client and self.limits.per_client_applies(
+                    conn.client_address)
                 over_total = sum(totals) >= self.limits.total
                 over_local = len(self.live) >= self.local_total
                 # Counted at once, also when over a cap: the place of the idle connection shed below is this
@@ -172,7 +188,8 @@ class _Tracker:
 
     def _admit_here(self, conn: LimitedTCPServer) -> bool:
         peers = self.by_client.setdefault(conn.client_address, {})
-        if len(peers) >= self.limits.per_client and not _shed_oldest_idle(peers):
+        if (len(peers) >= self.limits.per_client and self.limits.per_client_applies(conn.client_address)
+                and not _shed_oldest_idle(peers)):
             return self._refuse(conn, f"{len(peers)} connections from this client (http.limits.perclient)")
         if len(self.live) >= self.limits.total and not _shed_oldest_idle(self.live):
             return self._refuse(conn, f"{len(self.live)} connections in all (http.limits.connections)")
@@ -595,12 +612,12 @@ def install(limits: Limits, workers: int = 1) -> Limits:
         if local_total < limits.total:
             log.warning("http.limits.connections lowered from %d to %d: the open-file limit is %d", limits.total,
                         local_total, descriptors)
-        limits = Limits(local_total, min(limits.per_client, local_total), limits.header_timeout)
+        limits = replace(limits, total=local_total, per_client=min(limits.per_client, local_total))
         _tracker = _Tracker(limits)
     else:
         index = worker_processes.index()
         shared = SharedCounts(directory / SHARED_FILE, workers, capacity_for(limits.total), index)
-        limits = Limits(limits.total, min(limits.per_client, limits.total), limits.header_timeout)
+        limits = replace(limits, per_client=min(limits.per_client, limits.total))
         _tracker = _Tracker(limits, local_total, shared, _Peers(directory, index))
     hypercorn_run.TCPServer = LimitedTCPServer  # type: ignore[attr-defined]
     share_tls_read_buffer()

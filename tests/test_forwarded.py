@@ -19,6 +19,7 @@ import pytest
 
 from secreg.config import ConfigError, load_settings
 from secreg.forwarded import ForwardedMiddleware, TrustedProxies
+from tests.api.test_slow_clients import _closed, _connect
 from tests.e2e.processes import dying_with_parent
 from tests.server import RunningServer, free_port, run_secreg, stop_process_group
 
@@ -251,3 +252,20 @@ def test_behind_haproxy_each_client_is_itself(trusting: RunningServer, haproxy: 
     marker = "/v2/through-haproxy/tags/list"
     _get(trusting, owner, marker, spoof, url=haproxy)
     assert [r["client"] for r in _logged(trusting.log_path, "path", marker)] == [owner]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_trusted_proxy_is_not_held_to_the_per_client_cap(tmp_path: Path, workers: int) -> None:
+    """Every client's connections arrive from the proxy: http.limits.perclient is for the clients it does not
+    know apart; http.limits.connections still holds."""
+    config = {"auth": {"enabled": False}, "http": {"workers": workers, "trustedproxies": ["127.0.5.1"],
+                                                  "limits": {"connections": 40, "perclient": 3}}}
+    with run_secreg(tmp_path, config) as server:
+        proxy = [_connect(server, "127.0.5.1") for _ in range(8)]
+        stranger = [_connect(server, "127.0.5.2") for _ in range(8)]
+        assert len(_closed(stranger[:5], within=30)) == 5  # the oldest idle ones shed for the newest
+        assert not _closed(proxy + stranger[5:], within=0.5)
+        proxy[0].sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert b" 200 " in proxy[0].recv(4096)
+        for sock in proxy + stranger:
+            sock.close()
