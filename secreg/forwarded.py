@@ -28,6 +28,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 CACHED = 4096  # peers and X-Forwarded-For values remembered
+CACHED_CHAIN = 200  # bytes of X-Forwarded-For at most for a remembered value
 MAX_HOPS = 32  # X-Forwarded-For elements walked at most: a longer chain is someone's padding
 
 
@@ -52,7 +53,7 @@ class TrustedProxies:
         self.networks = tuple(networks)
         # Parsing and matching addresses is ~10 us a request; behind a proxy the same peers and chains repeat.
         self.peer = functools.lru_cache(maxsize=CACHED)(self._peer)
-        self.client = functools.lru_cache(maxsize=CACHED)(self._client)
+        self._cached_client = functools.lru_cache(maxsize=CACHED)(self._client)
 
     def trusts(self, address: Address) -> bool:
         return any(address in network for network in self.networks)
@@ -61,6 +62,12 @@ class TrustedProxies:
         """The TCP peer's address when it is a trusted proxy."""
         address = _address(peer)
         return address if address is not None and self.trusts(address) else None
+
+    def client(self, peer: Address, forwarded_for: bytes) -> str:
+        # Only short chains are remembered: 4,096 of a client's 16 KiB headers would hold 64 MiB.
+        if len(forwarded_for) <= CACHED_CHAIN:
+            return self._cached_client(peer, forwarded_for)
+        return self._client(peer, forwarded_for)
 
     def _client(self, peer: Address, forwarded_for: bytes) -> str:
         """The client of a request from the trusted `peer` carrying this X-Forwarded-For (its headers joined by

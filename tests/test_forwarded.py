@@ -42,10 +42,19 @@ def _nets(*cidrs: str) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     ([b"192.0.2.5:8080"], "192.0.2.5"),
     ([b"::ffff:192.0.2.6"], "192.0.2.6"),
     ([b",".join([b"10.0.0.2"] * 100)], "10.0.0.2"),
+    ([b",".join([b"10.0.0.2"] * 100) + b", 192.0.2.3"], "192.0.2.3"),  # long: computed, not remembered
 ])
 def test_the_rightmost_untrusted_hop_is_the_client(headers: list[bytes], client: str) -> None:
     trusted = TrustedProxies(_nets("10.0.0.0/8"))
     assert trusted.client(ipaddress.ip_address("10.0.0.1"), b",".join(headers)) == client
+
+
+def test_only_short_chains_are_remembered() -> None:
+    trusted = TrustedProxies(_nets("10.0.0.0/8"))
+    peer = ipaddress.ip_address("10.0.0.1")
+    assert trusted.client(peer, b"192.0.2.1") == trusted.client(peer, b"192.0.2.1") == "192.0.2.1"
+    assert trusted.client(peer, b"x" * 16000 + b", 192.0.2.2") == "192.0.2.2"
+    assert trusted._cached_client.cache_info().currsize == 1
 
 
 def _scope(peer: str, *headers: tuple[bytes, bytes]) -> dict[str, Any]:
