@@ -435,6 +435,7 @@ def coalesce_h2_flushes() -> bool:
 
 
 H2_DIRECT_BYTES = 16 * 1024  # a body piece up to this size skips the stream buffer and the send task
+H2_PUSH_SLICE = H2_STREAM_BUFFER  # a larger piece the windows do not allow enters the stream buffer this much at a time
 
 
 def direct_small_h2_bodies() -> bool:
@@ -490,6 +491,16 @@ def direct_small_h2_bodies() -> bool:
                         return
                 except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
                     return  # as Hypercorn: the connection or stream closed meanwhile
+            if buffer is not None and not isinstance(event, EndBody) and len(event.data) > H2_PUSH_SLICE:
+                # Past the client's window: Hypercorn's buffer copies a whole piece before it waits, 1 MiB per
+                # blob pull stream, so a client that never opens its windows held 100 MiB per connection (100
+                # streams). In slices the buffer waits at its high-water mark; the rest stays the app's view.
+                whole, kind = memoryview(event.data), type(event)
+                for offset in range(0, len(whole), H2_PUSH_SLICE):
+                    await original(self, kind(stream_id=stream_id, data=whole[offset:offset + H2_PUSH_SLICE]))
+                    if self.stream_buffers.get(stream_id) is not buffer:
+                        return  # reset or closed meanwhile: the rest is not wanted
+                return
         await original(self, event)
 
     stream_send._secreg_tuned = True  # type: ignore[attr-defined]
