@@ -22,7 +22,9 @@ What OpenSSL's non-blocking calls require, and how it is met:
   Python's SSLSocket sets SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER, so the retry may come from a copy.
 - a `SSL_read` may need to write (a TLS 1.3 key update's answer) and a write may need to read: either waits
   for the other readiness, then retries (`_read_wants_write`, `_write_wants_read`).
-- a record decrypted only in part stays inside OpenSSL (`pending()`), where epoll cannot see it: read again.
+- what OpenSSL holds already, a record decrypted only in part or (with read-ahead, `secreg.tls.suites`) records
+  read from the socket and not yet decrypted, is where epoll cannot see it: a read that stopped at READ_BYTES,
+  a resumed transport and a finished handshake read again on the next loop iteration.
 Writes are buffered past what the socket takes, with asyncio's 64 KiB high-water mark for `pause_writing`.
 Close sends close_notify, half-closes the socket and reads (and drops) whatever the client still sends for at
 most LINGER_SECONDS before closing it (a 413 sent while the body is still arriving is not lost to a reset).
@@ -201,8 +203,7 @@ class SocketTLSTransport(asyncio.Transport):
             self._waiter.set_result(None)
         self._waiter = None
         self._update()
-        if self._ssl.pending():
-            self._loop.call_soon(self._read_more)
+        self._loop.call_soon(self._read_more)  # what came with the handshake's last flight may wait in OpenSSL
 
     def _fail_handshake(self, exc: BaseException) -> None:
         """Handshake failed, timed out, or the server closed meanwhile: no protocol was told of the connection."""
@@ -253,8 +254,8 @@ class SocketTLSTransport(asyncio.Transport):
             self._update()
             if not self._protocol.eof_received():
                 self.close()
-        elif total >= READ_BYTES and self._ssl.pending():
-            self._loop.call_soon(self._read_more)  # the rest of a record is inside OpenSSL: epoll will not say
+        elif total >= READ_BYTES:
+            self._loop.call_soon(self._read_more)  # what OpenSSL holds may be all there is: epoll will not say
 
     def _wants_data(self) -> bool:
         """Whether what the client sends is to be read now (not paused, not ended, not closing)."""
@@ -285,7 +286,7 @@ class SocketTLSTransport(asyncio.Transport):
         self._paused = False
         if self._ready:
             self._update()
-            if not self._lost and self._ssl.pending():
+            if not self._lost:
                 self._loop.call_soon(self._read_more)
 
     def is_reading(self) -> bool:
@@ -510,6 +511,11 @@ def _make_ssl_transport(self: Any, rawsock: Any, protocol: Any, sslcontext: Any,
             extra=extra, server=server, ssl_handshake_timeout=ssl_handshake_timeout,
             ssl_shutdown_timeout=ssl_shutdown_timeout)
     return SocketTLSTransport(self, rawsock, protocol, sslcontext, waiter, extra, server, ssl_handshake_timeout)
+
+
+def in_place() -> bool:
+    """Whether this process's selector loops serve TLS through `SocketTLSTransport` (`install`)."""
+    return _loop_class._make_ssl_transport is _make_ssl_transport
 
 
 def install(enabled: bool = True) -> bool:

@@ -406,9 +406,11 @@ def test_an_unknown_asyncio_keeps_its_own_tls(monkeypatch: pytest.MonkeyPatch,
     loop_class._make_ssl_transport = before
 
 
-def _client_records(port: int, ca: Path, records: list[bytes], done: threading.Event) -> None:
+def _client_records(port: int, ca: Path, records: list[bytes], done: threading.Event,
+                    with_finished: bool = False) -> None:
     """A TLS client over a memory BIO: the handshake, then `records` encrypted as one TLS record each and sent in
-    one `sendall`, so that they reach the server's socket together."""
+    one `sendall`, so that they reach the server's socket together (`with_finished`: in the same `sendall` as the
+    handshake's last flight)."""
     context = ssl.create_default_context(cafile=str(ca))
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
@@ -421,7 +423,7 @@ def _client_records(port: int, ca: Path, records: list[bytes], done: threading.E
                 if outgoing.pending:
                     sock.sendall(outgoing.read())
                 incoming.write(sock.recv(65536))
-        if outgoing.pending:
+        if outgoing.pending and not with_finished:
             sock.sendall(outgoing.read())
         for record in records:
             tls.write(record)
@@ -461,6 +463,45 @@ def test_a_read_goes_on_past_short_records(tmp_path: Path, monkeypatch: pytest.M
         loop.close()
     assert b"".join(pieces) == b"".join(records)
     assert len(pieces) == 1, [len(piece) for piece in pieces]
+
+
+@pytest.mark.parametrize("records", [[b"a" * 100], [b"b" * 16384] * 32 + [b"c" * 100]], ids=["small", "past-a-read"])
+def test_records_read_ahead_are_not_left_in_openssl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    records: list[bytes]) -> None:
+    """With read-ahead (`secreg.tls.suites.read_ahead`) OpenSSL reads past the record it decrypts, so records can
+    wait inside it while the socket is empty and epoll is silent: a request sent with the handshake's last flight
+    (read with the client's Finished), and what is left past a read that stopped at READ_BYTES, still arrive."""
+    from secreg.tls.suites import read_ahead
+
+    context, ca = _server_context(tmp_path)
+    assert read_ahead(context)
+    loop_class = asyncio.selector_events.BaseSelectorEventLoop
+    monkeypatch.setattr(loop_class, "_make_ssl_transport", loop_class._make_ssl_transport)  # put back after
+    assert tlstransport.install(True)
+    pieces: list[bytes] = []
+    loop = asyncio.new_event_loop()
+    arrived = loop.create_future()
+
+    class Recorder(asyncio.Protocol):
+        def data_received(self, data: bytes) -> None:
+            pieces.append(data)
+            if sum(map(len, pieces)) >= sum(map(len, records)) and not arrived.done():
+                arrived.set_result(None)
+
+    server = loop.run_until_complete(loop.create_server(Recorder, "127.0.0.1", 0, ssl=context))
+    done = threading.Event()
+    client = threading.Thread(target=_client_records,
+                              args=(server.sockets[0].getsockname()[1], ca, records, done, True))
+    client.start()
+    try:
+        loop.run_until_complete(asyncio.wait_for(arrived, 10))
+    finally:
+        done.set()
+        client.join()
+        server.close()
+        loop.run_until_complete(server.wait_closed())
+        loop.close()
+    assert b"".join(pieces) == b"".join(records)
 
 
 # --- a client that goes away without close_notify --------------------------------------------------------------

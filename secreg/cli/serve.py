@@ -180,18 +180,22 @@ def hypercorn_config(settings: Settings, config: Any) -> Any:
         config.certfile = str(settings.tls.certificate)
         config.keyfile = str(settings.tls.key)
         config.alpn_protocols = ["h2", "http/1.1"] if settings.http2 else ["http/1.1"]
-        config.create_ssl_context = _preferring_aes128(config.create_ssl_context)
+        config.create_ssl_context = _preferring_aes128(config.create_ssl_context, settings.event_loop == "asyncio")
     return config
 
 
-def _preferring_aes128(create: Any) -> Any:
-    """Hypercorn's `create_ssl_context`, with TLS 1.3's AES-128-GCM chosen first (`secreg.tls.suites`)."""
-    from secreg.tls.suites import prefer_aes128_gcm
+def _preferring_aes128(create: Any, asyncio_loop: bool = True) -> Any:
+    """Hypercorn's `create_ssl_context`, with TLS 1.3's AES-128-GCM chosen first, and reading ahead where the
+    socket transport reads (`secreg.tls.suites`; uvloop's TLS left records read ahead unread: a push stalled)."""
+    from secreg import tlstransport
+    from secreg.tls.suites import prefer_aes128_gcm, read_ahead
 
     def create_ssl_context() -> Any:
         context = create()
         if context is not None:
             prefer_aes128_gcm(context)
+            if asyncio_loop and tlstransport.in_place():  # the worker loaded the app, which installs it, first
+                read_ahead(context)
         return context
 
     return create_ssl_context
