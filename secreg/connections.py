@@ -60,6 +60,7 @@ import hypercorn.asyncio.run as hypercorn_run
 import hypercorn.asyncio.tcp_server as tcp_server
 from hypercorn.events import Closed, Event, RawData, Updated
 
+from secreg import forwarded
 from secreg import workers as worker_processes
 from secreg.bodyreads import PieceReader, expects_more_body
 from secreg.conntable import SharedCounts, TableFull, capacity_for
@@ -120,13 +121,8 @@ class Limits:
     def per_client_applies(self, client: str) -> bool:
         if not self.exempt:
             return True
-        try:
-            address = ipaddress.ip_address(client)
-        except ValueError:
-            return True
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return not any(address in network for network in self.exempt)
+        address = forwarded.parse_address(client)  # as the request layer reads it (an IPv4-mapped IPv6 is the IPv4)
+        return address is None or not any(address in network for network in self.exempt)
 
 
 class _Tracker:

@@ -32,7 +32,7 @@ CACHED_CHAIN = 200  # bytes of X-Forwarded-For at most for a remembered value
 MAX_HOPS = 32  # X-Forwarded-For elements walked at most: a longer chain is someone's padding
 
 
-def _address(text: str) -> Address | None:
+def parse_address(text: str) -> Address | None:
     """An X-Forwarded-For element: a bare address, `[v6]`, `[v6]:port` or `v4:port` (some proxies add the port)."""
     text = text.strip()
     if text.startswith("["):
@@ -60,7 +60,7 @@ class TrustedProxies:
 
     def _peer(self, peer: str) -> Address | None:
         """The TCP peer's address when it is a trusted proxy."""
-        address = _address(peer)
+        address = parse_address(peer)
         return address if address is not None and self.trusts(address) else None
 
     def client(self, peer: Address, forwarded_for: bytes) -> str:
@@ -75,7 +75,7 @@ class TrustedProxies:
         hop is not an address."""
         found = peer
         for element in reversed(forwarded_for.decode("latin-1").split(",")[-MAX_HOPS:]):
-            hop = _address(element)
+            hop = parse_address(element)
             if hop is None:
                 break
             found = hop

@@ -15,6 +15,9 @@ _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 NAME_PATTERN = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*\Z")
 TAG_PATTERN = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}\Z")
 MAX_NAME_LENGTH = 255
+# A Host header that may go into a URL we build (the token realm, the UI's pull commands): a host name or an IP
+# literal and an optional port; [0-9], not \d, which takes any script's digits.
+HOST_PATTERN = re.compile(r"^[A-Za-z0-9.\-]+(?::[0-9]{1,5})?\Z|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?\Z")
 
 
 def validate_name(name: str) -> str:

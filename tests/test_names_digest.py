@@ -4,7 +4,7 @@ import pytest
 
 from secreg.digest import Digest, Hasher
 from secreg.errors import RegistryError
-from secreg.names import parse_reference, validate_name, validate_tag
+from secreg.names import HOST_PATTERN, parse_reference, validate_name, validate_tag
 from secreg.storage import layout
 
 
@@ -58,3 +58,16 @@ def test_layout_is_reference_registry_tree() -> None:
     assert layout.layer_link("lib/x", d) == f"docker/registry/v2/repositories/lib/x/_layers/sha256/{d.hex}/link"
     assert layout.tag_current_link("lib/x", "v1") == \
         "docker/registry/v2/repositories/lib/x/_manifests/tags/v1/current/link"
+
+
+@pytest.mark.parametrize("host", ["localhost", "registry.example.com:5000", "10.0.0.1:443", "[::1]:5000", "[fe80::1]"])
+def test_host_headers_that_may_go_into_a_url(host: str) -> None:
+    assert HOST_PATTERN.match(host)
+
+
+# The token realm and the web UI's pull commands share the pattern; the UI's copy took any script's digits (\d) in
+# the port, so a Host of "a:\u0661\u0662" went into the commands it shows.
+@pytest.mark.parametrize("host", ["", "a:\u0661\u0662", "a:\uff11", "a b", "a/b", "a\n", "a:123456", "[::1]x", "user@a",
+                                  '"a"', "a:80\n"])
+def test_host_headers_refused(host: str) -> None:
+    assert not HOST_PATTERN.match(host)

@@ -19,7 +19,6 @@ reference registry (registry/auth/token/accesscontroller.go): `error="invalid_to
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from enum import Enum
 from typing import Any
@@ -29,7 +28,7 @@ from starlette.routing import BaseRoute, Match, Route
 from starlette.types import Scope
 
 from secreg.auth.scope import DELETE, PULL, PUSH, Access, format_challenge_scope
-from secreg.names import NAME_PATTERN
+from secreg.names import HOST_PATTERN, NAME_PATTERN
 from secreg.scopekeys import ROUTE_MATCH_KEY
 
 __all__ = ["SEARCH", "TOKEN_PATH", "AccessResolver", "Need", "action_of", "actions_for", "allows", "challenge",
@@ -38,9 +37,6 @@ __all__ = ["SEARCH", "TOKEN_PATH", "AccessResolver", "Need", "action_of", "actio
 TOKEN_PATH = "/auth/token"
 SEARCH = Access("registry", "catalog", frozenset({"search"}))
 CATALOG = Access("registry", "catalog", frozenset({"*"}))
-
-# A Host header goes into the realm URL inside a quoted challenge: accept host names and IP literals only.
-_HOST = re.compile(r"^[A-Za-z0-9.\-]+(?::[0-9]{1,5})?\Z|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?\Z")
 
 
 class Need(Enum):
@@ -178,7 +174,7 @@ def realm_from_request(scope: Scope) -> str:
         if name == b"host":
             host = value.decode("latin-1")
             break
-    if not _HOST.match(host):
+    if not HOST_PATTERN.match(host):  # it goes into the realm URL inside a quoted challenge
         server = scope.get("server")
         if not server:
             host = "localhost"

@@ -3,7 +3,6 @@ bounded form reader that checks the CSRF token, template rendering, and the per-
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from secreg.auth.users import UserStore
 from secreg.auth.viewer import Viewer, ViewerFactory
+from secreg.names import HOST_PATTERN
 from secreg.observability import USER_KEY
 from secreg.requestbody import drain_unread
 from secreg.ui import logic
@@ -45,7 +45,6 @@ SECURITY_HEADERS = [
 ]
 # What UIMiddleware adds, for a page answered outside it (the 500 page).
 ERROR_PAGE_HEADERS = {**{n.decode(): v.decode() for n, v in SECURITY_HEADERS}, "Cache-Control": "no-store"}
-_HOST = re.compile(r"^[A-Za-z0-9.\-]+(?::\d{1,5})?\Z|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?\Z")
 
 
 class Templates:
@@ -236,7 +235,7 @@ def registry_host(request: Request, public_url: str) -> str:
     if public_url:
         return urlsplit(public_url).netloc
     host = request.headers.get("host", "")
-    if _HOST.match(host):
+    if HOST_PATTERN.match(host):
         return host
     server = request.scope.get("server")
     return f"{server[0]}:{server[1]}" if server else "localhost"
