@@ -431,14 +431,9 @@ def _client_records(port: int, ca: Path, records: list[bytes], done: threading.E
         done.wait(10)
 
 
-def test_a_read_goes_on_past_short_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Records that arrive together are handed on in one piece, short ones included: curl's HTTP/2 DATA frames are
-    a 16 KiB record and a short one each, and a read that stopped at the first short record halved its pushes."""
-    context, ca = _server_context(tmp_path)
-    loop_class = asyncio.selector_events.BaseSelectorEventLoop
-    monkeypatch.setattr(loop_class, "_make_ssl_transport", loop_class._make_ssl_transport)  # put back after
-    assert tlstransport.install(True)
-    records = [b"a" * 100, b"b" * 16384, b"c" * 9, b"d" * 16384, b"e" * 9]
+def _pieces_served(context: ssl.SSLContext, ca: Path, records: list[bytes], with_finished: bool = False) -> list[bytes]:
+    """What a server on a new loop (the transport installed by the caller) is handed, piece by piece, once
+    `_client_records` sent `records`."""
     pieces: list[bytes] = []
     loop = asyncio.new_event_loop()
     arrived = loop.create_future()
@@ -451,7 +446,8 @@ def test_a_read_goes_on_past_short_records(tmp_path: Path, monkeypatch: pytest.M
 
     server = loop.run_until_complete(loop.create_server(Recorder, "127.0.0.1", 0, ssl=context))
     done = threading.Event()
-    client = threading.Thread(target=_client_records, args=(server.sockets[0].getsockname()[1], ca, records, done))
+    client = threading.Thread(target=_client_records,
+                              args=(server.sockets[0].getsockname()[1], ca, records, done, with_finished))
     client.start()
     try:
         loop.run_until_complete(asyncio.wait_for(arrived, 10))
@@ -461,6 +457,18 @@ def test_a_read_goes_on_past_short_records(tmp_path: Path, monkeypatch: pytest.M
         server.close()
         loop.run_until_complete(server.wait_closed())
         loop.close()
+    return pieces
+
+
+def test_a_read_goes_on_past_short_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Records that arrive together are handed on in one piece, short ones included: curl's HTTP/2 DATA frames are
+    a 16 KiB record and a short one each, and a read that stopped at the first short record halved its pushes."""
+    context, ca = _server_context(tmp_path)
+    loop_class = asyncio.selector_events.BaseSelectorEventLoop
+    monkeypatch.setattr(loop_class, "_make_ssl_transport", loop_class._make_ssl_transport)  # put back after
+    assert tlstransport.install(True)
+    records = [b"a" * 100, b"b" * 16384, b"c" * 9, b"d" * 16384, b"e" * 9]
+    pieces = _pieces_served(context, ca, records)
     assert b"".join(pieces) == b"".join(records)
     assert len(pieces) == 1, [len(piece) for piece in pieces]
 
@@ -478,30 +486,7 @@ def test_records_read_ahead_are_not_left_in_openssl(tmp_path: Path, monkeypatch:
     loop_class = asyncio.selector_events.BaseSelectorEventLoop
     monkeypatch.setattr(loop_class, "_make_ssl_transport", loop_class._make_ssl_transport)  # put back after
     assert tlstransport.install(True)
-    pieces: list[bytes] = []
-    loop = asyncio.new_event_loop()
-    arrived = loop.create_future()
-
-    class Recorder(asyncio.Protocol):
-        def data_received(self, data: bytes) -> None:
-            pieces.append(data)
-            if sum(map(len, pieces)) >= sum(map(len, records)) and not arrived.done():
-                arrived.set_result(None)
-
-    server = loop.run_until_complete(loop.create_server(Recorder, "127.0.0.1", 0, ssl=context))
-    done = threading.Event()
-    client = threading.Thread(target=_client_records,
-                              args=(server.sockets[0].getsockname()[1], ca, records, done, True))
-    client.start()
-    try:
-        loop.run_until_complete(asyncio.wait_for(arrived, 10))
-    finally:
-        done.set()
-        client.join()
-        server.close()
-        loop.run_until_complete(server.wait_closed())
-        loop.close()
-    assert b"".join(pieces) == b"".join(records)
+    assert b"".join(_pieces_served(context, ca, records, with_finished=True)) == b"".join(records)
 
 
 # --- a client that goes away without close_notify --------------------------------------------------------------
