@@ -456,7 +456,9 @@ class RoundRobin:
 
     def reprioritize(self, stream_id: int, depends_on: int | None = None, weight: int = 16,
                      exclusive: bool = False) -> None:
-        self._known(stream_id)
+        """Nothing, also for a stream not (yet) open: Hypercorn inserted those as blocked entries that no stream
+        ever removed, so PRIORITY frames naming 1,000 idle streams filled the scheduler and killed the
+        connection with TooManyStreamsError."""
 
     def remove_stream(self, stream_id: int) -> None:
         self._known(stream_id)

@@ -339,6 +339,104 @@ async def _drop_reset_streams(protocol: Any, stream_ids: list[int]) -> None:
         await protocol.send(Closed())  # what h2 holds (the GOAWAY) is written first (`coalesce_h2_flushes`)
 
 
+# A connection may send this many frames that carry no request (PING, SETTINGS, PRIORITY, WINDOW_UPDATE,
+# RST_STREAM, GOAWAY, ALTSVC, unknown types, DATA without payload or END_STREAM), plus `H2_CONTROL_PER_REQUEST` per
+# request it opened and one WINDOW_UPDATE per `H2_WINDOW_UPDATE_BYTES` of DATA it was sent, before it is closed with
+# GOAWAY(ENHANCE_YOUR_CALM). Each costs 1-30 us of h2's frame-by-frame path and PING and SETTINGS queue an answer
+# each (CVE-2019-9512 ping flood, -9515 settings flood, -9518 empty frames): unbounded, a flood kept a core busy
+# answering. Go's client sends a WINDOW_UPDATE pair per read of at least 4 KiB, curl and h2load one per 16 MiB or
+# fewer; PING and SETTINGS a few per connection.
+H2_CONTROL_AHEAD = 1000
+H2_CONTROL_PER_REQUEST = 10
+H2_WINDOW_UPDATE_BYTES = 2048
+
+
+class ControlBudget:
+    """The frames of one connection that carry no request, counted against what the client did (`H2_CONTROL_AHEAD`);
+    `charge` raises h2's DenialOfServiceError (GOAWAY ENHANCE_YOUR_CALM, the connection closed) past it. Clock-free,
+    as the rapid-reset rule: a client doing requests or reading answers keeps earning, a flood of frames does not."""
+
+    __slots__ = ("protocol", "spent", "window_updates", "granted")
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+        self.spent = 0  # every charged frame but WINDOW_UPDATEs
+        self.window_updates = 0
+        self.granted = 0  # the connection-level WINDOW_UPDATE increments: what was sent follows from the window
+
+    def charge(self, frames: int = 1) -> None:
+        self.spent += frames
+        self.check()
+
+    def check(self) -> None:
+        protocol = self.protocol
+        allowed = H2_CONTROL_AHEAD + H2_CONTROL_PER_REQUEST * protocol.keep_alive_requests
+        updates = self.window_updates
+        if self.spent + updates <= allowed:
+            return
+        sent = 65535 + self.granted - protocol.connection.outbound_flow_control_window
+        if self.spent + max(0, updates - sent // H2_WINDOW_UPDATE_BYTES) <= allowed:
+            return
+        import h2.exceptions
+
+        log.info("h2: client sent %d control frames and %d WINDOW_UPDATEs for %d requests and %d bytes, closing "
+                 "the connection", self.spent, updates, protocol.keep_alive_requests, sent)
+        raise h2.exceptions.DenialOfServiceError("too many control frames")
+
+
+def limit_h2_control_frames() -> bool:
+    """Every frame h2 dispatches that carries no request is charged to the connection's `ControlBudget` before h2
+    handles it (runs of DATA frames parsed in bulk charge their empty frames in `secreg.hypercorn_h2_receive`)."""
+    import hyperframe.frame as frame
+
+    charged = (frame.PingFrame, frame.SettingsFrame, frame.PriorityFrame, frame.RstStreamFrame, frame.GoAwayFrame,
+               frame.AltSvcFrame, frame.ExtensionFrame)
+    import h2.config
+    import h2.connection
+
+    probe = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+    table = getattr(probe, "_frame_dispatch_table", None)
+    if not isinstance(table, dict) or not all(kind in table for kind in (*charged, frame.WindowUpdateFrame,
+                                                                          frame.DataFrame)):
+        log.warning("h2 internals differ from the known ones: HTTP/2 control frames are not counted")
+        return False
+
+    def setup(protocol: Any) -> None:
+        budget = ControlBudget(protocol)
+        connection = protocol.connection
+        connection._secreg_control = budget
+        table = connection._frame_dispatch_table
+        for kind in charged:
+            table[kind] = _charging(budget, table[kind])
+        receive_window_update, receive_data = table[frame.WindowUpdateFrame], table[frame.DataFrame]
+
+        def window_update(received: Any) -> Any:
+            budget.window_updates += 1
+            budget.check()
+            handled = receive_window_update(received)
+            if not received.stream_id:
+                budget.granted += received.window_increment
+            return handled
+
+        def data(received: Any) -> Any:
+            if not received.data and "END_STREAM" not in received.flags:
+                budget.charge()
+            return receive_data(received)
+
+        table[frame.WindowUpdateFrame], table[frame.DataFrame] = window_update, data
+
+    on_new_connection("control frames", setup)
+    return True
+
+
+def _charging(budget: ControlBudget, handler: Any) -> Any:
+    def charged(received: Any) -> Any:
+        budget.charge()
+        return handler(received)
+
+    return charged
+
+
 def cheap_h2_frame_repr() -> bool:
     """h2 builds `repr(frame)` of every frame it receives for a trace log line that is off (the argument is
     evaluated anyway), and hyperframe's repr hex-encodes the whole payload before keeping 20 characters: 13%

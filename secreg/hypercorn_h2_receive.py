@@ -131,6 +131,10 @@ def fast_h2_data_frames() -> bool:
                         return -1
                     return start  # h2 takes it from here (and answers any error as it does)
                 carry = None
+                if total <= (len(pieces) - 1) * limit:  # not all full frames: some may carry nothing
+                    empty = sum(1 for piece in pieces if not piece) - (ended and not pieces[-1])
+                    if empty and hasattr(connection, "_secreg_control"):
+                        connection._secreg_control.charge(empty)  # `hypercorn_h2_frames.ControlBudget`
                 payload = b"".join(pieces)  # the one copy: the frames' payloads are not contiguous
                 pieces.clear()  # the views go before `source` may change
                 connection.state_machine.process_input(recv_data)

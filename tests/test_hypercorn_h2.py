@@ -196,9 +196,12 @@ def test_round_robin_takes_streams_in_turn() -> None:
         next(tree)
     with pytest.raises(priority.DuplicateStreamError):
         tree.insert_stream(3)
-    for action in (tree.block, tree.unblock, tree.remove_stream, tree.reprioritize):
+    for action in (tree.block, tree.unblock, tree.remove_stream):
         with pytest.raises(priority.MissingStreamError):
             action(7)
+    tree.reprioritize(7)  # a PRIORITY frame naming a stream not open: nothing kept (Hypercorn inserted it)
+    with pytest.raises(priority.MissingStreamError):
+        tree.block(7)
     with pytest.raises(priority.PseudoStreamError):
         tree.block(0)
     small = hypercorn_h2.RoundRobin(maximum_streams=2)
@@ -331,8 +334,8 @@ def test_the_decoders_remembered_blocks_are_what_hpack_decodes() -> None:
 
 
 def test_the_per_connection_tunings_share_one_init_hook() -> None:
-    """The windows, the flushes, the DATA frame path, the encoder, the response heads, the decoder and the
-    scheduler are set up by one wrapper of
+    """The windows, the flushes, the DATA frame path, the control-frame budget, the encoder, the response heads, the
+    decoder and the scheduler are set up by one wrapper of
     `H2Protocol.__init__`, in the order they were applied; applying again wraps nothing more."""
     from hypercorn.protocol import h2 as h2_protocol
 
@@ -344,6 +347,6 @@ def test_the_per_connection_tunings_share_one_init_hook() -> None:
     from secreg import hypercorn_h2_frames
 
     assert list(hypercorn_h2_frames._CONNECTION_SETUP) == [
-        "windows", "flushes", "data frames", "encoder", "response heads", "decoder", "scheduler"]
+        "windows", "flushes", "data frames", "control frames", "encoder", "response heads", "decoder", "scheduler"]
     hypercorn_tuning.apply()
     assert h2_protocol.H2Protocol.__init__ is hooked

@@ -5,6 +5,7 @@ streams, header lists, CONTINUATION frames) answer with GOAWAY. Raw frames over 
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,111 @@ def test_header_floods_end_the_connection(tmp_path: Path) -> None:
             except OSError:
                 pass  # closed before it read everything
             assert _goaway(_until_closed(client)) == h2.errors.ErrorCodes.PROTOCOL_ERROR
+        finally:
+            client.close()
+        log = server.log()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def _control_floods(stream: int) -> dict[str, bytes]:
+    """5,000 frames of each kind that carries no request, one write each (`stream`: an upload left open)."""
+    frame = hyperframe.frame
+    settings = frame.SettingsFrame(0)
+    settings.settings = {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 1 << 20}
+    unknown = struct.pack(">BHBBL", 0, 1, 0xFA, 0, 0) + b"x"  # hyperframe's ExtensionFrame serializes no body
+    return {
+        "PING": b"".join(frame.PingFrame(0, opaque_data=b"%08d" % n).serialize() for n in range(5000)),
+        "SETTINGS": settings.serialize() * 5000,
+        "SETTINGS ACK": frame.SettingsFrame(0, flags=["ACK"]).serialize() * 5000,
+        "WINDOW_UPDATE": frame.WindowUpdateFrame(0, window_increment=1).serialize() * 5000,
+        "WINDOW_UPDATE of a stream": frame.WindowUpdateFrame(stream, window_increment=1).serialize() * 5000,
+        "PRIORITY": frame.PriorityFrame(stream, depends_on=0, stream_weight=10).serialize() * 5000,
+        "empty DATA": frame.DataFrame(stream).serialize() * 5000,
+        "unknown type": unknown * 5000,
+    }
+
+
+def test_control_frame_floods_end_the_connection(tmp_path: Path) -> None:
+    """5,000 PING, SETTINGS, WINDOW_UPDATE, PRIORITY, empty DATA or unknown frames on a connection that made one
+    request: GOAWAY(ENHANCE_YOUR_CALM) after about `H2_CONTROL_AHEAD`, at most that many answers (PING and
+    SETTINGS ACKs) sent, no traceback, the next connection served. Before, every one was handled (a PING flood
+    read back: ~16 us of server CPU and one ACK each, a SETTINGS flood ~32 us)."""
+    limit = hypercorn_h2_frames.H2_CONTROL_AHEAD + hypercorn_h2_frames.H2_CONTROL_PER_REQUEST
+    with run_secreg(tmp_path, OPEN, args=["--http2"]) as server:
+        for kind in _control_floods(1):
+            client = _RawH2(server)
+            try:
+                upload = client.request("POST", "/v2/t/x/blobs/uploads/", [(b"content-length", b"100")])
+                flood = _control_floods(upload)[kind]
+                try:
+                    client.sock.sendall(flood)
+                except OSError:
+                    pass  # closed before it read everything
+                events = _until_closed(client)
+            finally:
+                client.close()
+            assert _goaway(events) == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, kind
+            answers = [e for e in events if isinstance(e, (h2.events.PingAckReceived, h2.events.SettingsAcknowledged))]
+            assert len(answers) <= limit + 1, (kind, len(answers))
+        again = _RawH2(server)
+        try:
+            stream = again.request("GET", "/v2/")
+            assert again.answers({stream}) == {stream: b"200"}
+        finally:
+            again.close()
+        log = server.log()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_clients_pinging_and_reading_in_small_steps_keep_their_connection(tmp_path: Path) -> None:
+    """What normal clients send keeps the connection: 300 requests with 5 PINGs each (1,500: more than the free
+    `H2_CONTROL_AHEAD`), SETTINGS twice, a PRIORITY frame naming 1,200 streams never opened (the scheduler kept
+    each one: the 1,001st killed the connection with TooManyStreamsError), and an 8 MiB pull read as Go's client
+    reads, a WINDOW_UPDATE for the stream and one for the connection per 4 KiB (4,096 of them)."""
+    import hashlib
+    import os
+
+    blob = os.urandom(8 * 1024 * 1024)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    with run_secreg(tmp_path, OPEN, args=["--http2"]) as server:
+        with server.client() as http:
+            assert http.post(f"/v2/t/z/blobs/uploads/?digest={digest}", content=blob).status_code == 201
+        client = _RawH2(server)
+        try:
+            for n in range(300):
+                for ping in range(5):
+                    client.connection.ping(b"%04d%04d" % (n, ping))
+                stream = client.request("GET", "/v2/")
+                assert client.answers({stream}) == {stream: b"200"}
+                if n in (100, 200):
+                    client.connection.update_settings({h2.settings.SettingCodes.MAX_FRAME_SIZE: 16384 + n})
+            client.sock.sendall(b"".join(hyperframe.frame.PriorityFrame(1001 + 2 * n, depends_on=0).serialize()
+                                         for n in range(1200)))
+            stream = client.request("GET", f"/v2/t/z/blobs/{digest}")
+
+            def ended_in(events: list[Any]) -> bool:
+                return any(isinstance(event, h2.events.StreamEnded) for event in events)
+
+            body = bytearray()
+            ended = False
+            while not ended:
+                data = client.sock.recv(65536)
+                assert data, "closed"
+                events = client.connection.receive_data(data)
+                for event in events:
+                    if isinstance(event, h2.events.DataReceived):
+                        body += event.data
+                        for offset in range(0, event.flow_controlled_length, 4096):
+                            step = min(4096, event.flow_controlled_length - offset)
+                            if not ended_in(events):  # else the stream is closed on this side
+                                client.connection.increment_flow_control_window(step, stream)
+                            client.connection.increment_flow_control_window(step)
+                    ended = ended or isinstance(event, h2.events.StreamEnded)
+                    assert not isinstance(event, h2.events.ConnectionTerminated), event
+                client.flush()
+            assert body == blob
+            last = client.request("GET", "/v2/")
+            assert client.answers({last}) == {last: b"200"}
         finally:
             client.close()
         log = server.log()
