@@ -14,7 +14,11 @@ import logging
 import time
 from typing import Any
 
+import h11
 import hypercorn.asyncio.tcp_server as tcp_server
+from h11 import _headers as h11_headers
+from h11 import _writers as h11_writers
+from hypercorn.events import RawData
 
 READ_BYTES = 1024 * 1024
 log = logging.getLogger("secreg.serve")
@@ -83,8 +87,6 @@ def coalesce_h11_responses() -> bool:
     frames as no bytes at all, is not written (it cost a write, the send lock and a drain per response). A body
     piece is framed without h11's join, so a memoryview (`pass_response_views_through`) is written as it is.
     False when Hypercorn's H11 protocol does not have the method this wraps."""
-    import h11
-    from hypercorn.events import RawData
     from hypercorn.protocol import h11 as h11_protocol
 
     protocol = h11_protocol.H11Protocol
@@ -173,3 +175,160 @@ def pass_response_views_through() -> bool:
     app_send._secreg_views = True  # type: ignore[attr-defined]
     stream_class.app_send = app_send  # type: ignore[method-assign]
     return True
+
+
+
+# --- HTTP/1.1 responses: the head written here, a whole body without h11's events --------------------------
+
+# Response headers whose framing or placement h11 rewrites or checks (a second Content-Length, Transfer-Encoding,
+# the Connection tokens, Host written first): a head naming one takes h11's own path.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection", b"host"})
+NAMES_KEPT = 256  # header names that passed h11's pattern, remembered with their lower case (a few KiB)
+_names: dict[bytes, bytes] = {}
+# h11's own patterns and state-machine pieces (private: `direct_h11_response_heads` checks they are there).
+_field_name = getattr(h11_headers, "_field_name_re", None)
+_field_value = getattr(h11_headers, "_field_value_re", None)
+_content_length = getattr(h11_headers, "_content_length_re", None)
+_MAX_DIGITS: int = getattr(h11_headers, "CONTENT_LENGTH_MAX_DIGITS", 20)
+_ContentLengthWriter: Any = getattr(h11_writers, "ContentLengthWriter", None)
+_END_OF_MESSAGE = h11.EndOfMessage()
+
+
+def response_head(connection: Any, status: int, headers: Any, extra: Any) -> bytes | None:
+    """What h11's `connection.send(Response(status_code=status, headers=headers + extra))` writes, with the
+    connection's state changed as that call changes it; None (and nothing changed) when h11 would refuse the
+    head or rewrite its headers, when the body is not framed by one Content-Length (or absent by the status or
+    a HEAD request), or when the connection is in any state but awaiting the response to a plain request.
+    h11's own patterns check each name and value, as `h11.Response` would."""
+    cstate = connection._cstate
+    if not 200 <= status < 1000 or cstate.states[h11.SERVER] is not h11.SEND_RESPONSE \
+            or cstate.pending_switch_proposals:
+        return None
+    lines = [b"HTTP/1.1 %d \r\n" % status]
+    length: int | None = None
+    names = _names
+    for part in (headers, extra):
+        for name, value in part:
+            lowered = names.get(name)
+            if lowered is None:
+                if type(name) is not bytes or _field_name.fullmatch(name) is None:  # type: ignore[union-attr]
+                    return None
+                lowered = name.lower()
+                if len(names) >= NAMES_KEPT:
+                    names.clear()
+                names[name] = lowered
+            if type(value) is not bytes or _field_value.fullmatch(value) is None:  # type: ignore[union-attr]
+                return None
+            if lowered in _FRAMING:
+                if (lowered != b"content-length" or length is not None or len(value) > _MAX_DIGITS
+                        or _content_length.fullmatch(value) is None):  # type: ignore[union-attr]
+                    return None
+                length = int(value)
+            lines.append(b"%s: %s\r\n" % (name, value))
+    if status == 204 or status == 304:
+        length = 0
+    elif length is None:
+        return None  # h11 frames it chunked (or by closing) and says so in the head, for HEAD as well
+    elif connection._request_method == b"HEAD":
+        length = 0
+    if not cstate.keep_alive:
+        lines.append(b"Connection: close\r\n")  # what h11's clean-up adds to a head without Connection
+    lines.append(b"\r\n")
+    cstate.process_event(h11.SERVER, h11.Response)  # SEND_RESPONSE -> SEND_BODY, as in h11's send
+    connection.client_is_waiting_for_100_continue = False
+    connection._writer = _ContentLengthWriter(length)
+    return b"".join(lines)
+
+
+async def finish_response(protocol: Any, body: bytes | bytearray | memoryview) -> bool:
+    """The whole body of a response whose head is held (`coalesce_h11_responses`), written with it in one piece,
+    h11's state moved as its `send(Data(body))` and `send(EndOfMessage())` would move it. False (nothing done)
+    unless the connection frames the body by a Content-Length that `body` meets exactly: the events then take
+    h11's path, which refuses a wrong length as before."""
+    head: bytes | None = protocol.__dict__.get("_secreg_head")
+    connection = protocol.connection
+    if head is None or type(connection) is not h11.Connection:
+        return False
+    writer: Any = connection._writer
+    size = body.nbytes if type(body) is memoryview else len(body)
+    if type(writer) is not _ContentLengthWriter or writer._length != size \
+            or connection._cstate.states[h11.SERVER] is not h11.SEND_BODY:
+        return False
+    del protocol._secreg_head
+    writer._length = 0
+    connection._process_event(h11.SERVER, _END_OF_MESSAGE)  # SEND_BODY -> DONE (or MUST_CLOSE), no writer
+    await protocol.send(RawData(data=head + body if body else head))
+    return True
+
+
+def _h11_as_known() -> bool:
+    if None in (_field_name, _field_value, _content_length, _ContentLengthWriter):
+        return False
+    connection = h11.Connection(h11.SERVER)
+    return (all(hasattr(connection, n) for n in ("_cstate", "_request_method", "_writer", "_process_event",
+                                                 "client_is_waiting_for_100_continue"))
+            and hasattr(connection._cstate, "pending_switch_proposals") and hasattr(connection._cstate, "keep_alive")
+            and hasattr(_ContentLengthWriter(0), "_length"))
+
+
+def direct_h11_response_heads() -> bool:
+    """h11 takes each response head through `h11.Response` (a pattern per header name and value, and the
+    matches' group dicts), a clean-up that builds a second `Response` and looks for Content-Length,
+    Transfer-Encoding and Connection twice, its state machine and its writer; the body and the end of the
+    message then travel as two more Hypercorn events and two more h11 events. A final head whose body is framed
+    by one Content-Length (or absent: HEAD, 204, 304) is written here instead (`response_head`: the same bytes,
+    h11's state changed as its `send` would change it). A body then sent whole (`more_body` false: every
+    Starlette `Response`) goes out with the held head without those events (`finish_response`); pieces sent one
+    by one still take h11's writer, which the head set up as h11 would have. Any other head, and any h11 would
+    refuse or rewrite, takes h11's path. False when h11 or Hypercorn lack what this relies on."""
+    from hypercorn.protocol import h11 as h11_protocol
+    from hypercorn.protocol import http_stream
+    from hypercorn.protocol.events import Response, StreamClosed
+
+    protocol = h11_protocol.H11Protocol
+    stream_class = http_stream.HTTPStream
+    original_send = getattr(protocol, "stream_send", None)
+    original_app_send = getattr(stream_class, "app_send", None)
+    state = getattr(http_stream, "ASGIHTTPState", None)
+    suppress = getattr(http_stream, "suppress_body", None)
+    if (original_send is None or original_app_send is None or state is None or suppress is None
+            or not _h11_as_known()):
+        log.warning("h11 or Hypercorn internals differ from the known ones: HTTP/1.1 response heads take h11's path")
+        return False
+    if getattr(original_send, "_secreg_direct", False):
+        return True
+    response_state, closed_state = state.RESPONSE, state.CLOSED
+
+    async def stream_send(self: Any, event: Any) -> None:
+        if (type(event) is Response and type(self.connection) is h11.Connection
+                and "_secreg_head" not in self.__dict__
+                and self.keep_alive_requests < self.config.keep_alive_max_requests):
+            head = response_head(self.connection, event.status_code, event.headers,
+                                 self.config.response_headers("h11"))
+            if head is not None:
+                self._secreg_head = head  # written with the first body piece or the end (coalesce_h11_responses)
+                return
+        await original_send(self, event)
+
+    async def app_send(self: Any, message: Any) -> None:
+        if (message is not None and message["type"] == "http.response.body" and self.state is response_state
+                and not message.get("more_body", False) and not self.response.get("trailers", False)):
+            target = getattr(self.send, "__self__", None)
+            body = message.get("body", b"")
+            if "_secreg_head" in getattr(target, "__dict__", ()) and type(body) in _BODY_TYPES:
+                if suppress(self.scope["method"], int(self.response["status"])):
+                    body = b""
+                if await finish_response(target, body):
+                    self.state = closed_state
+                    await self.config.log.access(self.scope, self.response, time.time() - self.start_time)
+                    await self.send(StreamClosed(stream_id=self.stream_id))
+                    return
+        await original_app_send(self, message)
+
+    stream_send._secreg_direct = True  # type: ignore[attr-defined]
+    protocol.stream_send = stream_send  # type: ignore[method-assign]
+    stream_class.app_send = app_send  # type: ignore[method-assign]
+    return True
+
+
+_BODY_TYPES = (bytes, bytearray, memoryview)

@@ -23,6 +23,6 @@ def apply() -> bool:
                h2.batch_h2_sends(), h2.merge_h2_data_events(),
                h2.cheap_h2_frame_repr(), h11.cache_date_header(), h2.coalesce_h2_flushes(),
                h2.direct_small_h2_bodies(), receive.fast_h2_data_frames(), h2.limit_h2_control_frames(),
-               h11.pass_response_views_through(),
+               h11.pass_response_views_through(), h11.direct_h11_response_heads(),
                hypercorn_h2.apply()]
     return all(results)
