@@ -1,14 +1,17 @@
 """Blob bodies from an upstream, handed piece by piece to a sink (the fetch hashes and writes them).
 
-A blob GET gets a connection of its own driven by the event loop (`get`): a BufferedProtocol into whose
-one receive buffer asyncio decrypts the TLS records, handed to the sink whenever SINK_BYTES are in. No thread,
-no queue, no copy of the body on the way to the sink.
+A blob GET gets a connection of its own driven by the event loop (`get`): a non-blocking `ssl.SSLSocket`
+(`_Connection`), OpenSSL reading the socket itself, read when the loop says it is readable, each record
+decrypted straight into the sink's buffer (the fetch's ring: `Sink.buffer`), up to READ_STEP per callback. No
+thread, no queue, no copy of the body on the way to the sink. While the sink has no room (a reader of this
+process would lose bytes it has not sent yet) the socket is left unread for PACE_POLL: the upstream waits.
 
 Why on the loop (256 MiB cold pulls through the cache from the Go registry, same machine, 2 cores): a
 blocking `http.client` connection in a thread whose 1 MiB reads were queued to the loop and on to a writer
-thread cost 1.2-1.5 s of server CPU per pull; the thread hashing and writing itself about 1.0 s; this about
-0.8 s, mostly decryption, SHA-256, the page-cache write and the TLS of the response (threads that pass the GIL
-back and forth 16,000 times per 256 MiB pay for every hand-off on a busy machine).
+thread cost 1.2-1.5 s of server CPU per pull; the thread hashing and writing itself about 1.0 s; asyncio's
+TLS (two memory BIOs: the socket read into bytes, copied into the BIO, into OpenSSL's record buffer, and
+the plaintext into a receive buffer, then into the ring) 0.78-0.89 s; this 0.68-0.73 s (README "Speed").
+Threads that pass the GIL back and forth 16,000 times per 256 MiB pay for every hand-off on a busy machine.
 
 A 404 or 5xx is final (`Answered`). Any other response that is not a 200 with a Content-Length (the 401 of an
 upstream whose challenge is not known yet, or changed; a chunked body) is not read here: `get` returns None and
@@ -18,25 +21,38 @@ the caller asks through httpx (`HttpxBody`), which learns the challenge and know
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import http.client
 import io
+import socket
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
-RECEIVE_BYTES = 1024 * 1024  # the receive buffer of one download
-SINK_BYTES = 512 * 1024  # the sink gets the body in pieces of about this size (hash + write calls per MiB: 2)
+READ_STEP = 256 * 1024  # at most this much is decrypted per readiness callback (then the loop's turn)
+PACE_POLL = 0.002  # seconds between two looks at a sink that has no room
 PROGRESS_BYTES = 2 * 1024 * 1024  # the fetch hears of progress at most this often (its readers wake as often)
 IDLE_TIMEOUT = 60.0  # seconds without a byte of the body: the download is broken
 CONNECT_TIMEOUT = 10.0
 _MAX_HEADER = 64 * 1024
+_HEAD_READ = 64 * 1024
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
-Sink = Callable[[memoryview], None]
+
+class Sink(Protocol):
+    """Where a body goes: `buffer()` is the memory the next bytes are written into, `received(count)` says that
+    its first `count` bytes are in (before anything else runs on the loop: the sink hashes and stores them);
+    `room()` is how many bytes it takes now (0: ask again in a moment)."""
+
+    def buffer(self) -> memoryview: ...
+
+    def room(self) -> int: ...
+
+    def received(self, count: int) -> None: ...
+
+
 Progress = Callable[[int], None]
 
 
@@ -80,7 +96,13 @@ class HttpxBody(BlobBody):
         total = reported = 0
         try:
             async for chunk in self.response.aiter_raw():
-                sink(memoryview(chunk))
+                piece = memoryview(chunk)
+                while piece:
+                    buffer = sink.buffer()
+                    count = min(len(buffer), len(piece))
+                    buffer[:count] = piece[:count]
+                    sink.received(count)
+                    piece = piece[count:]
                 total += len(chunk)
                 if total - reported >= PROGRESS_BYTES:  # not per 16-64 KiB piece: each wakes every reader
                     reported = total
@@ -100,7 +122,6 @@ async def get(url: str, headers_for: Callable[[str], dict[str, str]], context: s
     `headers_for(netloc)` gives the request headers for a host (credentials only for the upstream's own).
     The body of a 200 with a Content-Length; Answered for a 404 or 5xx; None for any other answer or a failure
     to connect (httpx asks again and deals with it)."""
-    loop = asyncio.get_running_loop()
     for _ in range(max_redirects + 1):
         parts = urlsplit(url)
         if parts.scheme != "https" or not parts.hostname:
@@ -109,22 +130,20 @@ async def get(url: str, headers_for: Callable[[str], dict[str, str]], context: s
         target = urlunsplit(("", "", parts.path or "/", parts.query, ""))
         request = f"GET {target} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
         try:
-            transport, protocol = await asyncio.wait_for(loop.create_connection(
-                _Receiver, parts.hostname, parts.port or 443, ssl=context, server_hostname=parts.hostname,
-            ), CONNECT_TIMEOUT)
+            connection = await asyncio.wait_for(_Connection.open(parts.hostname, parts.port or 443, context),
+                                                CONNECT_TIMEOUT)
         except (TimeoutError, OSError, ssl.SSLError):
             return None
-        transport.write(request.encode("latin-1"))
         try:
-            status, message = await asyncio.wait_for(asyncio.shield(protocol.head), IDLE_TIMEOUT)
+            status, message, rest = await asyncio.wait_for(connection.exchange(request.encode("latin-1")),
+                                                           IDLE_TIMEOUT)
         except (TimeoutError, Exception):  # noqa: BLE001 - any failure: httpx asks again and reports it
-            transport.abort()
-            _settle(protocol.head)
+            connection.close()
             return None
         length = message.get("content-length", "")
         if status == 200 and length.isdigit() and not message.get("transfer-encoding"):
-            return LoopBody(transport, protocol, int(length))
-        transport.abort()
+            return LoopBody(connection, int(length), rest)
+        connection.close()
         if status == 404 or status >= 500:
             raise Answered(status)
         location = message.get("location")
@@ -134,133 +153,238 @@ async def get(url: str, headers_for: Callable[[str], dict[str, str]], context: s
     return None
 
 
-class _Receiver(asyncio.BufferedProtocol):
-    """An HTTP/1.1 response: the head parsed into `head`, then the body handed to `sink` (see `start`)."""
+class _Connection:
+    """A non-blocking TLS socket driven by the event loop's readiness callbacks, OpenSSL on the socket itself."""
 
-    def __init__(self) -> None:
+    def __init__(self, sock: ssl.SSLSocket) -> None:
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.loop = asyncio.get_running_loop()
+        self.read: Any = sock._sslobj.read  # type: ignore[attr-defined]  # the _ssl object's: no wrapper per call
+        self.closed = False
+
+    @classmethod
+    async def open(cls, host: str, port: int, context: ssl.SSLContext) -> _Connection:
         loop = asyncio.get_running_loop()
-        self.head: asyncio.Future[tuple[int, http.client.HTTPMessage]] = loop.create_future()
-        self.ended: asyncio.Future[None] = loop.create_future()
-        self._buffer = memoryview(bytearray(RECEIVE_BYTES))
-        self._filled = 0
-        self._header = bytearray()
-        self._sink: Sink | None = None
-        self._progress: Progress | None = None
-        self.remaining = 0
-        self.total = 0
-        self.received = 0  # body bytes in, handed on or not
-        self._reported = 0
-        self.transport: asyncio.Transport | None = None
+        failure: OSError = OSError(f"no address for {host}")
+        for family, kind, proto, _, address in await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+            raw = socket.socket(family, kind, proto)
+            try:
+                raw.setblocking(False)
+                await loop.sock_connect(raw, address)
+                raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock = context.wrap_socket(raw, server_hostname=host, do_handshake_on_connect=False)
+            except OSError as exc:
+                raw.close()
+                failure = exc
+                continue
+            except BaseException:
+                raw.close()
+                raise
+            connection = cls(sock)
+            try:
+                while True:
+                    try:
+                        sock.do_handshake()
+                        break
+                    except ssl.SSLWantReadError:
+                        await connection._ready(True)
+                    except ssl.SSLWantWriteError:
+                        await connection._ready(False)
+            except BaseException:
+                connection.close()
+                raise
+            return connection
+        raise failure
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+    async def _ready(self, readable: bool) -> None:
+        waiter = self.loop.create_future()
+        if readable:
+            self.loop.add_reader(self.fd, _wake, waiter)
+        else:
+            self.loop.add_writer(self.fd, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            if readable:
+                self.loop.remove_reader(self.fd)
+            else:
+                self.loop.remove_writer(self.fd)
 
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._buffer[self._filled:]
-
-    def buffer_updated(self, nbytes: int) -> None:
-        if not self.head.done():
-            self._header += self._buffer[:nbytes]
-            self._parse_head()
-            return
-        self._filled += nbytes
-        self.received += nbytes
-        if self._sink is not None and (self._filled >= SINK_BYTES or self._filled >= self.remaining):
-            self._deliver()
-
-    def _parse_head(self) -> None:
-        end = self._header.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self._header) > _MAX_HEADER:
-                self.head.set_exception(DownloadBroken("response head too long"))
-                self._abort()
-            return
-        status_line, _, fields = bytes(self._header[: end + 2]).partition(b"\r\n")
+    async def exchange(self, request: bytes) -> tuple[int, http.client.HTTPMessage, bytes]:
+        """Sends `request`, returns the response's status, header fields and what of the body came with them."""
+        pending = memoryview(request)
+        while pending:
+            try:
+                pending = pending[self.sock.send(pending):]
+            except ssl.SSLWantWriteError:
+                await self._ready(False)
+            except ssl.SSLWantReadError:
+                await self._ready(True)
+        head = bytearray()
+        buffer = bytearray(_HEAD_READ)
+        while (end := head.find(b"\r\n\r\n")) < 0:
+            if len(head) > _MAX_HEADER:
+                raise DownloadBroken("response head too long")
+            try:
+                count = self.sock.recv_into(buffer)
+            except ssl.SSLWantReadError:
+                await self._ready(True)
+                continue
+            except ssl.SSLWantWriteError:
+                await self._ready(False)
+                continue
+            if not count:
+                raise DownloadBroken("connection closed early")
+            head += buffer[:count]
+        status_line, _, fields = bytes(head[: end + 2]).partition(b"\r\n")
         try:
             status = int(status_line.split(b" ", 2)[1])
             message = http.client.parse_headers(io.BytesIO(fields))
         except (ValueError, IndexError, http.client.HTTPException):
-            self.head.set_exception(DownloadBroken("unreadable response head"))
-            self._abort()
-            return
-        rest = self._header[end + 4:]
-        self._buffer[: len(rest)] = rest
-        self._filled = len(rest)
-        self._header = bytearray()
-        assert self.transport is not None
-        self.transport.pause_reading()  # until `start`: nobody takes the body yet
-        self.head.set_result((status, message))
+            raise DownloadBroken("unreadable response head") from None
+        return status, message, bytes(head[end + 4:])
 
-    def start(self, sink: Sink, progress: Progress, length: int) -> None:
-        self._sink, self._progress, self.remaining = sink, progress, length
-        if self._filled or not length:
-            self._deliver()
-        if self.transport is not None and not self.ended.done():
-            self.transport.resume_reading()
+    def close(self) -> None:
+        """Closes at once (an abort: no close_notify; one response per connection, the upstream may keep the rest)."""
+        if not self.closed:
+            self.closed = True
+            self.loop.remove_reader(self.fd)
+            self.loop.remove_writer(self.fd)
+            self.sock.close()
 
-    def _deliver(self) -> None:
-        if self.ended.done() or self._sink is None or self._progress is None:
-            return
-        count = min(self._filled, self.remaining)
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class LoopBody(BlobBody):
+    """The body of a 200 on a `_Connection`: decrypted by OpenSSL straight into the sink's buffer, on the loop."""
+
+    def __init__(self, connection: _Connection, size: int, rest: bytes) -> None:
+        self.connection = connection
+        self.size = size
+        self._rest = rest  # what of the body came with the head
+        self._sink: Sink | None = None
+        self._progress: Progress | None = None
+        self._ended: asyncio.Future[None] = connection.loop.create_future()
+        self.remaining = size
+        self.total = 0
+        self._reported = 0
+        self._again = False
+
+    async def copy(self, sink: Sink, progress: Progress) -> int:
+        self._sink, self._progress = sink, progress
+        connection = self.connection
+        ended = self._ended
         try:
-            self._sink(self._buffer[:count])
-        except BaseException as exc:  # noqa: BLE001 - the sink's error ends the download, raised by `copy`
-            self.ended.set_exception(exc)
-            self._abort()
+            rest = memoryview(self._rest)[:self.remaining]
+            while rest:
+                buffer = sink.buffer()
+                count = min(len(buffer), len(rest))
+                buffer[:count] = rest[:count]
+                self._delivered(count)
+                rest = rest[count:]
+            if not self.remaining and not ended.done():
+                self._delivered(0)
+        except BaseException:
+            connection.close()
+            raise
+        if not ended.done():
+            connection.loop.add_reader(connection.fd, self._on_readable)
+            self._readable()
+        seen = -1
+        try:
+            while True:
+                try:
+                    await asyncio.wait_for(asyncio.shield(ended), IDLE_TIMEOUT)
+                    break
+                except TimeoutError:
+                    if self.total == seen:  # not one byte for IDLE_TIMEOUT
+                        raise DownloadBroken(f"no data for {IDLE_TIMEOUT:.0f} s") from None
+                    seen = self.total
+        finally:
+            connection.close()
+            _settle(ended)
+        return self.total
+
+    def _on_readable(self) -> None:
+        if not self._again:  # else a call is queued already: one step per loop iteration, as for any connection
+            self._readable()
+
+    def _readable(self) -> None:
+        """What OpenSSL can decrypt now, into the sink's buffer, up to READ_STEP bytes; handed to the sink."""
+        self._again = False
+        ended, sink, connection = self._ended, self._sink, self.connection
+        if ended.done() or sink is None or connection.closed:
             return
-        self._filled = 0
+        read = connection.read
+        done = 0
+        try:
+            while done < READ_STEP and self.remaining:
+                room = sink.room()
+                if not room:  # a reader of the sink is behind: a moment for it, the upstream's bytes wait
+                    connection.loop.remove_reader(connection.fd)
+                    connection.loop.call_later(PACE_POLL, self._resume)
+                    return
+                buffer = sink.buffer()
+                want = min(len(buffer), self.remaining, room)
+                got = 0
+                try:
+                    while got < want:
+                        count = read(want - got, buffer[got:want])
+                        if not count:
+                            raise DownloadBroken("connection closed early")
+                        got += count
+                finally:
+                    if got:
+                        self._delivered(got)
+                        done += got
+            if self.remaining and not ended.done():
+                self._again = True  # OpenSSL may hold what epoll does not see
+                connection.loop.call_soon(self._readable)
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLWantWriteError:  # a TLS 1.3 key update to answer: on when the socket takes it
+            connection.loop.add_writer(connection.fd, self._writable)
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+            self._broken(DownloadBroken("connection closed early"))
+        except (ssl.SSLError, OSError) as exc:
+            self._broken(DownloadBroken(type(exc).__name__))
+        except BaseException as exc:  # noqa: BLE001 - the sink's error ends the download, raised by `copy`
+            self._broken(exc)
+
+    def _resume(self) -> None:
+        connection = self.connection
+        if not (connection.closed or self._ended.done()):
+            connection.loop.add_reader(connection.fd, self._on_readable)
+            self._readable()
+
+    def _writable(self) -> None:
+        self.connection.loop.remove_writer(self.connection.fd)
+        self._readable()
+
+    def _delivered(self, count: int) -> None:
+        assert self._sink is not None and self._progress is not None
+        self._sink.received(count)
         self.remaining -= count
         self.total += count
         if not self.remaining or self.total - self._reported >= PROGRESS_BYTES:
             self._reported = self.total
             self._progress(self.total)
-        if not self.remaining:
-            self.ended.set_result(None)
-            self._abort()  # one response per connection: the upstream may keep the rest
+        if not self.remaining and not self._ended.done():
+            self._ended.set_result(None)
+            self.connection.close()
 
-    def _abort(self) -> None:
-        if self.transport is not None:
-            self.transport.abort()
-
-    def eof_received(self) -> bool | None:
-        return None  # close: a body that is not complete yet is broken (connection_lost says so)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        reason = type(exc).__name__ if exc else "connection closed early"
-        if not self.head.done():
-            self.head.set_exception(DownloadBroken(reason))
-        if self._sink is None:
-            self.ended.cancel()  # nobody took the body: nobody waits for its end
-        elif not self.ended.done():
-            self.ended.set_exception(DownloadBroken(reason))
-
-
-class LoopBody(BlobBody):
-    def __init__(self, transport: asyncio.Transport, protocol: _Receiver, size: int) -> None:
-        self.transport = transport
-        self.protocol = protocol
-        self.size = size
-
-    async def copy(self, sink: Sink, progress: Progress) -> int:
-        protocol = self.protocol
-        protocol.start(sink, progress, self.size or 0)
-        seen = -1
-        while True:
-            try:
-                await asyncio.wait_for(asyncio.shield(protocol.ended), IDLE_TIMEOUT)
-                break
-            except TimeoutError:
-                if protocol.received == seen:  # not one byte for IDLE_TIMEOUT
-                    self.transport.abort()
-                    raise DownloadBroken(f"no data for {IDLE_TIMEOUT:.0f} s") from None
-                seen = protocol.received
-        return protocol.total
+    def _broken(self, exc: BaseException) -> None:
+        if not self._ended.done():
+            self._ended.set_exception(exc)
+        self.connection.close()
 
     async def aclose(self) -> None:
-        self.transport.abort()
-        with contextlib.suppress(Exception):
-            await asyncio.shield(self.protocol.ended)
+        self.connection.close()
+        _settle(self._ended)
 
 
 def _settle(future: asyncio.Future[Any]) -> None:

@@ -4,11 +4,14 @@ The first request for a missing blob starts a `BlobFetch`: a task that streams t
 staging file (`<staging>/<id>/data`), hashing every byte as it arrives. Every request for that blob, the first
 included, reads the *growing file*: it sends what has been written so far and waits for more, so a slow
 client never slows the download and the download never waits for a client. The body arrives in the one
-receive buffer of the download (`secreg.proxy.download`), is hashed there, copied into a ring holding the
-newest `SPOOL_BYTES` and written from the ring with O_DIRECT (`_Spool`: not through the page cache); this
-process's readers are served from the ring, a reader further behind (or one in another worker) from the file,
-and the readers wake every `download.PROGRESS_BYTES`: memory per fetch is that buffer and the ring, whatever
-the blob's size.
+ring holding the newest `SPOOL_BYTES` (decrypted into it by `secreg.proxy.download`), is hashed there and
+written from the ring with O_DIRECT (`_Spool`: not through the page cache); this process's readers are served
+from the ring, a reader further behind (or one in another worker) from the file, and the readers wake every
+`download.PROGRESS_BYTES`: memory per fetch is the ring, whatever the blob's size. A reader of this process
+about to fall out of the ring holds the download back (`_Spool.room`), for at most PACE_BUDGET seconds per
+fetch: a reader behind the ring reads the file, from the disk in a thread (a first read of those pages costs
+here what the page-cache write did, see `_Spool`), and one that fell behind once stayed behind (256 MiB cold
+pulls: the loop's download outran curl by the whole blob, 1.06-1.39 s of CPU per pull instead of 0.72).
 
 The last byte is held back from every reader until the digest is verified. When it does not match (or the
 upstream breaks off, or sends more or less than it announced) the staging file is deleted, nothing is
@@ -52,12 +55,14 @@ from secreg.storage.driver import StagedWriter, StorageDriver
 
 log = logging.getLogger("secreg.proxy")
 
-READ_CHUNK = 256 * 1024
+READ_CHUNK = 1024 * 1024  # a reader's piece (as `secreg.api.fileresponse.STREAM_CHUNK`: 256 KiB cost more CPU)
 SPOOL_BYTES = 8 * 1024 * 1024  # the newest bytes of a fetch, kept in memory for this process's readers
 SPOOL_WRITE_BYTES = 1024 * 1024  # the ring goes to the file in writes of about this size (httpx: 16 KiB pieces)
-# A piece goes into the ring in slices of at most half of it: what a slice overwrites is then in the file.
+# A piece goes into the ring in slices of at most half of it (`buffer`): what a slice overwrites is in the file.
 assert SPOOL_BYTES // 2 + SPOOL_WRITE_BYTES + ALIGNMENT <= SPOOL_BYTES and SPOOL_BYTES % ALIGNMENT == 0
 _spool_buffers = BufferPool(SPOOL_BYTES, 2)  # idle rings kept per process
+PACE_BUDGET = 1.0  # seconds this process's readers may hold a fetch back in all (`_Spool.room`)
+PACE_MINIMUM = 64 * 1024  # less room than this: the download waits
 FOLLOW_POLL = 0.01  # seconds between a follower's looks at the claim and the growing file
 STALE_AGE = 3600.0  # a staging directory whose data did not grow for this long is a crashed fetch's
 _UPLOAD_CHUNK = 4 * 1024 * 1024  # spool → object store
@@ -102,6 +107,7 @@ class BlobFetch:
         self._fd: int | None = os.open(data_path, os.O_RDONLY | os.O_CLOEXEC)
         self.spool: _Spool | None = None  # this process fetches: the newest bytes are in memory
         self._readers = 0
+        self.positions: dict[object, int] = {}  # the next offset each of this process's readers wants
         self._over = False
 
     def advance(self, written: int) -> None:
@@ -134,10 +140,12 @@ class BlobFetch:
                 raise self.state.error
             raise FetchOver()
         self._readers += 1
+        token = object()
         try:
             offset = start
             end = (start + length) if length is not None else None
             while True:
+                self.positions[token] = offset
                 state = self.state
                 if state.error is not None:
                     raise state.error
@@ -155,12 +163,14 @@ class BlobFetch:
                     if not chunk:
                         raise FetchFailed("staging file shorter than written")
                     offset += len(chunk)
+                    self.positions[token] = offset
                     yield chunk
                     continue
                 if state.done or (end is not None and offset >= end):
                     return
                 await self._changed.wait()
         finally:
+            self.positions.pop(token, None)
             self._readers -= 1
             self._close_if_unused()
 
@@ -250,6 +260,7 @@ class BlobFetcher:
         claim.append("fetch", f"{fetch_id} {os.getpid()}")
         fetch = BlobFetch(digest, data)
         fetch.spool = spool
+        spool.readers = fetch.positions
         self._inflight[(local, digest)] = fetch
         fetch.task = asyncio.create_task(self._run(fetch, fd, claim, client, remote, local, fetch_id))
         return fetch
@@ -422,10 +433,10 @@ class BlobFetcher:
 
 
 class _Spool:
-    """The sink of a fetch this process owns: hashes each received piece, copies it into a ring holding the
-    newest SPOOL_BYTES, from which this process's readers are served (`copy`), and writes the ring's whole
-    blocks to the staging file with O_DIRECT; the partial last block goes through the page cache (`finish`).
-    Refuses more than the announced size.
+    """The sink of a fetch this process owns: a ring holding the newest SPOOL_BYTES, into which the download
+    decrypts (`buffer`, `received`), from which this process's readers are served (`copy`); each received piece
+    is hashed there, and the ring's whole blocks are written to the staging file with O_DIRECT; the partial last
+    block goes through the page cache (`finish`). Refuses more than the announced size.
 
     Why not through the page cache, the readers reading those pages back: on this kind of virtual machine (a
     balloon with free page reporting) a page-cache page is often memory the host has taken back, and its first
@@ -441,24 +452,48 @@ class _Spool:
         self._buffer = _spool_buffers.take()
         self._view: memoryview | None = memoryview(self._buffer)
         self.total = 0  # bytes received: the newest SPOOL_BYTES of them are in the ring
+        self.readers: dict[object, int] = {}  # the next offset each ring reader wants (`BlobFetch.positions`)
+        self._budget = PACE_BUDGET
+        self._held: float | None = None
         self.in_file = 0  # bytes in the staging file
 
-    def __call__(self, piece: memoryview) -> None:
-        if self.size is not None and self.total + len(piece) > self.size:
+    def buffer(self) -> memoryview:
+        """Where the next received bytes go: the ring from the newest byte on, at most half of it. What this
+        overwrites is in the file already (all but the last SPOOL_WRITE_BYTES + 1 block are)."""
+        view = self._view
+        assert view is not None
+        at = self.total % SPOOL_BYTES
+        return view[at:at + min(SPOOL_BYTES - at, SPOOL_BYTES // 2)]
+
+    def room(self) -> int:
+        """How many bytes may come in now without overwriting what a reader of this process still wants from the
+        ring; 0: wait a moment (`PACE_POLL`). Readers hold the download back for at most PACE_BUDGET seconds per
+        fetch in all, so a slow client delays it that long at most (then it reads the file)."""
+        oldest = self.total - SPOOL_BYTES
+        wanted = [p for p in self.readers.values() if oldest <= p < self.total]
+        if not wanted or self._budget <= 0:
+            return SPOOL_BYTES
+        room = min(wanted) + SPOOL_BYTES - SPOOL_WRITE_BYTES - self.total
+        now = time.monotonic()
+        if room >= PACE_MINIMUM:
+            self._held = None
+            return room
+        if self._held is not None:
+            self._budget -= now - self._held
+        self._held = now
+        return 0 if self._budget > 0 else SPOOL_BYTES
+
+    def received(self, count: int) -> None:
+        """The first `count` bytes of the last `buffer()` are in: hashed, and the ring's whole blocks written."""
+        if self.size is not None and self.total + count > self.size:
             raise FetchFailed(f"upstream sent more than the {self.size} bytes it announced")
         view = self._view
         assert view is not None
-        self.hasher.update(piece)
-        while piece:
-            # Overwritten here: ring bytes older than SPOOL_BYTES, in the file already (all but the last
-            # SPOOL_WRITE_BYTES + 1 block are).
-            at = self.total % SPOOL_BYTES
-            count = min(len(piece), SPOOL_BYTES - at, SPOOL_BYTES // 2)
-            view[at:at + count] = piece[:count]
-            piece = piece[count:]
-            self.total += count
-            if self.total - self.in_file >= SPOOL_WRITE_BYTES:
-                self._write(self.total - self.total % ALIGNMENT)
+        at = self.total % SPOOL_BYTES
+        self.hasher.update(view[at:at + count])
+        self.total += count
+        if self.total - self.in_file >= SPOOL_WRITE_BYTES:
+            self._write(self.total - self.total % ALIGNMENT)
 
     def finish(self) -> None:
         """Everything received into the file (the last partial block through the page cache)."""

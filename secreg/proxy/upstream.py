@@ -33,6 +33,7 @@ from secreg.errors import RegistryError
 from secreg.proxy import download
 from secreg.proxy.download import BlobBody, DownloadBroken, HttpxBody, Progress, Sink
 from secreg.proxy.metrics import ProxyMetrics
+from secreg.tls import suites
 
 log = logging.getLogger("secreg.proxy")
 
@@ -119,6 +120,7 @@ class UpstreamClient:
         )
         self._challenge: Challenge | None = None
         self._ssl = ssl_context(str(upstream.ca) if upstream.ca else None)
+        suites.read_ahead(self._ssl)
         self._tokens: dict[str, tuple[str, float]] = {}
         self._token_locks: dict[str, asyncio.Lock] = {}
         self.token_fetches = 0  # tests and metrics: how often the token realm was asked

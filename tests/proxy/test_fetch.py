@@ -114,6 +114,16 @@ def test_a_client_far_behind_the_fetch_reads_the_disk_and_the_blob_skips_the_pag
     assert _downloads(go_hub, "fetch/behind", digest) == 1
 
 
+def _put(spool: _Spool, piece: memoryview) -> None:
+    """As a download hands a piece to the spool: into its buffer, as much as that takes, then the rest."""
+    while piece:
+        buffer = spool.buffer()
+        count = min(len(buffer), len(piece))
+        buffer[:count] = piece[:count]
+        spool.received(count)
+        piece = piece[count:]
+
+
 @pytest.mark.parametrize("direct", [True, False])
 def test_the_spool_keeps_the_newest_bytes_and_writes_all_of_them(tmp_path: Path, direct: bool) -> None:
     data = random_bytes(3 * SPOOL_BYTES + 4097, seed=9004)
@@ -126,7 +136,7 @@ def test_the_spool_keeps_the_newest_bytes_and_writes_all_of_them(tmp_path: Path,
     try:
         while offset < len(data):
             piece = memoryview(data)[offset:offset + next(sizes)]
-            spool(piece)
+            _put(spool, piece)
             offset += len(piece)
             assert spool.total == offset and offset - SPOOL_WRITE_BYTES - ALIGNMENT < spool.in_file <= offset
             assert spool.in_file % ALIGNMENT == 0
@@ -136,7 +146,7 @@ def test_the_spool_keeps_the_newest_bytes_and_writes_all_of_them(tmp_path: Path,
             if oldest:
                 assert spool.copy(oldest - 1, 10) is None  # overwritten: the reader goes to the file
         with pytest.raises(FetchFailed, match="more than"):
-            spool(memoryview(b"x"))
+            _put(spool, memoryview(b"x"))
         spool.finish()
         assert spool.in_file == len(data)
         assert spool.hasher.digest() == Digest.parse("sha256:" + hashlib.sha256(data).hexdigest())
@@ -145,3 +155,24 @@ def test_the_spool_keeps_the_newest_bytes_and_writes_all_of_them(tmp_path: Path,
         os.close(fd)
     assert path.read_bytes() == data
     assert spool.copy(len(data) - 1, 1) is None  # closed: its buffer went back to the pool
+
+
+def test_a_reader_about_to_fall_out_of_the_ring_holds_the_download_back_within_a_budget(tmp_path: Path) -> None:
+    path = tmp_path / "data"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    spool = _Spool(str(path), fd, Hasher("sha256"), True)
+    try:
+        assert spool.room() == SPOOL_BYTES  # no reader: the download goes as fast as the upstream sends
+        _put(spool, memoryview(random_bytes(SPOOL_BYTES, seed=9005)))
+        spool.readers[object()] = SPOOL_BYTES  # caught up: waits for bytes, wants nothing from the ring
+        assert spool.room() == SPOOL_BYTES
+        behind = object()
+        spool.readers[behind] = 3 * 1024 * 1024
+        assert spool.room() == 3 * 1024 * 1024 - SPOOL_WRITE_BYTES  # more would overwrite what it wants next
+        spool.readers[behind] = SPOOL_WRITE_BYTES
+        assert spool.room() == 0  # the download waits for it
+        spool._budget = 0.0  # held back as long as a fetch may be: the reader will read the file
+        assert spool.room() == SPOOL_BYTES
+    finally:
+        spool.close()
+        os.close(fd)

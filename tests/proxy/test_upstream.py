@@ -29,6 +29,23 @@ def client_for(upstream: Upstream, *, credentials: bool = True, ca: Path | None 
     return UpstreamClient(settings, ProxyMetrics(CollectorRegistry()))
 
 
+class _Collected:
+    """A download's sink that keeps every byte (in pieces of at most 64 KiB, smaller than the TLS reads)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self._buffer = memoryview(bytearray(64 * 1024))
+
+    def buffer(self) -> memoryview:
+        return self._buffer
+
+    def room(self) -> int:
+        return len(self._buffer)
+
+    def received(self, count: int) -> None:
+        self.data += self._buffer[:count]
+
+
 async def _pull(client: UpstreamClient, name: str, tag: str) -> tuple[bytes, bytes]:
     head = await client.head_manifest(name, tag, ACCEPT)
     fetched = await client.get_manifest(name, tag, ACCEPT)
@@ -36,11 +53,11 @@ async def _pull(client: UpstreamClient, name: str, tag: str) -> tuple[bytes, byt
     layer = json.loads(fetched.content)["layers"][0]
     digest = Digest.parse(layer["digest"])
     assert await client.head_blob(name, digest) == layer["size"]
-    parts: list[bytes] = []
+    sink = _Collected()
     async with client.open_blob(name, digest) as body:
         size = body.size
-        await body.copy(lambda piece: parts.append(bytes(piece)), lambda total: None)
-    data = b"".join(parts)
+        await body.copy(sink, lambda total: None)
+    data = bytes(sink.data)
     assert size == len(data)
     return fetched.content, data
 
