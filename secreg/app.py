@@ -6,15 +6,17 @@ import asyncio
 import errno
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Literal
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from secreg.api.errors import oci_error
 from secreg.api.mirror import MirrorNamespaceMiddleware
@@ -113,8 +115,62 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(RegistryError(ErrorCode.UNKNOWN, "internal error; see the server log"))
 
 
-def _lifespan(registry: LocalRegistry | None, metrics: Metrics | None, proxy: ProxyRegistry | None = None
-              ) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+class _HandledErrors:
+    """Starlette's ExceptionMiddleware, in its place (innermost: every layer of ours sees the answer) and with the
+    same handlers, for less per request: the handler's `Request` is made only when there is an error, and the
+    router's dispatch is called directly. The registry routes that read no body have no exception layer of their
+    own (`secreg.api.routes.build_routes`), so their errors are answered here."""
+
+    def __init__(self, app: ASGIApp, handlers: dict[type[Exception], Handler]) -> None:
+        self.app = app
+        self.handlers = handlers
+        # What Starlette's per-route wrapper (the token routes, the bodies' routes) reads: the same handlers.
+        self.scope_value: tuple[dict[type[Exception], Handler], dict[int, Handler]] = (handlers, {})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope["starlette.exception_handlers"] = self.scope_value
+        started = False
+
+        async def sender(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sender)
+        except Exception as exc:
+            handler = next((self.handlers[kind] for kind in type(exc).__mro__ if kind in self.handlers), None)
+            if handler is None:
+                raise
+            if started:
+                raise RuntimeError("Caught handled exception, but response already started.") from exc
+            response = await handler(Request(scope, receive, send), exc)
+            await response(scope, receive, sender)
+            exc.__traceback__ = None  # a reused exception instance would gather tracebacks across requests
+
+
+class _Registry(Starlette):
+    """Starlette with `_HandledErrors` instead of its ExceptionMiddleware (ServerErrorMiddleware stays outermost:
+    the catch-all handler, `Exception`, runs there)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        handlers = dict(self.exception_handlers)
+        unexpected = handlers.pop(Exception)
+        app: ASGIApp = _HandledErrors(self.router.middleware_stack, handlers)
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return ServerErrorMiddleware(app, handler=unexpected, debug=self.debug)
+
+
+def _lifespan(registry: LocalRegistry | None, metrics: Metrics | None, access_log: AccessLog,
+              proxy: ProxyRegistry | None = None) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         tasks: list[asyncio.Task[None]] = []
@@ -136,6 +192,7 @@ def _lifespan(registry: LocalRegistry | None, metrics: Metrics | None, proxy: Pr
                 await proxy.aclose()
             if metrics is not None:
                 metrics.process_exiting()
+            access_log.flush()  # the last iteration's lines
 
     return lifespan
 
@@ -163,9 +220,10 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
         resolver = AccessResolver(access_table(registry_routes, REGISTRY_ROUTES))
         routes.extend(registry_routes)
     proxy = _pull_through_cache(settings, registry, metrics)
-    app = Starlette(
+    access_log = AccessLog(settings.access_log_format, settings.access_log_enabled)
+    app = _Registry(
         routes=routes,
-        lifespan=_lifespan(registry, metrics, proxy),
+        lifespan=_lifespan(registry, metrics, access_log, proxy),
         exception_handlers={
             RegistryError: _registry_error,
             ModelError: _model_error,
@@ -210,7 +268,7 @@ def create_app(settings: Settings, role: Role = "all") -> Starlette:
         router=app.router,
         action_of=(resolver or AccessResolver([])).action_of,
         metrics=metrics,
-        access_log=AccessLog(settings.access_log_format, settings.access_log_enabled),
+        access_log=access_log,
     )
     if settings.trusted_proxies:  # outside the observer: its logs, and everything within, see the client
         app.add_middleware(ForwardedMiddleware, trusted=settings.trusted_proxies)

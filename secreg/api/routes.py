@@ -16,7 +16,7 @@ from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from secreg.api import blobs, health, listing, manifests, metrics, search, uploads
-from secreg.api.base import json_response, settles_body
+from secreg.api.base import respond, settles_body
 from secreg.auth.access import Need
 from secreg.scopekeys import ROUTE_MATCH_KEY
 
@@ -35,7 +35,7 @@ class RouteSpec:
 
 
 async def api_version(request: Request) -> Response:
-    return json_response({})
+    return respond(200, b"{}", media_type="application/json")  # json_response({}), without encoding it each time
 
 
 NAME = "{name:path}"
@@ -69,13 +69,29 @@ METRICS_ROUTES: tuple[RouteSpec, ...] = (RouteSpec("/metrics", metrics.metrics_e
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
+def _direct(endpoint: Endpoint) -> ASGIApp:
+    """`endpoint` as an ASGI app without Starlette's per-route exception wrapper (`request_response`): its errors
+    reach the app's exception layer, which has the same handlers. Only for routes that read no body: the
+    `Request` that layer hands a handler then sees the same unread stream as the endpoint's."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        response = await endpoint(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+    return app
+
+
 def build_routes(specs: tuple[RouteSpec, ...]) -> list[Route]:
     """The Starlette routes of `specs`; an endpoint that takes a body reads what is left of it on an error."""
-    return [
-        Route(spec.path, settles_body(spec.endpoint) if _BODY_METHODS & set(spec.methods) else spec.endpoint,
-              methods=list(spec.methods))
-        for spec in specs
-    ]
+    routes = []
+    for spec in specs:
+        if _BODY_METHODS & set(spec.methods):
+            routes.append(Route(spec.path, settles_body(spec.endpoint), methods=list(spec.methods)))
+        else:
+            route = Route(spec.path, spec.endpoint, methods=list(spec.methods))
+            route.app = _direct(spec.endpoint)
+            routes.append(route)
+    return routes
 
 
 def access_table(routes: list[Route], specs: tuple[RouteSpec, ...]) -> list[tuple[Route, Need]]:
@@ -99,6 +115,6 @@ def dispatch_matched(router: Router) -> ASGIApp:
         scope.setdefault("router", router)
         scope["route"] = route
         scope.update(child)
-        await route.handle(scope, receive, send)
+        await route.app(scope, receive, send)  # a full match: the method is the route's
 
     return dispatch

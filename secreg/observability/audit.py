@@ -67,10 +67,12 @@ def event(name: str, **fields: Any) -> None:
 _second: tuple[int, str] = (0, "")
 
 
-def utc_now_text() -> str:
-    """`2025-01-02T03:04:05.678Z`; the part up to the second is reused within a second (hot path)."""
+def utc_now_text(now: float | None = None) -> str:
+    """`2025-01-02T03:04:05.678Z` of `now` (default: the current time); the part up to the second is reused
+    within a second (hot path)."""
     global _second
-    now = time.time()
+    if now is None:
+        now = time.time()
     whole = int(now)
     if _second[0] != whole:
         _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))

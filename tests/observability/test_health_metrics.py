@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from secreg.app import create_app
 from secreg.auth.wiring import token_check
 from secreg.config import load_settings
+from secreg.observability import metrics as metrics_module
 from secreg.observability.metrics import Metrics
 from tests.auth.test_auth_registry import add_user
 from tests.oci import error_code, push_image, sha256
@@ -219,6 +221,20 @@ def test_record_gc_counts_runs_and_freed_bytes() -> None:
     assert registry.get_sample_value("secreg_gc_removed_blobs_total") == 3
     assert registry.get_sample_value("secreg_gc_last_duration_seconds") == 1.0
     assert (registry.get_sample_value("secreg_gc_last_run_timestamp_seconds") or 0) > time.time() - 60
+
+
+def test_the_process_id_the_metrics_files_are_named_by_is_renewed_in_a_forked_child() -> None:
+    # With several workers prometheus_client asks `_process_id` instead of os.getpid() on every update of a value.
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        os.write(write, str(metrics_module._process_id()).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    with os.fdopen(read, "rb") as answer:
+        assert int(answer.read()) == child
+    assert metrics_module._process_id() == os.getpid()
 
 
 def _ping_counts(directory: Path) -> dict[str, float]:

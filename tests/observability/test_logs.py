@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
+import logging
 import os
 import re
 import stat
@@ -10,11 +13,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from secreg.observability import accesslog
+from secreg.observability.accesslog import LOGGER, AccessLog, AccessRecord, LineHandler
 from tests.auth.test_auth_registry import add_user
 from tests.oci import push_blob, push_image, sha256
 from tests.server import RunningServer, run_secreg, token
@@ -224,3 +230,87 @@ def logging_level(name: str) -> int:
     import logging
 
     return int(logging.getLevelName(name))
+
+
+# --- lines of one event-loop iteration, written together -----------------------------------------------------------
+
+
+class _Writes(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+
+@contextmanager
+def _access_stream() -> Iterator[_Writes]:
+    """The access logger as the server sets it up (one LineHandler; pytest's own handlers, which it adds for the
+    test's call, set aside), on a stream that keeps each write."""
+    logger = logging.getLogger(LOGGER)
+    saved = (logger.handlers, logger.level, logger.disabled, logger.propagate)
+    stream = _Writes()
+    logger.handlers, logger.disabled, logger.propagate = [LineHandler(stream)], False, False
+    logger.setLevel(logging.INFO)
+    try:
+        yield stream
+    finally:
+        logger.handlers, _, logger.disabled, logger.propagate = saved
+        logger.setLevel(saved[1])
+
+
+def _record(n: int) -> AccessRecord:
+    return AccessRecord(request_id=f"id-{n}", client="::1", user="-", method="GET", path="/v2/", route="/v2/",
+                        repository="-", action="-", status=200, bytes_in=0, bytes_out=2, duration=0.001,
+                        user_agent="test")
+
+
+def _ids(text: str) -> list[str]:
+    return [json.loads(line)["request_id"] for line in text.splitlines()]
+
+
+def test_the_lines_of_a_loop_iteration_are_one_write_when_its_callbacks_are_done(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    access = AccessLog("json")
+    monkeypatch.setattr(accesslog.time, "time", lambda: 1_000_000_000.25)
+
+    async def requests() -> None:
+        assert access_stream.writes == []
+        access.write(_record(1))
+        access.write(_record(2))
+        assert access_stream.writes == []  # not yet: this iteration may finish more requests
+        monkeypatch.setattr(accesslog.time, "time", lambda: 2_000_000_000.0)
+        await asyncio.sleep(0)  # the next iteration
+        assert [_ids(w) for w in access_stream.writes] == [["id-1", "id-2"]]
+        access.write(_record(3))
+        await asyncio.sleep(0)
+        assert [_ids(w) for w in access_stream.writes] == [["id-1", "id-2"], ["id-3"]]
+
+    with _access_stream() as access_stream:
+        asyncio.run(requests())
+    first = [json.loads(line) for line in access_stream.writes[0].splitlines()]
+    assert [line["time"] for line in first] == ["2001-09-09T01:46:40.250Z"] * 2  # when recorded, not written
+    assert access_stream.getvalue() == ""  # each write went to the stream, nothing else
+
+
+def test_lines_kept_by_a_loop_that_stopped_are_written_first() -> None:
+    access = AccessLog("text")
+    loop = asyncio.new_event_loop()
+    with _access_stream() as access_stream:
+        def request() -> None:
+            access.write(_record(1))
+            loop.stop()  # before the iteration that would write it
+
+        loop.call_soon(request)
+        loop.run_forever()
+        assert access_stream.writes == []
+        access.write(_record(2))  # outside any loop: written at once, after what was kept
+        assert [w.split()[1] for w in access_stream.writes] == ["id-1", "id-2"]
+
+        loop.call_soon(request)
+        loop.run_forever()
+        asyncio.run(asyncio.sleep(0, access.write(_record(3))))  # another loop
+        assert [w.split()[1] for w in access_stream.writes] == ["id-1", "id-2", "id-1", "id-3"]
+    loop.close()
