@@ -536,6 +536,100 @@ H2_DIRECT_BYTES = 16 * 1024  # a body piece up to this size skips the stream buf
 H2_PUSH_SLICE = H2_STREAM_BUFFER  # a larger piece the windows do not allow enters the stream buffer this much at a time
 
 
+H2_ANSWER_BUFFER = 2 * 1024 * 1024  # what the stream buffers of one connection hold past the client's windows
+
+
+async def _buffered(protocol: Any, push: Any, event: Any, buffer: Any) -> None:
+    """A body piece past the client's window into the stream's buffer (Hypercorn's `stream_send`, `push`): in
+    `H2_PUSH_SLICE` slices, and while the connection's buffers hold `H2_ANSWER_BUFFER` or more, only as much as the
+    stream's window lets out at once, after waiting for the client to open it (`watch_h2_windows`). Hypercorn's
+    buffer copies a whole piece before it waits at its high-water mark (1 MiB per blob pull stream); sliced, each
+    stream still held ~256 KiB, 28 MiB for a connection of 100 streams whose client never opens its windows."""
+    import h2.exceptions
+
+    stream_id, size = event.stream_id, len(event.data)
+    if size <= H2_PUSH_SLICE and _buffered_bytes(protocol) < H2_ANSWER_BUFFER:
+        await push(protocol, event)
+        return
+    whole, kind = memoryview(event.data), type(event)
+    offset = 0
+    while offset < size:
+        step = H2_PUSH_SLICE
+        while _buffered_bytes(protocol) >= H2_ANSWER_BUFFER:
+            try:
+                room = protocol.connection.local_flow_control_window(stream_id) - len(buffer.buffer)
+            except h2.exceptions.ProtocolError:
+                return  # as Hypercorn: the stream or connection closed meanwhile
+            if room > 0:
+                step = min(step, room)
+                break
+            await _window_change(protocol)
+            if (protocol.closed or protocol.stream_buffers.get(stream_id) is not buffer
+                    or stream_id not in protocol.streams):
+                return  # reset or closed meanwhile: the rest is not wanted
+        await push(protocol, kind(stream_id=stream_id, data=whole[offset:offset + step]))
+        if protocol.stream_buffers.get(stream_id) is not buffer:
+            return
+        offset += step
+
+
+def _buffered_bytes(protocol: Any) -> int:
+    return sum(len(each.buffer) for each in protocol.stream_buffers.values())
+
+
+async def _window_change(protocol: Any) -> None:
+    """Until the client changes a flow-control window (WINDOW_UPDATE, SETTINGS), resets a stream or the connection
+    closes (`watch_h2_windows`)."""
+    waiting = protocol._secreg_windows
+    if waiting is None:
+        waiting = protocol._secreg_windows = asyncio.Event()
+    await waiting.wait()
+
+
+def _windows_changed(protocol: Any) -> None:
+    waiting = protocol._secreg_windows
+    if waiting is not None:
+        protocol._secreg_windows = None
+        waiting.set()
+
+
+def watch_h2_windows() -> bool:
+    """Wake the streams waiting in `_buffered` when Hypercorn hears of a window change (its `_window_updated`, also
+    called for a reset stream), and when the connection has closed (its send task ends then); then also close every
+    stream buffer: Hypercorn closed none, so an answer waiting at a buffer's high-water mark when its client went
+    away waited forever, its connection's task group with it (100 zero-window pulls on a connection, closed:
+    +27 MiB and 200 file descriptors kept, for every such connection)."""
+    from hypercorn.protocol import h2 as h2_protocol
+
+    protocol = h2_protocol.H2Protocol
+    original_updated = getattr(protocol, "_window_updated", None)
+    original_send_task = getattr(protocol, "send_task", None)
+    if original_updated is None or original_send_task is None:
+        return False
+    if getattr(original_send_task, "_secreg_tuned", False):
+        return True
+
+    async def _window_updated(self: Any, stream_id: int | None) -> None:
+        _windows_changed(self)
+        await original_updated(self, stream_id)
+
+    async def send_task(self: Any) -> None:
+        try:
+            await original_send_task(self)  # until the connection is closed
+        finally:
+            buffers = list(self.stream_buffers.values())
+            self.stream_buffers.clear()
+            for buffer in buffers:
+                await buffer.close()  # wakes an application waiting to push more
+            _windows_changed(self)
+
+    send_task._secreg_tuned = True  # type: ignore[attr-defined]
+    protocol._secreg_windows = None  # type: ignore[attr-defined]  # each connection's own once one waits
+    protocol._window_updated = _window_updated  # type: ignore[method-assign]
+    protocol.send_task = send_task  # type: ignore[method-assign]
+    return True
+
+
 def direct_small_h2_bodies() -> bool:
     """In Hypercorn's HTTP/2 every body piece goes into the stream's buffer, the connection's send task is woken to
     frame it on a later loop iteration, and the end of the body waits until that task has taken it: a manifest
@@ -589,15 +683,8 @@ def direct_small_h2_bodies() -> bool:
                         return
                 except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError):
                     return  # as Hypercorn: the connection or stream closed meanwhile
-            if buffer is not None and not isinstance(event, EndBody) and len(event.data) > H2_PUSH_SLICE:
-                # Past the client's window: Hypercorn's buffer copies a whole piece before it waits, 1 MiB per
-                # blob pull stream, so a client that never opens its windows held 100 MiB per connection (100
-                # streams). In slices the buffer waits at its high-water mark; the rest stays the app's view.
-                whole, kind = memoryview(event.data), type(event)
-                for offset in range(0, len(whole), H2_PUSH_SLICE):
-                    await original(self, kind(stream_id=stream_id, data=whole[offset:offset + H2_PUSH_SLICE]))
-                    if self.stream_buffers.get(stream_id) is not buffer:
-                        return  # reset or closed meanwhile: the rest is not wanted
+            if buffer is not None and not isinstance(event, EndBody):
+                await _buffered(self, original, event, buffer)
                 return
         await original(self, event)
 

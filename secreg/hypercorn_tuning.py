@@ -22,7 +22,7 @@ def apply() -> bool:
                bodyreads.pass_body_through(), h2.widen_h2_windows(),
                h2.batch_h2_sends(), h2.merge_h2_data_events(),
                h2.cheap_h2_frame_repr(), h11.cache_date_header(), h2.coalesce_h2_flushes(),
-               h2.direct_small_h2_bodies(), receive.fast_h2_data_frames(), h2.limit_h2_control_frames(),
-               h11.pass_response_views_through(), h11.direct_h11_response_heads(),
+               h2.direct_small_h2_bodies(), h2.watch_h2_windows(), receive.fast_h2_data_frames(),
+               h2.limit_h2_control_frames(), h11.pass_response_views_through(), h11.direct_h11_response_heads(),
                hypercorn_h2.apply()]
     return all(results)
