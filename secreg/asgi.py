@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from secreg import connections, hypercorn_h2, hypercorn_tuning, memory, tlstransport
+from secreg import connections, hypercorn_h2, hypercorn_tuning, memory, proxyprotocol, tlstransport
 from secreg.app import Role, create_app
 from secreg.cli.serve import SERVE_ENV
 from secreg.config import load_settings
@@ -28,6 +28,7 @@ def app_from_environment() -> Any:
     connections.install(connections.Limits(settings.max_connections, settings.max_connections_per_client,
                                            settings.header_timeout, settings.trusted_proxies), settings.workers)
     tlstransport.install(settings.tls_transport == "socket")
+    proxyprotocol.install(settings.proxy_protocol, settings.header_timeout)
     application = create_app(settings, role)
     hypercorn_h2.freeze_startup_objects()  # last: what was built so far lives as long as the worker
     return application

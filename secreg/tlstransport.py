@@ -46,6 +46,8 @@ import threading
 from asyncio import trsock
 from typing import Any
 
+from secreg import proxyprotocol
+
 READ_BYTES = 512 * 1024  # one socket read's worth, as `secreg.connections.TLS_READ_BYTES`
 COALESCE = 64 * 1024  # small waiting pieces are joined into one record (and one send) up to this size
 HIGH_WATER = 64 * 1024  # asyncio's default write-buffer limits
@@ -82,10 +84,12 @@ class SocketTLSTransport(asyncio.Transport):
                 rawsock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError:
                 pass
+        client = rawsock.proxied_peer if isinstance(rawsock, proxyprotocol.ProxiedSocket) else None
         self._sock = context.wrap_socket(rawsock, server_side=True, do_handshake_on_connect=False)
         self._ssl: Any = self._sock._sslobj  # type: ignore[attr-defined]  # the _ssl object: no wrapper per call
         self._fd = self._sock.fileno()
-        self._info.setdefault("socket", trsock.TransportSocket(self._sock))
+        self._info.setdefault("socket", trsock.TransportSocket(self._sock) if client is None else
+                              proxyprotocol.ProxiedTransportSocket(self._sock, client))
         self._info["sslcontext"] = context
         try:
             self._info.setdefault("sockname", self._sock.getsockname())

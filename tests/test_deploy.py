@@ -8,6 +8,7 @@ processes sharing certificates and the auth directory, as the compose services d
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -337,7 +338,15 @@ def test_compose_scaled_profile_runs_replicas_on_a_bucket_behind_haproxy(compose
     assert replica["scale"] == 3 and "objectstore" not in replica.get("depends_on", {})
     assert _mounts(replica)["/certs"][1] == "ro" and _mounts(replica)["/auth"][1] == "ro"
     haproxy = (ROOT / "deploy" / "haproxy.cfg").read_text()
-    assert "mode tcp" in haproxy and "balance roundrobin" in haproxy and "replica:5000" in haproxy
+    assert "mode tcp" in haproxy and "balance roundrobin" in haproxy and "replica:5000 send-proxy-v2 " in haproxy
+    # The replicas read PROXY headers from the balancer's fixed address alone, which it connects from (its only
+    # network is the one it shares with them).
+    balancer = services["balancer"]
+    address = balancer["networks"]["balancing"]["ipv4_address"]
+    assert list(balancer["networks"]) == ["balancing"] and set(replica["networks"]) == {"default", "balancing"}
+    assert replica["environment"]["SECREG_HTTP_PROXYPROTOCOL"] == f"{address}/32"
+    assert ipaddress.ip_address(address) in ipaddress.ip_network(
+        compose["networks"]["balancing"]["ipam"]["config"][0]["subnet"])
     checked = shutil.which("haproxy") or "/usr/sbin/haproxy"
     if os.path.exists(checked):  # the syntax, with Docker's resolver unreachable here (checked, not used)
         result = subprocess.run([checked, "-c", "-f", str(ROOT / "deploy" / "haproxy.cfg")],
@@ -363,3 +372,4 @@ def test_compose_replica_environment_loads_into_s3_and_redis_settings(tmp_path: 
     assert settings.redis is not None and (settings.redis.host, settings.redis.port) == ("redis", 6379)
     assert settings.auth.token.realm == f"https://{PUBLIC_HOST}:5001/auth/token"
     assert settings.auth.directory == Path("/auth") and settings.tls.directory == Path("/certs")
+    assert settings.proxy_protocol == (ipaddress.ip_network("172.31.250.10/32"),)

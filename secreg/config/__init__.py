@@ -145,6 +145,7 @@ class Settings:
     event_loop: str = "asyncio"
     tls_transport: str = "socket"
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    proxy_protocol: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @property
     def bind(self) -> str:
@@ -281,13 +282,16 @@ def _tls_transport(tree: Mapping[str, Any]) -> str:
     return choice
 
 
-def _event_loop(tree: Mapping[str, Any]) -> str:
-    """`http.eventloop`: asyncio, uvloop, or auto (uvloop when it can be imported)."""
+def _event_loop(tree: Mapping[str, Any], proxy_protocol: tuple[Any, ...] = ()) -> str:
+    """`http.eventloop`: asyncio, uvloop, or auto (uvloop when it can be imported, and no PROXY headers are read:
+    uvloop accepts connections in its own code, where secreg.proxyprotocol cannot read them first)."""
     choice = _str(tree, "http.eventloop").strip().lower() or "asyncio"
     if choice not in ("asyncio", "uvloop", "auto"):
         raise ConfigError(f"http.eventloop: expected asyncio, uvloop or auto, got {choice!r}")
-    if choice == "asyncio":
-        return choice
+    if choice == "uvloop" and proxy_protocol:
+        raise ConfigError("http.eventloop: uvloop cannot read PROXY headers (http.proxyprotocol); use asyncio")
+    if choice == "asyncio" or proxy_protocol:
+        return "asyncio"
     if importlib.util.find_spec("uvloop") is None:
         if choice == "uvloop":
             raise ConfigError("http.eventloop: uvloop is not installed (pip install uvloop)")
@@ -407,6 +411,7 @@ def validate(tree: Mapping[str, Any], base_dir: Path) -> Settings:
     level = _str(tree, "log.level").lower()
     if level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"log.level: expected debug, info, warning or error, got {level!r}")
+    proxy_protocol = _networks(tree, "http.proxyprotocol")
     return Settings(
         host=host,
         port=port,
@@ -474,27 +479,29 @@ def validate(tree: Mapping[str, Any], base_dir: Path) -> Settings:
         raw=copy.deepcopy(dict(tree)),
         proxy=_proxy(tree, base_dir),
         tag_cache_max_age=_int(tree, "storage.cache.tagmaxage", 0),
-        event_loop=_event_loop(tree),
+        event_loop=_event_loop(tree, proxy_protocol),
         tls_transport=_tls_transport(tree),
-        trusted_proxies=_trusted_proxies(tree),
+        trusted_proxies=_networks(tree, "http.trustedproxies"),
+        proxy_protocol=proxy_protocol,
     )
 
 
-def _trusted_proxies(tree: Mapping[str, Any]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    """`http.trustedproxies`: a list of CIDRs, or one string of them separated by commas (the environment)."""
-    value = _get(tree, "http.trustedproxies")
+def _networks(tree: Mapping[str, Any], dotted: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """`http.trustedproxies`, `http.proxyprotocol`: a list of CIDRs, or one string of them separated by commas (the
+    environment)."""
+    value = _get(tree, dotted)
     if value is None or value == "":
         return ()
     if isinstance(value, str):
         value = value.split(",")
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"http.trustedproxies: expected a list of CIDRs such as [10.0.0.0/8], got {value!r}")
+        raise ConfigError(f"{dotted}: expected a list of CIDRs such as [10.0.0.0/8], got {value!r}")
     networks = []
     for text in value:
         try:
             networks.append(ipaddress.ip_network(text.strip()))
         except ValueError as exc:
-            raise ConfigError(f"http.trustedproxies: {text.strip()!r} is not an IP network such as 10.0.0.0/8 or "
+            raise ConfigError(f"{dotted}: {text.strip()!r} is not an IP network such as 10.0.0.0/8 or "
                               f"2001:db8::/32 ({exc})") from None
     return tuple(networks)
 

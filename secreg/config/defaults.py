@@ -12,7 +12,8 @@ ENV_PREFIX = "SECREG_"
 # Named like settings but read by compose.yaml and the Dockerfile, not by secreg (an exported .env must not
 # stop `secreg serve`).
 COMPOSE_VARIABLES = frozenset({"PUBLIC_HOST", "AUTH_PORT", "UID",
-                               "S3_ENDPOINT", "S3_BUCKET", "S3_ACCESSKEY", "S3_SECRETKEY"})
+                               "S3_ENDPOINT", "S3_BUCKET", "S3_ACCESSKEY", "S3_SECRETKEY", "BALANCER_ADDR",
+                               "BALANCER_SUBNET"})
 
 DEFAULTS: dict[str, Any] = {
     "version": "0.1",
@@ -36,6 +37,9 @@ DEFAULTS: dict[str, Any] = {
         "insecure": False,  # plain HTTP listener, only for use behind a TLS-terminating proxy
         # Reverse proxies (CIDRs) whose X-Forwarded-For names the client (rate limits, logs); empty: nobody's
         "trustedproxies": [],
+        # TCP load balancers (CIDRs) that begin each connection with a PROXY header (haproxy send-proxy-v2) naming
+        # the client; a connection from them without one is closed; empty: nobody's header is read
+        "proxyprotocol": [],
         # Seconds: request headers must be complete this long after their first byte; a request body may pause
         # this long between two pieces; an idle keep-alive connection is closed after this long.
         "timeouts": {"header": 20, "body": 60, "idle": 75},

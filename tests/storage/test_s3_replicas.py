@@ -4,6 +4,7 @@ copies of the first one's certs/ and auth/: any replica continues any upload, to
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import uuid
@@ -25,9 +26,12 @@ MIB = 1024 * 1024
 NAME = "team/app"
 
 
+BALANCER = "127.0.0.3"  # the balancer's address, from which the replicas read PROXY headers (compose's)
+
+
 def replica_config(store: ObjectStore, bucket: str, **storage: Any) -> dict[str, Any]:
     return {"storage": {"s3": store.s3_settings(bucket, chunksize=5 * MIB), "delete": {"enabled": True},
-                        **storage}}
+                        **storage}, "http": {"proxyprotocol": [f"{BALANCER}/32"]}}
 
 
 def start_replicas(stack: ExitStack, root: Path, config: dict[str, Any], count: int) -> list[RunningServer]:
@@ -176,8 +180,9 @@ def test_a_monolithic_push_is_written_at_its_final_key(replicas: list[RunningSer
 def test_the_compose_balancer_config_passes_tls_through_to_the_replicas(replicas: list[RunningServer],
                                                                        tmp_path: Path) -> None:
     """deploy/haproxy.cfg (compose's `balancer`) with only what Docker's DNS would supply replaced: the listen
-    address and the three replica addresses. Clients see the replicas' own certificate (passthrough, verified
-    against the CA), and requests without stickiness land on several replicas."""
+    address and the three replica addresses (and the balancer's own, from which the replicas read PROXY headers).
+    Clients see the replicas' own certificate (passthrough, verified against the CA), requests without stickiness
+    land on several replicas, and each replica logs the client (send-proxy-v2), not the balancer."""
     import re
     import socket
     import ssl
@@ -190,11 +195,12 @@ def test_the_compose_balancer_config_passes_tls_through_to_the_replicas(replicas
 
     haproxy = require_binary("haproxy", "haproxy", default="/usr/sbin/haproxy")
     text = (Path(__file__).resolve().parents[2] / "deploy" / "haproxy.cfg").read_text()
-    template = re.search(r"(?m)^    server-template replica 3 replica:5000 (check check-ssl verify none) "
+    template = re.search(r"(?m)^    server-template replica 3 replica:5000 (send-proxy-v2 check check-ssl verify none) "
                          r"resolvers docker init-addr none$", text)
     assert template is not None and "    bind :5443\n" in text and "resolvers docker\n" in text
     port = free_port()
-    servers = "\n".join(f"    server replica{i} 127.0.0.1:{r.port} {template.group(1)}" for i, r in enumerate(replicas))
+    servers = "\n".join(f"    server replica{i} 127.0.0.1:{r.port} {template.group(1)} source {BALANCER}"
+                         for i, r in enumerate(replicas))
     text = text.replace(template.group(0), servers).replace("    bind :5443\n", f"    bind 127.0.0.1:{port}\n")
     text = re.sub(r"(?m)^resolvers docker\n(?:    .*\n)+", "", text)
     (tmp_path / "haproxy.cfg").write_text(text)
@@ -229,5 +235,9 @@ def test_the_compose_balancer_config_passes_tls_through_to_the_replicas(replicas
                 assert fresh.get(f"/v2/{name}/blobs/{digest}").content == blob
         served = [r for r in replicas if f"/v2/{name}/blobs/" in r.log()]
         assert len(served) >= 2, "round robin without stickiness reaches several replicas"
+        for replica in served:
+            clients = {json.loads(line)["client"] for line in replica.log().splitlines()
+                       if line.startswith("{") and f"/v2/{name}/blobs/" in line}
+            assert clients == {"127.0.0.1"}, clients  # the test's own address, through the balancer
     finally:
         stop_process_group(process)
