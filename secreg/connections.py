@@ -18,7 +18,9 @@ memory an idle TLS connection holds. Installed into Hypercorn's asyncio worker b
   connections are closed after Hypercorn's `keep_alive_timeout`, and at once when the server stops, as Hypercorn
   does, but by a timer: Hypercorn started a task (with a `wait_for` and its own task inside) each time a
   connection fell idle and cancelled it when the next request came, ~7% of a small request's CPU time under
-  py-spy. Request bodies are bounded by `secreg.requestlimits.BodyTimeout` at the ASGI level.
+  py-spy. Neither timer is armed per request either: each request moves its connection's deadlines, and one
+  timer per kind fires at the earliest and re-arms itself for a later one. Request bodies are bounded by
+  `secreg.requestlimits.BodyTimeout` at the ASGI level.
 - **Memory**: asyncio's TLS protocol allocates a 256 KiB read buffer per connection at creation
   (`SSLProtocol.max_size`) and keeps it for the connection's life: 2,000 idle TLS connections held ~580 MiB,
   and glibc kept most of it after they closed. The buffer is filled and drained in one synchronous step
@@ -76,6 +78,8 @@ log = logging.getLogger("secreg.connections")
 GATHER_BELOW = 128 * 1024
 GATHER_AFTER = 4
 GATHER_SECONDS = 0.008
+# A timer may fire this much before its deadline (the loop's clock resolution, uvloop's milliseconds): then it is due.
+TIMER_SLACK = 0.002
 GATHER_RECEIVE_BUFFER = 4 * 1024 * 1024  # the least SO_RCVBUF a gathering socket is given (`gather_receive_buffer`)
 
 
@@ -377,6 +381,9 @@ class LimitedTCPServer(tcp_server.TCPServer):
     shed: bool = False
     _header_timer: asyncio.TimerHandle | None = None
     _idle_timer: asyncio.TimerHandle | None = None
+    # Loop times the timers above check when they fire (`_header_due`, `_idle_due`); None: nothing is due.
+    _header_deadline: float | None = None
+    _idle_deadline: float | None = None
     _gather_buffer = False  # whether the socket's receive buffer was set for gathering (`_gather_more`)
 
     async def run(self) -> None:
@@ -409,26 +416,41 @@ class LimitedTCPServer(tcp_server.TCPServer):
             if event.idle:
                 self.idle_since = time.monotonic()
             else:
-                self._cancel_header_timer()
+                self._header_deadline = None  # the headers are in: an armed header timer finds nothing due
             self._watch_idle(event.idle)  # in place of Hypercorn's idle task (see the module docstring)
             return
         await super().protocol_send(event)
 
     def _watch_idle(self, idle: bool) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+        # A timer armed and cancelled per request was ~2% of a small request's CPU time: the deadline moves
+        # instead, and a timer armed once fires at the earliest deadline and re-arms itself for a later one.
         idle_set = _idle_connections(self.context, self.loop)
         if not idle:
+            self._idle_deadline = None
             idle_set.pop(self, None)
         elif self.context.terminated.is_set():
             self._idle_expired()
         else:
             idle_set[self] = None
-            self._idle_timer = self.loop.call_later(self.config.keep_alive_timeout, self._idle_expired)
+            self._idle_deadline = deadline = self.loop.time() + self.config.keep_alive_timeout
+            if self._idle_timer is None:
+                self._idle_timer = self.loop.call_at(deadline, self._idle_due)
+
+    def _idle_due(self) -> None:
+        self._idle_timer = None
+        deadline = self._idle_deadline
+        if deadline is None:
+            return  # in use: its next idle spell arms the timer again
+        if deadline > self.loop.time() + TIMER_SLACK:
+            self._idle_timer = self.loop.call_at(deadline, self._idle_due)  # used and idle again since
+        else:
+            self._idle_expired()
 
     def _idle_expired(self) -> None:
-        self._idle_timer = None
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+        self._idle_deadline = None
         _idle_connections(self.context, self.loop).pop(self, None)
         task = self.loop.create_task(self._initiate_server_close())
         _closing.add(task)
@@ -454,12 +476,17 @@ class LimitedTCPServer(tcp_server.TCPServer):
         while not self.reader.at_eof():
             waited = not reader.buffered()
             try:
-                data = await asyncio.wait_for(self.reader.read(tcp_server.MAX_RECV), self.config.read_timeout)
+                if self.config.read_timeout is None:  # (the default) no wait_for coroutine per read
+                    data = await self.reader.read(tcp_server.MAX_RECV)
+                else:
+                    data = await asyncio.wait_for(self.reader.read(tcp_server.MAX_RECV), self.config.read_timeout)
             except (ConnectionError, OSError, TimeoutError, SSLError):
                 break
             else:
-                if data and h11 and self.idle and self._header_timer is None and _tracker is not None:
-                    self._header_timer = self.loop.call_later(_tracker.limits.header_timeout, self._header_expired)
+                if data and h11 and self.idle and self._header_deadline is None and _tracker is not None:
+                    self._header_deadline = deadline = self.loop.time() + _tracker.limits.header_timeout
+                    if self._header_timer is None:  # else it fires at an earlier deadline and re-arms for this
+                        self._header_timer = self.loop.call_at(deadline, self._header_due)
                 if len(data) >= GATHER_BELOW or not waited or not h11 or self.idle:
                     slow_reads = 0
                 elif expects_more_body(self.protocol, data, GATHER_BELOW):
@@ -519,14 +546,22 @@ class LimitedTCPServer(tcp_server.TCPServer):
         except OSError:
             return 0
 
-    def _header_expired(self) -> None:
+    def _header_due(self) -> None:
         self._header_timer = None
+        deadline = self._header_deadline
+        if deadline is None:
+            return  # the headers came in time: the next request's first bytes arm the timer again
+        if deadline > self.loop.time() + TIMER_SLACK:
+            self._header_timer = self.loop.call_at(deadline, self._header_due)
+            return
+        self._header_deadline = None
         if self.idle:
             log.info("closing a connection from %s: request headers incomplete after %.0f s (http.timeouts.header)",
                      self.client_address, _tracker.limits.header_timeout if _tracker else 0)
             self.writer.transport.abort()
 
     def _cancel_header_timer(self) -> None:
+        self._header_deadline = None
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
