@@ -460,6 +460,56 @@ def test_interleaved_and_padded_http2_uploads_arrive_intact(tmp_path: Path) -> N
                 assert c.get(f"/v2/t/mixed/blobs/{sha256(blob)}").content == blob
 
 
+def _send_within_windows(client: _RawH2, stream: int, data: bytes, end: bool, frame: int = 16384) -> None:
+    """`data` on `stream` in DATA frames of `frame` bytes, waiting for the server's WINDOW_UPDATEs whenever
+    what it allows runs out."""
+    import h2.events
+
+    offset = 0
+    while offset < len(data):
+        piece = data[offset:offset + frame]
+        while client.connection.local_flow_control_window(stream) < len(piece):
+            client.flush()
+            for event in client.connection.receive_data(client.sock.recv(65536)):
+                assert not isinstance(event, (h2.events.StreamReset, h2.events.ConnectionTerminated)), event
+        offset += len(piece)
+        client.connection.send_data(stream, piece, end_stream=end and offset >= len(data))
+        if offset % (1024 * 1024) < frame:
+            client.flush()
+    client.flush()
+
+
+def test_http2_push_past_the_windows_and_a_reset_push_leave_only_whole_blobs(tmp_path: Path) -> None:
+    """Through the bulk DATA path (`fast_h2_data_frames`, `merge_h2_data_events`): a push larger than the stream
+    window (64 MiB), which the server must reopen as it stores, arrives whole, the client never sending past
+    what the server allows; a push the client resets halfway stores nothing under its digest, and the same blob
+    pushed again on the same connection is stored whole."""
+    big = os.urandom(1024 * 1024) * 66 + os.urandom(12_345)
+    half = os.urandom(3 * 1024 * 1024 + 7)
+    headers = [(b"content-type", b"application/octet-stream")]
+    with run_secreg(tmp_path, OPEN, args=["--http2"]) as server:
+        client = _RawH2(server)
+        try:
+            stream = client.request("POST", f"/v2/t/wide/blobs/uploads/?digest={sha256(big)}", headers)
+            _send_within_windows(client, stream, big, end=True)
+            assert client.answers({stream}) == {stream: b"201"}
+            reset = client.request("POST", f"/v2/t/wide/blobs/uploads/?digest={sha256(half)}",
+                                   [*headers, (b"content-length", str(len(half)).encode())])
+            _send_within_windows(client, reset, half[:len(half) // 2], end=False)
+            client.connection.reset_stream(reset)
+            client.flush()
+            with server.client() as c:  # half a body never verifies: no blob, whether its upload ended yet or not
+                assert c.head(f"/v2/t/wide/blobs/{sha256(half)}").status_code == 404
+            again = client.request("POST", f"/v2/t/wide/blobs/uploads/?digest={sha256(half)}", headers)
+            _send_within_windows(client, again, half, end=True)
+            assert client.answers({again}) == {again: b"201"}
+        finally:
+            client.close()
+        with server.client() as c:
+            assert c.get(f"/v2/t/wide/blobs/{sha256(big)}").content == big
+            assert c.get(f"/v2/t/wide/blobs/{sha256(half)}").content == half
+
+
 def test_http2_upload_past_its_content_length_or_frame_size_is_refused(tmp_path: Path) -> None:
     """More DATA than the request's content-length, or a DATA frame larger than the frame size the server
     allows: h2's own refusals (stream or connection error) hold on the fast path too, and nothing is stored."""
