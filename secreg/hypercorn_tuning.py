@@ -1,14 +1,16 @@
 """The one entry point of secreg's Hypercorn, h11 and h2 tunings: `apply()`.
 
 They live by protocol: `secreg.hypercorn_h11` (socket reads, TLS close, the Date header, HTTP/1.1 responses and
-headers), `secreg.bodyreads` (HTTP/1.1 request bodies), `secreg.hypercorn_h2_frames` (HTTP/2 windows, DATA
-frames, writes and flushes), `secreg.hypercorn_h2_receive` (HTTP/2 DATA and request HEADERS frames parsed in bulk)
-and `secreg.hypercorn_h2` (HTTP/2 response heads, the stream scheduler, hpack).
+headers), `secreg.hypercorn_h11_requests` (HTTP/1.1 request heads without a body), `secreg.bodyreads` (HTTP/1.1
+request bodies), `secreg.hypercorn_h2_frames` (HTTP/2 windows, DATA frames, writes and flushes),
+`secreg.hypercorn_h2_receive` (HTTP/2 DATA and request HEADERS frames parsed in bulk) and `secreg.hypercorn_h2`
+(HTTP/2 response heads, the stream scheduler, hpack).
 """
 
 from __future__ import annotations
 
 from secreg import bodyreads, hypercorn_h2, hypercorn_h2_frames, hypercorn_h2_receive, hypercorn_h11
+from secreg.hypercorn_h11_requests import direct_h11_request_heads
 
 
 def apply() -> bool:
@@ -24,5 +26,6 @@ def apply() -> bool:
                h2.cheap_h2_frame_repr(), h11.cache_date_header(), h2.coalesce_h2_flushes(),
                h2.direct_small_h2_bodies(), h2.watch_h2_windows(), receive.fast_h2_data_frames(),
                h2.limit_h2_control_frames(), h11.pass_response_views_through(), h11.direct_h11_response_heads(),
+               direct_h11_request_heads(),
                hypercorn_h2.apply()]
     return all(results)
