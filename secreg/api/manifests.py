@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -26,16 +28,29 @@ def _existing_reference(request: Request) -> str | Digest:
     return parse_reference(text)
 
 
-def _accepted(request: Request) -> set[str] | None:
+def _accepted(request: Request) -> frozenset[str] | None:
     """Media types the client accepts; None when it accepts anything."""
-    values = request.headers.getlist("accept")
+    values = tuple(value for key, value in request.scope["headers"] if key == b"accept")
     if not values:
         return None
-    accepted = {part.split(";", 1)[0].strip() for value in values for part in value.split(",")}
+    if sum(map(len, values)) > _ACCEPT_MEMO_LENGTH:
+        return _media_types(values)
+    return _accepted_memo(values)
+
+
+_ACCEPT_MEMO_LENGTH = 1024
+
+
+def _media_types(values: tuple[bytes, ...]) -> frozenset[str] | None:
+    accepted = {part.split(";", 1)[0].strip() for value in values for part in value.decode("latin-1").split(",")}
     accepted.discard("")
     if not accepted or "*/*" in accepted or "application/*" in accepted:
         return None
-    return accepted
+    return frozenset(accepted)
+
+
+# A client sends the same Accept on every pull: parsed once per distinct value (up to 1 KiB, 256 of them).
+_accepted_memo = functools.lru_cache(maxsize=256)(_media_types)
 
 
 def _negotiate(request: Request, media_type: str) -> None:

@@ -11,6 +11,8 @@ without the X-Request-Id header.)
 
 from __future__ import annotations
 
+import itertools
+import os
 import re
 import secrets
 import time
@@ -36,6 +38,26 @@ _MANIFEST_ROUTE_END = "/manifests/{reference}"
 _BLOB_ROUTE_END = "/blobs/{digest}"
 
 ActionOf = Callable[[str, str], str]
+
+
+class _RequestIds:
+    """New request ids: 32 hex digits, a random half drawn once per process (again in a forked child) and a
+    counter, so ids stay unique across workers and restarts without reading the system's random source per
+    request (an id correlates log lines; it is no secret)."""
+
+    def __init__(self) -> None:
+        self._renew()
+        os.register_at_fork(after_in_child=self._renew)
+
+    def _renew(self) -> None:
+        self._prefix = secrets.token_hex(8)
+        self._count = itertools.count()
+
+    def __call__(self) -> bytes:
+        return f"{self._prefix}{next(self._count):016x}".encode()
+
+
+_new_request_id = _RequestIds()
 
 
 class _Exchange:
@@ -79,7 +101,7 @@ class ObserveMiddleware:
                 incoming = value
             elif name == b"user-agent":
                 agent = value
-        request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(16).encode()
+        request_id = incoming if _REQUEST_ID.match(incoming) else _new_request_id()
         scope[REQUEST_ID_KEY] = request_id.decode()
         method: str = scope["method"]
         upload = self.metrics is not None and method in _UPLOAD_METHODS and "/blobs/uploads/" in scope["path"]

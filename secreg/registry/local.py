@@ -176,8 +176,7 @@ class LocalRegistry:
     # --- manifests and tags ------------------------------------------------------------------------
 
     async def get_manifest(self, name: str, reference: str | Digest) -> Manifest:
-        stored = await self.offload.run(self.manifests.get, name, reference)
-        return Manifest(stored.digest, stored.media_type, stored.content)
+        return await self.offload.run(self.manifests.get, name, reference)
 
     async def put_manifest(self, name: str, reference: str | Digest, content: bytes, media_type: str | None,
                            tags: list[str] | None = None) -> PutResult:

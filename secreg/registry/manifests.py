@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 from secreg.digest import Digest
@@ -17,19 +16,12 @@ from secreg.registry.manifest_format import (
     parse_manifest,
     referrer_descriptor,
 )
-from secreg.registry.model import PutResult
+from secreg.registry.model import Manifest, PutResult
 from secreg.registry.tagcache import Counters, Resolved, TagCache
 from secreg.storage import layout
 from secreg.storage.driver import PathNotFound, StorageDriver
 
 _CACHE_BYTES = 16 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class StoredManifest:
-    digest: Digest
-    media_type: str
-    content: bytes
 
 
 class _ContentCache:
@@ -80,13 +72,13 @@ class ManifestStore:
         except PathNotFound:
             raise ManifestUnknown(reference) from None
 
-    def get(self, name: str, reference: str | Digest) -> StoredManifest:
+    def get(self, name: str, reference: str | Digest) -> Manifest:
         # From memory while no worker of this server changed the tag, or removed or rewrote the revision (a
         # digest's text has a colon, a tag cannot: the two never share a key).
         key = reference if isinstance(reference, str) else str(reference)
         hit = self._tags.get(name, key)
         if hit is not None and (cached := self._cache.get(hit.digest)) is not None:
-            return StoredManifest(hit.digest, hit.media_type, cached)
+            return Manifest(hit.digest, hit.media_type, cached)
         stamp = self._tags.stamp(name, key)  # before reading, so a change meanwhile is not missed
         digest = self.resolve(name, reference)
         if not isinstance(reference, Digest) and not self.driver.exists(layout.revision_link(name, digest)):
@@ -100,7 +92,7 @@ class ManifestStore:
             self._cache.put(digest, content)
         media_type = self._media_type(name, digest, content)
         self._tags.put(name, key, stamp, Resolved(digest, media_type))
-        return StoredManifest(digest, media_type, content)
+        return Manifest(digest, media_type, content)
 
     def _media_type(self, name: str, digest: Digest, content: bytes) -> str:
         try:

@@ -82,6 +82,7 @@ class _Entry:
     resolved: Resolved
     stamp: int
     filled: float
+    slot: int  # of (repository, tag): hashed once, when the entry is made
 
 
 class TagCache:
@@ -100,8 +101,7 @@ class TagCache:
             entry = self._entries.get((name, tag))
         if entry is None:
             return None
-        if (entry.stamp != self.counters.value(self.counters.slot(name, tag))
-                or self._clock() - entry.filled >= self.max_age):
+        if entry.stamp != self.counters.value(entry.slot) or self._clock() - entry.filled >= self.max_age:
             return None
         return entry.resolved
 
@@ -112,8 +112,9 @@ class TagCache:
     def put(self, name: str, tag: str, stamp: int, resolved: Resolved) -> None:
         if self.max_age <= 0:
             return
+        entry = _Entry(resolved, stamp, self._clock(), self.counters.slot(name, tag))
         with self._lock:
-            self._entries[(name, tag)] = _Entry(resolved, stamp, self._clock())
+            self._entries[(name, tag)] = entry
             self._entries.move_to_end((name, tag))
             while len(self._entries) > ENTRIES:
                 self._entries.popitem(last=False)

@@ -10,7 +10,15 @@ from starlette.routing import Match
 
 from secreg.api.routes import REGISTRY_ROUTES, access_table, build_routes
 from secreg.app import create_app
-from secreg.auth.access import SEARCH, TOKEN_PATH, AccessResolver, Need, challenge, challenge_detail
+from secreg.auth.access import (
+    MEMO_ENTRIES,
+    SEARCH,
+    TOKEN_PATH,
+    AccessResolver,
+    Need,
+    challenge,
+    challenge_detail,
+)
 from secreg.auth.scope import Access
 from secreg.config import load_settings
 from secreg.scopekeys import ROUTE_MATCH_KEY
@@ -99,3 +107,33 @@ def test_the_router_dispatches_to_the_route_the_resolver_matched(tmp_path: Path,
         assert child == full[0].matches(scope(method, path))[1]
     else:  # no full match among the registry's routes: the router searches its whole table itself
         assert not any(r in full for r, _ in app.state.resolver._table)
+
+
+def test_a_repeated_request_is_answered_as_the_first_with_its_own_parameters() -> None:
+    """The resolver keeps its answers by (method, path): the second request of a path gets the same needs and
+    route, in a child scope of its own (a layer changing one request's path parameters changes no other's), and
+    the same path with another method is answered for that method."""
+    resolver = AccessResolver(access_table(build_routes(REGISTRY_ROUTES), REGISTRY_ROUTES))
+    path = "/v2/team/app/manifests/v1"
+    first, second = scope("GET", path), scope("GET", path)
+    assert resolver(first) == resolver(second) == repo("team/app", "pull")
+    (route1, child1), (route2, child2) = first[ROUTE_MATCH_KEY], second[ROUTE_MATCH_KEY]
+    assert route1 is route2 and child1 == child2 == {"endpoint": route1.endpoint,
+                                                      "path_params": {"name": "team/app", "reference": "v1"}}
+    child1["path_params"]["name"] = "changed"
+    answer = resolver(third := scope("GET", path))
+    assert answer == repo("team/app", "pull") and third[ROUTE_MATCH_KEY][1]["path_params"]["name"] == "team/app"
+    answer.clear()  # a caller's list is its own too
+    assert resolver(scope("GET", path)) == repo("team/app", "pull")
+    assert resolver(put := scope("PUT", path)) == repo("team/app", "pull", "push") and ROUTE_MATCH_KEY in put
+    for _ in range(2):  # a partial match (405 later), kept too
+        assert resolver(post := scope("POST", path)) == repo("team/app", "pull", "push")
+        assert ROUTE_MATCH_KEY not in post
+
+
+def test_the_resolvers_memory_is_bounded() -> None:
+    resolver = AccessResolver(access_table(build_routes(REGISTRY_ROUTES), REGISTRY_ROUTES))
+    for n in range(MEMO_ENTRIES + 100):
+        assert resolver(scope("GET", f"/v2/team/app{n}/manifests/v1")) == repo(f"team/app{n}", "pull")
+    assert len(resolver._memo) == MEMO_ENTRIES
+    assert resolver(scope("GET", "/v2/team/app0/manifests/v1")) == repo("team/app0", "pull")  # matched again

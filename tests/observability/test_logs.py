@@ -87,6 +87,8 @@ def test_one_json_access_line_per_request_with_request_id(server: RunningServer)
     assert re.fullmatch(r"[0-9a-f]{32}", posted.headers["X-Request-Id"])
     assert fetched.headers["X-Request-Id"] == "trace-42.a:b"  # a sane incoming id is kept
     assert odd.headers["X-Request-Id"] != "no spaces allowed"
+    assert re.fullmatch(r"[0-9a-f]{32}", odd.headers["X-Request-Id"])
+    assert odd.headers["X-Request-Id"] != posted.headers["X-Request-Id"]
     by_id = by_request_id(server, posted.headers["X-Request-Id"], "trace-42.a:b")
     push = by_id[posted.headers["X-Request-Id"]]
     assert set(push) == ACCESS_FIELDS
