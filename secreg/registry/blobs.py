@@ -46,8 +46,10 @@ class BlobStore:
 
     def link(self, name: str, digest: Digest) -> None:
         announce = self.repositories.appears(name, layout.layers_dir(name))
-        self.driver.write_bytes(layout.layer_link(name, digest), layout.link_content(digest))
-        self.driver.write_bytes(layout.linker_mark(digest, name), b"")
+        # One stage: a mark without its link is allowed for (`repositories_linking`), a link without its mark
+        # is only missed by a mount without `from`.
+        self.driver.write_files([[(layout.layer_link(name, digest), layout.link_content(digest)),
+                                  (layout.linker_mark(digest, name), b"")]])
         announce()
 
     def unlink(self, name: str, digest: Digest) -> None:

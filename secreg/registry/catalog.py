@@ -161,4 +161,8 @@ def _nothing() -> None:
 
 
 def _new_token(driver: StorageDriver, path: str) -> None:
-    driver.write_bytes(path, secrets.token_hex(16).encode())
+    # Not durable (two fsyncs less per push of a new tag or repository): a token lost in a crash of the machine
+    # is an older one, or an empty file, and differs from the one any list built after it was written was
+    # built under, so those lists are walked again; a list built before it (another host sharing the storage)
+    # is walked again within MAX_AGE.
+    driver.write_bytes(path, secrets.token_hex(16).encode(), durable=False)

@@ -123,28 +123,32 @@ class ManifestStore:
             raise DigestMismatch(reference, digest, "manifest digest does not match the reference")
         if check_references:
             self._check_references(name, parsed)
-        # Always (re)written, though the bytes may exist: a fresh mtime tells a concurrent garbage
-        # collection that this manifest is being pushed now.
-        self.driver.write_bytes(layout.blob_data(digest), content)
-        announce = self.blobs.repositories.appears(name, layout.manifests_dir(name))
-        # Media type before the link: a reader who finds the link always finds its type.
-        self.driver.write_bytes(layout.revision_media_type(name, digest), parsed.media_type.encode())
-        try:
-            self.driver.write_bytes(layout.revision_link(name, digest), layout.link_content(digest))
-        finally:
-            self._tags.changed(name, str(digest))  # its media type may have been rewritten
-        announce()
+        all_tags = list(dict.fromkeys(([reference] if isinstance(reference, str) else []) + tags))
+        link = layout.link_content(digest)
+        # Before the writes: what each one makes appear (the repository, a tag) is announced after them.
+        announcements = [self.blobs.repositories.appears(name, layout.manifests_dir(name))]
+        announcements += [self.blobs.repositories.tag_changes(name, tag) for tag in all_tags]
+        # Each stage is on disk before the next shows: the bytes and their media type (a reader who finds the
+        # link always finds its type), the revision link, the tags' index entries (and a referrer's entry),
+        # then what the tags point at. The bytes are always (re)written, though they may exist: a fresh mtime
+        # tells a concurrent garbage collection that this manifest is being pushed now.
+        referrers = []
         if parsed.subject is not None:
             entry = referrer_descriptor(parsed, digest, len(content))
-            self.driver.write_bytes(
-                layout.referrer_entry(name, parsed.subject.digest, digest), json.dumps(entry).encode()
-            )
-        all_tags = ([reference] if isinstance(reference, str) else []) + tags
-        for tag in all_tags:
-            announce = self.blobs.repositories.tag_changes(name, tag)
-            self.driver.write_bytes(layout.tag_index_link(name, tag, digest), layout.link_content(digest))
-            self.driver.write_bytes(layout.tag_current_link(name, tag), layout.link_content(digest))
-            self._tags.changed(name, tag)
+            referrers.append((layout.referrer_entry(name, parsed.subject.digest, digest), json.dumps(entry).encode()))
+        try:
+            self.driver.write_files([
+                [(layout.blob_data(digest), content), (layout.revision_media_type(name, digest),
+                                                       parsed.media_type.encode())],
+                [(layout.revision_link(name, digest), link)],
+                [*((layout.tag_index_link(name, tag, digest), link) for tag in all_tags), *referrers],
+                [(layout.tag_current_link(name, tag), link) for tag in all_tags],
+            ])
+        finally:
+            self._tags.changed(name, str(digest))  # its media type may have been rewritten
+            for tag in all_tags:
+                self._tags.changed(name, tag)
+        for announce in announcements:
             announce()
         self._cache.put(digest, content)
         return PutResult(digest, parsed.subject.digest if parsed.subject else None)

@@ -100,6 +100,13 @@ class StorageDriver(Protocol):
         empty, so only for what a reader can do without (an upload's start time: the data's mtime stands in)."""
         ...
 
+    def write_files(self, stages: Sequence[Sequence[tuple[str, bytes]]]) -> None:
+        """`write_bytes` (durable) of several small files, stage by stage: no file of a stage appears before
+        every file of the stages before it is stored for good; within a stage, in the order given. For a chain
+        where each write must be safe before the next shows (a manifest, its revision link, its tag): the
+        driver may wait for the disk once per stage instead of once or twice per file."""
+        ...
+
     def write_transient(self, path: str, data: bytes) -> None:
         """Atomically create or replace a small file that is worth keeping but may be lost in a crash of the
         machine (an upload's saved hash state): without waiting for the disk where the driver can tell such a

@@ -7,13 +7,13 @@ import os
 import shutil
 import uuid
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from stat import S_ISDIR, S_ISLNK
 from typing import BinaryIO
 
-from secreg.files import atomic_write, fsync_dir
+from secreg.files import atomic_write, atomic_write_stages, fsync_dir
 from secreg.storage.appendfile import FileAppendWriter
 from secreg.storage.driver import FileInfo, IncompleteWrite, InvalidPath, PathNotFound
 
@@ -94,6 +94,15 @@ class FilesystemDriver:
         full = self._full(path)
         os.makedirs(os.path.dirname(full), exist_ok=True)
         atomic_write(full, data, 0o644, _TEMP_SUFFIX, durable=durable)
+
+    def write_files(self, stages: Sequence[Sequence[tuple[str, bytes]]]) -> None:
+        """Every temporary file fsynced side by side, then each stage renamed and its directories fsynced side by
+        side (`secreg.files.atomic_write_stages`): a manifest push's five files cost three waits for the disk
+        here, not ten."""
+        full = [[(self._full(path), data) for path, data in stage] for stage in stages]
+        for directory in dict.fromkeys(os.path.dirname(target) for stage in full for target, _ in stage):
+            os.makedirs(directory, exist_ok=True)
+        atomic_write_stages(full, 0o644, _TEMP_SUFFIX)
 
     def write_transient(self, path: str, data: bytes) -> None:
         """No fsync (two fsyncs saved per PATCH of a chunked push), tagged with the boot id so that

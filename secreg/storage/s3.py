@@ -232,6 +232,11 @@ class S3Driver:
         with storage_errors(f"PUT {path}"):
             self.client.put_object(Bucket=self.bucket, Key=self.key(path), Body=data)
 
+    def write_files(self, stages: Sequence[Sequence[tuple[str, bytes]]]) -> None:
+        for stage in stages:  # each PUT is stored for good once answered: one after the other, in order
+            for path, data in stage:
+                self.write_bytes(path, data)
+
     def write_transient(self, path: str, data: bytes) -> None:
         self.write_bytes(path, data)  # a PUT is durable once answered: nothing to skip
 

@@ -36,6 +36,21 @@ class DriverSuite:
         assert driver.stat("a/b/c").size == 3
         assert driver.exists("a/b/c") and not driver.exists("a/b/d")
 
+    def test_write_files_in_stages(self, driver: StorageDriver) -> None:
+        driver.write_bytes("m/tags/t/current", b"old")
+        driver.write_files([
+            [("m/data", b"bytes"), ("m/type", b"text/plain")],
+            [("m/link", b"sha256:1")],
+            [],
+            [("m/tags/t/current", b"new"), ("m/tags/u/current", b"")],
+        ])
+        assert [driver.read_bytes(p) for p in ("m/data", "m/type", "m/link", "m/tags/t/current",
+                                               "m/tags/u/current")] == [b"bytes", b"text/plain", b"sha256:1",
+                                                                       b"new", b""]
+        assert sorted(driver.list("m")) == ["data", "link", "tags", "type"]
+        assert sorted(driver.list("m/tags/t")) == ["current"]
+        driver.write_files([])
+
     def test_transient_write_read_replace(self, driver: StorageDriver) -> None:
         for data in (b"\x00state\nwith a newline", b"", b"two"):
             driver.write_transient("a/hashstates/sha256/5", data)

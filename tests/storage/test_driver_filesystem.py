@@ -35,6 +35,54 @@ def test_files_written_atomically_leave_no_temporaries(tmp_path: Path) -> None:
     assert os.listdir(tmp_path / "x") == ["link"]
 
 
+def test_staged_files_are_on_disk_before_the_next_stage_appears(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`write_files`: every temporary file fsynced (side by side) before any rename; a stage renamed only once
+    the directories of the stage before it are fsynced; nothing left over."""
+    driver = FilesystemDriver(tmp_path)
+    events: list[tuple[str, str, int]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"), threading.get_ident()))
+
+    def replace(source: str, target: str) -> None:
+        events.append(("rename", str(target), threading.get_ident()))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    driver.write_files([[("blob/data", b"d"), ("rev/type", b"t")], [("rev/link", b"l")],
+                        [("tag/index/link", b"l")], [("tag/current/link", b"l"), ("other/current/link", b"l")]])
+    root = str(tmp_path.resolve())
+    temps = [i for i, (kind, path, _) in enumerate(events) if kind == "fsync" and path.endswith(".tmp-secreg")]
+    renames = [i for i, (kind, _, _) in enumerate(events) if kind == "rename"]
+    assert len(temps) == 6 and max(temps) < min(renames)
+    assert len({events[i][2] for i in temps}) > 1  # side by side, not one after the other
+    order = [events[i][1][len(root) + 1:] for i in renames]
+    assert order == ["blob/data", "rev/type", "rev/link", "tag/index/link", "tag/current/link", "other/current/link"]
+
+    def dir_synced_before(directory: str, rename: str) -> bool:
+        synced = [i for i, (kind, path, _) in enumerate(events) if kind == "fsync" and path == f"{root}/{directory}"]
+        renamed = next(i for i, (kind, path, _) in enumerate(events) if kind == "rename" and path == f"{root}/{rename}")
+        return any(i < renamed for i in synced)
+
+    assert dir_synced_before("blob", "rev/link") and dir_synced_before("rev", "rev/link")
+    assert dir_synced_before("rev", "tag/index/link") and dir_synced_before("tag/index", "tag/current/link")
+    assert not dir_synced_before("tag/index", "tag/index/link")
+    assert all(not name.endswith(".tmp-secreg") for _, _, names in os.walk(tmp_path) for name in names)
+
+
+def test_staged_files_after_a_failed_stage_never_appear(tmp_path: Path) -> None:
+    driver = FilesystemDriver(tmp_path)
+    (tmp_path / "b" / "link" / "in-the-way").mkdir(parents=True)  # a rename onto a non-empty directory fails
+    with pytest.raises(OSError):
+        driver.write_files([[("a/data", b"1")], [("b/link", b"2")], [("c/tag", b"3")]])
+    assert driver.read_bytes("a/data") == b"1" and not driver.exists("c/tag")
+    assert all(not name.endswith(".tmp-secreg") for _, _, names in os.walk(tmp_path) for name in names)
+
+
 def test_transient_files_skip_fsync_and_are_refused_after_a_restart(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """No fsync (a PATCH of a chunked push saved its hash state with two); a file from an earlier boot, or what a
