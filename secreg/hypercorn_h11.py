@@ -187,7 +187,6 @@ NAMES_KEPT = 256  # header names that passed h11's pattern, remembered with thei
 _names: dict[bytes, bytes] = {}
 # h11's own patterns and state-machine pieces (private: `direct_h11_response_heads` checks they are there).
 _field_name = getattr(h11_headers, "_field_name_re", None)
-_field_value = getattr(h11_headers, "_field_value_re", None)
 _content_length = getattr(h11_headers, "_content_length_re", None)
 _MAX_DIGITS: int = getattr(h11_headers, "CONTENT_LENGTH_MAX_DIGITS", 20)
 _ContentLengthWriter: Any = getattr(h11_writers, "ContentLengthWriter", None)
@@ -199,7 +198,8 @@ def response_head(connection: Any, status: int, headers: Any, extra: Any) -> byt
     connection's state changed as that call changes it; None (and nothing changed) when h11 would refuse the
     head or rewrite its headers, when the body is not framed by one Content-Length (or absent by the status or
     a HEAD request), or when the connection is in any state but awaiting the response to a plain request.
-    h11's own patterns check each name and value, as `h11.Response` would."""
+    Names are checked by h11's own pattern (once per name); values as h11's pattern would check them: no NUL,
+    CR, LF, VT or FF anywhere (looked for once in the whole head) and no space or tab at either end."""
     cstate = connection._cstate
     if not 200 <= status < 1000 or cstate.states[h11.SERVER] is not h11.SEND_RESPONSE \
             or cstate.pending_switch_proposals:
@@ -217,7 +217,7 @@ def response_head(connection: Any, status: int, headers: Any, extra: Any) -> byt
                 if len(names) >= NAMES_KEPT:
                     names.clear()
                 names[name] = lowered
-            if type(value) is not bytes or _field_value.fullmatch(value) is None:  # type: ignore[union-attr]
+            if type(value) is not bytes or (value and (value[0] in _EDGES or value[-1] in _EDGES)):
                 return None
             if lowered in _FRAMING:
                 if (lowered != b"content-length" or length is not None or len(value) > _MAX_DIGITS
@@ -234,10 +234,18 @@ def response_head(connection: Any, status: int, headers: Any, extra: Any) -> byt
     if not cstate.keep_alive:
         lines.append(b"Connection: close\r\n")  # what h11's clean-up adds to a head without Connection
     lines.append(b"\r\n")
-    cstate.process_event(h11.SERVER, h11.Response)  # SEND_RESPONSE -> SEND_BODY, as in h11's send
+    head = b"".join(lines)
+    if (b"\x00" in head or b"\x0b" in head or b"\x0c" in head or head.count(b"\n") != len(lines)
+            or head.count(b"\r") != len(lines)):
+        return None  # a value h11's pattern refuses: only the CRLF ending each line may be there
+    # SEND_RESPONSE -> SEND_BODY, as h11's send moves it: with no switch proposed, no other transition fires.
+    cstate.states[h11.SERVER] = h11.SEND_BODY
     connection.client_is_waiting_for_100_continue = False
     connection._writer = _ContentLengthWriter(length)
-    return b"".join(lines)
+    return head
+
+
+_EDGES = frozenset(b" \t")
 
 
 async def finish_response(protocol: Any, body: bytes | bytearray | memoryview) -> bool:
@@ -256,13 +264,18 @@ async def finish_response(protocol: Any, body: bytes | bytearray | memoryview) -
         return False
     del protocol._secreg_head
     writer._length = 0
-    connection._process_event(h11.SERVER, _END_OF_MESSAGE)  # SEND_BODY -> DONE (or MUST_CLOSE), no writer
+    cstate = connection._cstate
+    if cstate.keep_alive and cstate.states[h11.CLIENT] is h11.DONE:
+        cstate.states[h11.SERVER] = h11.DONE  # what h11's EndOfMessage does then: no other transition, no writer
+        connection._writer = None
+    else:
+        connection._process_event(h11.SERVER, _END_OF_MESSAGE)  # SEND_BODY -> DONE or MUST_CLOSE, no writer
     await protocol.send(RawData(data=head + body if body else head))
     return True
 
 
 def _h11_as_known() -> bool:
-    if None in (_field_name, _field_value, _content_length, _ContentLengthWriter):
+    if None in (_field_name, _content_length, _ContentLengthWriter):
         return False
     connection = h11.Connection(h11.SERVER)
     return (all(hasattr(connection, n) for n in ("_cstate", "_request_method", "_writer", "_process_event",
@@ -297,7 +310,7 @@ def direct_h11_response_heads() -> bool:
         return False
     if getattr(original_send, "_secreg_direct", False):
         return True
-    response_state, closed_state = state.RESPONSE, state.CLOSED
+    request_state, response_state, closed_state = state.REQUEST, state.RESPONSE, state.CLOSED
 
     async def stream_send(self: Any, event: Any) -> None:
         if (type(event) is Response and type(self.connection) is h11.Connection
@@ -311,17 +324,38 @@ def direct_h11_response_heads() -> bool:
         await original_send(self, event)
 
     async def app_send(self: Any, message: Any) -> None:
-        if (message is not None and message["type"] == "http.response.body" and self.state is response_state
-                and not message.get("more_body", False) and not self.response.get("trailers", False)):
+        kind = message["type"] if message is not None else None
+        if kind == "http.response.body":
+            if (self.state is response_state and not message.get("more_body", False)
+                    and not self.response.get("trailers", False)):
+                target = getattr(self.send, "__self__", None)
+                body = message.get("body", b"")
+                if "_secreg_head" in getattr(target, "__dict__", ()) and type(body) in _BODY_TYPES:
+                    if suppress(self.scope["method"], int(self.response["status"])):
+                        body = b""
+                    if await finish_response(target, body):
+                        self.state = closed_state
+                        await self.config.log.access(self.scope, self.response, time.time() - self.start_time)
+                        if type(target) is protocol:
+                            await target._maybe_recycle()  # what its stream_send does with StreamClosed
+                        else:
+                            await self.send(StreamClosed(stream_id=self.stream_id))
+                        return
+        elif kind == "http.response.start" and self.state is request_state:
+            # Hypercorn's start: its header copy (`build_and_validate_headers`: bytes, stripped), a `Response`
+            # event, then `stream_send` above. A head `response_head` writes as it is needs neither: its names are
+            # tokens and its values have no space at either end, which that copy would strip.
             target = getattr(self.send, "__self__", None)
-            body = message.get("body", b"")
-            if "_secreg_head" in getattr(target, "__dict__", ()) and type(body) in _BODY_TYPES:
-                if suppress(self.scope["method"], int(self.response["status"])):
-                    body = b""
-                if await finish_response(target, body):
-                    self.state = closed_state
-                    await self.config.log.access(self.scope, self.response, time.time() - self.start_time)
-                    await self.send(StreamClosed(stream_id=self.stream_id))
+            status = message["status"]
+            if (type(target) is protocol and type(target.connection) is h11.Connection and type(status) is int
+                    and "_secreg_head" not in target.__dict__
+                    and target.keep_alive_requests < target.config.keep_alive_max_requests):
+                head = response_head(target.connection, status, message.get("headers", ()),
+                                     target.config.response_headers("h11"))
+                if head is not None:
+                    self.response = message
+                    target._secreg_head = head  # type: ignore[attr-defined]
+                    self.state = response_state
                     return
         await original_app_send(self, message)
 

@@ -21,7 +21,9 @@ way (tests compare both on the same bytes), so no request is framed differently 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, NamedTuple
+from urllib.parse import unquote
 
 import h11
 from h11 import _readers as h11_readers
@@ -120,6 +122,29 @@ def read_simple_request(connection: Any) -> SimpleRequest | None:
     return SimpleRequest(decoded, target, headers)
 
 
+def http_scope(request: SimpleRequest, scheme: str, root_path: str, client: Any, server: Any,
+               state: Any) -> dict[str, Any]:
+    """The ASGI scope Hypercorn's `HTTPStream` builds for the HTTP/1.1 `request` (its `handle(Request(...))`;
+    tests compare the two)."""
+    path, _, query_string = request.target.partition(b"?")
+    return {
+        "type": "http",
+        "http_version": "1.1",
+        "asgi": {"spec_version": "2.1", "version": "3.0"},
+        "method": request.method,
+        "scheme": scheme,
+        "path": unquote(path.decode("ascii")),
+        "raw_path": path,
+        "query_string": query_string,
+        "root_path": root_path,
+        "headers": request.headers,
+        "client": client,
+        "server": server,
+        "state": state.copy(),
+        "extensions": {},
+    }
+
+
 def _h11_as_known() -> bool:
     if _DONE_READER is None or _RESPONSE_WRITER is None:
         return False
@@ -136,8 +161,9 @@ def _h11_as_known() -> bool:
 
 def direct_h11_request_heads() -> bool:
     """Hypercorn's `H11Protocol._handle_events` with a plain request head read here first (`read_simple_request`)
-    and handed on as Hypercorn would hand on h11's `Request` and `EndOfMessage`: idle no more, a new `HTTPStream`,
-    its `Request` and `EndBody`, the request counted. No Upgrade header and no `PRI` method are read here, so
+    and handed on as Hypercorn would hand on h11's `Request` and `EndOfMessage`: idle no more, a new `HTTPStream`
+    with the scope it would build (`http_scope`) and its app started, the request counted, the end of the (empty)
+    body sent to the app. No Upgrade header and no `PRI` method are read here, so
     Hypercorn's `_check_protocol` (h2c, prior-knowledge h2) and its WebSocket test have nothing to find. A request
     pipelined behind it waits for this one's response to end, as h11's PAUSED makes Hypercorn wait, and is then
     read the same way; any other head takes Hypercorn's own loop (which reads what follows through h11). False when
@@ -160,20 +186,30 @@ def direct_h11_request_heads() -> bool:
 
     async def handle_events(self: Any) -> None:
         connection = self.connection
-        while (self.stream is None and type(connection) is h11.Connection
-               and not self.config.h11_pass_raw_headers):
+        config = self.config
+        while self.stream is None and type(connection) is h11.Connection and not config.h11_pass_raw_headers:
             request = read_simple_request(connection)
             if request is None:
                 break
             await self.send(idle_no_more)
-            stream = self.stream = HTTPStream(self.app, self.config, self.context, self.task_group, self.ssl,
+            stream = self.stream = HTTPStream(self.app, config, self.context, self.task_group, self.ssl,
                                               self.client, self.server, self.stream_send, stream_id)
-            await stream.handle(Request(stream_id=stream_id, headers=request.headers, http_version="1.1",
-                                        method=request.method, raw_path=request.target,
-                                        state=self.connection_state))
+            if config.server_names:  # Hypercorn's own check of the Host (a 404 when it is not one of them)
+                await stream.handle(Request(stream_id=stream_id, headers=request.headers, http_version="1.1",
+                                            method=request.method, raw_path=request.target,
+                                            state=self.connection_state))
+            else:
+                stream.start_time = time.time()
+                scope: Any = http_scope(request, stream.scheme, config.root_path, self.client, self.server,
+                                        self.connection_state)
+                stream.scope = scope
+                stream.app_put = await self.task_group.spawn_app(self.app, config, scope, stream.app_send)
             self.keep_alive_requests += 1
             await self.context.mark_request()
-            await stream.handle(end_body)
+            if config.server_names:
+                await stream.handle(end_body)
+            else:  # what the stream does with EndBody
+                await stream.app_put({"type": "http.request", "body": b"", "more_body": False})
             if not connection._receive_buffer:
                 return  # h11's next event would be NEED_DATA
             # A pipelined request: h11 would say PAUSED, and Hypercorn waits for this response to end first.

@@ -14,6 +14,8 @@ from typing import Any
 
 import h11
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from secreg import hypercorn_h11, hypercorn_tuning
 from tests.oci import sha256
@@ -118,6 +120,14 @@ REFUSED = {
     "crlf-value": (GET, 200, [*BASE, (b"x-a", b"a\r\nx-b: c")]),
     "nul-value": (GET, 200, [*BASE, (b"x-a", b"a\x00")]),
     "trailing-space": (GET, 200, [*BASE, (b"x-a", b"a ")]),
+    "leading-space": (GET, 200, [*BASE, (b"x-a", b" a")]),
+    "leading-tab": (GET, 200, [*BASE, (b"x-a", b"\ta")]),
+    "trailing-tab": (GET, 200, [*BASE, (b"x-a", b"a\t")]),
+    "only-space": (GET, 200, [*BASE, (b"x-a", b" ")]),
+    "vt-value": (GET, 200, [*BASE, (b"x-a", b"a\x0bb")]),
+    "ff-value": (GET, 200, [*BASE, (b"x-a", b"a\x0c")]),
+    "cr-value": (GET, 200, [*BASE, (b"x-a", b"a\rb")]),
+    "lf-value": (GET, 200, [*BASE, (b"x-a", b"a\nb")]),
     "str-name": (GET, 200, [*BASE, ("x-a", b"a")]),
     "status-1000": (GET, 1000, BASE),
     "informational": (GET, 103, BASE),
@@ -133,6 +143,20 @@ def test_heads_h11_would_refuse_or_rewrite_are_left_to_it(case: str) -> None:
     before = _state(connection)
     assert hypercorn_h11.response_head(connection, status, headers, EXTRA) is None
     assert _state(connection) == before
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=12))
+def test_a_value_is_written_here_exactly_when_h11_writes_it(value: bytes) -> None:
+    headers = [*BASE, (b"x-a", value)]
+    theirs, ours = _connection(GET), _connection(GET)
+    try:
+        expected: bytes | None = theirs.send(h11.Response(status_code=200, headers=headers + EXTRA))
+    except h11.LocalProtocolError:
+        expected = None
+    assert hypercorn_h11.response_head(ours, 200, headers, EXTRA) == expected
+    if expected is not None:
+        assert _state(ours) == _state(theirs)
 
 
 def test_no_head_once_one_was_sent_and_no_whole_body_that_misses_its_length() -> None:
@@ -252,6 +276,13 @@ def test_a_body_in_pieces_takes_h11s_writer(framing: str) -> None:
     else:
         assert writes == [head + b"2\r\nab\r\n", b"2\r\ncd\r\n", b"2\r\nef\r\n", b"0\r\n\r\n", "idle"]
         assert framed == 5
+
+
+def test_a_start_hypercorn_would_strip_takes_its_path() -> None:
+    stripped = [(b"content-length", b"2"), (b"x-a", b"b")]
+    writes, _, framed = _serve(GET, [{"type": "http.response.body", "body": b"{}"}],
+                               headers=[(b"content-length", b"2"), (b" x-a", b"b \t")])
+    assert writes == [_head(headers=stripped) + b"{}", "idle"] and framed == 0
 
 
 def test_a_body_short_of_its_length_is_refused_by_h11_and_closes() -> None:

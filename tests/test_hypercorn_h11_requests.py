@@ -372,6 +372,34 @@ def test_a_head_in_pieces_and_one_h11_refuses_over_hypercorn() -> None:
     assert not scopes and writes[-1] == "closed" and writes[0].startswith(b"HTTP/1.1 400 ")
 
 
+def test_the_scope_built_here_is_the_one_hypercorns_stream_builds() -> None:
+    import hypercorn.config
+    from hypercorn.protocol.events import Request
+    from hypercorn.protocol.http_stream import HTTPStream
+
+    class Group:
+        async def spawn_app(self, app: Any, config: Any, scope: dict[str, Any], send: Any) -> Any:
+            self.scope = scope
+            return None
+
+    config = hypercorn.config.Config()
+    config.root_path = "/root"
+    for target in (b"/v2/", b"/v2/a%2Fb/tags/list?n=1&last=%20", b"/v2/caf%C3%A9?", b"*", b"http://x/y?z"):
+        head = b"GET %s HTTP/1.1\r\nHost: x\r\nX-A: b\r\n\r\n" % target
+        connection = h11.Connection(h11.SERVER)
+        connection.receive_data(head)
+        request = read_simple_request(connection)
+        assert request is not None
+        group = Group()
+        stream = HTTPStream(None, config, None, group, True, ("127.0.0.1", 1), ("127.0.0.1", 2), None, 1)  # type: ignore[arg-type]
+        state = {"a": 1}
+        asyncio.run(stream.handle(Request(stream_id=1, headers=request.headers, http_version="1.1",
+                                          method=request.method, raw_path=request.target, state=state)))
+        ours = hypercorn_h11_requests.http_scope(request, "https", "/root", ("127.0.0.1", 1), ("127.0.0.1", 2),
+                                                 state)
+        assert ours == group.scope and ours["state"] is not state
+
+
 # --- a real server over TLS --------------------------------------------------------------------------------
 
 
