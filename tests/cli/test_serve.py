@@ -95,6 +95,25 @@ def test_tls13_prefers_aes128_gcm_whatever_the_client_lists_first(tmp_path: Path
     assert "TLS 1.3 suites" not in server.log()  # no warning: the order was set
 
 
+def test_no_session_tickets_are_sent(tmp_path: Path) -> None:
+    """Neither TLS 1.3 nor TLS 1.2 clients get a session ticket (dockerd and Go clients never resume with one;
+    each worker has its own key)."""
+    with run_secreg(tmp_path, OPEN) as server:
+        for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+            context = ssl.create_default_context(cafile=str(server.ca))
+            context.maximum_version = version
+            raw = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                assert tls.version() == ("TLSv1.3" if version == ssl.TLSVersion.TLSv1_3 else "TLSv1.2")
+                tls.sendall(b"GET /v2/ HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                answer = b""
+                while chunk := tls.recv(65536):  # reads whatever the server sent after the handshake too
+                    answer += chunk
+                assert answer.startswith(b"HTTP/1.1 200")
+                session = tls.session
+                assert session is None or not session.has_ticket
+
+
 def test_http2_is_offered_by_default_and_the_flag_overrides_the_file(tmp_path: Path) -> None:
     def alpn(server: Any) -> str | None:
         with _handshake(server.port, server.ca, alpn=["h2", "http/1.1"]) as tls:
