@@ -43,6 +43,21 @@ def respond(
     return Response(body, status_code=status, headers=all_headers, media_type=media_type)
 
 
+API_VERSION_RAW = (API_VERSION[0].lower().encode("latin-1"), API_VERSION[1].encode("latin-1"))
+
+
+class RawResponse(Response):
+    """An answer whose head the handler gives as ASGI header pairs (lower-case names, bytes), first of them
+    `API_VERSION_RAW`: for the hot routes, which would otherwise pay Starlette's merge, lower() and encode of
+    every header per request. The body goes out as given; `Content-Length` is the caller's to set."""
+
+    def __init__(self, status: int, body: bytes, raw_headers: list[tuple[bytes, bytes]]) -> None:
+        self.status_code = status
+        self.background = None
+        self.body = body
+        self.raw_headers = raw_headers
+
+
 def json_response(document: Any, status: int = 200, headers: Mapping[str, str] | None = None,
                   media_type: str = "application/json") -> Response:
     return respond(status, json.dumps(document).encode(), headers, media_type)

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from secreg.api import urls
-from secreg.api.base import model_of, read_limited, repository, respond
+from secreg.api.base import API_VERSION_RAW, RawResponse, model_of, read_limited, repository, respond
 from secreg.api.errors import oci_error
 from secreg.api.headers import CACHE_HEADER
 from secreg.digest import Digest, is_digest
@@ -39,6 +39,7 @@ def _accepted(request: Request) -> frozenset[str] | None:
 
 
 _ACCEPT_MEMO_LENGTH = 1024
+_CACHE_HEADER_RAW = CACHE_HEADER.lower().encode("latin-1")
 
 
 def _media_types(values: tuple[bytes, ...]) -> frozenset[str] | None:
@@ -71,17 +72,17 @@ async def get_manifest(request: Request) -> Response:
     reference = _existing_reference(request)
     manifest = await model_of(request).get_manifest(name, reference)
     _negotiate(request, manifest.media_type)
-    headers = {
-        "Docker-Content-Digest": str(manifest.digest),
-        "Content-Type": manifest.media_type,
-        "Content-Length": str(len(manifest.content)),
-        "ETag": f'"{manifest.digest}"',
-    }
+    digest = str(manifest.digest).encode("latin-1")
+    headers = [
+        API_VERSION_RAW,
+        (b"docker-content-digest", digest),
+        (b"content-type", manifest.media_type.encode("latin-1")),
+        (b"content-length", b"%d" % len(manifest.content)),
+        (b"etag", b'"%s"' % digest),
+    ]
     if manifest.cache is not None:
-        headers[CACHE_HEADER] = manifest.cache
-    if request.method == "HEAD":
-        return respond(200, headers=headers)
-    return respond(200, manifest.content, headers)
+        headers.append((_CACHE_HEADER_RAW, manifest.cache.encode("latin-1")))
+    return RawResponse(200, b"" if request.method == "HEAD" else manifest.content, headers)
 
 
 async def put_manifest(request: Request) -> Response:

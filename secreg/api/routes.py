@@ -16,7 +16,7 @@ from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from secreg.api import blobs, health, listing, manifests, metrics, search, uploads
-from secreg.api.base import respond, settles_body
+from secreg.api.base import API_VERSION_RAW, RawResponse, settles_body
 from secreg.auth.access import Need
 from secreg.scopekeys import ROUTE_MATCH_KEY
 
@@ -34,8 +34,11 @@ class RouteSpec:
     need: Need
 
 
+_API_VERSION_HEAD = (API_VERSION_RAW, (b"content-length", b"2"), (b"content-type", b"application/json"))
+
+
 async def api_version(request: Request) -> Response:
-    return respond(200, b"{}", media_type="application/json")  # json_response({}), without encoding it each time
+    return RawResponse(200, b"{}", list(_API_VERSION_HEAD))  # json_response({}), its head and body made once
 
 
 NAME = "{name:path}"

@@ -125,9 +125,12 @@ class AuthMiddleware:
         upload session. When the policy would refuse it too, the request goes on (the mount falls back)."""
         if self.hints is None or self.grant is None:
             return False
+        hints = self.hints(scope)
+        if not hints:  # all but a mount
+            return False
         lacking = [
             Access(h.type, h.name, frozenset(a for a in h.actions if not identity.allows(h.type, h.name, a)))
-            for h in self.hints(scope)
+            for h in hints
         ]
         lacking = [a for a in lacking if a.actions]
         return bool(lacking) and bool(self.grant(identity.subject, lacking))

@@ -20,6 +20,8 @@ def test_api_version(client: httpx.Client) -> None:
     r = client.get("/v2/")
     assert r.status_code == 200
     assert r.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+    assert r.content == b"{}" and r.headers["Content-Type"] == "application/json"
+    assert r.headers["Content-Length"] == "2"
 
 
 def test_monolithic_post_then_get_head(client: httpx.Client) -> None:

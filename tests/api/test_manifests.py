@@ -32,8 +32,12 @@ def test_push_pull_by_tag_and_digest_bytes_identical(client: httpx.Client) -> No
         assert r.content == body
         assert r.headers["Content-Type"] == OCI_MANIFEST
         assert r.headers["Docker-Content-Digest"] == digest
+        assert r.headers["ETag"] == f'"{digest}"' and r.headers["Content-Length"] == str(len(body))
+        assert r.headers["Docker-Distribution-API-Version"] == "registry/2.0" and "X-Cache" not in r.headers
         h = client.head(f"/v2/man/basic/manifests/{reference}", headers={"Accept": OCI_MANIFEST})
         assert h.status_code == 200 and h.content == b"" and h.headers["Content-Length"] == str(len(body))
+        assert {k: v for k, v in h.headers.items() if k != "x-request-id"} == {
+            k: v for k, v in r.headers.items() if k != "x-request-id"}
 
 
 def test_put_by_digest_with_tag_params(client: httpx.Client) -> None:
