@@ -45,6 +45,5 @@ async def metrics_endpoint(request: Request) -> Response:
     elif not _loopback(request.client.host if request.client else None):
         return _refused(403, "metrics are served to loopback clients only unless metrics.token is set")
     metrics: Metrics = request.app.state.metrics
-    metrics.flush()  # this worker's counts of the running loop iteration, before the files are read
     body = await anyio.to_thread.run_sync(metrics.render)
     return Response(body, media_type=CONTENT_TYPE, headers={"Cache-Control": "no-store"})

@@ -15,16 +15,13 @@ Families (all prefixed `secreg_`):
 
 With several workers (`http.workers > 1`) `secreg serve` sets PROMETHEUS_MULTIPROC_DIR before any worker
 starts, so every worker writes its values to files there and any worker's `/metrics` adds them all up
-(prometheus_client's multiprocess mode; it must be chosen before prometheus_client is imported). A worker
-writes the counters and histograms of one event-loop iteration together when its callbacks are done
-(`_loop_batched`).
+(prometheus_client's multiprocess mode; it must be chosen before prometheus_client is imported).
 
 `record_gc(report)` is what a scheduled garbage collection calls after each run.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import time
@@ -68,74 +65,12 @@ def _process_id() -> int:
     return _pid[0]
 
 
-_held: list[Any] = []  # values holding increments of the running loop iteration (below)
-_held_on: list[asyncio.AbstractEventLoop | None] = [None]
-_main_thread = threading.main_thread().ident
-
-
-def flush_held() -> None:
-    """Write the increments held so far to this worker's file (the loop calls this once per iteration that made
-    any; a scrape and the worker's shutdown call it too). Only on the main thread, which alone holds any."""
-    if threading.get_ident() != _main_thread:
-        return
-    values = _held[:]
-    _held.clear()
-    for value in values:
-        value.write_held()
-
-
-def _loop_batched(base: Any) -> Any:
-    """prometheus_client's multiprocess value, writing counters and histograms made on the main thread's event
-    loop once per loop iteration: a request's four increments (count, duration sum and bucket, bytes sent) were
-    four locked writes to the worker's memory-mapped file, ~2.5 us of a small request; the ~7 requests a worker
-    finishes per iteration under load now share them. Another worker's scrape sees them once the iteration that
-    answered is done, as a reader of the access log sees its lines. Gauges and other threads write at once."""
-
-    class LoopBatchedValue(base):  # type: ignore[misc]
-        def __init__(self, typ: str, *args: Any, **kwargs: Any) -> None:
-            super().__init__(typ, *args, **kwargs)
-            self._batched = typ in ("counter", "histogram")
-            self._held = 0.0
-            self._holding = False
-
-        def inc(self, amount: float) -> None:
-            if not self._batched or threading.get_ident() != _main_thread:
-                super().inc(amount)
-                return
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                super().inc(amount)
-                return
-            if not self._holding:
-                if not _held or _held_on[0] is not loop:
-                    flush_held()  # kept for a loop that stopped before its next iteration
-                    _held_on[0] = loop
-                    loop.call_soon(flush_held)
-                self._holding = True
-                _held.append(self)
-            self._held += amount
-
-        def write_held(self) -> None:
-            amount, self._held, self._holding = self._held, 0.0, False
-            super().inc(amount)
-
-        def set(self, value: float, timestamp: float | None = None) -> None:
-            self._held = 0.0  # a counter's reset: what was held is gone with the rest
-            super().set(value, timestamp)
-
-        def get(self) -> float:
-            return float(super().get()) + self._held
-
-    return LoopBatchedValue
-
-
 if os.environ.get(MULTIPROC_ENV):
     # With several workers prometheus_client calls os.getpid() (a system call) on every update of a value, to
     # notice a fork: four per request, half the cost of the request's metrics. This pid answers the same (renewed
     # in a forked child). Set before this process makes any value (no secreg module makes one at import).
-    prometheus_values.ValueClass = _loop_batched(prometheus_values.MultiProcessValue(  # type: ignore[no-untyped-call]
-        process_identifier=_process_id))
+    prometheus_values.ValueClass = prometheus_values.MultiProcessValue(  # type: ignore[no-untyped-call]
+        process_identifier=_process_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,8 +167,7 @@ class Metrics:
     # --- exposition --------------------------------------------------------------------------------
 
     def render(self) -> bytes:
-        """The Prometheus text format: this process's registry, or every worker's files (`flush` this worker's
-        first, on its loop)."""
+        """The Prometheus text format: this process's registry, or every worker's files."""
         if self.multiprocess:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
@@ -243,15 +177,9 @@ class Metrics:
             return generate_latest(registry)
         return generate_latest(self.registry)
 
-    def flush(self) -> None:
-        """Write what this worker's loop counted in its running iteration (`_loop_batched`) to its files."""
-        if self.multiprocess:
-            flush_held()
-
     def process_exiting(self) -> None:
         """Drop this worker's live gauges from the shared directory (multiprocess mode)."""
         if self.multiprocess:
-            flush_held()
             multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 

@@ -124,9 +124,8 @@ class ObserveMiddleware:
                 if body:
                     exchange.sent += len(body)
                 if not message.get("more_body", False):
-                    # Recorded before the last bytes go out, so whoever sees the response complete sees
-                    # it counted by this worker (the other workers' scrapes and the access log once this
-                    # loop iteration is done: secreg.observability.metrics._loop_batched, AccessLog).
+                    # Recorded before the last bytes go out, so whoever sees the response complete
+                    # (a scraper, a test reading the log) also sees it counted.
                     self._finish(scope, exchange, time.perf_counter() - start, agent)
             elif kind == "http.response.start":
                 exchange.status = message["status"]
