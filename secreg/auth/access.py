@@ -102,9 +102,10 @@ def mount_hints(scope: Scope) -> list[Access]:
     return []
 
 
-# (method, path) answers a resolver keeps: a pull is the same few paths requested again and again.
-MEMO_ENTRIES = 4096
-_MEMO_PATH = 1024  # longer paths are matched every time
+# (method, path) answers a resolver keeps: a pull is the same few paths requested again and again. Any client
+# can fill them (the resolver runs before the token is checked): at most ~2 MiB per worker.
+MEMO_ENTRIES = 1024
+_MEMO_PATH = 512  # longer paths are matched every time (names are at most 255 characters)
 
 
 class AccessResolver:

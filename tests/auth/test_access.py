@@ -137,3 +137,6 @@ def test_the_resolvers_memory_is_bounded() -> None:
         assert resolver(scope("GET", f"/v2/team/app{n}/manifests/v1")) == repo(f"team/app{n}", "pull")
     assert len(resolver._memo) == MEMO_ENTRIES
     assert resolver(scope("GET", "/v2/team/app0/manifests/v1")) == repo("team/app0", "pull")  # matched again
+    long = scope("GET", "/v2/" + "a" * 600 + "/manifests/v1")  # past the length kept: matched, never kept
+    assert resolver(long) == repo("a" * 600, "pull") and ROUTE_MATCH_KEY in long
+    assert ("GET", long["path"]) not in resolver._memo
