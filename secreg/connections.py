@@ -33,12 +33,21 @@ memory an idle TLS connection holds. Installed into Hypercorn's asyncio worker b
   the worker's from 0.89 to 0.74 s (interleaved, 8 rounds, load 10-12). 1 MiB reads saved no more (0.47 s) and
   raised the peak RSS of a 1 GiB push (bench row, auth on, 2 workers) from 138 to 145 MiB; 512 KiB: 138.
   Decrypting stays at asyncio's `max_size` per record read: 1 MiB there as well saved nothing more and took that
-  peak (auth off) from ~104 to ~144 MiB.
+  peak (auth off) from ~104 to ~144 MiB. An HTTP/2 connection reads H2_READ_BYTES instead, one transport read's
+  worth: its DATA payloads are joined once more by the h2 path (`secreg.hypercorn_h2_receive`), so joining two
+  transport reads into one first was a copy of every pushed byte for nothing (with the gathering below and the
+  runs of full frames taken by one comparison each, together: a 256 MiB h2load push's server CPU 0.93x, its
+  event loop's 0.90x; curl 0.97x, 0.95x; one worker, interleaved, 8 pairs, load 3-4.5).
 - **Paced bodies**: a client that sends a request body slower than it is received (docker pushes each layer as
   it compresses it, one chunk of 32 KiB at a time) made every piece its own socket read, decryption, loop wake-up
   and trip up to the upload's write. After GATHER_AFTER (4) small reads in a row that each had to wait for the
   client, the socket is left unread for 8 ms before the next (`LimitedTCPServer._gather_more`): the pieces gather in the
-  kernel and are received as one. A docker push of 5 x 20 MiB: server CPU 1.29 -> 0.89 s.
+  kernel and are received as one. A docker push of 5 x 20 MiB: server CPU 1.29 -> 0.89 s. The same holds for a
+  stream of an HTTP/2 connection receiving a long body (`secreg.hypercorn_h2_receive.expects_more_body`): a fast
+  h2 push whose client paused for a few ms (a busy CPU) went on in lockstep with the server, every 16 KiB frame
+  (curl: and its 9-byte tail record) read, parsed and handed to the upload on its own, at half the rate, until
+  the push ended or a stall let reads grow again (traced: 6-15 MiB of a 256 MiB push, 750-940 reads of one
+  record); the gather breaks that. Other streams of the connection wait for it too, 8 ms at most per gather.
 """
 
 from __future__ import annotations
@@ -63,6 +72,7 @@ import hypercorn.asyncio.tcp_server as tcp_server
 from hypercorn.events import Closed, Event, RawData, Updated
 
 from secreg import forwarded
+from secreg import hypercorn_h2_receive as h2_receive
 from secreg import workers as worker_processes
 from secreg.bodyreads import PieceReader, expects_more_body
 from secreg.conntable import SharedCounts, TableFull, capacity_for
@@ -81,6 +91,8 @@ GATHER_SECONDS = 0.008
 # A timer may fire this much before its deadline (the loop's clock resolution, uvloop's milliseconds): then it is due.
 TIMER_SLACK = 0.002
 GATHER_RECEIVE_BUFFER = 4 * 1024 * 1024  # the least SO_RCVBUF a gathering socket is given (`gather_receive_buffer`)
+# What an HTTP/2 connection hands h2 per read: one transport read (TLS_READ_BYTES, `secreg.tlstransport.READ_BYTES`).
+H2_READ_BYTES = 512 * 1024
 
 
 def gather_receive_buffer(rmem_max: int, tcp_rmem_max: int) -> int:
@@ -465,21 +477,23 @@ class LimitedTCPServer(tcp_server.TCPServer):
 
     async def _read_data(self) -> None:
         # Hypercorn's loop (tcp_server.TCPServer._read_data) with three additions: the header timer, a reader that
-        # hands on what the transport delivered without copying it (secreg.bodyreads), and paced request bodies
-        # gathered into fewer reads (`_gather_more`).
+        # hands on what the transport delivered without copying it (secreg.bodyreads; for h2, one transport read
+        # at a time: H2_READ_BYTES), and paced request bodies gathered into fewer reads (`_gather_more`).
         PieceReader.adopt(self.reader)
         reader = self.reader
         assert isinstance(reader, PieceReader)
         h11 = self.writer.get_extra_info("ssl_object") is None or (
             self.writer.get_extra_info("ssl_object").selected_alpn_protocol() != "h2")
+        expects_more = expects_more_body if h11 else h2_receive.expects_more_body
+        read_size = tcp_server.MAX_RECV if h11 else H2_READ_BYTES
         slow_reads = 0  # small reads in a row, in a long request body, that each waited for the client
         while not self.reader.at_eof():
             waited = not reader.buffered()
             try:
                 if self.config.read_timeout is None:  # (the default) no wait_for coroutine per read
-                    data = await self.reader.read(tcp_server.MAX_RECV)
+                    data = await self.reader.read(read_size)
                 else:
-                    data = await asyncio.wait_for(self.reader.read(tcp_server.MAX_RECV), self.config.read_timeout)
+                    data = await asyncio.wait_for(self.reader.read(read_size), self.config.read_timeout)
             except (ConnectionError, OSError, TimeoutError, SSLError):
                 break
             else:
@@ -487,9 +501,9 @@ class LimitedTCPServer(tcp_server.TCPServer):
                     self._header_deadline = deadline = self.loop.time() + _tracker.limits.header_timeout
                     if self._header_timer is None:  # else it fires at an earlier deadline and re-arms for this
                         self._header_timer = self.loop.call_at(deadline, self._header_due)
-                if len(data) >= GATHER_BELOW or not waited or not h11 or self.idle:
+                if len(data) >= GATHER_BELOW or not waited or self.idle:
                     slow_reads = 0
-                elif expects_more_body(self.protocol, data, GATHER_BELOW):
+                elif expects_more(self.protocol, data, GATHER_BELOW):
                     slow_reads += 1
                     if slow_reads >= GATHER_AFTER:
                         data = await self._gather_more(data)

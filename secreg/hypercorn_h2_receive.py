@@ -24,6 +24,35 @@ _DATA, _HEADERS = 0x0, 0x1
 _END_STREAM, _END_HEADERS = 0x1, 0x4
 
 
+_RECEIVING = (h2.stream.StreamState.OPEN, h2.stream.StreamState.HALF_CLOSED_LOCAL)
+
+
+def _knows_stream_lengths() -> bool:
+    probe = h2.stream.H2Stream(1, h2.config.H2Configuration(client_side=False), 65535, 65535)
+    return (isinstance(getattr(probe, "_actual_content_length", None), int)
+            and hasattr(probe, "_expected_content_length") and hasattr(probe, "state_machine"))
+
+
+_STREAM_LENGTHS = _knows_stream_lengths()  # checked once, at import
+
+
+def expects_more_body(protocol: Any, data: bytes, at_least: int) -> bool:
+    """Whether the HTTP/2 connection of `protocol` (Hypercorn's protocol wrapper) has a stream still receiving a
+    request body that `data`, just read, does not end: one with no declared length, or with at least `at_least`
+    bytes of its content-length still to come after `data` (the frames' own 9 bytes each counted as body: a
+    little early at the end only). What `secreg.bodyreads.expects_more_body` says of an HTTP/1.1 request, for
+    `secreg.connections` to gather a paced body's reads. Always False when this h2 lacks the stream state read."""
+    connection = getattr(getattr(protocol, "protocol", None), "connection", None)
+    if not _STREAM_LENGTHS or not isinstance(connection, h2.connection.H2Connection):
+        return False
+    for stream in connection.streams.values():
+        if stream.state_machine.state in _RECEIVING:
+            expected = stream._expected_content_length
+            if expected is None or expected - stream._actual_content_length - len(data) >= at_least:
+                return True
+    return False
+
+
 def receive_request_head(connection: Any, stream_id: int, block: bytes, ended: bool, events: list[Any]) -> None:
     """What h2's `_receive_headers_frame` does with a HEADERS frame (END_HEADERS set, no padding, no priority)
     that opens client stream `stream_id` on a server connection, the caller having checked what h2 checks first
@@ -45,7 +74,8 @@ def fast_h2_data_frames() -> bool:
     its SHA-256 under py-spy. A run of complete DATA frames of one stream in a socket read (no padding, no flag
     but END_STREAM) is instead taken as one: the same checks done once for the sum (state of the connection and
     of the stream, both flow-control windows, the frame size limit, the declared content length) and one
-    DataReceived event with the payloads joined (one copy). A request HEADERS frame opening a new stream (one
+    DataReceived event with the payloads joined (one copy); the frames after one with its very header (a push's
+    full frames) cost a comparison each. A request HEADERS frame opening a new stream (one
     block, no padding or priority) goes to `receive_request_head`: h2's frame buffer, frame object, flag set,
     dispatch and trace repr were a quarter of what 32 small requests on one connection cost to receive, and h2
     counted the open streams (a walk over all of them) for every head, here once per read. Anything else, or a
@@ -118,10 +148,22 @@ def fast_h2_data_frames() -> bool:
                             or (stream_id is not None and sid != stream_id) or position + 9 + length > size):
                         break
                     stream_id = sid
-                    pieces.append(view[position + 9:position + 9 + length])
+                    step = 9 + length
+                    pieces.append(view[position + 9:position + step])
                     total += length
-                    position += 9 + length
                     ended = bool(flags & end_stream_flag)
+                    if not ended and length:
+                        # The frames after it with this very header (a push's full frames) pass the same checks:
+                        # one comparison each instead of the unpacking and the tests (~1 us per frame saved).
+                        frame_header = source[position:position + 9]
+                        position += step
+                        taken = len(pieces)
+                        while position + step <= size and source.startswith(frame_header, position):
+                            pieces.append(view[position + 9:position + step])
+                            position += step
+                        total += (len(pieces) - taken) * length
+                    else:
+                        position += step
                 stream = connection.streams.get(stream_id) if pieces else None
                 if (stream is None or stream.state_machine.state not in receiving
                         or total > window.current_window_size

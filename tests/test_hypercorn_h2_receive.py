@@ -290,3 +290,74 @@ def test_a_remembered_request_head_is_checked_once() -> None:
     # Each head's first block adds to the table (not remembered), its second is remembered and checked, with
     # the verdict kept: vouched for the GET, left to h2 for the cookies. The rest are not checked again.
     assert len(calls) == 4
+
+
+def test_runs_of_full_frames_are_refused_as_h2_refuses_past_a_window_or_a_length() -> None:
+    """Runs of identical full DATA frames (what a push is made of, taken with one comparison per frame): past the
+    stream window, past the declared content-length, and ended by a shorter frame, a frame of another stream or
+    END_STREAM; in one read and cut at random places: the same events, the same error and GOAWAY as h2's own
+    path, and the same windows when the connection goes on."""
+    import random
+
+    def frame(stream: int, payload: bytes, flags: int = 0) -> bytes:
+        return struct.pack(">BHBBL", len(payload) >> 16, len(payload) & 0xFFFF, 0x0, flags, stream) + payload
+
+    full = os.urandom(16384)
+    head = [(":method", "PUT"), (":path", "/v2/a/blobs/uploads/x"), (":scheme", "https"), (":authority", "x")]
+    cases: dict[str, Any] = {
+        "past the stream window": (None, [frame(1, full)] * 70),
+        "past the content-length": ("163840", [frame(1, full)] * 12),
+        "ended in turns": (None, [frame(1, full)] * 20 + [frame(1, full[:100])] + [frame(3, full)] * 3
+                           + [frame(1, full)] * 5 + [frame(1, full, 0x1)] + [frame(3, full)] * 2),
+    }
+    for name, (length, frames) in cases.items():
+        for seed in (None, 1, 2, 3):
+            outcomes = []
+            for fast in (False, True):
+                client, server = _upload_connections(fast)
+                for stream in (1, 3):
+                    client.send_headers(stream, [*head, *([("content-length", length)] if length else [])])
+                wire = client.data_to_send() + b"".join(frames)
+                events, error = _feed(server, wire, None if seed is None else random.Random(seed))
+                windows = None if error is not None else (  # a terminated connection's windows matter no more
+                    server._inbound_flow_control_window_manager.current_window_size,
+                    {i: s._inbound_window_manager.current_window_size for i, s in server.streams.items()})
+                outcomes.append((_summary(events), error, server.data_to_send(), server.state_machine.state, windows))
+            assert outcomes[0] == outcomes[1], (name, seed)
+        assert (outcomes[0][1] is None) == (name == "ended in turns"), name
+
+
+def test_a_stream_receiving_a_long_body_is_what_the_reader_gathers_for() -> None:
+    """`expects_more_body` (what `secreg.connections` gathers a paced body's reads for): an h2 connection with a
+    stream still receiving a body without a length, or with at least `at_least` bytes of its content-length to
+    come after the read; not once the rest is shorter, the stream ended or the connection has none; never for
+    another protocol."""
+    from types import SimpleNamespace
+
+    from secreg.hypercorn_h2_receive import expects_more_body
+
+    head = [(":method", "PUT"), (":path", "/v2/a/blobs/uploads/x"), (":scheme", "https"), (":authority", "x")]
+    client, server = _upload_connections(True)
+    wrapper = SimpleNamespace(protocol=SimpleNamespace(connection=server))
+
+    def send(stream: int, size: int, end: bool = False) -> None:
+        for offset in range(0, size, 16384):
+            client.send_data(stream, bytes(min(16384, size - offset)), end_stream=end and offset + 16384 >= size)
+        server.receive_data(client.data_to_send())
+
+    assert not expects_more_body(wrapper, b"", 1)  # no stream yet
+    client.send_headers(1, [*head, ("content-length", str(300_000))])
+    server.receive_data(client.data_to_send())
+    read = bytes(1000)
+    assert expects_more_body(wrapper, read, 128 * 1024)
+    send(1, 170_000)
+    assert expects_more_body(wrapper, read, 129_000)  # 130,000 to come, less the read
+    assert not expects_more_body(wrapper, read, 129_001)
+    client.send_headers(3, head)  # no content-length: its end is not known
+    server.receive_data(client.data_to_send())
+    assert expects_more_body(wrapper, read, 1 << 30)
+    client.end_stream(3)
+    send(1, 130_000, end=True)
+    assert not expects_more_body(wrapper, read, 1)
+    assert not expects_more_body(SimpleNamespace(protocol=SimpleNamespace(connection=object())), read, 1)
+    assert not expects_more_body(object(), read, 1)

@@ -510,6 +510,41 @@ def test_http2_push_past_the_windows_and_a_reset_push_leave_only_whole_blobs(tmp
             assert c.get(f"/v2/t/wide/blobs/{sha256(half)}").content == half
 
 
+def test_a_paced_http2_push_is_stored_whole_and_other_streams_are_answered_meanwhile(tmp_path: Path) -> None:
+    """An h2 push sent as 400 DATA frames of 1-16 KiB with pauses between them (reads that are small and wait for
+    the client, which the server gathers in the kernel as for HTTP/1.1), with and without a content-length, and
+    a GET on another stream of the same connection halfway: the GET is answered while the push goes on, and
+    the blob is stored whole."""
+    import random
+
+    chance = random.Random(5)
+    sizes = [chance.choice((1000, 4096, 16384, 9000)) for _ in range(400)]
+    blob = os.urandom(sum(sizes))
+    with run_secreg(tmp_path, OPEN, args=["--http2"]) as server:
+        client = _RawH2(server)
+        try:
+            for declared in (True, False):
+                length = [(b"content-length", str(len(blob)).encode())] if declared else []
+                stream = client.request("POST", f"/v2/t/paced{int(declared)}/blobs/uploads/?digest={sha256(blob)}",
+                                        [(b"content-type", b"application/octet-stream"), *length])
+                offset = 0
+                for turn, size in enumerate(sizes):
+                    client.connection.send_data(stream, blob[offset:offset + size],
+                                                end_stream=turn == len(sizes) - 1)
+                    offset += size
+                    client.flush()
+                    time.sleep(0.002)  # each frame reaches the server on its own
+                    if turn == len(sizes) // 2:
+                        probe = client.request("GET", "/v2/")
+                        assert client.answers({probe}) == {probe: b"200"}
+                assert client.answers({stream}) == {stream: b"201"}
+        finally:
+            client.close()
+        with server.client() as c:
+            for declared in (True, False):
+                assert c.get(f"/v2/t/paced{int(declared)}/blobs/{sha256(blob)}").content == blob
+
+
 def test_http2_upload_past_its_content_length_or_frame_size_is_refused(tmp_path: Path) -> None:
     """More DATA than the request's content-length, or a DATA frame larger than the frame size the server
     allows: h2's own refusals (stream or connection error) hold on the fast path too, and nothing is stored."""
