@@ -17,8 +17,9 @@ from typing import Any
 import h11
 import hypercorn.asyncio.tcp_server as tcp_server
 from h11 import _headers as h11_headers
+from h11 import _readers as h11_readers
 from h11 import _writers as h11_writers
-from hypercorn.events import RawData
+from hypercorn.events import RawData, Updated
 
 READ_BYTES = 1024 * 1024
 log = logging.getLogger("secreg.serve")
@@ -274,8 +275,64 @@ async def finish_response(protocol: Any, body: bytes | bytearray | memoryview) -
     return True
 
 
+# What h11's start_next_cycle picks for a connection back in IDLE on both sides.
+_IDLE_READER: Any = getattr(h11_readers, "READERS", {}).get((h11.CLIENT, h11.IDLE))
+_IDLE_WRITER: Any = getattr(h11_writers, "WRITERS", {}).get((h11.SERVER, h11.IDLE))
+_IDLE_AGAIN = Updated(idle=True)
+
+
+def next_cycle(connection: Any) -> bool:
+    """h11's `connection.start_next_cycle()` for a connection whose request and response have both ended with
+    keep-alive on (DONE, DONE, no switch proposed, no 100-continue pending): both sides IDLE, no request method,
+    the reader and writer of IDLE. False (nothing changed) in any other state, where h11's own call decides."""
+    cstate = connection._cstate
+    states = cstate.states
+    if (states[h11.CLIENT] is not h11.DONE or states[h11.SERVER] is not h11.DONE or not cstate.keep_alive
+            or cstate.pending_switch_proposals or connection.client_is_waiting_for_100_continue):
+        return False
+    states[h11.CLIENT] = states[h11.SERVER] = h11.IDLE
+    connection._request_method = None
+    connection._reader = _IDLE_READER
+    connection._writer = _IDLE_WRITER
+    return True
+
+
+async def recycle(protocol: Any, stream: Any) -> None:
+    """Hypercorn's `H11Protocol._maybe_recycle` after `stream`, the connection's, ended whole (its state CLOSED):
+    the stream closed (the app told the client is gone, as `StreamClosed` makes it), h11 ready for the next
+    request (`next_cycle`), the protocol's reading resumed and the connection idle. Anything else (the server
+    stopping, a connection to be closed) takes Hypercorn's own."""
+    connection = protocol.connection
+    app_put = getattr(stream, "app_put", None)
+    if (protocol.stream is not stream or stream.closed or app_put is None or type(connection) is not h11.Connection
+            or protocol.context.terminated.is_set() or not next_cycle(connection)):
+        await protocol._maybe_recycle()
+        return
+    stream.closed = True
+    await app_put({"type": "http.disconnect"})
+    protocol.stream = None
+    protocol.response = None
+    protocol.scope = None
+    await protocol.can_read.set()
+    await protocol.send(_IDLE_AGAIN)
+
+
+_extra_headers: tuple[Any, int, list[tuple[bytes, bytes]]] = (None, -1, [])
+
+
+def extra_headers(config: Any) -> list[tuple[bytes, bytes]]:
+    """Hypercorn's `config.response_headers("h11")` (the Date, Server and Alt-Svc headers it adds to every
+    response), built once per second: the Date is the only part that changes. Only read, never extended."""
+    global _extra_headers
+    second = int(time.time())
+    cached = _extra_headers
+    if cached[0] is not config or cached[1] != second:
+        cached = _extra_headers = (config, second, config.response_headers("h11"))
+    return cached[2]
+
+
 def _h11_as_known() -> bool:
-    if None in (_field_name, _content_length, _ContentLengthWriter):
+    if None in (_field_name, _content_length, _ContentLengthWriter, _IDLE_READER, _IDLE_WRITER):
         return False
     connection = h11.Connection(h11.SERVER)
     return (all(hasattr(connection, n) for n in ("_cstate", "_request_method", "_writer", "_process_event",
@@ -316,8 +373,7 @@ def direct_h11_response_heads() -> bool:
         if (type(event) is Response and type(self.connection) is h11.Connection
                 and "_secreg_head" not in self.__dict__
                 and self.keep_alive_requests < self.config.keep_alive_max_requests):
-            head = response_head(self.connection, event.status_code, event.headers,
-                                 self.config.response_headers("h11"))
+            head = response_head(self.connection, event.status_code, event.headers, extra_headers(self.config))
             if head is not None:
                 self._secreg_head = head  # written with the first body piece or the end (coalesce_h11_responses)
                 return
@@ -337,7 +393,7 @@ def direct_h11_response_heads() -> bool:
                         self.state = closed_state
                         await self.config.log.access(self.scope, self.response, time.time() - self.start_time)
                         if type(target) is protocol:
-                            await target._maybe_recycle()  # what its stream_send does with StreamClosed
+                            await recycle(target, self)  # what its stream_send does with StreamClosed
                         else:
                             await self.send(StreamClosed(stream_id=self.stream_id))
                         return
@@ -351,7 +407,7 @@ def direct_h11_response_heads() -> bool:
                     and "_secreg_head" not in target.__dict__
                     and target.keep_alive_requests < target.config.keep_alive_max_requests):
                 head = response_head(target.connection, status, message.get("headers", ()),
-                                     target.config.response_headers("h11"))
+                                     extra_headers(target.config))
                 if head is not None:
                     self.response = message
                     target._secreg_head = head  # type: ignore[attr-defined]

@@ -175,6 +175,35 @@ def test_no_head_once_one_was_sent_and_no_whole_body_that_misses_its_length() ->
     assert not asyncio.run(hypercorn_h11.finish_response(held, b""))
 
 
+@pytest.mark.parametrize("case", sorted(DIRECT))
+def test_the_next_cycle_is_h11s_or_left_to_it(case: str) -> None:
+    request, status, headers = DIRECT[case]
+    theirs, ours = _connection(request), _connection(request)
+    for connection in (theirs, ours):
+        connection.send(h11.Response(status_code=status, headers=[(b"content-length", b"0")]))
+        connection.send(h11.EndOfMessage())
+    before = (_state(ours), ours._request_method)
+    if theirs.states == {h11.CLIENT: h11.DONE, h11.SERVER: h11.DONE}:
+        theirs.start_next_cycle()
+        assert hypercorn_h11.next_cycle(ours)
+        assert (_state(ours), ours._request_method, ours._reader) == (_state(theirs), None, theirs._reader)
+    else:  # a body not read, Connection: close, HTTP/1.0: h11 would refuse (or Hypercorn closes)
+        assert not hypercorn_h11.next_cycle(ours)
+        assert (_state(ours), ours._request_method) == before
+
+
+def test_the_extra_headers_are_hypercorns_and_follow_the_date() -> None:
+    import hypercorn.config
+
+    assert hypercorn_tuning.apply()
+    config, other = hypercorn.config.Config(), hypercorn.config.Config()
+    other.include_server_header = False
+    other.alt_svc_headers = ["h3=\":443\""]
+    for current in (config, other, config):
+        # (the Date of both may differ once if a second begins between the two calls)
+        assert any(hypercorn_h11.extra_headers(current) == current.response_headers("h11") for _ in range(2))
+
+
 # --- through Hypercorn's H11Protocol and HTTPStream --------------------------------------------------------
 
 
