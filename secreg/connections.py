@@ -35,9 +35,9 @@ memory an idle TLS connection holds. Installed into Hypercorn's asyncio worker b
   Decrypting stays at asyncio's `max_size` per record read: 1 MiB there as well saved nothing more and took that
   peak (auth off) from ~104 to ~144 MiB. An HTTP/2 connection reads H2_READ_BYTES instead, one transport read's
   worth: its DATA payloads are joined once more by the h2 path (`secreg.hypercorn_h2_receive`), so joining two
-  transport reads into one first was a copy of every pushed byte for nothing (with the gathering below and the
-  runs of full frames taken by one comparison each, together: a 256 MiB h2load push's server CPU 0.93x, its
-  event loop's 0.90x; curl 0.97x, 0.95x; one worker, interleaved, 8 pairs, load 3-4.5).
+  transport reads into one first was a copy of every pushed byte for nothing (a 256 MiB h2 push's server CPU,
+  one worker, interleaved, 8 pairs at load ~2: h2load 0.95x, curl 0.99x; with the gathering below and the runs
+  of full frames taken by one comparison each, 6 pairs: 0.95x and 0.93x).
 - **Paced bodies**: a client that sends a request body slower than it is received (docker pushes each layer as
   it compresses it, one chunk of 32 KiB at a time) made every piece its own socket read, decryption, loop wake-up
   and trip up to the upload's write. After GATHER_AFTER (4) small reads in a row that each had to wait for the
