@@ -132,7 +132,7 @@ class LocalRegistry:
         self.require_writable()
         if not await self.offload.run(self.blobs.is_linked, source, digest):
             return False
-        await self.offload.run(self.blobs.link, name, digest)
+        await self.offload.thread(self.blobs.link, name, digest)  # fsyncs (link, mark, directories): off the loop
         return True
 
     async def unlink_blob(self, name: str, digest: Digest) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -148,6 +149,29 @@ def test_blobs_are_reached_only_through_their_repository(model: RegistryModel) -
         assert (await model.stat_blob("team/b", digest)).size == 6  # the bytes stay for the other link
 
     run(scenario())
+
+
+def test_a_mount_writes_its_link_off_the_event_loop(tmp_path: Path) -> None:
+    """A mount's link is a chain of fsyncs (the link, the linker mark, their directories): in the storage
+    thread pool, as an upload's link is, never on the event loop that serves every other request."""
+    registry = local(tmp_path / "store")
+    threads: list[threading.Thread] = []
+    link = registry.blobs.link
+
+    def recording_link(name: str, digest: Digest) -> None:
+        threads.append(threading.current_thread())
+        link(name, digest)
+
+    registry.blobs.link = recording_link  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        digest = (await registry.put_blob("team/a", Digest.of(b"shared"), body(b"shared"))).digest
+        threads.clear()
+        assert await registry.mount_blob("team/b", digest, "team/a")
+        assert (await registry.stat_blob("team/b", digest)).size == 6
+
+    run(scenario())
+    assert threads and all(thread is not threading.main_thread() for thread in threads)
 
 
 def test_manifests_tags_catalog_and_referrers(model: RegistryModel) -> None:
