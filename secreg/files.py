@@ -22,6 +22,29 @@ def fsync_dir(directory: str | Path) -> None:
         os.close(fd)
 
 
+def make_dirs(directory: str) -> list[str]:
+    """`os.makedirs(directory, exist_ok=True)`, returning the directories that gained an entry: the parent of
+    each directory created here. Until those are fsynced, a crash of the machine may lose the new directories,
+    and with them whatever was renamed into them, however durably."""
+    created: list[str] = []
+    current = directory
+    while current and not os.path.isdir(current):
+        created.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    if not created:
+        return []
+    os.makedirs(directory, exist_ok=True)
+    return list(dict.fromkeys(os.path.dirname(path) or "." for path in created))
+
+
+def fsync_dirs(directories: Sequence[str]) -> None:
+    """`fsync_dir` of each, side by side (one wait for the disk)."""
+    _fsync_all([partial(fsync_dir, directory) for directory in directories])
+
+
 def atomic_write(path: str | Path, data: bytes, mode: int = 0o600, temp_suffix: str = ".tmp", *,
                  durable: bool = True) -> None:
     """Temporary file beside `path` (created with `mode` from the start, so a private key is never readable
@@ -78,12 +101,14 @@ def _fsync_all(calls: list[Callable[[], None]]) -> None:
 
 
 def atomic_write_stages(stages: Sequence[Sequence[tuple[str, bytes]]], mode: int = 0o600,
-                        temp_suffix: str = ".tmp") -> None:
+                        temp_suffix: str = ".tmp", new_directories: Sequence[str] = ()) -> None:
     """Several `atomic_write`s (durable) in `stages`: no file of a stage appears before every file of the
     stages before it is on disk, under its name, for good; the files of one stage appear in the order given.
     Every temporary file is written and fsynced first (side by side), then each stage is renamed into place and
     its directories fsynced (side by side): one wait for the disk for the data and one per stage, instead of
-    two per file. Parent directories must exist. A failure removes the temporary files not renamed yet."""
+    two per file. Parent directories must exist; `new_directories` (directories that gained an entry when
+    they were made: `make_dirs`) are fsynced with the temporary files, before any rename. A failure removes the
+    temporary files not renamed yet."""
     temps: list[tuple[str, str]] = []  # (temporary, target), in stage order
     fds: list[int] = []
     renamed = 0
@@ -97,7 +122,8 @@ def atomic_write_stages(stages: Sequence[Sequence[tuple[str, bytes]]], mode: int
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fds[-1], view):]
-        _fsync_all([partial(os.fsync, fd) for fd in fds])
+        syncs: list[Callable[[], None]] = [partial(os.fsync, fd) for fd in fds]
+        _fsync_all(syncs + [partial(fsync_dir, directory) for directory in new_directories])
         while fds:
             os.close(fds.pop())
         for stage in stages:

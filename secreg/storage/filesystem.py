@@ -13,7 +13,7 @@ from pathlib import Path
 from stat import S_ISDIR, S_ISLNK
 from typing import BinaryIO
 
-from secreg.files import atomic_write, atomic_write_stages, fsync_dir
+from secreg.files import atomic_write, atomic_write_stages, fsync_dirs, make_dirs
 from secreg.storage.appendfile import FileAppendWriter
 from secreg.storage.driver import FileInfo, IncompleteWrite, InvalidPath, PathNotFound
 
@@ -92,17 +92,20 @@ class FilesystemDriver:
 
     def write_bytes(self, path: str, data: bytes, *, durable: bool = True) -> None:
         full = self._full(path)
-        os.makedirs(os.path.dirname(full), exist_ok=True)
+        created = make_dirs(os.path.dirname(full))
         atomic_write(full, data, 0o644, _TEMP_SUFFIX, durable=durable)
+        if durable and created:
+            fsync_dirs(created)  # the new directories' entries, or a crash may lose the file with them
 
     def write_files(self, stages: Sequence[Sequence[tuple[str, bytes]]]) -> None:
         """Every temporary file fsynced side by side, then each stage renamed and its directories fsynced side by
         side (`secreg.files.atomic_write_stages`): a manifest push's five files cost three waits for the disk
         here, not ten."""
         full = [[(self._full(path), data) for path, data in stage] for stage in stages]
+        created: dict[str, None] = {}
         for directory in dict.fromkeys(os.path.dirname(target) for stage in full for target, _ in stage):
-            os.makedirs(directory, exist_ok=True)
-        atomic_write_stages(full, 0o644, _TEMP_SUFFIX)
+            created.update(dict.fromkeys(make_dirs(directory)))
+        atomic_write_stages(full, 0o644, _TEMP_SUFFIX, new_directories=list(created))
 
     def write_transient(self, path: str, data: bytes) -> None:
         """No fsync (two fsyncs saved per PATCH of a chunked push), tagged with the boot id so that
@@ -201,12 +204,13 @@ class FilesystemDriver:
     def move(self, source: str, destination: str) -> None:
         src, dst = self._full(source), self._full(destination)
         directory = os.path.dirname(dst)
-        os.makedirs(directory, exist_ok=True)
+        created = make_dirs(directory)
         try:
             os.replace(src, dst)
         except FileNotFoundError:
             raise PathNotFound(source) from None
-        fsync_dir(directory)
+        # The rename, and the entries of directories made for it (a new blob's own directory): one wait.
+        fsync_dirs([directory, *created])
 
     def delete(self, path: str) -> None:
         full = self._full(path)

@@ -220,3 +220,64 @@ def test_walk_only_hint_stats_the_named_file_as_the_listing_gives_it(tmp_path: P
     paths = sorted(driver.walk_paths("tree", None, only))
     assert paths == sorted(p for p in driver.walk_paths("tree") if taken(p) and not p.startswith("tree/0/file/"))
     assert "tree/2/broken/data" in paths and "tree/2/todir/data" not in paths
+
+
+def _synced_directories(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The paths of every directory fsynced from now on (files are left out), in order."""
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        real_fsync(fd)
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        if os.path.isdir(path):
+            synced.append(path)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return synced
+
+
+def test_new_directories_are_made_durable_with_what_goes_into_them(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file renamed into a directory made for it is only safe once the directory's own entry is: the parent of
+    every directory made is fsynced (a new blob's `<hex>` directory in `<xx>`, a new link's directories), and a
+    write into directories that exist fsyncs only its own."""
+    root = tmp_path.resolve()
+    driver = FilesystemDriver(root)
+    synced = _synced_directories(monkeypatch)
+    driver.write_bytes("a/b/c/file", b"1")
+    assert set(synced) == {f"{root}/a/b/c", f"{root}/a/b", f"{root}/a", str(root)}
+    synced.clear()
+    driver.write_bytes("a/b/c/other", b"2")
+    assert synced == [f"{root}/a/b/c"]
+
+    synced.clear()
+    driver.write_bytes("uploads/u1/data", b"blob")
+    synced.clear()
+    driver.move("uploads/u1/data", "blobs/sha256/ab/abcd/data")
+    assert set(synced) == {f"{root}/blobs/sha256/ab/abcd", f"{root}/blobs/sha256/ab", f"{root}/blobs/sha256",
+                           f"{root}/blobs", str(root)}
+    assert driver.read_bytes("blobs/sha256/ab/abcd/data") == b"blob"
+
+    events: list[str] = []
+    real_replace = os.replace
+
+    def replace(source: str, target: str) -> None:
+        events.append(f"rename {target}")
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    synced.clear()
+    driver.write_files([[("repo/_layers/sha256/ef/link", b"l")], [("repo/_tags/t/current/link", b"l")]])
+    first_rename = synced.index(f"{root}/repo/_layers/sha256/ef")  # the stage's own fsync, after its rename
+    made = {f"{root}/repo", f"{root}/repo/_layers", f"{root}/repo/_layers/sha256", f"{root}/repo/_tags",
+            f"{root}/repo/_tags/t", str(root)}
+    assert made <= set(synced[:first_rename])  # every new entry on disk before any file of the stages shows
+    assert driver.read_bytes("repo/_tags/t/current/link") == b"l"
+
+
+def test_a_non_durable_write_fsyncs_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    driver = FilesystemDriver(tmp_path)
+    synced = _synced_directories(monkeypatch)
+    driver.write_bytes("x/y/token", b"t", durable=False)
+    assert synced == [] and driver.read_bytes("x/y/token") == b"t"
