@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from secreg import hypercorn_h11, hypercorn_tuning
+from tests.h11protocol import h11_config, serve_h11
 from tests.oci import sha256
 from tests.server import run_secreg
 
@@ -212,18 +213,7 @@ def _serve(requests: bytes, messages: list[dict[str, Any]], status: int = 200,
     """Hypercorn's protocol on `requests` (one read), an ASGI app answering each with a start and `messages`:
     what reached the socket (bytes, "idle" between requests, "closed"), the methods the app saw and how many
     events h11 itself framed."""
-    import hypercorn.config
-    from hypercorn.app_wrappers import ASGIWrapper
-    from hypercorn.asyncio.task_group import TaskGroup
-    from hypercorn.asyncio.worker_context import WorkerContext
-    from hypercorn.events import Closed, RawData, Updated
-    from hypercorn.protocol.h11 import H11Protocol
-    from hypercorn.typing import ConnectionState
-
-    assert hypercorn_tuning.apply()
-    config = hypercorn.config.Config()
-    config.include_date_header = False
-    config.accesslog = None
+    config = h11_config()
     writes: list[Any] = []
     methods: list[str] = []
     framed = [0]
@@ -240,30 +230,9 @@ def _serve(requests: bytes, messages: list[dict[str, Any]], status: int = 200,
         for message in messages:
             await send(message)
 
-    async def main() -> None:
-        done = asyncio.Event()
-
-        async def send(event: Any) -> None:
-            if isinstance(event, RawData):
-                writes.append(event.data)
-            elif isinstance(event, Closed):
-                writes.append("closed")
-                done.set()
-            elif isinstance(event, Updated) and event.idle:
-                writes.append("idle")
-                if protocol.connection.their_state is h11.IDLE and not protocol.connection._receive_buffer:
-                    done.set()
-
-        async with TaskGroup(asyncio.get_running_loop()) as group:
-            protocol = H11Protocol(ASGIWrapper(app), config, WorkerContext(None), group, ConnectionState({}),
-                                   True, ("127.0.0.1", 1), ("127.0.0.1", 2), send)
-            await protocol.handle(RawData(requests))
-            await asyncio.wait_for(done.wait(), 10)
-            await protocol.handle(Closed())
-
     h11.Connection.send_with_data_passthrough = counted  # type: ignore[method-assign]
     try:
-        asyncio.run(main())
+        writes += serve_h11(app, config, [requests])
     finally:
         h11.Connection.send_with_data_passthrough = h11_send  # type: ignore[method-assign]
     return writes, methods, framed[0]

@@ -16,8 +16,9 @@ import pytest
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
-from secreg import hypercorn_h11_requests, hypercorn_tuning
+from secreg import hypercorn_h11_requests
 from secreg.hypercorn_h11_requests import read_simple_request
+from tests.h11protocol import h11_config, serve_h11
 from tests.server import run_secreg
 
 BEARER = b"Bearer " + b"eyJhbGciOiJFUzI1NiIsInR5cCI6IkpXVCJ9." + b"x" * 420 + b".sig-_"
@@ -256,18 +257,7 @@ def _serve(pieces: list[bytes]) -> tuple[list[Any], list[dict[str, Any]], int]:
     """Hypercorn's protocol reading `pieces` one by one, an ASGI app answering each request with its body length:
     what reached the socket ("idle" between requests, "closed"), each scope with the request body the app read,
     and how many client events h11 itself processed."""
-    import hypercorn.config
-    from hypercorn.app_wrappers import ASGIWrapper
-    from hypercorn.asyncio.task_group import TaskGroup
-    from hypercorn.asyncio.worker_context import WorkerContext
-    from hypercorn.events import Closed, RawData, Updated
-    from hypercorn.protocol.h11 import H11Protocol
-    from hypercorn.typing import ConnectionState
-
-    assert hypercorn_tuning.apply()
-    config = hypercorn.config.Config()
-    config.include_date_header = False
-    config.accesslog = None
+    config = h11_config()
     writes: list[Any] = []
     scopes: list[dict[str, Any]] = []
     processed = [0]
@@ -292,32 +282,9 @@ def _serve(pieces: list[bytes]) -> tuple[list[Any], list[dict[str, Any]], int]:
                     "headers": [(b"content-length", b"%d" % len(answer))]})
         await send({"type": "http.response.body", "body": answer})
 
-    async def main() -> None:
-        done = asyncio.Event()
-
-        async def send(event: Any) -> None:
-            if isinstance(event, RawData):
-                writes.append(event.data)
-            elif isinstance(event, Closed):
-                writes.append("closed")
-                done.set()
-            elif isinstance(event, Updated) and event.idle:
-                writes.append("idle")
-                if protocol.connection.their_state is h11.IDLE and not protocol.connection._receive_buffer:
-                    done.set()
-
-        async with TaskGroup(asyncio.get_running_loop()) as group:
-            protocol = H11Protocol(ASGIWrapper(app), config, WorkerContext(None), group, ConnectionState({}),
-                                   True, ("127.0.0.1", 1), ("127.0.0.1", 2), send)
-            for piece in pieces:
-                await protocol.handle(RawData(piece))
-                await asyncio.sleep(0)
-            await asyncio.wait_for(done.wait(), 10)
-            await protocol.handle(Closed())
-
     h11.Connection._process_event = counted  # type: ignore[method-assign]
     try:
-        asyncio.run(main())
+        writes += serve_h11(app, config, pieces)
     finally:
         h11.Connection._process_event = h11_process  # type: ignore[method-assign]
     return writes, scopes, processed[0]
