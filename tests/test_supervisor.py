@@ -193,3 +193,38 @@ def test_a_killed_servers_workers_directory_goes_at_the_next_start(tmp_path: Pat
     with run_secreg(tmp_path / "next", config, env={"TMPDIR": str(temp)}) as server:
         assert not left.exists()
         assert len(list(temp.glob("secreg-workers-*"))) == 1  # the running server's own stays
+
+
+def test_a_worker_restarted_while_the_object_store_is_down_serves_on(tmp_path: Path) -> None:
+    """A worker started again while its S3 store cannot be reached used to exit on the bucket check, again each
+    second: the connections the kernel hashed to its seat waited for a worker that never came (a TLS handshake
+    that timed out). It serves on, as the serving process does: every one of 32 new connections is answered."""
+    from tests.objectstores import moto_server
+
+    with moto_server(tmp_path) as store:
+        config = {**OPEN, "http": {"workers": 2}, "storage": {"s3": store.s3_settings("down-restart")}}
+        served = run_secreg(tmp_path / "server", config)
+        server = served.__enter__()
+        try:
+            _wait(lambda: len(_children(server.process.pid)) == 1)
+            with server.client() as c:
+                assert c.get("/v2/").status_code == 200
+        except BaseException:
+            served.__exit__(None, None, None)
+            raise
+    try:  # the store has stopped; the spawned worker is killed and started again without it
+        (victim,) = _children(server.process.pid)
+        os.kill(victim, signal.SIGKILL)
+        _wait(lambda: not _alive(victim) and "storage unreachable as this worker starts" in server.log())
+        sockets = [socket.create_connection(("127.0.0.1", server.port), timeout=60) for _ in range(32)]
+        context = server.ssl_context()
+        for sock in sockets:
+            sock.settimeout(20)
+        with ThreadPoolExecutor(8) as pool:
+            opened = list(pool.map(lambda sock: _request(sock, context), sockets))
+        for tls in opened:
+            tls.close()
+        (successor,) = _children(server.process.pid)
+        assert successor != victim and "exited with 1" not in server.log()
+    finally:
+        served.__exit__(None, None, None)
