@@ -184,10 +184,26 @@ def pass_response_views_through() -> bool:
 # Response headers whose framing or placement h11 rewrites or checks (a second Content-Length, Transfer-Encoding,
 # the Connection tokens, Host written first): a head naming one takes h11's own path.
 _FRAMING = frozenset({b"content-length", b"transfer-encoding", b"connection", b"host"})
-NAMES_KEPT = 256  # header names that passed h11's pattern, remembered with their lower case (a few KiB)
+NAMES_KEPT = 256  # header names found to be tokens, remembered with their lower case (a few KiB)
 _names: dict[bytes, bytes] = {}
+# RFC 9110's tchar: what h11's field-name pattern accepts (`token`); deleted from a name, nothing may be left.
+_TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def lowered_name(name: Any) -> bytes | None:
+    """`name` in lower case when it is bytes and a token (a header name h11 accepts, in a request or a response),
+    else None. The names seen are remembered (up to `NAMES_KEPT`): a repeated one costs one lookup."""
+    lowered = _names.get(name)
+    if lowered is None:
+        if type(name) is not bytes or not name or name.translate(None, _TCHAR):
+            return None
+        lowered = name.lower()
+        if len(_names) >= NAMES_KEPT:
+            _names.clear()
+        _names[name] = lowered
+    return lowered
+
 # h11's own patterns and state-machine pieces (private: `direct_h11_response_heads` checks they are there).
-_field_name = getattr(h11_headers, "_field_name_re", None)
 _content_length = getattr(h11_headers, "_content_length_re", None)
 _MAX_DIGITS: int = getattr(h11_headers, "CONTENT_LENGTH_MAX_DIGITS", 20)
 _ContentLengthWriter: Any = getattr(h11_writers, "ContentLengthWriter", None)
@@ -207,17 +223,11 @@ def response_head(connection: Any, status: int, headers: Any, extra: Any) -> byt
         return None
     lines = [b"HTTP/1.1 %d \r\n" % status]
     length: int | None = None
-    names = _names
     for part in (headers, extra):
         for name, value in part:
-            lowered = names.get(name)
+            lowered = lowered_name(name)
             if lowered is None:
-                if type(name) is not bytes or _field_name.fullmatch(name) is None:  # type: ignore[union-attr]
-                    return None
-                lowered = name.lower()
-                if len(names) >= NAMES_KEPT:
-                    names.clear()
-                names[name] = lowered
+                return None
             if type(value) is not bytes or (value and (value[0] in _EDGES or value[-1] in _EDGES)):
                 return None
             if lowered in _FRAMING:
@@ -332,7 +342,7 @@ def extra_headers(config: Any) -> list[tuple[bytes, bytes]]:
 
 
 def _h11_as_known() -> bool:
-    if None in (_field_name, _content_length, _ContentLengthWriter, _IDLE_READER, _IDLE_WRITER):
+    if None in (_content_length, _ContentLengthWriter, _IDLE_READER, _IDLE_WRITER):
         return False
     connection = h11.Connection(h11.SERVER)
     return (all(hasattr(connection, n) for n in ("_cstate", "_request_method", "_writer", "_process_event",

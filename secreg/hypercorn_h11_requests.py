@@ -29,6 +29,8 @@ import h11
 from h11 import _readers as h11_readers
 from h11 import _writers as h11_writers
 
+from secreg.hypercorn_h11 import lowered_name
+
 log = logging.getLogger("secreg.serve")
 
 SIMPLE_METHODS = {b"GET": "GET", b"HEAD": "HEAD", b"DELETE": "DELETE"}
@@ -36,11 +38,8 @@ SIMPLE_METHODS = {b"GET": "GET", b"HEAD": "HEAD", b"DELETE": "DELETE"}
 # specially: Host (exactly one) and Connection (only `keep-alive`, so h11's keep-alive stays on).
 _SPECIAL = frozenset({b"content-length", b"transfer-encoding", b"upgrade", b"expect", b"http2-settings", b"host",
                       b"connection"})
-# RFC 9110's tchar (h11's `token`) and visible ASCII (h11's `request_target`): deleted, nothing may be left.
-_TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# Visible ASCII (h11's `request_target`): deleted from a target, nothing may be left.
 _VCHAR = bytes(range(0x21, 0x7F))
-NAMES_KEPT = 256  # header names found to be tokens, remembered with their lower case (a few KiB)
-_names: dict[bytes, bytes] = {}
 _CLIENT, _SERVER = h11.CLIENT, h11.SERVER
 _IDLE, _DONE, _SEND_RESPONSE = h11.IDLE, h11.DONE, h11.SEND_RESPONSE
 # What h11's state changes pick for a server whose client is DONE and which is to SEND_RESPONSE.
@@ -86,19 +85,11 @@ def read_simple_request(connection: Any) -> SimpleRequest | None:
         return None
     headers: list[tuple[bytes, bytes]] = []
     host = False
-    names = _names
     for index in range(1, len(lines)):
         name, colon, value = lines[index].partition(b":")
-        if not colon:
-            return None
-        lowered = names.get(name)
+        lowered = lowered_name(name) if colon else None
         if lowered is None:
-            if not name or name.translate(None, _TCHAR):
-                return None
-            lowered = name.lower()
-            if len(names) >= NAMES_KEPT:
-                names.clear()
-            names[name] = lowered
+            return None
         value = value.strip(b" \t")
         if lowered in _SPECIAL:
             if lowered == b"host" and not host:
